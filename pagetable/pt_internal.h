@@ -1,0 +1,89 @@
+/* Internal state of the block-table manager, shared by its source files. */
+#ifndef IKV_PT_INTERNAL_H
+#define IKV_PT_INTERNAL_H
+
+#include "pagetable/pagetable.h"
+
+/* Free slots of one (tier, precision) pool: a stack, O(1) both ways. */
+typedef struct pt_pool {
+  uint32_t capacity;
+  uint32_t n_free;
+  uint32_t *free_slots;
+} pt_pool;
+
+typedef struct pt_span {
+  ikv_span_id id;
+  ikv_span span;
+} pt_span;
+
+typedef struct pt_seq {
+  uint32_t generation; /* odd while live; bumps on create and free */
+  ikv_precision precision;
+  uint32_t tokens;
+  uint32_t n_pages, cap_pages;
+  ikv_page_id *pages;
+  uint32_t n_spans, cap_spans;
+  ikv_span_id next_span_id;
+  pt_span *spans;
+} pt_seq;
+
+struct ikv_pagetable {
+  ikv_geometry geometry;
+  size_t page_bytes[IKV_PRECISION_COUNT];
+  pt_pool pools[IKV_TIER_COUNT][IKV_PRECISION_COUNT];
+
+  /* Page descriptors as parallel arrays (exports gather slots in a tight loop). */
+  uint32_t max_pages;
+  uint32_t n_free_pages;
+  ikv_page_id *free_pages;
+  int32_t *slot[IKV_TIER_COUNT];
+  uint8_t *precision;
+  uint32_t *refcount; /* 0: page id is free */
+  uint32_t *pins;
+  /* LRU per tier: intrusive lists, index max_pages is the sentinel. */
+  uint32_t *lru_prev[IKV_TIER_COUNT], *lru_next[IKV_TIER_COUNT];
+
+  uint32_t max_seqs;
+  uint32_t n_free_seqs;
+  uint32_t *free_seqs;
+  pt_seq *seqs;
+
+  uint32_t live_pages, shared_pages, live_seqs;
+  uint64_t cow_copies, precision_changes;
+};
+
+/* pool.c */
+ikv_status pt_pool_init(pt_pool *pool, uint32_t capacity);
+void pt_pool_release(pt_pool *pool);
+int32_t pt_slot_take(pt_pool *pool); /* caller checked n_free > 0 */
+void pt_slot_give(pt_pool *pool, int32_t slot);
+
+/* page.c: page descriptors, refcounts and LRU order */
+ikv_status pt_pages_init(ikv_pagetable *pt);
+void pt_pages_release(ikv_pagetable *pt);
+int pt_page_live(const ikv_pagetable *pt, ikv_page_id page);
+/* A new page with refcount 1 and one slot in (tier, precision); the caller
+ * checked that a page id and a slot are free. */
+ikv_page_id pt_page_new(ikv_pagetable *pt, ikv_precision precision, ikv_tier tier);
+void pt_page_ref(ikv_pagetable *pt, ikv_page_id page);
+void pt_page_unref(ikv_pagetable *pt, ikv_page_id page);
+void pt_lru_touch(ikv_pagetable *pt, ikv_page_id page);
+/* Takes / returns the page's slot in tier (pool of its precision), keeping LRU order. */
+void pt_tier_attach(ikv_pagetable *pt, ikv_page_id page, ikv_tier tier);
+void pt_tier_detach(ikv_pagetable *pt, ikv_page_id page, ikv_tier tier);
+/* Free slots in (tier, precision) and free page ids, as a single "room" test. */
+int pt_has_room(const ikv_pagetable *pt, ikv_tier tier, ikv_precision precision,
+                uint32_t pages);
+
+/* sequence.c */
+pt_seq *pt_seq_lookup(const ikv_pagetable *pt, ikv_seq_id id);
+ikv_status pt_seqs_init(ikv_pagetable *pt);
+void pt_seqs_release(ikv_pagetable *pt);
+
+/* span.c */
+void pt_spans_clip(pt_seq *s, uint32_t tokens);
+
+/* Grows *array (element size elem) to hold at least need elements. */
+ikv_status pt_grow(void **array, uint32_t *cap, uint32_t need, size_t elem);
+
+#endif /* IKV_PT_INTERNAL_H */

@@ -1,0 +1,109 @@
+/* Where a page's bytes live: precision changes, tier copies, pins, LRU order. */
+#include "pagetable/pt_internal.h"
+
+ikv_status ikv_pt_page_get_info(const ikv_pagetable *pt, ikv_page_id page, ikv_pt_page_info *out) {
+  if (!pt || !out) return IKV_E_NULL;
+  if (!pt_page_live(pt, page)) return IKV_E_UNKNOWN_PAGE;
+  out->precision = (ikv_precision)pt->precision[page];
+  out->refcount = pt->refcount[page];
+  out->pins = pt->pins[page];
+  for (int t = 0; t < IKV_TIER_COUNT; t++) out->slot[t] = pt->slot[t][page];
+  return IKV_OK;
+}
+
+ikv_status ikv_pt_page_set_precision(ikv_pagetable *pt, ikv_page_id page, ikv_precision to,
+                                     ikv_pt_move *move) {
+  if (!pt || !move) return IKV_E_NULL;
+  if (!pt_page_live(pt, page)) return IKV_E_UNKNOWN_PAGE;
+  if (!ikv_precision_valid(to)) return IKV_E_PRECISION;
+  ikv_precision from = (ikv_precision)pt->precision[page];
+  if (from != to)
+    for (int t = 0; t < IKV_TIER_COUNT; t++)
+      if (pt->slot[t][page] != IKV_NO_SLOT && pt->pools[t][to].n_free == 0) return IKV_E_CAPACITY;
+  move->page = page;
+  move->from = from;
+  move->to = to;
+  for (int t = 0; t < IKV_TIER_COUNT; t++) {
+    int32_t old = pt->slot[t][page];
+    move->old_slot[t] = old;
+    if (old != IKV_NO_SLOT && from != to) {
+      pt->slot[t][page] = pt_slot_take(&pt->pools[t][to]);
+      pt_slot_give(&pt->pools[t][from], old);
+    }
+    move->new_slot[t] = pt->slot[t][page];
+  }
+  if (from != to) {
+    pt->precision[page] = (uint8_t)to;
+    pt->precision_changes++;
+  }
+  return IKV_OK;
+}
+
+ikv_status ikv_pt_page_make_resident(ikv_pagetable *pt, ikv_page_id page, ikv_tier tier,
+                                     ikv_pt_copy *copy) {
+  if (!pt || !copy) return IKV_E_NULL;
+  if ((unsigned)tier >= IKV_TIER_COUNT) return IKV_E_INVALID;
+  if (!pt_page_live(pt, page)) return IKV_E_UNKNOWN_PAGE;
+  ikv_precision prec = (ikv_precision)pt->precision[page];
+  ikv_tier other = tier == IKV_TIER_GPU ? IKV_TIER_HOST : IKV_TIER_GPU;
+  int resident = pt->slot[tier][page] != IKV_NO_SLOT;
+  if (!resident && pt->pools[tier][prec].n_free == 0) return IKV_E_CAPACITY;
+  if (!resident) pt_tier_attach(pt, page, tier);
+  *copy = (ikv_pt_copy){
+      .src_page = page,
+      .dst_page = page,
+      .tier = tier,
+      .precision = prec,
+      .src_slot = resident ? pt->slot[tier][page] : pt->slot[other][page],
+      .dst_slot = pt->slot[tier][page],
+      .bytes = resident ? 0 : pt->page_bytes[prec],
+  };
+  return IKV_OK;
+}
+
+ikv_status ikv_pt_page_release(ikv_pagetable *pt, ikv_page_id page, ikv_tier tier) {
+  if (!pt) return IKV_E_NULL;
+  if ((unsigned)tier >= IKV_TIER_COUNT) return IKV_E_INVALID;
+  if (!pt_page_live(pt, page)) return IKV_E_UNKNOWN_PAGE;
+  if (pt->slot[tier][page] == IKV_NO_SLOT) return IKV_E_NOT_RESIDENT;
+  ikv_tier other = tier == IKV_TIER_GPU ? IKV_TIER_HOST : IKV_TIER_GPU;
+  if (pt->slot[other][page] == IKV_NO_SLOT) return IKV_E_LAST_COPY;
+  if (tier == IKV_TIER_GPU && pt->pins[page]) return IKV_E_PINNED;
+  pt_tier_detach(pt, page, tier);
+  return IKV_OK;
+}
+
+ikv_status ikv_pt_page_pin(ikv_pagetable *pt, ikv_page_id page) {
+  if (!pt) return IKV_E_NULL;
+  if (!pt_page_live(pt, page)) return IKV_E_UNKNOWN_PAGE;
+  if (pt->pins[page] == UINT32_MAX) return IKV_E_CAPACITY;
+  pt->pins[page]++;
+  return IKV_OK;
+}
+
+ikv_status ikv_pt_page_unpin(ikv_pagetable *pt, ikv_page_id page) {
+  if (!pt) return IKV_E_NULL;
+  if (!pt_page_live(pt, page)) return IKV_E_UNKNOWN_PAGE;
+  if (!pt->pins[page]) return IKV_E_INVALID;
+  pt->pins[page]--;
+  return IKV_OK;
+}
+
+ikv_status ikv_pt_page_touch(ikv_pagetable *pt, ikv_page_id page) {
+  if (!pt) return IKV_E_NULL;
+  if (!pt_page_live(pt, page)) return IKV_E_UNKNOWN_PAGE;
+  pt_lru_touch(pt, page);
+  return IKV_OK;
+}
+
+ikv_status ikv_pt_evict_candidates(const ikv_pagetable *pt, ikv_tier tier, ikv_page_id *out,
+                                   uint32_t cap, uint32_t *n) {
+  if (!pt || !n || (!out && cap)) return IKV_E_NULL;
+  if ((unsigned)tier >= IKV_TIER_COUNT) return IKV_E_INVALID;
+  uint32_t count = 0, sentinel = pt->max_pages;
+  for (uint32_t p = pt->lru_next[tier][sentinel]; p != sentinel && count < cap;
+       p = pt->lru_next[tier][p])
+    if (!pt->pins[p]) out[count++] = p;
+  *n = count;
+  return IKV_OK;
+}
