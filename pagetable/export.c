@@ -3,20 +3,17 @@
 
 #include "pagetable/pt_internal.h"
 
-/* Validates the batch: every sequence live, every page resident in tier.
- * *total_pages and *max_pages receive the batch's page counts. */
-static ikv_status batch_check(const ikv_pagetable *pt, const ikv_seq_id *seqs, uint32_t batch,
+/* Validates what is cheap to validate up front (O(batch)): every sequence
+ * live and the tier valid. *total_pages and *max_pages receive the batch's
+ * page counts. Residency is checked while gathering, in the same pass. */
+static ikv_status batch_shape(const ikv_pagetable *pt, const ikv_seq_id *seqs, uint32_t batch,
                               ikv_tier tier, uint64_t *total_pages, uint32_t *max_pages) {
   if ((unsigned)tier >= IKV_TIER_COUNT) return IKV_E_INVALID;
-  const int32_t *slot = pt->slot[tier];
   uint64_t total = 0;
   uint32_t widest = 0;
   for (uint32_t b = 0; b < batch; b++) {
     const pt_seq *s = pt_seq_lookup(pt, seqs[b]);
     if (!s) return IKV_E_UNKNOWN_SEQ;
-    int32_t missing = 0;
-    for (uint32_t i = 0; i < s->n_pages; i++) missing |= slot[s->pages[i]];
-    if (missing < 0) return IKV_E_NOT_RESIDENT;
     total += s->n_pages;
     if (s->n_pages > widest) widest = s->n_pages;
   }
@@ -25,13 +22,26 @@ static ikv_status batch_check(const ikv_pagetable *pt, const ikv_seq_id *seqs, u
   return IKV_OK;
 }
 
-/* Writes one sequence's slots (and precisions) in logical page order. */
-static void gather_pages(const ikv_pagetable *pt, const pt_seq *s, ikv_tier tier, int32_t *slots,
-                         uint8_t *precisions) {
-  const int32_t *slot = pt->slot[tier];
-  for (uint32_t i = 0; i < s->n_pages; i++) slots[i] = slot[s->pages[i]];
-  if (precisions)
-    for (uint32_t i = 0; i < s->n_pages; i++) precisions[i] = pt->precision[s->pages[i]];
+/* Writes one sequence's slots (and precisions) in logical page order and
+ * returns the OR of the slots: negative if some page is not in the tier. */
+static int32_t gather_pages(const ikv_pagetable *pt, const pt_seq *s, ikv_tier tier,
+                            int32_t *restrict slots, uint8_t *restrict precisions) {
+  const int32_t *restrict slot = pt->slot[tier];
+  const uint8_t *restrict precision = pt->precision;
+  const ikv_page_id *restrict pages = s->pages;
+  int32_t missing = 0;
+  if (precisions) {
+    for (uint32_t i = 0; i < s->n_pages; i++) {
+      ikv_page_id page = pages[i];
+      int32_t v = slot[page];
+      slots[i] = v;
+      precisions[i] = precision[page];
+      missing |= v;
+    }
+  } else {
+    for (uint32_t i = 0; i < s->n_pages; i++) missing |= slots[i] = slot[pages[i]];
+  }
+  return missing;
 }
 
 static uint32_t last_page_tokens(const pt_seq *s, uint32_t page_size) {
@@ -47,14 +57,14 @@ ikv_status ikv_pt_export_block_table(const ikv_pagetable *pt, const ikv_seq_id *
   if (!pt || (batch && (!seqs || !block_table || !seq_lens))) return IKV_E_NULL;
   uint64_t total;
   uint32_t widest;
-  ikv_status st = batch_check(pt, seqs, batch, tier, &total, &widest);
+  ikv_status st = batch_shape(pt, seqs, batch, tier, &total, &widest);
   if (st != IKV_OK) return st;
   if (widest > max_pages) return IKV_E_CAPACITY;
   for (uint32_t b = 0; b < batch; b++) {
     const pt_seq *s = pt_seq_lookup(pt, seqs[b]);
     int32_t *row = block_table + (size_t)b * max_pages;
     uint8_t *prow = precisions ? precisions + (size_t)b * max_pages : NULL;
-    gather_pages(pt, s, tier, row, prow);
+    if (gather_pages(pt, s, tier, row, prow) < 0) return IKV_E_NOT_RESIDENT;
     for (uint32_t i = s->n_pages; i < max_pages; i++) row[i] = -1;
     if (prow) memset(prow + s->n_pages, IKV_SKIP, max_pages - s->n_pages);
     seq_lens[b] = (int32_t)s->tokens;
@@ -69,7 +79,7 @@ ikv_status ikv_pt_export_csr(const ikv_pagetable *pt, const ikv_seq_id *seqs, ui
   if (!pt || !indptr || (batch && (!seqs || !last_page_len))) return IKV_E_NULL;
   uint64_t total;
   uint32_t widest;
-  ikv_status st = batch_check(pt, seqs, batch, tier, &total, &widest);
+  ikv_status st = batch_shape(pt, seqs, batch, tier, &total, &widest);
   if (st != IKV_OK) return st;
   if (total > indices_cap || total > INT32_MAX) return IKV_E_CAPACITY;
   if (total && !indices) return IKV_E_NULL;
@@ -77,7 +87,8 @@ ikv_status ikv_pt_export_csr(const ikv_pagetable *pt, const ikv_seq_id *seqs, ui
   indptr[0] = 0;
   for (uint32_t b = 0; b < batch; b++) {
     const pt_seq *s = pt_seq_lookup(pt, seqs[b]);
-    gather_pages(pt, s, tier, indices + offset, precisions ? precisions + offset : NULL);
+    if (gather_pages(pt, s, tier, indices + offset, precisions ? precisions + offset : NULL) < 0)
+      return IKV_E_NOT_RESIDENT;
     offset += (int32_t)s->n_pages;
     indptr[b + 1] = offset;
     last_page_len[b] = (int32_t)last_page_tokens(s, pt->geometry.page_size);

@@ -1,0 +1,18 @@
+/* ikv bench <what>: dispatches to one benchmark. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/ikv_cli.h"
+
+
+static const char usage[] =
+    "usage: ikv bench <benchmark> [--json]\n\n"
+    "benchmarks:\n"
+    "  pagetable   block-table manager: alloc/free, append, fork, exports (CPU)\n";
+
+int ikv_cmd_bench(int argc, char **argv) {
+  if (argc >= 2 && !strcmp(argv[1], "pagetable")) return ikv_bench_pagetable(argc - 1, argv + 1);
+  if (ikv_wants_help(argc, argv, usage)) return 0;
+  fputs(usage, stderr);
+  return 2;
+}

@@ -1,0 +1,54 @@
+/* ikv: the intentkv command line. */
+#include <stdio.h>
+#include <string.h>
+
+#include "runtime/ikv_base.h"
+#include "tools/ikv_cli.h"
+
+typedef struct command {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *summary;
+} command;
+
+static const command commands[] = {
+    {"info", ikv_cmd_info, "library version, build configuration, host and GPU topology"},
+    {"demo", ikv_cmd_demo, "the page table at work on an agentic sequence mix"},
+    {"bench", ikv_cmd_bench, "benchmarks (bench pagetable)"},
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(*commands))
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: ikv <command> [options]    (ikv <command> --help for its options)\n\n");
+  for (size_t i = 0; i < N_COMMANDS; i++)
+    fprintf(out, "  %-6s %s\n", commands[i].name, commands[i].summary);
+  fprintf(out, "\nintentkv %s\n", ikv_version());
+}
+
+int ikv_has_flag(int argc, char **argv, const char *flag) {
+  for (int i = 1; i < argc; i++)
+    if (!strcmp(argv[i], flag)) return 1;
+  return 0;
+}
+
+int ikv_wants_help(int argc, char **argv, const char *text) {
+  if (!ikv_has_flag(argc, argv, "-h") && !ikv_has_flag(argc, argv, "--help")) return 0;
+  fputs(text, stdout);
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+    usage(stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    printf("intentkv %s\n", ikv_version());
+    return 0;
+  }
+  for (size_t i = 0; i < N_COMMANDS; i++)
+    if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "ikv: unknown command '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}
