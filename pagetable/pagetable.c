@@ -13,6 +13,7 @@ ikv_status ikv_pt_create(const ikv_pagetable_config *config, ikv_pagetable **out
   if (!pt) return IKV_E_NO_MEMORY;
   pt->geometry = config->geometry;
   pt->max_seqs = config->max_sequences;
+  pt->gpu_epoch = 1; /* 0 marks a stale export cache */
   for (int p = 0; p < IKV_PRECISION_COUNT; p++)
     pt->page_bytes[p] = ikv_page_bytes(&pt->geometry, (ikv_precision)p);
   for (int t = 0; t < IKV_TIER_COUNT && st == IKV_OK; t++)

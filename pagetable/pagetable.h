@@ -199,16 +199,19 @@ ikv_status ikv_pt_span_pages(const ikv_pagetable *pt, ikv_seq_id seq, ikv_span_i
                              ikv_page_extent *out, uint32_t cap, uint32_t *n);
 
 /* ---- exports for a batch (caller buffers; slots are in `tier`) ----------- */
-/* Exports never change the table. Sequence ids, the tier and the buffer sizes
- * are checked before anything is written; residency is checked in the same
- * pass that writes (one pass over the pages is the cost floor), so on
- * IKV_E_NOT_RESIDENT the output buffers hold partial, meaningless content. */
+/* Exports change nothing observable. Each sequence keeps a cache of its
+ * pages' GPU slots and precisions, so a GPU export is a copy per sequence; a
+ * cache is rebuilt by the next export after a GPU slot or precision of one of
+ * the table's pages changed (hence the non-const handle). For the GPU tier
+ * every check happens before anything is written; for the host tier,
+ * residency is checked while writing, so on IKV_E_NOT_RESIDENT the buffers
+ * hold partial content. */
 
 /* vLLM layout: block_table[batch][max_pages] of slots (unused entries -1),
  * seq_lens[batch] in tokens, precisions[batch][max_pages] (may be NULL; unused
  * entries IKV_SKIP). Every page must be resident in tier (else
  * IKV_E_NOT_RESIDENT) and fit in max_pages (else IKV_E_CAPACITY). */
-ikv_status ikv_pt_export_block_table(const ikv_pagetable *pt, const ikv_seq_id *seqs,
+ikv_status ikv_pt_export_block_table(ikv_pagetable *pt, const ikv_seq_id *seqs,
                                      uint32_t batch, ikv_tier tier, int32_t *block_table,
                                      uint32_t max_pages, int32_t *seq_lens,
                                      uint8_t *precisions);
@@ -216,7 +219,7 @@ ikv_status ikv_pt_export_block_table(const ikv_pagetable *pt, const ikv_seq_id *
  * last_page_len[batch] (tokens in each last page, 0 for an empty sequence),
  * precisions[indptr[batch]] (may be NULL). indices_cap bounds indices and
  * precisions; if too small, IKV_E_CAPACITY. */
-ikv_status ikv_pt_export_csr(const ikv_pagetable *pt, const ikv_seq_id *seqs, uint32_t batch,
+ikv_status ikv_pt_export_csr(ikv_pagetable *pt, const ikv_seq_id *seqs, uint32_t batch,
                              ikv_tier tier, int32_t *indptr, int32_t *indices,
                              uint32_t indices_cap, int32_t *last_page_len,
                              uint8_t *precisions);

@@ -22,6 +22,13 @@ typedef struct pt_seq {
   uint32_t tokens;
   uint32_t n_pages, cap_pages;
   ikv_page_id *pages;
+  /* Export cache, parallel to pages: each page's GPU slot and precision,
+   * exact while export_epoch equals the table's gpu_epoch. `missing` is the
+   * OR of the cached slots (negative: some page is not on the GPU). */
+  int32_t *gpu_slots;
+  uint8_t *precisions;
+  uint64_t export_epoch;
+  int32_t missing;
   uint32_t n_spans, cap_spans;
   ikv_span_id next_span_id;
   pt_span *spans;
@@ -47,6 +54,10 @@ struct ikv_pagetable {
   uint32_t n_free_seqs;
   uint32_t *free_seqs;
   pt_seq *seqs;
+
+  /* Bumped whenever an existing page's GPU slot or precision changes: every
+   * sequence's export cache is then stale (rebuilt by its next export). */
+  uint64_t gpu_epoch;
 
   uint32_t live_pages, shared_pages, live_seqs;
   uint64_t cow_copies, precision_changes;
@@ -77,6 +88,8 @@ int pt_has_room(const ikv_pagetable *pt, ikv_tier tier, ikv_precision precision,
 
 /* sequence.c */
 pt_seq *pt_seq_lookup(const ikv_pagetable *pt, ikv_seq_id id);
+/* Makes the sequence's export cache exact; returns its `missing`. */
+int32_t pt_seq_refresh_cache(ikv_pagetable *pt, pt_seq *s);
 ikv_status pt_seqs_init(ikv_pagetable *pt);
 void pt_seqs_release(ikv_pagetable *pt);
 

@@ -35,6 +35,7 @@ ikv_status ikv_pt_page_set_precision(ikv_pagetable *pt, ikv_page_id page, ikv_pr
   if (from != to) {
     pt->precision[page] = (uint8_t)to;
     pt->precision_changes++;
+    pt->gpu_epoch++;
   }
   return IKV_OK;
 }
@@ -49,6 +50,7 @@ ikv_status ikv_pt_page_make_resident(ikv_pagetable *pt, ikv_page_id page, ikv_ti
   int resident = pt->slot[tier][page] != IKV_NO_SLOT;
   if (!resident && pt->pools[tier][prec].n_free == 0) return IKV_E_CAPACITY;
   if (!resident) pt_tier_attach(pt, page, tier);
+  if (!resident && tier == IKV_TIER_GPU) pt->gpu_epoch++;
   *copy = (ikv_pt_copy){
       .src_page = page,
       .dst_page = page,
@@ -70,6 +72,7 @@ ikv_status ikv_pt_page_release(ikv_pagetable *pt, ikv_page_id page, ikv_tier tie
   if (pt->slot[other][page] == IKV_NO_SLOT) return IKV_E_LAST_COPY;
   if (tier == IKV_TIER_GPU && pt->pins[page]) return IKV_E_PINNED;
   pt_tier_detach(pt, page, tier);
+  if (tier == IKV_TIER_GPU) pt->gpu_epoch++;
   return IKV_OK;
 }
 

@@ -18,6 +18,8 @@ void pt_seqs_release(ikv_pagetable *pt) {
   if (pt->seqs)
     for (uint32_t i = 0; i < pt->max_seqs; i++) {
       free(pt->seqs[i].pages);
+      free(pt->seqs[i].gpu_slots);
+      free(pt->seqs[i].precisions);
       free(pt->seqs[i].spans);
     }
   free(pt->seqs);
@@ -44,8 +46,44 @@ static pt_seq *seq_take(ikv_pagetable *pt, ikv_precision precision) {
   s->precision = precision;
   s->tokens = s->n_pages = s->n_spans = 0;
   s->next_span_id = 1;
+  s->export_epoch = pt->gpu_epoch; /* an empty cache is exact */
+  s->missing = 0;
   pt->live_seqs++;
   return s;
+}
+
+/* Grows the block table and its export cache together. */
+static ikv_status seq_reserve(pt_seq *s, uint32_t need) {
+  if (need <= s->cap_pages) return IKV_OK;
+  uint32_t c1 = s->cap_pages, c2 = s->cap_pages, c3 = s->cap_pages;
+  ikv_status st = pt_grow((void **)&s->pages, &c1, need, sizeof(ikv_page_id));
+  if (st == IKV_OK) st = pt_grow((void **)&s->gpu_slots, &c2, need, sizeof(int32_t));
+  if (st == IKV_OK) st = pt_grow((void **)&s->precisions, &c3, need, sizeof(uint8_t));
+  if (st == IKV_OK) s->cap_pages = c1; /* same growth rule: c1 == c2 == c3 */
+  return st;
+}
+
+/* Records page i in the export cache, if the cache is exact. */
+static void cache_put(const ikv_pagetable *pt, pt_seq *s, uint32_t i) {
+  if (s->export_epoch != pt->gpu_epoch) return;
+  int32_t slot = pt->slot[IKV_TIER_GPU][s->pages[i]];
+  s->gpu_slots[i] = slot;
+  s->precisions[i] = pt->precision[s->pages[i]];
+  s->missing |= slot;
+}
+
+int32_t pt_seq_refresh_cache(ikv_pagetable *pt, pt_seq *s) {
+  if (s->export_epoch == pt->gpu_epoch) return s->missing;
+  const int32_t *restrict slot = pt->slot[IKV_TIER_GPU];
+  const uint8_t *restrict precision = pt->precision;
+  const ikv_page_id *restrict pages = s->pages;
+  int32_t *restrict out = s->gpu_slots, missing = 0;
+  for (uint32_t i = 0; i < s->n_pages; i++) missing |= out[i] = slot[pages[i]];
+  uint8_t *restrict prec = s->precisions;
+  for (uint32_t i = 0; i < s->n_pages; i++) prec[i] = precision[pages[i]];
+  s->missing = missing;
+  s->export_epoch = pt->gpu_epoch;
+  return missing;
 }
 
 ikv_status ikv_pt_seq_create(ikv_pagetable *pt, ikv_precision precision, ikv_seq_id *out) {
@@ -76,7 +114,7 @@ ikv_status ikv_pt_seq_fork(ikv_pagetable *pt, ikv_seq_id parent, ikv_seq_id *chi
   if (!pt->n_free_seqs) return IKV_E_CAPACITY;
   /* Reserve memory in the slot we will take before touching any state. */
   pt_seq *c = &pt->seqs[pt->free_seqs[pt->n_free_seqs - 1]];
-  ikv_status st = pt_grow((void **)&c->pages, &c->cap_pages, p->n_pages, sizeof(ikv_page_id));
+  ikv_status st = seq_reserve(c, p->n_pages);
   if (st == IKV_OK) st = pt_grow((void **)&c->spans, &c->cap_spans, p->n_spans, sizeof(pt_span));
   if (st != IKV_OK) return st;
   c = seq_take(pt, p->precision);
@@ -84,6 +122,10 @@ ikv_status ikv_pt_seq_fork(ikv_pagetable *pt, ikv_seq_id parent, ikv_seq_id *chi
   c->n_spans = p->n_spans;
   c->next_span_id = p->next_span_id;
   memcpy(c->pages, p->pages, sizeof(ikv_page_id) * p->n_pages);
+  memcpy(c->gpu_slots, p->gpu_slots, sizeof(int32_t) * p->n_pages);
+  memcpy(c->precisions, p->precisions, p->n_pages);
+  c->export_epoch = p->export_epoch;
+  c->missing = p->missing;
   c->n_pages = p->n_pages;
   c->tokens = p->tokens;
   for (uint32_t i = 0; i < c->n_pages; i++) pt_page_ref(pt, c->pages[i]);
@@ -116,8 +158,7 @@ ikv_status ikv_pt_seq_append(ikv_pagetable *pt, ikv_seq_id seq, uint32_t n_token
       pt->n_free_pages < new_pages + (uint32_t)need_cow ||
       (need_cow && cow_prec != s->precision && !pt_has_room(pt, IKV_TIER_GPU, cow_prec, 1)))
     return IKV_E_CAPACITY;
-  ikv_status st = pt_grow((void **)&s->pages, &s->cap_pages, s->n_pages + new_pages,
-                          sizeof(ikv_page_id));
+  ikv_status st = seq_reserve(s, s->n_pages + new_pages);
   if (st != IKV_OK) return st;
 
   if (cow) *cow = (ikv_pt_copy){.src_page = last, .dst_page = last, .bytes = 0};
@@ -134,12 +175,15 @@ ikv_status ikv_pt_seq_append(ikv_pagetable *pt, ikv_seq_id seq, uint32_t n_token
     };
     pt_page_unref(pt, last);
     s->pages[s->n_pages - 1] = copy;
+    cache_put(pt, s, s->n_pages - 1);
     pt->cow_copies++;
   } else if (n_tokens && offset) {
     pt_lru_touch(pt, last);
   }
-  for (uint32_t i = 0; i < new_pages; i++)
-    s->pages[s->n_pages++] = pt_page_new(pt, s->precision, IKV_TIER_GPU);
+  for (uint32_t i = 0; i < new_pages; i++) {
+    s->pages[s->n_pages] = pt_page_new(pt, s->precision, IKV_TIER_GPU);
+    cache_put(pt, s, s->n_pages++);
+  }
 
   const int32_t *gpu_slot = pt->slot[IKV_TIER_GPU];
   for (uint32_t i = 0; i < n_tokens; i++) {
@@ -159,6 +203,7 @@ ikv_status ikv_pt_seq_truncate(ikv_pagetable *pt, ikv_seq_id seq, uint32_t n_tok
   if (n_tokens > s->tokens) return IKV_E_RANGE;
   uint32_t keep = pages_for(n_tokens, pt->geometry.page_size);
   while (s->n_pages > keep) pt_page_unref(pt, s->pages[--s->n_pages]);
+  if (s->missing < 0) s->export_epoch = 0; /* the missing page may be gone: recount */
   s->tokens = n_tokens;
   pt_spans_clip(s, n_tokens);
   return IKV_OK;

@@ -69,7 +69,7 @@ static uint32_t refcount(const model *m, ikv_page_id page) {
 static uint32_t pool_used(const model *m, int tier, int prec) {
   uint32_t used = 0;
   for (int p = 0; p < MAX_PAGES; p++)
-    used += m->pages[p].live && m->pages[p].resident[tier] && m->pages[p].precision == prec;
+    used += m->pages[p].live && m->pages[p].resident[tier] && (int)m->pages[p].precision == prec;
   return used;
 }
 static uint32_t pool_free(const model *m, int tier, int prec) {

@@ -528,11 +528,26 @@ static void exports_match_block_tables(void **state) {
     }
   }
   assert_int_equal(prec[1], IKV_INT8);
+  /* a later precision change shows in the next export (the cache follows) */
+  ikv_page_id moved = page_at(pt, seqs[2], 0);
+  assert_int_equal(ikv_pt_page_set_precision(pt, moved, IKV_INT8, &mv), IKV_OK);
+  assert_int_equal(ikv_pt_export_csr(pt, seqs, 3, IKV_TIER_GPU, indptr, idx, 8, last, cprec), IKV_OK);
+  assert_int_equal(idx[3], mv.new_slot[IKV_TIER_GPU]);
+  assert_int_equal(cprec[3], IKV_INT8);
+  /* and so does an eviction: the GPU export refuses, the host export works */
+  ikv_pt_copy copy;
+  assert_int_equal(ikv_pt_page_make_resident(pt, moved, IKV_TIER_HOST, &copy), IKV_E_CAPACITY);
+  assert_int_equal(ikv_pt_page_set_precision(pt, moved, IKV_FP16, &mv), IKV_OK);
+  assert_int_equal(ikv_pt_page_make_resident(pt, moved, IKV_TIER_HOST, &copy), IKV_OK);
+  assert_int_equal(ikv_pt_page_release(pt, moved, IKV_TIER_GPU), IKV_OK);
+  assert_int_equal(ikv_pt_export_csr(pt, &seqs[2], 1, IKV_TIER_GPU, indptr, idx, 8, last, NULL), IKV_E_NOT_RESIDENT);
+  assert_int_equal(ikv_pt_export_csr(pt, &seqs[2], 1, IKV_TIER_HOST, indptr, idx, 8, last, NULL), IKV_OK);
+  assert_int_equal(idx[0], copy.dst_slot);
   ikv_pt_destroy(pt);
 }
 
-/* Shape errors are found before anything is written; residency errors in the
- * writing pass (documented), so only the former promise untouched buffers. */
+/* Shape errors and GPU residency are checked before anything is written;
+ * host residency in the writing pass (documented). */
 static void export_errors_are_reported(void **state) {
   (void)state;
   ikv_pagetable *pt = make_table(16, 0, 8, 0, 4);
