@@ -13,22 +13,13 @@
 #define PAGES_PER_SEQ (CONTEXT / PAGE)
 #define REPEATS 15
 
-#define CHECK(call)                                                         \
-  do {                                                                      \
-    ikv_status st_ = (call);                                                \
-    if (st_ != IKV_OK) {                                                    \
-      fprintf(stderr, "bench: %s failed: %s\n", #call, ikv_status_str(st_)); \
-      exit(1);                                                              \
-    }                                                                       \
-  } while (0)
-
 static ikv_pagetable *make_table(void) {
   ikv_pagetable_config cfg = {.geometry = {.layers = 32, .kv_heads = 8, .head_dim = 128, .page_size = PAGE},
                               .max_sequences = BATCH + 64};
   cfg.capacity[IKV_TIER_GPU][IKV_FP16] = BATCH * PAGES_PER_SEQ + 2 * PAGES_PER_SEQ + 70000;
   cfg.capacity[IKV_TIER_HOST][IKV_FP16] = 16;
   ikv_pagetable *pt;
-  CHECK(ikv_pt_create(&cfg, &pt));
+  IKV_CLI_CHECK(ikv_pt_create(&cfg, &pt));
   return pt;
 }
 
@@ -36,13 +27,13 @@ static void fill(ikv_pagetable *pt, ikv_seq_id seq, uint32_t tokens) {
   static int64_t slots[CONTEXT];
   ikv_pt_copy cow;
   for (uint32_t done = 0; done < tokens; done += CONTEXT)
-    CHECK(ikv_pt_seq_append(pt, seq, tokens - done < CONTEXT ? tokens - done : CONTEXT, slots, NULL, &cow));
+    IKV_CLI_CHECK(ikv_pt_seq_append(pt, seq, tokens - done < CONTEXT ? tokens - done : CONTEXT, slots, NULL, &cow));
 }
 
 /* One page allocated (one token appended at a page boundary) and freed. */
 static double alloc_free_ns(ikv_pagetable *pt) {
   ikv_seq_id seq;
-  CHECK(ikv_pt_seq_create(pt, IKV_FP16, &seq));
+  IKV_CLI_CHECK(ikv_pt_seq_create(pt, IKV_FP16, &seq));
   fill(pt, seq, 1024);
   int64_t slot;
   ikv_pt_copy cow;
@@ -56,7 +47,7 @@ static double alloc_free_ns(ikv_pagetable *pt) {
     }
     samples[r] = (double)(bench_now_ns() - t0) / iters;
   }
-  CHECK(ikv_pt_seq_free(pt, seq));
+  IKV_CLI_CHECK(ikv_pt_seq_free(pt, seq));
   return bench_median(samples, REPEATS);
 }
 
@@ -68,11 +59,11 @@ static double append_ns_per_token(ikv_pagetable *pt, uint32_t chunk) {
   double samples[5];
   for (int r = 0; r < 5; r++) {
     ikv_seq_id seq;
-    CHECK(ikv_pt_seq_create(pt, IKV_FP16, &seq));
+    IKV_CLI_CHECK(ikv_pt_seq_create(pt, IKV_FP16, &seq));
     uint64_t t0 = bench_now_ns();
     for (uint32_t done = 0; done < total; done += chunk) ikv_pt_seq_append(pt, seq, chunk, slots, NULL, &cow);
     samples[r] = (double)(bench_now_ns() - t0) / total;
-    CHECK(ikv_pt_seq_free(pt, seq));
+    IKV_CLI_CHECK(ikv_pt_seq_free(pt, seq));
   }
   return bench_median(samples, 5);
 }
@@ -83,9 +74,9 @@ static double fork_ns(ikv_pagetable *pt, ikv_seq_id parent) {
   for (int r = 0; r < 201; r++) {
     ikv_seq_id child;
     uint64_t t0 = bench_now_ns();
-    CHECK(ikv_pt_seq_fork(pt, parent, &child));
+    IKV_CLI_CHECK(ikv_pt_seq_fork(pt, parent, &child));
     samples[r] = (double)(bench_now_ns() - t0);
-    CHECK(ikv_pt_seq_free(pt, child));
+    IKV_CLI_CHECK(ikv_pt_seq_free(pt, child));
   }
   return bench_median(samples, 201);
 }
@@ -103,10 +94,10 @@ static double export_us(ikv_pagetable *pt, const ikv_seq_id *seqs, export_buffer
   for (int r = 0; r < REPEATS; r++) {
     uint64_t t0 = bench_now_ns();
     if (csr)
-      CHECK(ikv_pt_export_csr(pt, seqs, BATCH, IKV_TIER_GPU, b->indptr, b->indices,
+      IKV_CLI_CHECK(ikv_pt_export_csr(pt, seqs, BATCH, IKV_TIER_GPU, b->indptr, b->indices,
                               BATCH * PAGES_PER_SEQ, b->last, prec));
     else
-      CHECK(ikv_pt_export_block_table(pt, seqs, BATCH, IKV_TIER_GPU, b->table, PAGES_PER_SEQ,
+      IKV_CLI_CHECK(ikv_pt_export_block_table(pt, seqs, BATCH, IKV_TIER_GPU, b->table, PAGES_PER_SEQ,
                                       b->lens, prec));
     samples[r] = (double)(bench_now_ns() - t0) / 1e3;
   }
@@ -118,15 +109,15 @@ static double export_us(ikv_pagetable *pt, const ikv_seq_id *seqs, export_buffer
 static double export_after_change_us(ikv_pagetable *pt, const ikv_seq_id *seqs, export_buffers *b) {
   double samples[REPEATS];
   ikv_page_id page;
-  CHECK(ikv_pt_seq_pages(pt, seqs[0], 0, 1, &page));
+  IKV_CLI_CHECK(ikv_pt_seq_pages(pt, seqs[0], 0, 1, &page));
   for (int r = 0; r < REPEATS; r++) {
     ikv_pt_copy copy;
-    CHECK(ikv_pt_page_make_resident(pt, page, IKV_TIER_HOST, &copy));
-    CHECK(ikv_pt_page_release(pt, page, IKV_TIER_GPU));
-    CHECK(ikv_pt_page_make_resident(pt, page, IKV_TIER_GPU, &copy));
-    CHECK(ikv_pt_page_release(pt, page, IKV_TIER_HOST));
+    IKV_CLI_CHECK(ikv_pt_page_make_resident(pt, page, IKV_TIER_HOST, &copy));
+    IKV_CLI_CHECK(ikv_pt_page_release(pt, page, IKV_TIER_GPU));
+    IKV_CLI_CHECK(ikv_pt_page_make_resident(pt, page, IKV_TIER_GPU, &copy));
+    IKV_CLI_CHECK(ikv_pt_page_release(pt, page, IKV_TIER_HOST));
     uint64_t t0 = bench_now_ns();
-    CHECK(ikv_pt_export_csr(pt, seqs, BATCH, IKV_TIER_GPU, b->indptr, b->indices,
+    IKV_CLI_CHECK(ikv_pt_export_csr(pt, seqs, BATCH, IKV_TIER_GPU, b->indptr, b->indices,
                             BATCH * PAGES_PER_SEQ, b->last, b->precisions));
     samples[r] = (double)(bench_now_ns() - t0) / 1e3;
   }
@@ -164,7 +155,7 @@ int ikv_bench_pagetable(int argc, char **argv) {
 
   ikv_seq_id seqs[BATCH];
   for (int i = 0; i < BATCH; i++) {
-    CHECK(ikv_pt_seq_create(pt, IKV_FP16, &seqs[i]));
+    IKV_CLI_CHECK(ikv_pt_seq_create(pt, IKV_FP16, &seqs[i]));
     fill(pt, seqs[i], CONTEXT);
   }
   double fk = fork_ns(pt, seqs[0]);

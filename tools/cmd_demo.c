@@ -20,16 +20,6 @@ static const char usage[] =
 
 #define MIB (1024.0 * 1024.0)
 
-/* The demo's own calls cannot fail on its fixed inputs; if one does, say so. */
-#define CHECK(call)                                                              \
-  do {                                                                           \
-    ikv_status st_ = (call);                                                     \
-    if (st_ != IKV_OK) {                                                         \
-      fprintf(stderr, "demo: %s failed: %s\n", #call, ikv_status_str(st_));      \
-      exit(1);                                                                   \
-    }                                                                            \
-  } while (0)
-
 typedef struct demo {
   ikv_pagetable *pt;
   const ikv_geometry *g;
@@ -37,7 +27,7 @@ typedef struct demo {
 
 static void print_pools(const demo *d) {
   ikv_pt_stats st;
-  CHECK(ikv_pt_get_stats(d->pt, &st));
+  IKV_CLI_CHECK(ikv_pt_get_stats(d->pt, &st));
   printf("    pool        used/free    bytes used\n");
   for (int t = 0; t < IKV_TIER_COUNT; t++)
     for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
@@ -54,9 +44,9 @@ static void print_pools(const demo *d) {
 static uint32_t append(const demo *d, ikv_seq_id seq, uint32_t n, const char *what) {
   int64_t *slots = malloc(sizeof(int64_t) * n);
   ikv_pt_copy cow;
-  CHECK(ikv_pt_seq_append(d->pt, seq, n, slots, NULL, &cow));
+  IKV_CLI_CHECK(ikv_pt_seq_append(d->pt, seq, n, slots, NULL, &cow));
   ikv_pt_seq_info info;
-  CHECK(ikv_pt_seq_get_info(d->pt, seq, &info));
+  IKV_CLI_CHECK(ikv_pt_seq_get_info(d->pt, seq, &info));
   printf("    +%-4u tokens %-14s -> %5u tokens, %3u pages; slot of first token %lld, of last %lld", n, what, info.tokens,
          info.pages, (long long)slots[0], (long long)slots[n - 1]);
   if (cow.bytes)
@@ -72,10 +62,10 @@ static ikv_span_id add_span(const demo *d, ikv_seq_id seq, uint32_t start, uint3
   ikv_span sp = {.start = start, .end = end, .kind = kind, .policy = policy, .score = score,
                  .pinned_precision = IKV_UNPINNED_PRECISION};
   ikv_span_id id;
-  CHECK(ikv_pt_span_add(d->pt, seq, &sp, &id));
+  IKV_CLI_CHECK(ikv_pt_span_add(d->pt, seq, &sp, &id));
   ikv_page_extent ext[256];
   uint32_t n;
-  CHECK(ikv_pt_span_pages(d->pt, seq, id, ext, 256, &n));
+  IKV_CLI_CHECK(ikv_pt_span_pages(d->pt, seq, id, ext, 256, &n));
   printf("    span %-11s %-6s tokens [%5u, %5u) -> pages %u..%u, first page from token %u, last page to token %u\n",
          ikv_span_kind_name(kind), ikv_span_policy_name(policy), start, end, ext[0].page_index,
          ext[n - 1].page_index, ext[0].first, ext[n - 1].last);
@@ -92,7 +82,7 @@ int ikv_cmd_demo(int argc, char **argv) {
   cfg.capacity[IKV_TIER_HOST][IKV_FP16] = 256;
   cfg.capacity[IKV_TIER_HOST][IKV_INT4] = 256;
   demo d;
-  CHECK(ikv_pt_create(&cfg, &d.pt));
+  IKV_CLI_CHECK(ikv_pt_create(&cfg, &d.pt));
   d.g = ikv_pt_geometry(d.pt);
   printf("intentkv demo: the block-table manager on an agentic sequence mix\n");
   printf("geometry: %u layers, %u KV heads, head_dim %u, %u tokens per page\n", d.g->layers,
@@ -102,7 +92,7 @@ int ikv_cmd_demo(int argc, char **argv) {
 
   printf("1. an agent's context: system prompt, retrieved document, user turn\n");
   ikv_seq_id agent;
-  CHECK(ikv_pt_seq_create(d.pt, IKV_FP16, &agent));
+  IKV_CLI_CHECK(ikv_pt_seq_create(d.pt, IKV_FP16, &agent));
   uint32_t sys = append(&d, agent, 512, "system prompt");
   uint32_t doc = append(&d, agent, 768, "document");
   uint32_t user = append(&d, agent, 100, "user turn");
@@ -112,15 +102,15 @@ int ikv_cmd_demo(int argc, char **argv) {
   /* The system prompt must never leave the GPU. */
   for (uint32_t i = 0; i < 512 / 16; i++) {
     ikv_page_id page;
-    CHECK(ikv_pt_seq_pages(d.pt, agent, i, 1, &page));
-    CHECK(ikv_pt_page_pin(d.pt, page));
+    IKV_CLI_CHECK(ikv_pt_seq_pages(d.pt, agent, i, 1, &page));
+    IKV_CLI_CHECK(ikv_pt_page_pin(d.pt, page));
   }
   printf("    system prompt pages pinned on the GPU\n");
   print_pools(&d);
 
   printf("\n2. three tool-calling sub-agents fork the context (prefix sharing, no bytes copied)\n");
   ikv_seq_id sub[3];
-  for (int i = 0; i < 3; i++) CHECK(ikv_pt_seq_fork(d.pt, agent, &sub[i]));
+  for (int i = 0; i < 3; i++) IKV_CLI_CHECK(ikv_pt_seq_fork(d.pt, agent, &sub[i]));
   print_pools(&d);
 
   printf("\n3. each sub-agent appends its tool call and the tool's output\n");
@@ -135,17 +125,17 @@ int ikv_cmd_demo(int argc, char **argv) {
 
   printf("\n4. speculative decoding on sub-agent 0: 5 draft tokens, 3 accepted\n");
   uint32_t before = append(&d, sub[0], 5, "draft");
-  CHECK(ikv_pt_seq_truncate(d.pt, sub[0], before + 3));
+  IKV_CLI_CHECK(ikv_pt_seq_truncate(d.pt, sub[0], before + 3));
   printf("    rolled back to %u tokens\n", before + 3);
 
   printf("\n5. memory pressure: the shared document drops from fp16 to int4\n");
   ikv_page_extent ext[64];
   uint32_t n_doc;
-  CHECK(ikv_pt_span_pages(d.pt, agent, doc_span, ext, 64, &n_doc));
+  IKV_CLI_CHECK(ikv_pt_span_pages(d.pt, agent, doc_span, ext, 64, &n_doc));
   size_t freed = 0;
   for (uint32_t i = 0; i < n_doc; i++) {
     ikv_pt_move mv;
-    CHECK(ikv_pt_page_set_precision(d.pt, ext[i].page, IKV_INT4, &mv));
+    IKV_CLI_CHECK(ikv_pt_page_set_precision(d.pt, ext[i].page, IKV_INT4, &mv));
     freed += ikv_page_bytes(d.g, mv.from) - ikv_page_bytes(d.g, mv.to);
   }
   printf("    %u pages converted once for all four sequences sharing them; %.1f MiB of GPU memory freed\n",
@@ -153,25 +143,25 @@ int ikv_cmd_demo(int argc, char **argv) {
   print_pools(&d);
 
   printf("\n6. the agent retires; the sub-agents' recent pages are touched; 6 cold pages go to the host\n");
-  CHECK(ikv_pt_seq_free(d.pt, agent));
+  IKV_CLI_CHECK(ikv_pt_seq_free(d.pt, agent));
   for (int i = 0; i < 3; i++) {
     ikv_pt_seq_info info;
-    CHECK(ikv_pt_seq_get_info(d.pt, sub[i], &info));
+    IKV_CLI_CHECK(ikv_pt_seq_get_info(d.pt, sub[i], &info));
     for (uint32_t p = 1380 / 16; p < info.pages; p++) {
       ikv_page_id page;
-      CHECK(ikv_pt_seq_pages(d.pt, sub[i], p, 1, &page));
-      CHECK(ikv_pt_page_touch(d.pt, page));
+      IKV_CLI_CHECK(ikv_pt_seq_pages(d.pt, sub[i], p, 1, &page));
+      IKV_CLI_CHECK(ikv_pt_page_touch(d.pt, page));
     }
   }
   ikv_page_id victims[6];
   uint32_t n_victims;
-  CHECK(ikv_pt_evict_candidates(d.pt, IKV_TIER_GPU, victims, 6, &n_victims));
+  IKV_CLI_CHECK(ikv_pt_evict_candidates(d.pt, IKV_TIER_GPU, victims, 6, &n_victims));
   size_t moved = 0;
   printf("    least recently used, pinned system prompt skipped:");
   for (uint32_t i = 0; i < n_victims; i++) {
     ikv_pt_copy copy;
-    CHECK(ikv_pt_page_make_resident(d.pt, victims[i], IKV_TIER_HOST, &copy));
-    CHECK(ikv_pt_page_release(d.pt, victims[i], IKV_TIER_GPU));
+    IKV_CLI_CHECK(ikv_pt_page_make_resident(d.pt, victims[i], IKV_TIER_HOST, &copy));
+    IKV_CLI_CHECK(ikv_pt_page_release(d.pt, victims[i], IKV_TIER_GPU));
     moved += copy.bytes;
     printf(" %u(%s)", victims[i], ikv_precision_name(copy.precision));
   }
@@ -187,20 +177,20 @@ int ikv_cmd_demo(int argc, char **argv) {
   uint32_t fetched = 0;
   for (uint32_t i = 0; i < n_victims; i++) {
     ikv_pt_copy copy;
-    CHECK(ikv_pt_page_make_resident(d.pt, victims[i], IKV_TIER_GPU, &copy));
+    IKV_CLI_CHECK(ikv_pt_page_make_resident(d.pt, victims[i], IKV_TIER_GPU, &copy));
     fetched += copy.bytes != 0;
   }
   printf("    %u pages fetched back from the host tier, then:\n", fetched);
-  CHECK(ikv_pt_export_csr(d.pt, sub, 3, IKV_TIER_GPU, indptr, indices, 1024, last_len, prec));
+  IKV_CLI_CHECK(ikv_pt_export_csr(d.pt, sub, 3, IKV_TIER_GPU, indptr, indices, 1024, last_len, prec));
   for (int i = 0; i < 3; i++) {
     int32_t a = indptr[i], b = indptr[i + 1];
     printf("    seq %d: indptr [%d, %d), last_page_len %d, slots %d %d %d ... %d, precisions %s ... %s\n", i,
            a, b, last_len[i], indices[a], indices[a + 1], indices[a + 2], indices[b - 1],
            ikv_precision_name(prec[a]), ikv_precision_name(prec[b - 1]));
   }
-  for (int i = 0; i < 3; i++) CHECK(ikv_pt_seq_free(d.pt, sub[i]));
+  for (int i = 0; i < 3; i++) IKV_CLI_CHECK(ikv_pt_seq_free(d.pt, sub[i]));
   ikv_pt_stats end;
-  CHECK(ikv_pt_get_stats(d.pt, &end));
+  IKV_CLI_CHECK(ikv_pt_get_stats(d.pt, &end));
   printf("\nall sequences freed: %u live pages left\n", end.live_pages);
   ikv_pt_destroy(d.pt);
   return 0;

@@ -2,6 +2,11 @@
 #ifndef IKV_TOOLS_CLI_H
 #define IKV_TOOLS_CLI_H
 
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "runtime/ikv_base.h"
+
 int ikv_cmd_info(int argc, char **argv);
 int ikv_cmd_demo(int argc, char **argv);
 int ikv_cmd_bench(int argc, char **argv);
@@ -11,5 +16,16 @@ int ikv_bench_pagetable(int argc, char **argv);
 int ikv_wants_help(int argc, char **argv, const char *usage);
 /* 1 if argv holds the flag. */
 int ikv_has_flag(int argc, char **argv, const char *flag);
+
+/* For the tools' own calls, which cannot fail on their fixed inputs: if one
+ * does, say which and why, and exit. */
+#define IKV_CLI_CHECK(call)                                                   \
+  do {                                                                        \
+    ikv_status st_ = (call);                                                  \
+    if (st_ != IKV_OK) {                                                      \
+      fprintf(stderr, "ikv: %s failed: %s\n", #call, ikv_status_str(st_));    \
+      exit(1);                                                                \
+    }                                                                         \
+  } while (0)
 
 #endif
