@@ -8,6 +8,10 @@
  * 16 bytes so every tile starts 16-byte aligned (one contiguous run per
  * (page, KV head) for the kernel). Layout version 1:
  *
+ * Values are token-major: row t holds token t's head_dim values (INT4: two
+ * per byte, even channel in the low nibble). Scales follow the payload, then
+ * zero bytes up to the 16-byte boundary:
+ *
  *   precision   payload            K scales                V scales
  *   fp16/bf16   P*D*2              none                    none
  *   fp8_e4m3    P*D                1 float32 per head      1 float32 per head
@@ -33,6 +37,17 @@ typedef enum ikv_kv { IKV_KEYS = 0, IKV_VALUES = 1 } ikv_kv;
  * 0 if precision is not storable. page_size and head_dim as in ikv_geometry. */
 size_t ikv_tile_bytes(ikv_precision precision, ikv_kv kv, uint32_t page_size,
                       uint32_t head_dim);
+
+/* Bytes of a tile's values before its scales (scales start at this offset). */
+size_t ikv_tile_payload_bytes(ikv_precision precision, uint32_t page_size, uint32_t head_dim);
+
+/* Bytes of a tile's scales (they end where the tile's zero padding begins). */
+size_t ikv_tile_scale_bytes(ikv_precision precision, ikv_kv kv, uint32_t page_size, uint32_t head_dim);
+
+/* Byte offset of the (kv_head, K or V) tile inside one layer's page: the
+ * page is kv_heads consecutive (K tile, V tile) pairs. */
+size_t ikv_tile_offset(const ikv_geometry *geometry, ikv_precision precision, uint32_t kv_head,
+                       ikv_kv kv);
 
 /* Bytes of one page in one layer's pool: kv_heads * (K tile + V tile). */
 size_t ikv_page_layer_bytes(const ikv_geometry *geometry, ikv_precision precision);

@@ -1,0 +1,43 @@
+/*
+ * The decode plan as a kernel reads it: per sequence (or per sequence and KV
+ * head) a CSR list of selected pages, each with its precision, pool slot,
+ * logical position and valid-token mask. The runtime builds it once per step;
+ * every layer's decode (the C reference and the CUDA kernel alike) reads it
+ * unchanged. All arrays are owned by the caller and only read.
+ */
+#ifndef IKV_DECODE_PLAN_H
+#define IKV_DECODE_PLAN_H
+
+#include "runtime/ikv_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ikv_decode_plan {
+  uint32_t batch;       /* sequences */
+  uint32_t per_kv_head; /* 0: one page list per sequence, read by all its KV heads;
+                           1: one list per (sequence, KV head), row b * kv_heads + h */
+  const int32_t *indptr;     /* [rows + 1], nondecreasing, indptr[0] == 0 */
+  const int32_t *page_slot;  /* [nnz] slot in the layer pool of the entry's precision */
+  const uint8_t *precision;  /* [nnz] storable ikv_precision */
+  const int32_t *page_index; /* [nnz] logical page index: token t of the entry sits at
+                                position page_index * page_size + t */
+  const uint16_t *first;     /* [nnz] first valid token offset in the page */
+  const uint16_t *last;      /* [nnz] last valid token offset (inclusive), first <= last */
+  const int32_t *seq_len;    /* [batch] tokens; the query sits at position seq_len - 1,
+                                and every selected token lies before seq_len */
+} ikv_decode_plan;
+
+typedef struct ikv_attn_params {
+  uint32_t q_heads;    /* a multiple of the geometry's kv_heads (GQA group = q/kv) */
+  float softmax_scale; /* finite, > 0 (usually 1/sqrt(head_dim)) */
+  int32_t window;      /* > 0: sliding window, keys at positions <= query - window
+                          are dropped except the first `sinks` positions; 0: off */
+  int32_t sinks;       /* >= 0; only meaningful with a window */
+} ikv_attn_params;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IKV_DECODE_PLAN_H */

@@ -1,0 +1,111 @@
+/*
+ * Scalar number formats shared by the C reference and the CUDA kernels
+ * (host and device), so both produce the same bits: IEEE half, bfloat16 and
+ * FP8 E4M3 (the "fn" variant: no infinities, 0x7f/0xff are NaN, max 448).
+ * Every float -> narrow conversion rounds to nearest, ties to even.
+ */
+#ifndef IKV_NUMERIC_H
+#define IKV_NUMERIC_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define IKV_HD __host__ __device__ __forceinline__
+#else
+#define IKV_HD static inline
+#endif
+
+#define IKV_FP8_E4M3_MAX 448.0f
+#define IKV_FP16_MAX 65504.0f
+
+IKV_HD uint32_t ikv_f32_bits(float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(f);
+#else
+  uint32_t u;
+  memcpy(&u, &f, sizeof(u));
+  return u;
+#endif
+}
+
+IKV_HD float ikv_bits_f32(uint32_t u) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float f;
+  memcpy(&f, &u, sizeof(f));
+  return f;
+#endif
+}
+
+/* float -> IEEE half; overflow gives infinity, NaN stays NaN. */
+IKV_HD uint16_t ikv_f32_to_f16(float f) {
+  uint32_t x = ikv_f32_bits(f);
+  uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+  x &= 0x7fffffffu;
+  if (x >= 0x7f800000u) return sign | (x > 0x7f800000u ? 0x7e00u : 0x7c00u);
+  if (x >= 0x477ff000u) return sign | 0x7c00u; /* rounds past 65504 */
+  if (x < 0x38800000u) {                        /* below 2^-14: half subnormal */
+    float q = rintf(ikv_bits_f32(x) * 16777216.0f); /* units of 2^-24, exact scaling */
+    return sign | (uint16_t)q;                       /* q == 1024 is the smallest normal */
+  }
+  x += 0xfffu + ((x >> 13) & 1u); /* round the 13 dropped mantissa bits to even */
+  return sign | (uint16_t)((x - 0x38000000u) >> 13);
+}
+
+IKV_HD float ikv_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
+  if (exp == 0) {
+    float v = (float)mant * 5.9604644775390625e-8f; /* 2^-24 */
+    return sign ? -v : v;
+  }
+  if (exp == 31) return ikv_bits_f32(sign | 0x7f800000u | (mant << 13));
+  return ikv_bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+/* float -> bfloat16; NaN stays NaN (quiet). */
+IKV_HD uint16_t ikv_f32_to_bf16(float f) {
+  uint32_t x = ikv_f32_bits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return (uint16_t)(x >> 16);
+}
+
+IKV_HD float ikv_bf16_to_f32(uint16_t b) { return ikv_bits_f32((uint32_t)b << 16); }
+
+/* float -> FP8 E4M3 with saturation: finite input never becomes NaN;
+ * |x| beyond 448 (and infinities) give +-448; NaN gives NaN (0x7f). */
+IKV_HD uint8_t ikv_f32_to_fp8_e4m3(float f) {
+  uint32_t x = ikv_f32_bits(f);
+  uint8_t sign = (uint8_t)((x >> 24) & 0x80u);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fu;
+  float a = fabsf(f);
+  if (a >= IKV_FP8_E4M3_MAX) return sign | 0x7eu;
+  if (a < 0.015625f) { /* below 2^-6: subnormal, units of 2^-9 */
+    return sign | (uint8_t)rintf(a * 512.0f); /* 8 is the smallest normal, 0x08 */
+  }
+  int e = (int)((ikv_f32_bits(a) >> 23) & 0xffu) - 127; /* -6 .. 8 */
+  float m = ikv_bits_f32((ikv_f32_bits(a) & 0x007fffffu) | 0x3f800000u); /* [1, 2) */
+  int mant = (int)rintf((m - 1.0f) * 8.0f);
+  if (mant == 8) {
+    mant = 0;
+    e++;
+  }
+  if (e > 8 || (e == 8 && mant > 6)) return sign | 0x7eu; /* saturate at 448 */
+  return sign | (uint8_t)(((e + 7) << 3) | mant);
+}
+
+IKV_HD float ikv_fp8_e4m3_to_f32(uint8_t c) {
+  uint32_t exp = (c >> 3) & 0xfu, mant = c & 0x7u;
+  float v;
+  if (exp == 15 && mant == 7) return ikv_bits_f32(0x7fc00000u);
+  if (exp == 0)
+    v = (float)mant * 0.001953125f; /* 2^-9 */
+  else
+    v = ikv_bits_f32(((exp + 120u) << 23) | (mant << 20));
+  return (c & 0x80u) ? -v : v;
+}
+
+#endif /* IKV_NUMERIC_H */
