@@ -15,13 +15,14 @@ static const command commands[] = {
     {"info", ikv_cmd_info, "library version, build configuration, host and GPU topology"},
     {"demo", ikv_cmd_demo, "the page table at work on an agentic sequence mix"},
     {"bench", ikv_cmd_bench, "benchmarks (bench pagetable)"},
+    {"accuracy", ikv_cmd_accuracy, "accuracy of each page precision against FP64 attention"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(*commands))
 
 static void usage(FILE *out) {
   fprintf(out, "usage: ikv <command> [options]    (ikv <command> --help for its options)\n\n");
   for (size_t i = 0; i < N_COMMANDS; i++)
-    fprintf(out, "  %-6s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
   fprintf(out, "\nintentkv %s\n", ikv_version());
 }
 

@@ -10,6 +10,7 @@
 int ikv_cmd_info(int argc, char **argv);
 int ikv_cmd_demo(int argc, char **argv);
 int ikv_cmd_bench(int argc, char **argv);
+int ikv_cmd_accuracy(int argc, char **argv);
 int ikv_bench_pagetable(int argc, char **argv);
 
 /* 1 if argv holds -h or --help (after printing usage to stdout). */
