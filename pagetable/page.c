@@ -77,7 +77,7 @@ void pt_lru_touch(ikv_pagetable *pt, ikv_page_id page) {
 }
 
 void pt_tier_attach(ikv_pagetable *pt, ikv_page_id page, ikv_tier tier) {
-  pt->slot[tier][page] = pt_slot_take(&pt->pools[tier][pt->precision[page]]);
+  pt->slot[tier][page] = pt_slot_take(&pt->pools[tier][pt->precision[page]], page);
   lru_push(pt, tier, page);
 }
 

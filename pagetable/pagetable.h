@@ -33,6 +33,7 @@ typedef uint64_t ikv_seq_id;
 typedef uint32_t ikv_page_id;
 
 #define IKV_NO_SLOT (-1)
+#define IKV_NO_PAGE UINT32_MAX
 #define IKV_MAX_SEQ_TOKENS 0x7fffffffu /* exports use int32 lengths */
 
 typedef struct ikv_pagetable_config {
@@ -96,7 +97,24 @@ ikv_status ikv_pt_seq_get_info(const ikv_pagetable *pt, ikv_seq_id seq, ikv_pt_s
 ikv_status ikv_pt_seq_pages(const ikv_pagetable *pt, ikv_seq_id seq, uint32_t first,
                             uint32_t count, ikv_page_id *out);
 
+/* A sequence's block table and export cache, borrowed: pages[n], each page's
+ * GPU slot (IKV_NO_SLOT if not on the GPU) and precision. The pointers are
+ * valid until the next call that changes the table. O(1) unless a page's GPU
+ * slot or precision changed since the sequence's last view or export. */
+typedef struct ikv_pt_seq_view {
+  uint32_t tokens, n_pages;
+  const ikv_page_id *pages;
+  const int32_t *gpu_slots;
+  const uint8_t *precisions;
+} ikv_pt_seq_view;
+ikv_status ikv_pt_seq_get_view(ikv_pagetable *pt, ikv_seq_id seq, ikv_pt_seq_view *out);
+
 /* ---- pages: precision, residency, eviction order ------------------------ */
+
+/* The page whose copy occupies `slot` of pool (tier, precision), or
+ * IKV_E_NOT_RESIDENT if the slot is free. */
+ikv_status ikv_pt_slot_owner(const ikv_pagetable *pt, ikv_tier tier, ikv_precision precision,
+                             int32_t slot, ikv_page_id *page);
 
 typedef struct ikv_pt_page_info {
   ikv_precision precision;

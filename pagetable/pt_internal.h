@@ -4,11 +4,13 @@
 
 #include "pagetable/pagetable.h"
 
-/* Free slots of one (tier, precision) pool: a stack, O(1) both ways. */
+/* Free slots of one (tier, precision) pool: a stack, O(1) both ways; and
+ * the page owning each slot (IKV_NO_PAGE when free). */
 typedef struct pt_pool {
   uint32_t capacity;
   uint32_t n_free;
   uint32_t *free_slots;
+  ikv_page_id *owner;
 } pt_pool;
 
 typedef struct pt_span {
@@ -66,7 +68,7 @@ struct ikv_pagetable {
 /* pool.c */
 ikv_status pt_pool_init(pt_pool *pool, uint32_t capacity);
 void pt_pool_release(pt_pool *pool);
-int32_t pt_slot_take(pt_pool *pool); /* caller checked n_free > 0 */
+int32_t pt_slot_take(pt_pool *pool, ikv_page_id owner); /* caller checked n_free > 0 */
 void pt_slot_give(pt_pool *pool, int32_t slot);
 
 /* page.c: page descriptors, refcounts and LRU order */

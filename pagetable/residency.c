@@ -11,6 +11,18 @@ ikv_status ikv_pt_page_get_info(const ikv_pagetable *pt, ikv_page_id page, ikv_p
   return IKV_OK;
 }
 
+ikv_status ikv_pt_slot_owner(const ikv_pagetable *pt, ikv_tier tier, ikv_precision precision,
+                             int32_t slot, ikv_page_id *page) {
+  if (!pt || !page) return IKV_E_NULL;
+  if ((unsigned)tier >= IKV_TIER_COUNT) return IKV_E_INVALID;
+  if (!ikv_precision_valid(precision)) return IKV_E_PRECISION;
+  const pt_pool *pool = &pt->pools[tier][precision];
+  if (slot < 0 || (uint32_t)slot >= pool->capacity) return IKV_E_RANGE;
+  if (pool->owner[slot] == IKV_NO_PAGE) return IKV_E_NOT_RESIDENT;
+  *page = pool->owner[slot];
+  return IKV_OK;
+}
+
 ikv_status ikv_pt_page_set_precision(ikv_pagetable *pt, ikv_page_id page, ikv_precision to,
                                      ikv_pt_move *move) {
   if (!pt || !move) return IKV_E_NULL;
@@ -27,7 +39,7 @@ ikv_status ikv_pt_page_set_precision(ikv_pagetable *pt, ikv_page_id page, ikv_pr
     int32_t old = pt->slot[t][page];
     move->old_slot[t] = old;
     if (old != IKV_NO_SLOT && from != to) {
-      pt->slot[t][page] = pt_slot_take(&pt->pools[t][to]);
+      pt->slot[t][page] = pt_slot_take(&pt->pools[t][to], page);
       pt_slot_give(&pt->pools[t][from], old);
     }
     move->new_slot[t] = pt->slot[t][page];

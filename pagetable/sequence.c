@@ -218,6 +218,16 @@ ikv_status ikv_pt_seq_get_info(const ikv_pagetable *pt, ikv_seq_id seq, ikv_pt_s
   return IKV_OK;
 }
 
+ikv_status ikv_pt_seq_get_view(ikv_pagetable *pt, ikv_seq_id seq, ikv_pt_seq_view *out) {
+  if (!pt || !out) return IKV_E_NULL;
+  pt_seq *s = pt_seq_lookup(pt, seq);
+  if (!s) return IKV_E_UNKNOWN_SEQ;
+  pt_seq_refresh_cache(pt, s);
+  *out = (ikv_pt_seq_view){.tokens = s->tokens, .n_pages = s->n_pages, .pages = s->pages,
+                           .gpu_slots = s->gpu_slots, .precisions = s->precisions};
+  return IKV_OK;
+}
+
 ikv_status ikv_pt_seq_pages(const ikv_pagetable *pt, ikv_seq_id seq, uint32_t first,
                             uint32_t count, ikv_page_id *out) {
   if (!pt || (!out && count)) return IKV_E_NULL;

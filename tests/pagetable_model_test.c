@@ -317,6 +317,9 @@ static void check(const model *m) {
       if (!pg->resident[t]) continue;
       assert_true(pi.slot[t] >= 0 && (uint32_t)pi.slot[t] < capacity[t][pg->precision]);
       assert_int_equal(slot_owner[t][pg->precision][pi.slot[t]]++, 0); /* no slot owned twice */
+      ikv_page_id owner;
+      assert_int_equal(ikv_pt_slot_owner(m->pt, (ikv_tier)t, pg->precision, pi.slot[t], &owner), IKV_OK);
+      assert_int_equal(owner, p);
     }
   }
   assert_int_equal(st.live_pages, live);

@@ -591,6 +591,36 @@ static void stats_count_bytes_per_pool(void **state) {
   ikv_pt_destroy(pt);
 }
 
+static void slot_owners_and_views(void **state) {
+  (void)state;
+  ikv_pagetable *pt = make_table(8, 4, 8, 0, 2);
+  ikv_seq_id s = new_seq(pt, 40);
+  ikv_pt_seq_view view;
+  assert_int_equal(ikv_pt_seq_get_view(pt, s, &view), IKV_OK);
+  assert_int_equal(view.tokens, 40);
+  assert_int_equal(view.n_pages, 3);
+  for (uint32_t i = 0; i < 3; i++) {
+    ikv_page_id owner;
+    assert_int_equal(ikv_pt_slot_owner(pt, IKV_TIER_GPU, IKV_FP16, view.gpu_slots[i], &owner), IKV_OK);
+    assert_int_equal(owner, view.pages[i]);
+    assert_int_equal(view.precisions[i], IKV_FP16);
+  }
+  ikv_page_id owner = 77;
+  ikv_pt_move mv;
+  assert_int_equal(ikv_pt_page_set_precision(pt, view.pages[1], IKV_INT8, &mv), IKV_OK);
+  assert_int_equal(ikv_pt_slot_owner(pt, IKV_TIER_GPU, IKV_FP16, mv.old_slot[IKV_TIER_GPU], &owner), IKV_E_NOT_RESIDENT);
+  assert_int_equal(ikv_pt_slot_owner(pt, IKV_TIER_GPU, IKV_INT8, mv.new_slot[IKV_TIER_GPU], &owner), IKV_OK);
+  assert_int_equal(owner, view.pages[1]);
+  assert_int_equal(ikv_pt_seq_get_view(pt, s, &view), IKV_OK); /* refreshed after the change */
+  assert_int_equal(view.precisions[1], IKV_INT8);
+  assert_int_equal(view.gpu_slots[1], mv.new_slot[IKV_TIER_GPU]);
+  assert_int_equal(ikv_pt_slot_owner(pt, IKV_TIER_GPU, IKV_FP16, 8, &owner), IKV_E_RANGE);
+  assert_int_equal(ikv_pt_slot_owner(pt, IKV_TIER_GPU, IKV_SKIP, 0, &owner), IKV_E_PRECISION);
+  assert_int_equal(ikv_pt_slot_owner(pt, IKV_TIER_GPU, IKV_FP16, 0, NULL), IKV_E_NULL);
+  assert_int_equal(ikv_pt_seq_get_view(pt, s + 1, &view), IKV_E_UNKNOWN_SEQ);
+  ikv_pt_destroy(pt);
+}
+
 /* Scale: 100k live sequences at once, and a sequence of more than 1M tokens. */
 static void scales_to_many_sequences_and_long_ones(void **state) {
   (void)state;
@@ -647,6 +677,7 @@ int main(void) {
       cmocka_unit_test(exports_match_block_tables),
       cmocka_unit_test(export_errors_are_reported),
       cmocka_unit_test(stats_count_bytes_per_pool),
+      cmocka_unit_test(slot_owners_and_views),
       cmocka_unit_test(scales_to_many_sequences_and_long_ones),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

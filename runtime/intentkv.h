@@ -1,0 +1,233 @@
+/*
+ * intentkv: the runtime a serving scheduler drives every decode step.
+ *
+ *   ikv_append      reserve slots for each sequence's new tokens (slot mapping)
+ *   ikv_write_kv    per layer: the model's new K/V into their pages, quantized
+ *                   to each page's precision; page key summaries kept current
+ *   ikv_plan_build  once per step: validate scheduler tables, or let the
+ *                   router derive them from semantic spans; convert pages the
+ *                   plan downgrades, fetch pages it needs onto the GPU tier
+ *   ikv_decode      per layer: paged decode attention over the plan
+ *   ikv_step_end    release the step's pages, account hits and misses
+ *
+ * Conventions as in runtime/ikv_base.h (one status type, errors change
+ * nothing, opaque handles, caller-owned buffers). In addition
+ * ikv_runtime_errmsg() describes the last error in words. A runtime is used by
+ * one thread at a time. Backends: CPU (the C reference kernels; pools in host
+ * memory) and CUDA (not yet available: IKV_E_UNSUPPORTED).
+ */
+#ifndef INTENTKV_H
+#define INTENTKV_H
+
+#include "kernels/decode_plan.h"
+#include "kernels/quantize_ref.h"
+#include "pagetable/pagetable.h"
+#include "runtime/ikv_base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ikv_runtime ikv_runtime;
+typedef struct ikv_plan ikv_plan;
+
+typedef enum ikv_backend { IKV_BACKEND_CPU = 0, IKV_BACKEND_CUDA } ikv_backend;
+
+typedef struct ikv_runtime_config {
+  ikv_geometry geometry;
+  uint32_t q_heads;       /* multiple of geometry.kv_heads */
+  float softmax_scale;    /* 0: 1 / sqrt(head_dim) */
+  int32_t window, sinks;  /* sliding window and sink tokens (0, 0: none) */
+  uint32_t capacity[IKV_TIER_COUNT][IKV_PRECISION_COUNT]; /* pages per pool */
+  uint32_t max_sequences;
+  uint32_t max_batch;      /* sequences per plan */
+  uint32_t max_plan_pages; /* selected pages per plan (plan buffers are preallocated) */
+  uint32_t score_layer;    /* the layer whose keys feed the page summaries */
+  ikv_backend backend;
+} ikv_runtime_config;
+
+ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **out);
+void ikv_runtime_destroy(ikv_runtime *rt);
+/* The last error of this runtime, in words ("" if none). Valid until the next call. */
+const char *ikv_runtime_errmsg(const ikv_runtime *rt);
+/* The block-table manager inside, for queries (sequence info, pages, spans,
+ * statistics). Change sequences and spans through the ikv_* calls below: they
+ * keep page bytes and summaries in step with the table. */
+const ikv_pagetable *ikv_runtime_pagetable(const ikv_runtime *rt);
+
+/* ---- sequences and spans (delegating to the block-table manager) --------- */
+ikv_status ikv_seq_create(ikv_runtime *rt, ikv_precision precision, ikv_seq_id *out);
+ikv_status ikv_seq_fork(ikv_runtime *rt, ikv_seq_id parent, ikv_seq_id *child);
+ikv_status ikv_seq_free(ikv_runtime *rt, ikv_seq_id seq);
+ikv_status ikv_seq_truncate(ikv_runtime *rt, ikv_seq_id seq, uint32_t n_tokens);
+ikv_status ikv_span_add(ikv_runtime *rt, ikv_seq_id seq, const ikv_span *span, ikv_span_id *out);
+ikv_status ikv_span_update(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id, const ikv_span *span);
+ikv_status ikv_span_remove(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id);
+
+/* ---- the step ------------------------------------------------------------ */
+
+/* Reserves n_tokens[i] new tokens for seqs[i]; writes each token's slot and
+ * page precision (concatenated over the batch) into slot_mapping and
+ * slot_precision, both sum(n_tokens) long. Copy-on-write copies of shared
+ * pages happen here, in every layer. All or nothing. */
+ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n_tokens,
+                      uint32_t batch, int64_t *slot_mapping, uint8_t *slot_precision);
+
+/* One layer's new K and V ([n_tokens][kv_heads][head_dim] in dtype) into the
+ * slots ikv_append returned. stream: a cudaStream_t for CUDA, NULL for CPU. */
+ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const void *v,
+                        ikv_dtype dtype, const int64_t *slot_mapping,
+                        const uint8_t *slot_precision, uint32_t n_tokens, void *stream);
+
+/* How a plan chooses pages. */
+typedef enum ikv_plan_mode {
+  IKV_PLAN_TABLES = 0, /* the scheduler's selection and precision tables */
+  IKV_PLAN_ROUTER      /* the router, from semantic spans */
+} ikv_plan_mode;
+
+/* How the router ranks ATTEND pages. */
+typedef enum ikv_score_mode {
+  IKV_SCORE_SPAN = 0,     /* the span's score (uncovered tokens: default_score) */
+  IKV_SCORE_QUERY_BOUND,  /* Quest-style upper bound of q.k from per-channel key min/max,
+                             top-k per KV head (needs score_q) */
+  IKV_SCORE_MEAN_COSINE   /* cosine of q with the page's mean key, top-k per KV head */
+} ikv_score_mode;
+
+typedef struct ikv_router_params {
+  float memory_pressure;   /* [0, 1]: picks the IntentQuant band (docs/router.md) */
+  uint32_t recent_tokens;  /* the last N tokens are always read */
+  uint32_t sink_tokens;    /* the first N tokens are always read */
+  uint32_t token_budget;   /* per sequence, tokens read (0: unlimited) */
+  uint64_t byte_budget;    /* per sequence, KV bytes read per layer (0: unlimited) */
+  float default_score;     /* score of tokens no span covers (they compete as ATTEND) */
+  ikv_score_mode score_mode;
+  uint32_t topk_pages;     /* query-aware modes: ATTEND pages per KV head (0: budget only) */
+  const float *score_q;    /* query-aware modes: [batch][q_heads][head_dim] */
+} ikv_router_params;
+
+/* Scheduler tables, CSR over the batch (or over batch x kv_heads when
+ * per_kv_head): logical page indices in any order, the precision wanted for
+ * each, and optionally a token mask per page (NULL: whole valid page). A
+ * wanted precision equal to the stored one reads it; a lower one converts the
+ * page now (a real downgrade, for every sequence sharing it); a higher one is
+ * refused (IKV_E_PRECISION: the bits are gone). */
+typedef struct ikv_plan_tables {
+  uint32_t per_kv_head;
+  const int32_t *indptr;
+  const int32_t *page_index;
+  const uint8_t *precision;
+  const uint16_t *first, *last; /* both NULL, or both given */
+} ikv_plan_tables;
+
+typedef struct ikv_plan_request {
+  const ikv_seq_id *seqs;
+  uint32_t batch;
+  ikv_plan_mode mode;
+  ikv_plan_tables tables;  /* IKV_PLAN_TABLES */
+  ikv_router_params router; /* IKV_PLAN_ROUTER */
+} ikv_plan_request;
+
+/* A plan's buffers are allocated once, with the runtime's max_batch and
+ * max_plan_pages capacities; building never allocates. */
+ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out);
+void ikv_plan_destroy(ikv_plan *plan);
+/* Builds the step's plan. On error the plan and the runtime are unchanged and
+ * ikv_runtime_errmsg() says which sequence, page or field was wrong. A plan
+ * must be ended (ikv_step_end) before it is built again. */
+ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *request);
+
+/* The plan as kernels read it (owned by the plan, valid until it is rebuilt). */
+const ikv_decode_plan *ikv_plan_view(const ikv_plan *plan);
+
+/* A unit of decode work: entries of one row (sequence, or sequence x KV head)
+ * that share one precision, as positions into the plan's CSR arrays. */
+typedef struct ikv_work_item {
+  uint32_t row;
+  uint8_t precision;
+  uint32_t begin, end; /* into ikv_plan_work_entries() */
+} ikv_work_item;
+/* Work items, and the permutation of plan entries they index (grouped by row
+ * and precision, logical order inside a group). */
+const ikv_work_item *ikv_plan_work(const ikv_plan *plan, uint32_t *n_items);
+const int32_t *ikv_plan_work_entries(const ikv_plan *plan);
+
+/* Pages the prefetcher should bring to the GPU for the next step: ATTEND pages
+ * ranked just below this step's cut, and selected pages that had to be
+ * fetched on demand. */
+const ikv_page_id *ikv_plan_prefetch_hints(const ikv_plan *plan, uint32_t *n);
+
+/* Why the router decided what it did about a span (or the implicit regions). */
+typedef enum ikv_reason {
+  IKV_REASON_ALWAYS = 0,          /* ALWAYS span: read in full */
+  IKV_REASON_GLOBAL,              /* GLOBAL span: read in full */
+  IKV_REASON_RECENT_WINDOW,       /* RECENT span inside the recent window: read */
+  IKV_REASON_ATTEND_SELECTED,     /* ATTEND: every page fit the budget */
+  IKV_REASON_ATTEND_PARTIAL,      /* ATTEND: some pages fit the budget, the rest skipped */
+  IKV_REASON_ATTEND_BUDGET,       /* ATTEND: no page fit the budget */
+  IKV_REASON_ATTEND_PRESSURE,     /* ATTEND: score band is SKIP at this memory pressure */
+  IKV_REASON_ATTEND_NOT_TOPK,     /* query-aware: no page ranked in the top-k of any KV head */
+  IKV_REASON_SKIP_POLICY,         /* SKIP span: not read */
+  IKV_REASON_SKIP_SHARED_PAGE,    /* SKIP span, but some of its tokens sit inside the mask
+                                     of a page read for another span */
+  IKV_REASON_SCHEDULER_TABLES,    /* tables mode: the scheduler chose */
+  IKV_REASON_COUNT
+} ikv_reason;
+const char *ikv_reason_str(ikv_reason reason);
+
+typedef struct ikv_span_decision {
+  uint32_t seq_index;       /* position in the request's batch */
+  ikv_span_id span;         /* 0: no span (sinks, recent window, uncovered tokens) */
+  ikv_span_kind kind;
+  ikv_reason reason;
+  uint32_t pages_selected, pages_skipped;
+  uint8_t precision;        /* the highest precision read for the span (IKV_SKIP: none) */
+} ikv_span_decision;
+const ikv_span_decision *ikv_plan_decisions(const ikv_plan *plan, uint32_t *n);
+
+typedef struct ikv_plan_stats {
+  uint32_t pages_selected, pages_skipped; /* over the batch (per-KV-head rows count each) */
+  uint32_t pages_by_precision[IKV_PRECISION_COUNT];
+  uint32_t pages_by_kind[IKV_SPAN_KIND_COUNT + 1]; /* selected; last: tokens no span covers */
+  uint64_t bytes_read;        /* KV bytes the decode of one layer reads (pages x bytes, scales included) */
+  uint64_t bytes_dense_fp16;  /* one layer, every page of every sequence in FP16 */
+  uint32_t conversions;       /* pages downgraded by this plan */
+  uint32_t demand_fetches;    /* pages copied host -> GPU tier by this plan */
+} ikv_plan_stats;
+ikv_status ikv_plan_get_stats(const ikv_plan *plan, ikv_plan_stats *out);
+
+/* Decode attention of one layer over the plan: q and out are
+ * [batch][q_heads][head_dim] in dtype, lse [batch][q_heads] float (natural
+ * log). */
+ikv_status ikv_decode(ikv_runtime *rt, const ikv_plan *plan, uint32_t layer, const void *q,
+                      void *out, float *lse, ikv_dtype dtype, void *stream);
+
+/* Ends the step: the plan's pages may be evicted again; hits, misses and
+ * history are accounted. */
+ikv_status ikv_step_end(ikv_runtime *rt, ikv_plan *plan);
+
+typedef struct ikv_runtime_stats {
+  uint64_t steps;
+  uint64_t pages_read, pages_hit, pages_missed; /* selected pages; hit = already on the GPU tier */
+  uint64_t bytes_read;                          /* per layer, summed over steps */
+  uint64_t conversions, demand_fetches, evictions, cow_copies;
+} ikv_runtime_stats;
+ikv_status ikv_runtime_get_stats(const ikv_runtime *rt, ikv_runtime_stats *out);
+
+/* The IntentQuant table: the precision a page gets for a class of use at a
+ * memory pressure (IKV_SKIP: not read). */
+typedef enum ikv_use_class {
+  IKV_USE_SINK = 0,
+  IKV_USE_ALWAYS,       /* ALWAYS and GLOBAL spans */
+  IKV_USE_RECENT,       /* the recent window */
+  IKV_USE_ATTEND_HIGH,  /* ATTEND, score >= 0.7 */
+  IKV_USE_ATTEND_MID,   /* ATTEND, 0.3 <= score < 0.7 */
+  IKV_USE_ATTEND_LOW,   /* ATTEND, score < 0.3 */
+  IKV_USE_COUNT
+} ikv_use_class;
+uint8_t ikv_intentquant(ikv_use_class use, float memory_pressure);
+ikv_use_class ikv_attend_class(float score);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* INTENTKV_H */
