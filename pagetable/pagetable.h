@@ -149,8 +149,11 @@ ikv_status ikv_pt_page_pin(ikv_pagetable *pt, ikv_page_id page);
 ikv_status ikv_pt_page_unpin(ikv_pagetable *pt, ikv_page_id page); /* IKV_E_INVALID if not pinned */
 /* Marks the page most recently used in every tier where it is resident. */
 ikv_status ikv_pt_page_touch(ikv_pagetable *pt, ikv_page_id page);
+/* The same for n pages, in order (the last is the most recent); all or none. */
+ikv_status ikv_pt_pages_touch(ikv_pagetable *pt, const ikv_page_id *pages, uint32_t n);
 /* Up to `cap` pages resident in `tier`, least recently used first, pinned pages
- * left out; *n receives how many were written. */
+ * left out; *n receives how many were written. One pass over the table's
+ * pages (O(pages log cap)): ask for all the victims a step needs at once. */
 ikv_status ikv_pt_evict_candidates(const ikv_pagetable *pt, ikv_tier tier, ikv_page_id *out,
                                    uint32_t cap, uint32_t *n);
 

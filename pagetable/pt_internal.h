@@ -49,8 +49,10 @@ struct ikv_pagetable {
   uint8_t *precision;
   uint32_t *refcount; /* 0: page id is free */
   uint32_t *pins;
-  /* LRU per tier: intrusive lists, index max_pages is the sentinel. */
-  uint32_t *lru_prev[IKV_TIER_COUNT], *lru_next[IKV_TIER_COUNT];
+  /* Recency: a page's last use on a logical clock (a use is one store, so a
+   * plan can touch every page it reads; eviction order is derived on demand). */
+  uint64_t *last_use;
+  uint64_t clock;
 
   uint32_t max_seqs;
   uint32_t n_free_seqs;
@@ -80,8 +82,9 @@ int pt_page_live(const ikv_pagetable *pt, ikv_page_id page);
 ikv_page_id pt_page_new(ikv_pagetable *pt, ikv_precision precision, ikv_tier tier);
 void pt_page_ref(ikv_pagetable *pt, ikv_page_id page);
 void pt_page_unref(ikv_pagetable *pt, ikv_page_id page);
-void pt_lru_touch(ikv_pagetable *pt, ikv_page_id page);
-/* Takes / returns the page's slot in tier (pool of its precision), keeping LRU order. */
+static inline void pt_lru_touch(ikv_pagetable *pt, ikv_page_id page) { pt->last_use[page] = ++pt->clock; }
+/* Takes / returns the page's slot in tier (pool of its precision); a page new
+ * to a tier counts as just used. */
 void pt_tier_attach(ikv_pagetable *pt, ikv_page_id page, ikv_tier tier);
 void pt_tier_detach(ikv_pagetable *pt, ikv_page_id page, ikv_tier tier);
 /* Free slots in (tier, precision) and free page ids, as a single "room" test. */

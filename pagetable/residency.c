@@ -111,14 +111,56 @@ ikv_status ikv_pt_page_touch(ikv_pagetable *pt, ikv_page_id page) {
   return IKV_OK;
 }
 
+ikv_status ikv_pt_pages_touch(ikv_pagetable *pt, const ikv_page_id *pages, uint32_t n) {
+  if (!pt || (!pages && n)) return IKV_E_NULL;
+  for (uint32_t i = 0; i < n; i++)
+    if (!pt_page_live(pt, pages[i])) return IKV_E_UNKNOWN_PAGE;
+  for (uint32_t i = 0; i < n; i++) pt_lru_touch(pt, pages[i]);
+  return IKV_OK;
+}
+
+/* Max-heap of page ids on last_use, held in the caller's buffer. */
+static void heap_sift_down(const uint64_t *key, ikv_page_id *h, uint32_t n, uint32_t i) {
+  for (;;) {
+    uint32_t l = 2 * i + 1, r = l + 1, m = i;
+    if (l < n && key[h[l]] > key[h[m]]) m = l;
+    if (r < n && key[h[r]] > key[h[m]]) m = r;
+    if (m == i) return;
+    ikv_page_id t = h[i];
+    h[i] = h[m], h[m] = t, i = m;
+  }
+}
+
+static void heap_sift_up(const uint64_t *key, ikv_page_id *h, uint32_t i) {
+  while (i && key[h[(i - 1) / 2]] < key[h[i]]) {
+    ikv_page_id t = h[i];
+    h[i] = h[(i - 1) / 2], h[(i - 1) / 2] = t, i = (i - 1) / 2;
+  }
+}
+
+/* The `cap` least recently used unpinned pages of the tier: one pass keeping
+ * the best so far in a max-heap in `out`, then a heap sort into LRU order. */
 ikv_status ikv_pt_evict_candidates(const ikv_pagetable *pt, ikv_tier tier, ikv_page_id *out,
                                    uint32_t cap, uint32_t *n) {
   if (!pt || !n || (!out && cap)) return IKV_E_NULL;
   if ((unsigned)tier >= IKV_TIER_COUNT) return IKV_E_INVALID;
-  uint32_t count = 0, sentinel = pt->max_pages;
-  for (uint32_t p = pt->lru_next[tier][sentinel]; p != sentinel && count < cap;
-       p = pt->lru_next[tier][p])
-    if (!pt->pins[p]) out[count++] = p;
+  const uint64_t *key = pt->last_use;
+  uint32_t count = 0;
+  for (ikv_page_id p = 0; p < pt->max_pages && cap; p++) {
+    if (!pt->refcount[p] || pt->slot[tier][p] == IKV_NO_SLOT || pt->pins[p]) continue;
+    if (count < cap) {
+      out[count] = p;
+      heap_sift_up(key, out, count++);
+    } else if (key[p] < key[out[0]]) {
+      out[0] = p;
+      heap_sift_down(key, out, count, 0);
+    }
+  }
+  for (uint32_t end = count; end > 1; end--) {
+    ikv_page_id t = out[0];
+    out[0] = out[end - 1], out[end - 1] = t;
+    heap_sift_down(key, out, end - 1, 0);
+  }
   *n = count;
   return IKV_OK;
 }

@@ -19,6 +19,9 @@
 #ifndef INTENTKV_H
 #define INTENTKV_H
 
+/* Spans (and implicit regions) one sequence of a plan can report decisions for. */
+#define IKV_PLAN_MAX_DECISIONS_PER_SEQ 256
+
 #include "kernels/decode_plan.h"
 #include "kernels/quantize_ref.h"
 #include "pagetable/pagetable.h"
@@ -131,9 +134,16 @@ typedef struct ikv_plan_request {
  * max_plan_pages capacities; building never allocates. */
 ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out);
 void ikv_plan_destroy(ikv_plan *plan);
-/* Builds the step's plan. On error the plan and the runtime are unchanged and
- * ikv_runtime_errmsg() says which sequence, page or field was wrong. A plan
- * must be ended (ikv_step_end) before it is built again. */
+/* Builds the step's plan. Invalid requests (unknown sequence, page out of
+ * range, bad precision, bad mask, capacity of the plan's buffers) are refused
+ * before anything changes, and ikv_runtime_errmsg() says which sequence, page
+ * or field was wrong. Then the plan's pages are pinned for the step, pages it
+ * downgrades are converted (when the target pool has room; else read as
+ * stored), and pages not on the GPU tier are fetched, evicting least recently
+ * used pages not in the plan to the host tier; if the GPU tier cannot hold
+ * the plan's pages, IKV_E_CAPACITY comes after such moves (they lose
+ * nothing). A runtime has at most one plan in flight: end it (ikv_step_end)
+ * before building the next. */
 ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *request);
 
 /* The plan as kernels read it (owned by the plan, valid until it is rebuilt). */
@@ -158,9 +168,10 @@ const ikv_page_id *ikv_plan_prefetch_hints(const ikv_plan *plan, uint32_t *n);
 
 /* Why the router decided what it did about a span (or the implicit regions). */
 typedef enum ikv_reason {
-  IKV_REASON_ALWAYS = 0,          /* ALWAYS span: read in full */
+  IKV_REASON_SINKS = 0,           /* the first sink_tokens tokens: always read */
+  IKV_REASON_ALWAYS,              /* ALWAYS span: read in full */
   IKV_REASON_GLOBAL,              /* GLOBAL span: read in full */
-  IKV_REASON_RECENT_WINDOW,       /* RECENT span inside the recent window: read */
+  IKV_REASON_RECENT_WINDOW,       /* the recent window (or a RECENT span inside it): read */
   IKV_REASON_ATTEND_SELECTED,     /* ATTEND: every page fit the budget */
   IKV_REASON_ATTEND_PARTIAL,      /* ATTEND: some pages fit the budget, the rest skipped */
   IKV_REASON_ATTEND_BUDGET,       /* ATTEND: no page fit the budget */
@@ -177,7 +188,7 @@ const char *ikv_reason_str(ikv_reason reason);
 typedef struct ikv_span_decision {
   uint32_t seq_index;       /* position in the request's batch */
   ikv_span_id span;         /* 0: no span (sinks, recent window, uncovered tokens) */
-  ikv_span_kind kind;
+  ikv_span_kind kind;       /* IKV_SPAN_KIND_COUNT for tokens no span covers */
   ikv_reason reason;
   uint32_t pages_selected, pages_skipped;
   uint8_t precision;        /* the highest precision read for the span (IKV_SKIP: none) */
@@ -186,8 +197,7 @@ const ikv_span_decision *ikv_plan_decisions(const ikv_plan *plan, uint32_t *n);
 
 typedef struct ikv_plan_stats {
   uint32_t pages_selected, pages_skipped; /* over the batch (per-KV-head rows count each) */
-  uint32_t pages_by_precision[IKV_PRECISION_COUNT];
-  uint32_t pages_by_kind[IKV_SPAN_KIND_COUNT + 1]; /* selected; last: tokens no span covers */
+  uint32_t pages_by_precision[IKV_PRECISION_COUNT]; /* selected entries */
   uint64_t bytes_read;        /* KV bytes the decode of one layer reads (pages x bytes, scales included) */
   uint64_t bytes_dense_fp16;  /* one layer, every page of every sequence in FP16 */
   uint32_t conversions;       /* pages downgraded by this plan */

@@ -400,6 +400,18 @@ static void eviction_order_is_lru_without_pinned(void **state) {
   assert_int_equal(ikv_pt_evict_candidates(pt, IKV_TIER_GPU, NULL, 8, &n), IKV_E_NULL);
   assert_int_equal(ikv_pt_evict_candidates(pt, (ikv_tier)2, out, 8, &n), IKV_E_INVALID);
   assert_int_equal(ikv_pt_page_touch(pt, 4242), IKV_E_UNKNOWN_PAGE);
+  /* batch touch: in order, all or none */
+  ikv_page_id batch[3] = {p[3], p[1], 4242};
+  snapshot before = take(pt);
+  assert_int_equal(ikv_pt_pages_touch(pt, batch, 3), IKV_E_UNKNOWN_PAGE);
+  assert_unchanged(pt, &before);
+  assert_int_equal(ikv_pt_pages_touch(pt, batch, 2), IKV_OK);
+  assert_int_equal(ikv_pt_evict_candidates(pt, IKV_TIER_GPU, out, 8, &n), IKV_OK);
+  assert_int_equal(n, 3);
+  assert_int_equal(out[0], p[0]);
+  assert_int_equal(out[1], p[3]);
+  assert_int_equal(out[2], p[1]);
+  assert_int_equal(ikv_pt_pages_touch(pt, NULL, 1), IKV_E_NULL);
   ikv_pt_destroy(pt);
 }
 

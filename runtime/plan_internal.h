@@ -1,0 +1,66 @@
+/* The plan object and the router's per-sequence selection, shared by
+ * plan.c (validation, effects, emission) and router.c (span rules). */
+#ifndef IKV_PLAN_INTERNAL_H
+#define IKV_PLAN_INTERNAL_H
+
+#include "runtime/runtime_internal.h"
+
+/* Decode work is split into items of at most this many pages (split-KV). */
+#define IKV_WORK_PAGES 32u
+#define IKV_HINTS_PER_SEQ 8u
+
+struct ikv_plan {
+  ikv_runtime *rt;
+  uint32_t cap_batch, cap_entries, cap_rows, cap_decisions;
+  /* entries (CSR over rows) */
+  int32_t *indptr, *slot, *page_index, *seq_len;
+  uint8_t *precision, *want;
+  uint16_t *first, *last;
+  ikv_page_id *page;
+  uint32_t n_entries, n_rows;
+  ikv_decode_plan view;
+  /* work partition */
+  ikv_work_item *work;
+  uint32_t n_work;
+  int32_t *work_entries;
+  /* prefetch hints, decisions, statistics */
+  ikv_page_id *hints;
+  uint32_t n_hints;
+  ikv_span_decision *decisions;
+  uint32_t n_decisions;
+  ikv_plan_stats stats;
+  /* distinct pages of the plan (pinned while in flight) and the best
+   * precision any row wants for each (indexed by page id; IKV_SKIP: none) */
+  ikv_page_id *touched;
+  uint32_t n_touched;
+  uint8_t *page_want;
+  /* router scratch for one sequence, sized for the longest possible one */
+  uint8_t *sel_want, *cand_want;
+  uint16_t *sel_lo, *sel_hi, *cand_lo, *cand_hi;
+  uint8_t *head_sel; /* [kv_heads][pages] */
+  float *scores;
+  uint32_t *order;      /* [2 * pages]: candidates, then their ranking */
+  uint32_t *span_order; /* [2 * spans]: SKIP spans, then spans by start */
+  struct rt_chunk *chunks;
+  ikv_span *spans;
+  ikv_span_id *span_ids;
+  uint32_t scratch_pages, scratch_spans;
+};
+
+/* Precision of a page read for `want` when stored as `stored`: a lower
+ * fidelity converts, a higher one reads what is stored. */
+uint8_t rt_effective(uint8_t want, uint8_t stored);
+/* The better of two wanted precisions (IKV_SKIP is the worst). */
+uint8_t rt_best(uint8_t a, uint8_t b);
+
+/* Appends one entry to the plan (the caller checked capacity). */
+void plan_push(ikv_plan *plan, ikv_page_id page, int32_t page_index, uint16_t first, uint16_t last,
+               uint8_t want);
+/* Adds a decision; IKV_E_CAPACITY when the plan's decision buffer is full. */
+ikv_status plan_decide(ikv_plan *plan, ikv_span_decision d, uint32_t *index);
+
+/* router.c: the router's rows for sequence b of the request (one row, or one
+ * per KV head in query-aware modes) appended to the plan. */
+ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b);
+
+#endif /* IKV_PLAN_INTERNAL_H */

@@ -1,0 +1,354 @@
+/* The router: one sequence's semantic spans, budgets and memory pressure
+ * turned into the pages its rows read, each with a precision and a token mask.
+ * Rules (docs/router.md): sinks and the recent window are always read; ALWAYS
+ * and GLOBAL spans are read in full; SKIP spans never (a page shared with a
+ * read span says so); ATTEND spans, RECENT spans outside the window and tokens
+ * no span covers compete for the budgets by score (span mode) or by
+ * query-aware page score, top-k per KV head; IntentQuant picks precisions. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/plan_internal.h"
+
+typedef struct rt_chunk {
+  uint32_t start, end; /* tokens */
+  float score;
+  uint8_t precision;   /* IKV_SKIP: the band skips it */
+  uint32_t decision;   /* index into the plan's decisions */
+} rt_chunk;
+
+/* Per-sequence working state. */
+typedef struct route {
+  ikv_runtime *rt;
+  ikv_plan *plan;
+  const ikv_router_params *rp;
+  ikv_pt_seq_view v;
+  uint32_t P, b, n_chunks, hints;
+  uint64_t tokens_used, bytes_used;
+} route;
+
+static uint16_t min16(uint16_t a, uint16_t b) { return a < b ? a : b; }
+static uint16_t max16(uint16_t a, uint16_t b) { return a > b ? a : b; }
+
+/* Marks tokens [a, b) for reading at `prec` in the (want, lo, hi) arrays;
+ * returns the number of pages touched. */
+static uint32_t mark(const route *r, uint8_t *want, uint16_t *lo, uint16_t *hi, uint32_t a, uint32_t b,
+                     uint8_t prec) {
+  uint32_t first = a / r->P, last = (b - 1) / r->P;
+  for (uint32_t i = first; i <= last; i++) {
+    want[i] = rt_best(want[i], prec);
+    lo[i] = min16(lo[i], (uint16_t)(i == first ? a % r->P : 0));
+    hi[i] = max16(hi[i], (uint16_t)(i == last ? (b - 1) % r->P : r->P - 1));
+  }
+  return last - first + 1;
+}
+
+static uint64_t page_cost_bytes(const route *r, uint32_t i, uint8_t want) {
+  return r->rt->page_bytes[rt_effective(want, r->v.precisions[i])];
+}
+
+static ikv_status decide(route *r, ikv_span_id span, int kind, ikv_reason reason, uint32_t selected,
+                         uint32_t skipped, uint8_t prec, uint32_t *index) {
+  ikv_span_decision d = {.seq_index = r->b, .span = span, .kind = (ikv_span_kind)kind, .reason = reason,
+                         .pages_selected = selected, .pages_skipped = skipped, .precision = prec};
+  return plan_decide(r->plan, d, index);
+}
+
+static ikv_status add_chunk(route *r, uint32_t a, uint32_t b, float score, int32_t pinned, uint32_t decision) {
+  rt_chunk *c = &r->plan->chunks[r->n_chunks++];
+  uint8_t prec = ikv_intentquant(ikv_attend_class(score), r->rp->memory_pressure);
+  if (prec != IKV_SKIP && pinned != IKV_UNPINNED_PRECISION) prec = (uint8_t)pinned;
+  *c = (rt_chunk){a, b, score, prec, decision};
+  return IKV_OK;
+}
+
+static int by_score(const void *x, const void *y) {
+  const rt_chunk *a = x, *b = y;
+  if (a->score != b->score) return a->score > b->score ? -1 : 1;
+  return a->start < b->start ? -1 : a->start > b->start;
+}
+
+/* Span mode: chunks by score, pages in logical order, until a budget says no. */
+static void select_by_span_score(route *r) {
+  ikv_plan *pl = r->plan;
+  const ikv_router_params *rp = r->rp;
+  qsort(pl->chunks, r->n_chunks, sizeof(rt_chunk), by_score);
+  for (uint32_t c = 0; c < r->n_chunks; c++) {
+    rt_chunk *ch = &pl->chunks[c];
+    ikv_span_decision *d = &pl->decisions[ch->decision];
+    uint32_t first = ch->start / r->P, last = (ch->end - 1) / r->P, taken = 0, total = last - first + 1;
+    if (ch->precision == IKV_SKIP) {
+      d->reason = IKV_REASON_ATTEND_PRESSURE;
+      d->pages_skipped += total;
+      continue;
+    }
+    int stopped = 0;
+    for (uint32_t i = first; i <= last; i++) {
+      uint16_t lo = (uint16_t)(i == first ? ch->start % r->P : 0);
+      uint16_t hi = (uint16_t)(i == last ? (ch->end - 1) % r->P : r->P - 1);
+      if (pl->sel_want[i] != IKV_SKIP) { /* already read: widen its mask */
+        uint16_t nlo = min16(pl->sel_lo[i], lo), nhi = max16(pl->sel_hi[i], hi);
+        r->tokens_used += (uint64_t)(nhi - nlo) - (pl->sel_hi[i] - pl->sel_lo[i]);
+        pl->sel_lo[i] = nlo, pl->sel_hi[i] = nhi;
+        pl->sel_want[i] = rt_best(pl->sel_want[i], ch->precision);
+        taken++;
+        continue;
+      }
+      uint64_t t = (uint64_t)(hi - lo) + 1, bytes = page_cost_bytes(r, i, ch->precision);
+      if (stopped || (rp->token_budget && r->tokens_used + t > rp->token_budget) ||
+          (rp->byte_budget && r->bytes_used + bytes > rp->byte_budget)) {
+        stopped = 1;
+        if (r->hints < IKV_HINTS_PER_SEQ && pl->n_hints < pl->cap_entries) {
+          pl->hints[pl->n_hints++] = r->v.pages[i]; /* next in line: likely soon */
+          r->hints++;
+        }
+        continue;
+      }
+      pl->sel_want[i] = ch->precision, pl->sel_lo[i] = lo, pl->sel_hi[i] = hi;
+      r->tokens_used += t, r->bytes_used += bytes;
+      taken++;
+    }
+    d->pages_selected += taken;
+    d->pages_skipped += total - taken;
+    d->precision = rt_best(d->precision, taken ? ch->precision : IKV_SKIP);
+    if (d->reason != IKV_REASON_RECENT_WINDOW || taken < total)
+      d->reason = taken == total ? IKV_REASON_ATTEND_SELECTED : taken ? IKV_REASON_ATTEND_PARTIAL : IKV_REASON_ATTEND_BUDGET;
+  }
+}
+
+static int by_page_score(const void *x, const void *y, void *ctx) {
+  const float *s = ctx;
+  uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
+  if (s[a] != s[b]) return s[a] > s[b] ? -1 : 1;
+  return a < b ? -1 : a > b;
+}
+
+/* Query-aware modes: candidate pages ranked per KV head by page score; each
+ * head takes its top-k within the budgets. */
+static void select_by_query(route *r) {
+  ikv_plan *pl = r->plan;
+  ikv_runtime *rt = r->rt;
+  const ikv_router_params *rp = r->rp;
+  const uint32_t N = r->v.n_pages, H = rt->cfg.geometry.kv_heads, G = rt->cfg.q_heads / H,
+                 D = rt->cfg.geometry.head_dim;
+  for (uint32_t c = 0; c < r->n_chunks; c++) {
+    rt_chunk *ch = &pl->chunks[c];
+    if (ch->precision == IKV_SKIP) {
+      pl->decisions[ch->decision].reason = IKV_REASON_ATTEND_PRESSURE;
+      continue;
+    }
+    mark(r, pl->cand_want, pl->cand_lo, pl->cand_hi, ch->start, ch->end, ch->precision);
+  }
+  uint32_t n_cand = 0;
+  for (uint32_t i = 0; i < N; i++)
+    if (pl->cand_want[i] != IKV_SKIP && pl->sel_want[i] == IKV_SKIP) pl->order[n_cand++] = i;
+  memset(pl->head_sel, 0, (size_t)H * N);
+  const float *q = rp->score_q + (size_t)r->b * rt->cfg.q_heads * D;
+  uint32_t *ranked = pl->order + n_cand;
+  for (uint32_t h = 0; h < H; h++) {
+    for (uint32_t k = 0; k < n_cand; k++)
+      pl->scores[pl->order[k]] = rt_page_score(rt, rp->score_mode, r->v.pages[pl->order[k]], h, q + (size_t)h * G * D, G);
+    memcpy(ranked, pl->order, sizeof(uint32_t) * n_cand);
+    qsort_r(ranked, n_cand, sizeof(uint32_t), by_page_score, pl->scores);
+    uint64_t tokens = r->tokens_used, bytes = r->bytes_used;
+    uint32_t taken = 0;
+    for (uint32_t k = 0; k < n_cand && (!rp->topk_pages || taken < rp->topk_pages); k++) {
+      uint32_t i = ranked[k];
+      uint64_t t = (uint64_t)(pl->cand_hi[i] - pl->cand_lo[i]) + 1, by = page_cost_bytes(r, i, pl->cand_want[i]);
+      if ((rp->token_budget && tokens + t > rp->token_budget) || (rp->byte_budget && bytes + by > rp->byte_budget)) break;
+      pl->head_sel[(size_t)h * N + i] = 1;
+      tokens += t, bytes += by, taken++;
+    }
+  }
+  /* each chunk's decision: pages some head (or a mandatory rule) reads */
+  for (uint32_t c = 0; c < r->n_chunks; c++) {
+    rt_chunk *ch = &pl->chunks[c];
+    if (ch->precision == IKV_SKIP) {
+      pl->decisions[ch->decision].pages_skipped += (ch->end - 1) / r->P - ch->start / r->P + 1;
+      continue;
+    }
+    uint32_t taken = 0, total = 0;
+    for (uint32_t i = ch->start / r->P; i <= (ch->end - 1) / r->P; i++, total++) {
+      int read = pl->sel_want[i] != IKV_SKIP;
+      for (uint32_t h = 0; h < H && !read; h++) read = pl->head_sel[(size_t)h * N + i];
+      taken += read;
+    }
+    ikv_span_decision *d = &pl->decisions[ch->decision];
+    d->pages_selected += taken;
+    d->pages_skipped += total - taken;
+    d->precision = rt_best(d->precision, taken ? ch->precision : IKV_SKIP);
+    if (d->reason != IKV_REASON_RECENT_WINDOW || taken < total)
+      d->reason = taken == total ? IKV_REASON_ATTEND_SELECTED : taken ? IKV_REASON_ATTEND_PARTIAL : IKV_REASON_ATTEND_NOT_TOPK;
+  }
+}
+
+/* The mandatory rules: sinks, recent window, ALWAYS/GLOBAL spans; chunks for
+ * everything that competes; SKIP spans remembered in the order array. */
+static ikv_status mandatory_and_chunks(route *r, uint32_t n_spans, uint32_t *n_skip) {
+  ikv_plan *pl = r->plan;
+  const ikv_router_params *rp = r->rp;
+  const uint32_t L = r->v.tokens;
+  const float pressure = rp->memory_pressure;
+  ikv_status st = IKV_OK;
+  uint32_t sinks = rp->sink_tokens < L ? rp->sink_tokens : L;
+  uint32_t window_start = rp->recent_tokens < L ? L - rp->recent_tokens : 0;
+  if (sinks) {
+    uint32_t n = mark(r, pl->sel_want, pl->sel_lo, pl->sel_hi, 0, sinks, ikv_intentquant(IKV_USE_SINK, pressure));
+    st = decide(r, 0, IKV_SPAN_KIND_COUNT, IKV_REASON_SINKS, n, 0, ikv_intentquant(IKV_USE_SINK, pressure), NULL);
+  }
+  if (st == IKV_OK && rp->recent_tokens && L) {
+    uint8_t prec = ikv_intentquant(IKV_USE_RECENT, pressure);
+    uint32_t n = mark(r, pl->sel_want, pl->sel_lo, pl->sel_hi, window_start, L, prec);
+    st = decide(r, 0, IKV_SPAN_KIND_COUNT, IKV_REASON_RECENT_WINDOW, n, 0, prec, NULL);
+  }
+  *n_skip = 0;
+  for (uint32_t s = 0; s < n_spans && st == IKV_OK; s++) {
+    const ikv_span *sp = &pl->spans[s];
+    uint32_t d;
+    switch (sp->policy) {
+      case IKV_POLICY_ALWAYS:
+      case IKV_POLICY_GLOBAL: {
+        uint8_t prec = sp->pinned_precision != IKV_UNPINNED_PRECISION ? (uint8_t)sp->pinned_precision
+                                                                       : ikv_intentquant(IKV_USE_ALWAYS, pressure);
+        uint32_t n = mark(r, pl->sel_want, pl->sel_lo, pl->sel_hi, sp->start, sp->end, prec);
+        st = decide(r, pl->span_ids[s], sp->kind,
+                    sp->policy == IKV_POLICY_ALWAYS ? IKV_REASON_ALWAYS : IKV_REASON_GLOBAL, n, 0, prec, NULL);
+        break;
+      }
+      case IKV_POLICY_SKIP:
+        pl->span_order[(*n_skip)++] = s;
+        break;
+      case IKV_POLICY_RECENT: {
+        uint32_t inside_from = sp->start > window_start ? sp->start : window_start;
+        uint32_t in_pages = inside_from < sp->end ? (sp->end - 1) / r->P - inside_from / r->P + 1 : 0;
+        st = decide(r, pl->span_ids[s], sp->kind, IKV_REASON_RECENT_WINDOW, in_pages, 0,
+                    in_pages ? ikv_intentquant(IKV_USE_RECENT, pressure) : IKV_SKIP, &d);
+        if (st == IKV_OK && sp->start < window_start)
+          st = add_chunk(r, sp->start, sp->end < window_start ? sp->end : window_start, sp->score,
+                         sp->pinned_precision, d);
+        break;
+      }
+      default:
+        st = decide(r, pl->span_ids[s], sp->kind, IKV_REASON_ATTEND_SELECTED, 0, 0, IKV_SKIP, &d);
+        if (st == IKV_OK) st = add_chunk(r, sp->start, sp->end, sp->score, sp->pinned_precision, d);
+    }
+  }
+  return st;
+}
+
+/* Tokens no span covers compete as ATTEND with default_score. */
+static ikv_status gaps(route *r, uint32_t n_spans) {
+  ikv_plan *pl = r->plan;
+  const uint32_t L = r->v.tokens;
+  /* spans by start: insertion sort of indices (span counts are small) */
+  uint32_t *idx = pl->span_order + n_spans;
+  for (uint32_t s = 0; s < n_spans; s++) {
+    uint32_t j = s;
+    while (j && pl->spans[idx[j - 1]].start > pl->spans[s].start) idx[j] = idx[j - 1], j--;
+    idx[j] = s;
+  }
+  uint32_t cursor = 0, decision = UINT32_MAX;
+  ikv_status st = IKV_OK;
+  for (uint32_t k = 0; k <= n_spans && st == IKV_OK; k++) {
+    uint32_t next = k < n_spans ? pl->spans[idx[k]].start : L;
+    if (next > cursor) {
+      if (decision == UINT32_MAX)
+        st = decide(r, 0, IKV_SPAN_KIND_COUNT, IKV_REASON_ATTEND_SELECTED, 0, 0, IKV_SKIP, &decision);
+      if (st == IKV_OK) st = add_chunk(r, cursor, next, r->rp->default_score, IKV_UNPINNED_PRECISION, decision);
+    }
+    if (k < n_spans && pl->spans[idx[k]].end > cursor) cursor = pl->spans[idx[k]].end;
+  }
+  return st;
+}
+
+/* Whether some row reads page i, and the widest mask any row reads it with. */
+static int page_read(const route *r, uint32_t i, int query_mode, uint16_t *lo, uint16_t *hi) {
+  const ikv_plan *pl = r->plan;
+  int sel = pl->sel_want[i] != IKV_SKIP, cand = 0;
+  const uint32_t N = r->v.n_pages, H = r->rt->cfg.geometry.kv_heads;
+  for (uint32_t h = 0; query_mode && h < H && !cand; h++) cand = pl->head_sel[(size_t)h * N + i];
+  *lo = UINT16_MAX, *hi = 0;
+  if (sel) *lo = pl->sel_lo[i], *hi = pl->sel_hi[i];
+  if (query_mode && pl->cand_want[i] != IKV_SKIP && (sel || cand))
+    *lo = min16(*lo, pl->cand_lo[i]), *hi = max16(*hi, pl->cand_hi[i]);
+  return sel || cand;
+}
+
+/* SKIP spans: never selected for themselves; say so when a page read for
+ * another span carries some of their tokens inside its mask. */
+static ikv_status skip_spans(route *r, uint32_t n_skip, int query_mode) {
+  ikv_plan *pl = r->plan;
+  ikv_status st = IKV_OK;
+  for (uint32_t k = 0; k < n_skip && st == IKV_OK; k++) {
+    const ikv_span *sp = &pl->spans[pl->span_order[k]];
+    uint32_t first = sp->start / r->P, last = (sp->end - 1) / r->P, shared = 0;
+    for (uint32_t i = first; i <= last; i++) {
+      uint16_t lo, hi;
+      if (!page_read(r, i, query_mode, &lo, &hi)) continue;
+      shared += i * r->P + lo < sp->end && i * r->P + hi + 1 > sp->start;
+    }
+    st = decide(r, pl->span_ids[pl->span_order[k]], sp->kind,
+                shared ? IKV_REASON_SKIP_SHARED_PAGE : IKV_REASON_SKIP_POLICY, shared, last - first + 1 - shared,
+                IKV_SKIP, NULL);
+  }
+  return st;
+}
+
+static ikv_status emit_rows(route *r, int query_mode) {
+  ikv_plan *pl = r->plan;
+  const uint32_t N = r->v.n_pages, H = r->rt->cfg.geometry.kv_heads;
+  uint32_t rows = query_mode ? H : 1, need = 0;
+  for (uint32_t h = 0; h < rows; h++)
+    for (uint32_t i = 0; i < N; i++)
+      need += pl->sel_want[i] != IKV_SKIP || (query_mode && pl->head_sel[(size_t)h * N + i]);
+  if (pl->n_entries + need > pl->cap_entries)
+    return rt_fail(r->rt, IKV_E_CAPACITY, "ikv_plan_build: sequence %u: plan holds %u pages (max_plan_pages), needs %u more",
+                   r->b, pl->cap_entries, pl->n_entries + need - pl->cap_entries);
+  for (uint32_t h = 0; h < rows; h++) {
+    for (uint32_t i = 0; i < N; i++) {
+      int sel = pl->sel_want[i] != IKV_SKIP, cand = query_mode && pl->head_sel[(size_t)h * N + i];
+      if (!sel && !cand) continue;
+      uint16_t lo = sel ? pl->sel_lo[i] : pl->cand_lo[i], hi = sel ? pl->sel_hi[i] : pl->cand_hi[i];
+      uint8_t want = sel ? pl->sel_want[i] : pl->cand_want[i];
+      if (query_mode && sel && pl->cand_want[i] != IKV_SKIP) {
+        lo = min16(lo, pl->cand_lo[i]), hi = max16(hi, pl->cand_hi[i]);
+        want = rt_best(want, pl->cand_want[i]);
+      }
+      plan_push(pl, r->v.pages[i], (int32_t)i, lo, hi, want);
+    }
+    pl->indptr[++pl->n_rows] = (int32_t)pl->n_entries;
+  }
+  return IKV_OK;
+}
+
+ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b) {
+  route r = {.rt = rt, .plan = plan, .rp = &req->router, .P = rt->cfg.geometry.page_size, .b = b};
+  ikv_pt_seq_get_view(rt->pt, req->seqs[b], &r.v); /* the sequence was validated */
+  uint32_t n_spans;
+  if (ikv_pt_span_list(rt->pt, req->seqs[b], plan->span_ids, plan->scratch_spans, &n_spans) != IKV_OK)
+    return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: sequence %u has %u spans; a plan takes %u per sequence", b,
+                   n_spans, plan->scratch_spans);
+  for (uint32_t s = 0; s < n_spans; s++) ikv_pt_span_get(rt->pt, req->seqs[b], plan->span_ids[s], &plan->spans[s]);
+  const uint32_t N = r.v.n_pages;
+  memset(plan->sel_want, IKV_SKIP, N);
+  memset(plan->cand_want, IKV_SKIP, N);
+  for (uint32_t i = 0; i < N; i++) plan->sel_lo[i] = plan->cand_lo[i] = UINT16_MAX, plan->sel_hi[i] = plan->cand_hi[i] = 0;
+
+  uint32_t n_skip;
+  ikv_status st = mandatory_and_chunks(&r, n_spans, &n_skip);
+  /* gaps() sorts span indices after the SKIP list in the order array */
+  if (st == IKV_OK) st = gaps(&r, n_spans);
+  for (uint32_t i = 0; i < N; i++) /* what the mandatory rules cost */
+    if (plan->sel_want[i] != IKV_SKIP) {
+      r.tokens_used += (uint64_t)(plan->sel_hi[i] - plan->sel_lo[i]) + 1;
+      r.bytes_used += page_cost_bytes(&r, i, plan->sel_want[i]);
+    }
+  int query_mode = req->router.score_mode != IKV_SCORE_SPAN;
+  if (st == IKV_OK) {
+    if (query_mode) select_by_query(&r);
+    else select_by_span_score(&r);
+    st = skip_spans(&r, n_skip, query_mode);
+  }
+  if (st == IKV_OK) st = emit_rows(&r, query_mode);
+  return st;
+}

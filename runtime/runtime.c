@@ -1,0 +1,233 @@
+/* The runtime: creation, sequences and spans, append, write_kv, decode, stats. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/attention_ref.h"
+#include "kernels/numeric.h"
+#include "runtime/runtime_internal.h"
+
+ikv_status rt_fail(ikv_runtime *rt, ikv_status status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(rt->errmsg, sizeof(rt->errmsg), fmt, ap);
+  va_end(ap);
+  return status;
+}
+
+/* Clears the message on success; keeps the pagetable's status otherwise. */
+static ikv_status done(ikv_runtime *rt, ikv_status st, const char *what) {
+  if (st == IKV_OK) {
+    rt->errmsg[0] = 0;
+    return st;
+  }
+  return rt_fail(rt, st, "%s: %s", what, ikv_status_str(st));
+}
+
+const char *ikv_runtime_errmsg(const ikv_runtime *rt) { return rt ? rt->errmsg : "no runtime"; }
+const ikv_pagetable *ikv_runtime_pagetable(const ikv_runtime *rt) { return rt ? rt->pt : NULL; }
+
+ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **out) {
+  if (!config || !out) return IKV_E_NULL;
+  if (config->backend == IKV_BACKEND_CUDA) return IKV_E_UNSUPPORTED;
+  if (config->backend != IKV_BACKEND_CPU) return IKV_E_INVALID;
+  const ikv_geometry *g = &config->geometry;
+  if (ikv_geometry_check(g) != IKV_OK) return IKV_E_INVALID;
+  if (!config->q_heads || config->q_heads % g->kv_heads || config->score_layer >= g->layers)
+    return IKV_E_INVALID;
+  if (!config->max_batch || !config->max_plan_pages || config->window < 0 || config->sinks < 0 ||
+      !(config->softmax_scale >= 0.0f) || !isfinite(config->softmax_scale))
+    return IKV_E_INVALID;
+  ikv_runtime *rt = calloc(1, sizeof(*rt));
+  if (!rt) return IKV_E_NO_MEMORY;
+  rt->cfg = *config;
+  rt->attn = (ikv_attn_params){
+      .q_heads = config->q_heads,
+      .softmax_scale = config->softmax_scale > 0.0f ? config->softmax_scale : 1.0f / sqrtf((float)g->head_dim),
+      .window = config->window,
+      .sinks = config->sinks};
+  ikv_pagetable_config pc = {.geometry = *g, .max_sequences = config->max_sequences};
+  memcpy(pc.capacity, config->capacity, sizeof(pc.capacity));
+  for (int t = 0; t < IKV_TIER_COUNT; t++)
+    for (int p = 0; p < IKV_PRECISION_COUNT; p++) rt->max_pages += config->capacity[t][p];
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) rt->page_bytes[p] = ikv_page_layer_bytes(g, (ikv_precision)p);
+  ikv_status st = ikv_pt_create(&pc, &rt->pt);
+  if (st == IKV_OK) st = rt_pools_create(rt);
+  if (st == IKV_OK) st = rt_summaries_create(rt);
+  if (st == IKV_OK) st = (rt->fill = calloc(rt->max_pages, sizeof(uint16_t))) ? IKV_OK : IKV_E_NO_MEMORY;
+  if (st != IKV_OK) {
+    ikv_runtime_destroy(rt);
+    return st;
+  }
+  *out = rt;
+  return IKV_OK;
+}
+
+void ikv_runtime_destroy(ikv_runtime *rt) {
+  if (!rt) return;
+  rt_pools_destroy(rt);
+  rt_summaries_destroy(rt);
+  free(rt->fill);
+  ikv_pt_destroy(rt->pt);
+  free(rt);
+}
+
+/* Sequence edits that could free a page the plan in flight has pinned wait
+ * for ikv_step_end. */
+static ikv_status no_plan_in_flight(ikv_runtime *rt, const char *what) {
+  if (!rt->active) return IKV_OK;
+  return rt_fail(rt, IKV_E_INVALID, "%s: a plan is in flight (call ikv_step_end first)", what);
+}
+
+ikv_status ikv_seq_create(ikv_runtime *rt, ikv_precision precision, ikv_seq_id *out) {
+  if (!rt) return IKV_E_NULL;
+  return done(rt, ikv_pt_seq_create(rt->pt, precision, out), "ikv_seq_create");
+}
+
+ikv_status ikv_seq_fork(ikv_runtime *rt, ikv_seq_id parent, ikv_seq_id *child) {
+  if (!rt) return IKV_E_NULL;
+  return done(rt, ikv_pt_seq_fork(rt->pt, parent, child), "ikv_seq_fork");
+}
+
+ikv_status ikv_seq_free(ikv_runtime *rt, ikv_seq_id seq) {
+  if (!rt) return IKV_E_NULL;
+  ikv_status st = no_plan_in_flight(rt, "ikv_seq_free");
+  return st != IKV_OK ? st : done(rt, ikv_pt_seq_free(rt->pt, seq), "ikv_seq_free");
+}
+
+ikv_status ikv_seq_truncate(ikv_runtime *rt, ikv_seq_id seq, uint32_t n_tokens) {
+  if (!rt) return IKV_E_NULL;
+  ikv_status st = no_plan_in_flight(rt, "ikv_seq_truncate");
+  return st != IKV_OK ? st : done(rt, ikv_pt_seq_truncate(rt->pt, seq, n_tokens), "ikv_seq_truncate");
+}
+
+ikv_status ikv_span_add(ikv_runtime *rt, ikv_seq_id seq, const ikv_span *span, ikv_span_id *out) {
+  if (!rt) return IKV_E_NULL;
+  return done(rt, ikv_pt_span_add(rt->pt, seq, span, out), "ikv_span_add");
+}
+
+ikv_status ikv_span_update(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id, const ikv_span *span) {
+  if (!rt) return IKV_E_NULL;
+  return done(rt, ikv_pt_span_update(rt->pt, seq, id, span), "ikv_span_update");
+}
+
+ikv_status ikv_span_remove(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id) {
+  if (!rt) return IKV_E_NULL;
+  return done(rt, ikv_pt_span_remove(rt->pt, seq, id), "ikv_span_remove");
+}
+
+ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n_tokens, uint32_t batch,
+                      int64_t *slot_mapping, uint8_t *slot_precision) {
+  if (!rt) return IKV_E_NULL;
+  if (batch && (!seqs || !n_tokens || !slot_mapping || !slot_precision))
+    return rt_fail(rt, IKV_E_NULL, "ikv_append: NULL argument");
+  ikv_status st = no_plan_in_flight(rt, "ikv_append");
+  if (st != IKV_OK) return st;
+  for (uint32_t b = 0; b < batch; b++) {
+    ikv_pt_seq_info info;
+    if (ikv_pt_seq_get_info(rt->pt, seqs[b], &info) != IKV_OK)
+      return rt_fail(rt, IKV_E_UNKNOWN_SEQ, "ikv_append: sequence %u of the batch is unknown", b);
+  }
+  uint64_t at = 0;
+  for (uint32_t b = 0; b < batch; b++) {
+    ikv_pt_copy cow;
+    st = ikv_pt_seq_append(rt->pt, seqs[b], n_tokens[b], slot_mapping + at, slot_precision + at, &cow);
+    if (st != IKV_OK) {
+      /* roll back the sequences appended before this one */
+      for (uint32_t r = 0; r < b; r++) {
+        ikv_pt_seq_info info;
+        ikv_pt_seq_get_info(rt->pt, seqs[r], &info);
+        ikv_pt_seq_truncate(rt->pt, seqs[r], info.tokens - n_tokens[r]);
+      }
+      return rt_fail(rt, st, "ikv_append: sequence %u of the batch: %s", b, ikv_status_str(st));
+    }
+    if (cow.bytes) {
+      rt_copy_page(rt, IKV_TIER_GPU, cow.src_slot, IKV_TIER_GPU, cow.dst_slot, cow.precision);
+      rt_summary_copy(rt, cow.dst_page, cow.src_page);
+      rt->fill[cow.dst_page] = rt->fill[cow.src_page];
+      rt->stats.cow_copies++;
+    }
+    at += n_tokens[b];
+  }
+  rt->errmsg[0] = 0;
+  return IKV_OK;
+}
+
+ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const void *v, ikv_dtype dtype,
+                        const int64_t *slot_mapping, const uint8_t *slot_precision, uint32_t n, void *stream) {
+  (void)stream; /* CPU backend: synchronous */
+  if (!rt) return IKV_E_NULL;
+  const ikv_geometry *g = &rt->cfg.geometry;
+  if (n && (!k || !v || !slot_mapping || !slot_precision)) return rt_fail(rt, IKV_E_NULL, "ikv_write_kv: NULL argument");
+  if (layer >= g->layers) return rt_fail(rt, IKV_E_RANGE, "ikv_write_kv: layer %u of %u", layer, g->layers);
+  if ((unsigned)dtype >= IKV_DTYPE_COUNT) return rt_fail(rt, IKV_E_INVALID, "ikv_write_kv: dtype %d", (int)dtype);
+  ikv_page_id *pages = malloc(sizeof(ikv_page_id) * (n ? n : 1));
+  size_t row = (size_t)g->kv_heads * g->head_dim;
+  float *kf = malloc(sizeof(float) * row * (n ? n : 1));
+  if (!pages || !kf) {
+    free(pages), free(kf);
+    return rt_fail(rt, IKV_E_NO_MEMORY, "ikv_write_kv: out of memory");
+  }
+  ikv_status st = IKV_OK;
+  for (uint32_t i = 0; i < n && st == IKV_OK; i++) {
+    int p = slot_precision[i];
+    if (!ikv_precision_valid(p) || slot_mapping[i] < 0 ||
+        ikv_pt_slot_owner(rt->pt, IKV_TIER_GPU, (ikv_precision)p, (int32_t)(slot_mapping[i] / g->page_size),
+                          &pages[i]) != IKV_OK)
+      st = rt_fail(rt, IKV_E_RANGE, "ikv_write_kv: token %u: slot %lld (%s) belongs to no page on the GPU tier", i,
+                   (long long)slot_mapping[i], ikv_precision_name(p) ? ikv_precision_name(p) : "bad precision");
+  }
+  if (st == IKV_OK) {
+    ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
+    st = ikv_ref_write_kv(g, &lp, k, v, dtype, slot_mapping, slot_precision, n);
+    if (st != IKV_OK) rt_fail(rt, st, "ikv_write_kv: %s", ikv_status_str(st));
+  }
+  if (st == IKV_OK) {
+    if (layer == rt->cfg.score_layer) ikv_ref_to_float(k, dtype, row * n, kf);
+    for (uint32_t i = 0; i < n; i++) {
+      uint32_t offset = (uint32_t)(slot_mapping[i] % g->page_size);
+      rt->fill[pages[i]] = offset == 0 ? 1 : (uint16_t)(offset + 1 > rt->fill[pages[i]] ? offset + 1 : rt->fill[pages[i]]);
+      if (layer == rt->cfg.score_layer) rt_summary_update(rt, pages[i], offset, kf + row * i, row, 1);
+    }
+    rt->errmsg[0] = 0;
+  }
+  free(pages), free(kf);
+  return st;
+}
+
+static void convert_out(const float *src, void *dst, ikv_dtype dtype, size_t n) {
+  uint16_t *h = dst;
+  switch (dtype) {
+    case IKV_DTYPE_F32: memcpy(dst, src, n * sizeof(float)); break;
+    case IKV_DTYPE_F16: for (size_t i = 0; i < n; i++) h[i] = ikv_f32_to_f16(src[i]); break;
+    default: for (size_t i = 0; i < n; i++) h[i] = ikv_f32_to_bf16(src[i]); break;
+  }
+}
+
+ikv_status ikv_decode(ikv_runtime *rt, const ikv_plan *plan, uint32_t layer, const void *q, void *out,
+                      float *lse, ikv_dtype dtype, void *stream) {
+  (void)stream;
+  if (!rt) return IKV_E_NULL;
+  if (!plan || plan != rt->active) return rt_fail(rt, IKV_E_INVALID, "ikv_decode: the plan is not this runtime's plan in flight");
+  if (layer >= rt->cfg.geometry.layers) return rt_fail(rt, IKV_E_RANGE, "ikv_decode: layer %u", layer);
+  if ((unsigned)dtype >= IKV_DTYPE_COUNT) return rt_fail(rt, IKV_E_INVALID, "ikv_decode: dtype %d", (int)dtype);
+  const ikv_decode_plan *view = ikv_plan_view(plan);
+  size_t n = (size_t)view->batch * rt->cfg.q_heads * rt->cfg.geometry.head_dim;
+  if (view->batch && (!q || !out || !lse)) return rt_fail(rt, IKV_E_NULL, "ikv_decode: NULL argument");
+  float *qf = malloc(sizeof(float) * (n ? 2 * n : 1));
+  if (!qf) return rt_fail(rt, IKV_E_NO_MEMORY, "ikv_decode: out of memory");
+  ikv_ref_to_float(q, dtype, n, qf);
+  ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
+  ikv_status st = ikv_ref_decode(&rt->cfg.geometry, &lp, view, &rt->attn, qf, qf + n, lse, 0);
+  if (st == IKV_OK) convert_out(qf + n, out, dtype, n);
+  free(qf);
+  return done(rt, st, "ikv_decode");
+}
+
+ikv_status ikv_runtime_get_stats(const ikv_runtime *rt, ikv_runtime_stats *out) {
+  if (!rt || !out) return IKV_E_NULL;
+  *out = rt->stats;
+  return IKV_OK;
+}

@@ -1,0 +1,53 @@
+/* Internal state of the runtime, shared by its source files. */
+#ifndef IKV_RUNTIME_INTERNAL_H
+#define IKV_RUNTIME_INTERNAL_H
+
+#include "runtime/intentkv.h"
+
+struct ikv_runtime {
+  ikv_runtime_config cfg;
+  ikv_attn_params attn;
+  ikv_pagetable *pt;
+  size_t page_bytes[IKV_PRECISION_COUNT]; /* one layer */
+  uint32_t max_pages;                     /* page ids are below this */
+  uint8_t **pools;                        /* [layer][tier][precision] base, NULL if 0 pages */
+  uint16_t *fill;                         /* [page] rows written */
+  /* key summaries of score_layer: [page][kv_head][head_dim] */
+  float *kmin, *kmax, *ksum;
+  ikv_runtime_stats stats;
+  ikv_plan *active;
+  char errmsg[256];
+};
+
+/* Records a message for ikv_runtime_errmsg and returns status. */
+ikv_status rt_fail(ikv_runtime *rt, ikv_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* backend_cpu.c: page bytes in the pools */
+ikv_status rt_pools_create(ikv_runtime *rt);
+void rt_pools_destroy(ikv_runtime *rt);
+uint8_t *rt_page(const ikv_runtime *rt, uint32_t layer, ikv_tier tier, ikv_precision precision,
+                 int32_t slot);
+ikv_layer_pools rt_layer_pools(const ikv_runtime *rt, uint32_t layer, ikv_tier tier);
+/* Copies a page's bytes in every layer (copy-on-write or a tier move). */
+void rt_copy_page(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier,
+                  int32_t dst_slot, ikv_precision precision);
+/* Converts a page's bytes in every layer and tier after a precision move. */
+ikv_status rt_convert_page(ikv_runtime *rt, const ikv_pt_move *move, uint32_t rows);
+
+/* scoring.c: per-page key summaries and page scores */
+ikv_status rt_summaries_create(ikv_runtime *rt);
+void rt_summaries_destroy(ikv_runtime *rt);
+/* Folds tokens written to page at [offset, offset + n) of score_layer into its
+ * summary (offset 0 starts it afresh); k rows are [kv_heads][head_dim]. */
+void rt_summary_update(ikv_runtime *rt, ikv_page_id page, uint32_t offset, const float *k,
+                       size_t row_stride, uint32_t n);
+void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
+/* Score of a page for one KV head against the group's queries q[G][head_dim]. */
+float rt_page_score(const ikv_runtime *rt, ikv_score_mode mode, ikv_page_id page, uint32_t kv_head,
+                    const float *q, uint32_t group);
+
+/* intentquant.c */
+int rt_precision_rank(uint8_t precision); /* fidelity: fp16/bf16 4, int8 3, fp8 2, int4 1, skip 0 */
+
+#endif /* IKV_RUNTIME_INTERNAL_H */
