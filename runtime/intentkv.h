@@ -63,6 +63,11 @@ ikv_status ikv_seq_create(ikv_runtime *rt, ikv_precision precision, ikv_seq_id *
 ikv_status ikv_seq_fork(ikv_runtime *rt, ikv_seq_id parent, ikv_seq_id *child);
 ikv_status ikv_seq_free(ikv_runtime *rt, ikv_seq_id seq);
 ikv_status ikv_seq_truncate(ikv_runtime *rt, ikv_seq_id seq, uint32_t n_tokens);
+/* Swaps pages [first, first + count) of a sequence out to the host tier
+ * (bytes copied, GPU slots released), e.g. for a preempted sequence; a later
+ * plan that reads them fetches them back. Pages shared with other sequences
+ * move for all of them. Pinned pages refuse (IKV_E_PINNED); all or nothing. */
+ikv_status ikv_seq_offload(ikv_runtime *rt, ikv_seq_id seq, uint32_t first, uint32_t count);
 ikv_status ikv_span_add(ikv_runtime *rt, ikv_seq_id seq, const ikv_span *span, ikv_span_id *out);
 ikv_status ikv_span_update(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id, const ikv_span *span);
 ikv_status ikv_span_remove(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id);

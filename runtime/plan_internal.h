@@ -9,6 +9,15 @@
 #define IKV_WORK_PAGES 32u
 #define IKV_HINTS_PER_SEQ 8u
 
+/* A token range competing for the budget: an ATTEND span, the part of a
+ * RECENT span outside the window, or tokens no span covers. */
+typedef struct rt_chunk {
+  uint32_t start, end; /* tokens */
+  float score;
+  uint8_t precision;   /* IKV_SKIP: its band skips it at this pressure */
+  uint32_t decision;   /* index into the plan's decisions */
+} rt_chunk;
+
 struct ikv_plan {
   ikv_runtime *rt;
   uint32_t cap_batch, cap_entries, cap_rows, cap_decisions;
@@ -32,7 +41,8 @@ struct ikv_plan {
   /* distinct pages of the plan (pinned while in flight) and the best
    * precision any row wants for each (indexed by page id; IKV_SKIP: none) */
   ikv_page_id *touched;
-  uint32_t n_touched;
+  uint8_t *touched_stored, *touched_on_gpu;
+  uint32_t n_touched, hits, misses;
   uint8_t *page_want;
   /* router scratch for one sequence, sized for the longest possible one */
   uint8_t *sel_want, *cand_want;
@@ -41,7 +51,7 @@ struct ikv_plan {
   float *scores;
   uint32_t *order;      /* [2 * pages]: candidates, then their ranking */
   uint32_t *span_order; /* [2 * spans]: SKIP spans, then spans by start */
-  struct rt_chunk *chunks;
+  rt_chunk *chunks;
   ikv_span *spans;
   ikv_span_id *span_ids;
   uint32_t scratch_pages, scratch_spans;

@@ -10,13 +10,6 @@
 
 #include "runtime/plan_internal.h"
 
-typedef struct rt_chunk {
-  uint32_t start, end; /* tokens */
-  float score;
-  uint8_t precision;   /* IKV_SKIP: the band skips it */
-  uint32_t decision;   /* index into the plan's decisions */
-} rt_chunk;
-
 /* Per-sequence working state. */
 typedef struct route {
   ikv_runtime *rt;

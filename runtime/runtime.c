@@ -103,6 +103,44 @@ ikv_status ikv_seq_truncate(ikv_runtime *rt, ikv_seq_id seq, uint32_t n_tokens) 
   return st != IKV_OK ? st : done(rt, ikv_pt_seq_truncate(rt->pt, seq, n_tokens), "ikv_seq_truncate");
 }
 
+ikv_status ikv_seq_offload(ikv_runtime *rt, ikv_seq_id seq, uint32_t first, uint32_t count) {
+  if (!rt) return IKV_E_NULL;
+  ikv_status st = no_plan_in_flight(rt, "ikv_seq_offload");
+  if (st != IKV_OK) return st;
+  ikv_pt_seq_view v;
+  if ((st = ikv_pt_seq_get_view(rt->pt, seq, &v)) != IKV_OK) return done(rt, st, "ikv_seq_offload");
+  if ((uint64_t)first + count > v.n_pages)
+    return rt_fail(rt, IKV_E_RANGE, "ikv_seq_offload: pages [%u, %u) of %u", first, first + count, v.n_pages);
+  /* check first: room in the host pools, no pinned page */
+  ikv_pt_stats ps;
+  ikv_pt_get_stats(rt->pt, &ps);
+  uint32_t need[IKV_PRECISION_COUNT] = {0};
+  for (uint32_t i = first; i < first + count; i++) {
+    ikv_pt_page_info info;
+    ikv_pt_page_get_info(rt->pt, v.pages[i], &info);
+    if (info.pins) return rt_fail(rt, IKV_E_PINNED, "ikv_seq_offload: page %u is pinned", i);
+    need[info.precision] += info.slot[IKV_TIER_HOST] == IKV_NO_SLOT && info.slot[IKV_TIER_GPU] != IKV_NO_SLOT;
+  }
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++)
+    if (need[p] > ps.pages_free[IKV_TIER_HOST][p])
+      return rt_fail(rt, IKV_E_CAPACITY, "ikv_seq_offload: %u %s pages, %u free host slots", need[p],
+                     ikv_precision_name(p), ps.pages_free[IKV_TIER_HOST][p]);
+  /* the view's pointers die with the first move: copy the page ids out */
+  for (uint32_t i = first; i < first + count; i++) {
+    ikv_page_id page;
+    ikv_pt_seq_pages(rt->pt, seq, i, 1, &page);
+    ikv_pt_page_info info;
+    ikv_pt_page_get_info(rt->pt, page, &info);
+    if (info.slot[IKV_TIER_GPU] == IKV_NO_SLOT) continue;
+    ikv_pt_copy copy;
+    ikv_pt_page_make_resident(rt->pt, page, IKV_TIER_HOST, &copy);
+    if (copy.bytes) rt_copy_page(rt, IKV_TIER_GPU, info.slot[IKV_TIER_GPU], IKV_TIER_HOST, copy.dst_slot, info.precision);
+    ikv_pt_page_release(rt->pt, page, IKV_TIER_GPU);
+  }
+  rt->errmsg[0] = 0;
+  return IKV_OK;
+}
+
 ikv_status ikv_span_add(ikv_runtime *rt, ikv_seq_id seq, const ikv_span *span, ikv_span_id *out) {
   if (!rt) return IKV_E_NULL;
   return done(rt, ikv_pt_span_add(rt->pt, seq, span, out), "ikv_span_add");

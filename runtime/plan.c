@@ -1,0 +1,442 @@
+/* Plans: validation of requests, scheduler tables, the effects a plan has on
+ * pages (conversions, demand fetches, recency), the kernel-ready CSR arrays,
+ * the work partition, statistics, and the end of a step. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/plan_internal.h"
+
+#define UNSEEN 0xfe /* page_want of a page no row of the plan reads */
+
+static const char *const reason_names[IKV_REASON_COUNT] = {
+    [IKV_REASON_SINKS] = "sink tokens: always read",
+    [IKV_REASON_ALWAYS] = "ALWAYS span: read in full",
+    [IKV_REASON_GLOBAL] = "GLOBAL span: read in full",
+    [IKV_REASON_RECENT_WINDOW] = "inside the recent window: read",
+    [IKV_REASON_ATTEND_SELECTED] = "ATTEND: every page fit the budget",
+    [IKV_REASON_ATTEND_PARTIAL] = "ATTEND: the budget took some pages",
+    [IKV_REASON_ATTEND_BUDGET] = "ATTEND: no page fit the budget",
+    [IKV_REASON_ATTEND_PRESSURE] = "ATTEND: its score band is skipped at this memory pressure",
+    [IKV_REASON_ATTEND_NOT_TOPK] = "ATTEND: no page in any KV head's top-k",
+    [IKV_REASON_SKIP_POLICY] = "SKIP span: not read",
+    [IKV_REASON_SKIP_SHARED_PAGE] = "SKIP span: some tokens read inside a page shared with a read span",
+    [IKV_REASON_SCHEDULER_TABLES] = "scheduler tables",
+};
+
+const char *ikv_reason_str(ikv_reason reason) {
+  return (unsigned)reason < IKV_REASON_COUNT ? reason_names[reason] : "unknown reason";
+}
+
+uint8_t rt_best(uint8_t a, uint8_t b) { return rt_precision_rank(b) > rt_precision_rank(a) ? b : a; }
+
+uint8_t rt_effective(uint8_t want, uint8_t stored) {
+  return rt_precision_rank(want) < rt_precision_rank(stored) ? want : stored;
+}
+
+/* ---- the plan object ------------------------------------------------------ */
+
+ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
+  if (!rt || !out) return IKV_E_NULL;
+  ikv_plan *pl = calloc(1, sizeof(*pl));
+  if (!pl) return IKV_E_NO_MEMORY;
+  const uint32_t H = rt->cfg.geometry.kv_heads;
+  pl->rt = rt;
+  pl->cap_batch = rt->cfg.max_batch;
+  pl->cap_rows = rt->cfg.max_batch * H;
+  pl->cap_entries = rt->cfg.max_plan_pages;
+  pl->scratch_spans = IKV_PLAN_MAX_DECISIONS_PER_SEQ;
+  pl->cap_decisions = rt->cfg.max_batch * (IKV_PLAN_MAX_DECISIONS_PER_SEQ + 3);
+  pl->scratch_pages = rt->max_pages;
+  size_t E = pl->cap_entries, N = pl->scratch_pages, S = pl->scratch_spans;
+  pl->indptr = malloc(sizeof(int32_t) * (pl->cap_rows + 1));
+  pl->seq_len = malloc(sizeof(int32_t) * pl->cap_batch);
+  pl->slot = malloc(sizeof(int32_t) * E);
+  pl->page_index = malloc(sizeof(int32_t) * E);
+  pl->precision = malloc(E);
+  pl->want = malloc(E);
+  pl->first = malloc(sizeof(uint16_t) * E);
+  pl->last = malloc(sizeof(uint16_t) * E);
+  pl->page = malloc(sizeof(ikv_page_id) * E);
+  pl->work = malloc(sizeof(ikv_work_item) * (E + (size_t)pl->cap_rows * IKV_PRECISION_COUNT));
+  pl->work_entries = malloc(sizeof(int32_t) * E);
+  pl->hints = malloc(sizeof(ikv_page_id) * E);
+  pl->decisions = malloc(sizeof(ikv_span_decision) * pl->cap_decisions);
+  pl->touched = malloc(sizeof(ikv_page_id) * E);
+  pl->touched_stored = malloc(E);
+  pl->touched_on_gpu = malloc(E);
+  pl->page_want = malloc(rt->max_pages);
+  pl->sel_want = malloc(N);
+  pl->cand_want = malloc(N);
+  pl->sel_lo = malloc(sizeof(uint16_t) * N);
+  pl->sel_hi = malloc(sizeof(uint16_t) * N);
+  pl->cand_lo = malloc(sizeof(uint16_t) * N);
+  pl->cand_hi = malloc(sizeof(uint16_t) * N);
+  pl->head_sel = malloc((size_t)H * N);
+  pl->scores = malloc(sizeof(float) * N);
+  pl->order = malloc(sizeof(uint32_t) * 2 * N);
+  pl->span_order = malloc(sizeof(uint32_t) * 2 * S);
+  pl->chunks = malloc(sizeof(*pl->chunks) * (2 * S + 1));
+  pl->spans = malloc(sizeof(ikv_span) * S);
+  pl->span_ids = malloc(sizeof(ikv_span_id) * S);
+  void *all[] = {pl->indptr, pl->seq_len, pl->slot, pl->page_index, pl->precision, pl->want, pl->first,
+                 pl->last, pl->page, pl->work, pl->work_entries, pl->hints, pl->decisions, pl->touched,
+                 pl->touched_stored, pl->touched_on_gpu, pl->page_want, pl->sel_want, pl->cand_want,
+                 pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->scores, pl->order,
+                 pl->span_order, pl->chunks, pl->spans, pl->span_ids};
+  for (size_t i = 0; i < sizeof(all) / sizeof(*all); i++)
+    if (!all[i]) {
+      ikv_plan_destroy(pl);
+      return IKV_E_NO_MEMORY;
+    }
+  memset(pl->page_want, UNSEEN, rt->max_pages);
+  pl->indptr[0] = 0;
+  pl->view.indptr = pl->indptr;
+  pl->view.page_slot = pl->slot;
+  pl->view.precision = pl->precision;
+  pl->view.page_index = pl->page_index;
+  pl->view.first = pl->first;
+  pl->view.last = pl->last;
+  pl->view.seq_len = pl->seq_len;
+  *out = pl;
+  return IKV_OK;
+}
+
+void ikv_plan_destroy(ikv_plan *pl) {
+  if (!pl) return;
+  if (pl->rt && pl->rt->active == pl) ikv_step_end(pl->rt, pl);
+  void *all[] = {pl->indptr, pl->seq_len, pl->slot, pl->page_index, pl->precision, pl->want, pl->first,
+                 pl->last, pl->page, pl->work, pl->work_entries, pl->hints, pl->decisions, pl->touched,
+                 pl->touched_stored, pl->touched_on_gpu, pl->page_want, pl->sel_want, pl->cand_want,
+                 pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->scores, pl->order,
+                 pl->span_order, pl->chunks, pl->spans, pl->span_ids};
+  for (size_t i = 0; i < sizeof(all) / sizeof(*all); i++) free(all[i]);
+  free(pl);
+}
+
+void plan_push(ikv_plan *pl, ikv_page_id page, int32_t page_index, uint16_t first, uint16_t last, uint8_t want) {
+  uint32_t e = pl->n_entries++;
+  pl->page[e] = page;
+  pl->page_index[e] = page_index;
+  pl->first[e] = first;
+  pl->last[e] = last;
+  pl->want[e] = want;
+}
+
+ikv_status plan_decide(ikv_plan *pl, ikv_span_decision d, uint32_t *index) {
+  if (pl->n_decisions == pl->cap_decisions)
+    return rt_fail(pl->rt, IKV_E_CAPACITY, "ikv_plan_build: more than %u span decisions", pl->cap_decisions);
+  if (index) *index = pl->n_decisions;
+  pl->decisions[pl->n_decisions++] = d;
+  return IKV_OK;
+}
+
+/* ---- validation ----------------------------------------------------------- */
+
+static ikv_status check_request(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+  if (pl->rt != rt) return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: the plan belongs to another runtime");
+  if (rt->active) return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: a plan is in flight (call ikv_step_end first)");
+  if (req->batch > pl->cap_batch)
+    return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: batch %u exceeds max_batch %u", req->batch, pl->cap_batch);
+  if (req->batch && !req->seqs) return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: seqs is NULL");
+  for (uint32_t b = 0; b < req->batch; b++) {
+    ikv_pt_seq_info info;
+    if (ikv_pt_seq_get_info(rt->pt, req->seqs[b], &info) != IKV_OK)
+      return rt_fail(rt, IKV_E_UNKNOWN_SEQ, "ikv_plan_build: sequence %u of the batch is unknown", b);
+  }
+  if (req->mode == IKV_PLAN_TABLES) {
+    const ikv_plan_tables *t = &req->tables;
+    if (!t->indptr || (!t->page_index && req->batch) || (!t->precision && req->batch))
+      return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: tables need indptr, page_index and precision");
+    if (!t->first != !t->last) return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: give both first and last, or neither");
+    return IKV_OK;
+  }
+  if (req->mode != IKV_PLAN_ROUTER) return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: mode %d", (int)req->mode);
+  const ikv_router_params *rp = &req->router;
+  if (!(rp->memory_pressure >= 0.0f && rp->memory_pressure <= 1.0f))
+    return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: memory_pressure %g outside [0, 1]", rp->memory_pressure);
+  if (!isfinite(rp->default_score)) return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: default_score is not finite");
+  if ((unsigned)rp->score_mode > IKV_SCORE_MEAN_COSINE)
+    return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: score_mode %d", (int)rp->score_mode);
+  if (rp->score_mode != IKV_SCORE_SPAN && !rp->score_q && req->batch)
+    return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: query-aware scoring needs score_q");
+  return IKV_OK;
+}
+
+/* Scheduler tables for sequence b: every row checked, then pushed. */
+static ikv_status tables_sequence(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, uint32_t b) {
+  const ikv_plan_tables *t = &req->tables;
+  const uint32_t P = rt->cfg.geometry.page_size, H = rt->cfg.geometry.kv_heads;
+  uint32_t rows = t->per_kv_head ? H : 1, base = b * rows;
+  ikv_pt_seq_view v;
+  ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+  for (uint32_t h = 0; h < rows; h++) {
+    int32_t begin = t->indptr[base + h], end = t->indptr[base + h + 1];
+    if (begin < 0 || end < begin || (b == 0 && h == 0 && begin != 0))
+      return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: sequence %u: indptr[%u..%u] = %d, %d is not a valid range",
+                     b, base + h, base + h + 1, begin, end);
+    if (pl->n_entries + (uint32_t)(end - begin) > pl->cap_entries)
+      return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: more than max_plan_pages (%u) pages", pl->cap_entries);
+    uint32_t row_start = pl->n_entries;
+    ikv_status st = IKV_OK;
+    for (int32_t e = begin; e < end && st == IKV_OK; e++) {
+      int32_t i = t->page_index[e];
+      uint8_t want = t->precision[e];
+      if (i < 0 || (uint32_t)i >= v.n_pages)
+        st = rt_fail(rt, IKV_E_RANGE, "ikv_plan_build: sequence %u: page %d outside its %u pages", b, i, v.n_pages);
+      else if (pl->sel_want[i] == 1)
+        st = rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: sequence %u: page %d listed twice in one row", b, i);
+      else if (!ikv_precision_valid(want))
+        st = rt_fail(rt, IKV_E_PRECISION, "ikv_plan_build: sequence %u: page %d: precision code %u", b, i, want);
+      else if (rt_precision_rank(want) > rt_precision_rank(v.precisions[i]))
+        st = rt_fail(rt, IKV_E_PRECISION, "ikv_plan_build: sequence %u: page %d is stored as %s; %s cannot be restored",
+                     b, i, ikv_precision_name(v.precisions[i]), ikv_precision_name(want));
+      if (st != IKV_OK) break;
+      uint32_t valid = (uint32_t)i + 1 == v.n_pages ? v.tokens - (uint32_t)i * P : P;
+      uint16_t first = t->first ? t->first[e] : 0, last = t->last ? t->last[e] : (uint16_t)(valid - 1);
+      if (first > last || last >= valid)
+        st = rt_fail(rt, IKV_E_RANGE, "ikv_plan_build: sequence %u: page %d: mask [%u, %u] outside its %u valid tokens",
+                     b, i, first, last, valid);
+      else {
+        pl->sel_want[i] = 1; /* seen in this row */
+        plan_push(pl, v.pages[i], i, first, last, want);
+      }
+    }
+    for (uint32_t e = row_start; e < pl->n_entries; e++) pl->sel_want[pl->page_index[e]] = 0;
+    if (st != IKV_OK) return st;
+    pl->indptr[++pl->n_rows] = (int32_t)pl->n_entries;
+  }
+  ikv_span_decision d = {.seq_index = b, .kind = IKV_SPAN_KIND_COUNT, .reason = IKV_REASON_SCHEDULER_TABLES,
+                         .pages_selected = pl->n_entries - (uint32_t)pl->indptr[base], .precision = IKV_SKIP};
+  return plan_decide(pl, d, NULL);
+}
+
+/* ---- effects --------------------------------------------------------------- */
+
+static void forget_touched(ikv_plan *pl) {
+  for (uint32_t k = 0; k < pl->n_touched; k++) pl->page_want[pl->touched[k]] = UNSEEN;
+  pl->n_touched = 0;
+}
+
+/* Phase A, no changes: the distinct pages, the precision each ends up in
+ * (a downgrade only where the target pools have room), and whether the GPU
+ * tier can hold them all. */
+static ikv_status settle_pages(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+  const uint32_t H = rt->cfg.geometry.kv_heads, rows_per_seq = pl->view.per_kv_head ? H : 1;
+  for (uint32_t b = 0; b < req->batch; b++) {
+    ikv_pt_seq_view v;
+    ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+    for (int32_t e = pl->indptr[b * rows_per_seq]; e < pl->indptr[(b + 1) * rows_per_seq]; e++) {
+      ikv_page_id p = pl->page[e];
+      if (pl->page_want[p] != UNSEEN) {
+        pl->page_want[p] = rt_best(pl->page_want[p], pl->want[e]);
+        continue;
+      }
+      uint32_t k = pl->n_touched++;
+      pl->touched[k] = p;
+      pl->touched_stored[k] = v.precisions[pl->page_index[e]];
+      pl->touched_on_gpu[k] = v.gpu_slots[pl->page_index[e]] != IKV_NO_SLOT;
+      pl->page_want[p] = pl->want[e];
+    }
+  }
+  ikv_pt_stats ps;
+  ikv_pt_get_stats(rt->pt, &ps);
+  uint32_t reserved[IKV_TIER_COUNT][IKV_PRECISION_COUNT] = {{0}}, on_gpu[IKV_PRECISION_COUNT] = {0};
+  pl->hits = pl->misses = 0;
+  for (uint32_t k = 0; k < pl->n_touched; k++) {
+    ikv_page_id p = pl->touched[k];
+    uint8_t stored = pl->touched_stored[k], target = rt_effective(pl->page_want[p], stored);
+    if (target != stored) {
+      ikv_pt_page_info info;
+      ikv_pt_page_get_info(rt->pt, p, &info);
+      int room = 1;
+      for (int t = 0; t < IKV_TIER_COUNT; t++)
+        room &= info.slot[t] == IKV_NO_SLOT || ps.pages_free[t][target] > reserved[t][target];
+      if (room)
+        for (int t = 0; t < IKV_TIER_COUNT; t++) reserved[t][target] += info.slot[t] != IKV_NO_SLOT;
+      else
+        target = stored;
+    }
+    pl->page_want[p] = target;
+    on_gpu[target]++;
+    pl->hits += pl->touched_on_gpu[k];
+    pl->misses += !pl->touched_on_gpu[k];
+  }
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++)
+    if (on_gpu[p] > rt->cfg.capacity[IKV_TIER_GPU][p]) {
+      forget_touched(pl);
+      return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: the plan reads %u %s pages; the GPU tier holds %u", on_gpu[p],
+                     ikv_precision_name(p), rt->cfg.capacity[IKV_TIER_GPU][p]);
+    }
+  return IKV_OK;
+}
+
+/* Moves the least recently used page of `prec` not in this plan to the host tier. */
+static ikv_status evict_one(ikv_runtime *rt, ikv_plan *pl, ikv_precision prec, uint32_t *cursor, uint32_t n_victims) {
+  ikv_page_id *victims = pl->order;
+  for (; *cursor < n_victims; (*cursor)++) {
+    ikv_page_id v = victims[*cursor];
+    ikv_pt_page_info info;
+    if (pl->page_want[v] != UNSEEN || ikv_pt_page_get_info(rt->pt, v, &info) != IKV_OK || info.precision != prec ||
+        info.slot[IKV_TIER_GPU] == IKV_NO_SLOT)
+      continue;
+    ikv_pt_copy copy;
+    if (ikv_pt_page_make_resident(rt->pt, v, IKV_TIER_HOST, &copy) != IKV_OK) continue; /* host pool full */
+    if (copy.bytes) rt_copy_page(rt, IKV_TIER_GPU, info.slot[IKV_TIER_GPU], IKV_TIER_HOST, copy.dst_slot, prec);
+    ikv_pt_page_release(rt->pt, v, IKV_TIER_GPU);
+    rt->stats.evictions++;
+    (*cursor)++;
+    return IKV_OK;
+  }
+  return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: no %s page can leave the GPU tier to make room", ikv_precision_name(prec));
+}
+
+/* Phase B: conversions, demand fetches (evicting as needed), recency. */
+static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
+  for (uint32_t k = 0; k < pl->n_touched; k++) {
+    ikv_page_id p = pl->touched[k];
+    if (pl->page_want[p] == pl->touched_stored[k]) continue;
+    ikv_pt_move mv;
+    ikv_status st = ikv_pt_page_set_precision(rt->pt, p, (ikv_precision)pl->page_want[p], &mv);
+    if (st == IKV_OK) st = rt_convert_page(rt, &mv, rt->fill[p]);
+    if (st != IKV_OK) return rt_fail(rt, st, "ikv_plan_build: converting page %u: %s", p, ikv_status_str(st));
+    pl->stats.conversions++;
+    rt->stats.conversions++;
+  }
+  uint32_t cursor = 0, n_victims = 0, victims_listed = 0;
+  ikv_pt_stats ps;
+  ikv_pt_get_stats(rt->pt, &ps);
+  for (uint32_t k = 0; k < pl->n_touched; k++) {
+    if (pl->touched_on_gpu[k]) continue;
+    ikv_page_id p = pl->touched[k];
+    ikv_precision prec = (ikv_precision)pl->page_want[p];
+    if (!ps.pages_free[IKV_TIER_GPU][prec]) {
+      if (!victims_listed) { /* one LRU pass for the whole plan */
+        ikv_pt_evict_candidates(rt->pt, IKV_TIER_GPU, pl->order, 2 * pl->scratch_pages, &n_victims);
+        victims_listed = 1;
+      }
+      ikv_status st = evict_one(rt, pl, prec, &cursor, n_victims);
+      if (st != IKV_OK) return st;
+      ps.pages_free[IKV_TIER_GPU][prec]++;
+    }
+    ikv_pt_copy copy;
+    ikv_status st = ikv_pt_page_make_resident(rt->pt, p, IKV_TIER_GPU, &copy);
+    if (st != IKV_OK) return rt_fail(rt, st, "ikv_plan_build: fetching page %u: %s", p, ikv_status_str(st));
+    rt_copy_page(rt, IKV_TIER_HOST, copy.src_slot, IKV_TIER_GPU, copy.dst_slot, prec);
+    ps.pages_free[IKV_TIER_GPU][prec]--;
+    pl->stats.demand_fetches++;
+    rt->stats.demand_fetches++;
+    if (pl->n_hints < pl->cap_entries) pl->hints[pl->n_hints++] = p;
+  }
+  ikv_pt_pages_touch(rt->pt, pl->touched, pl->n_touched);
+  return IKV_OK;
+}
+
+/* Phase C: slots and precisions from the sequences' (refreshed) views, the
+ * work partition and the statistics. */
+static void finish(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+  const uint32_t H = rt->cfg.geometry.kv_heads, rows_per_seq = pl->view.per_kv_head ? H : 1;
+  ikv_plan_stats *s = &pl->stats;
+  for (uint32_t b = 0; b < req->batch; b++) {
+    ikv_pt_seq_view v;
+    ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+    pl->seq_len[b] = (int32_t)v.tokens;
+    s->bytes_dense_fp16 += (uint64_t)v.n_pages * rt->page_bytes[IKV_FP16];
+    for (uint32_t h = 0; h < rows_per_seq; h++) {
+      uint32_t r = b * rows_per_seq + h;
+      s->pages_skipped += v.n_pages - (uint32_t)(pl->indptr[r + 1] - pl->indptr[r]);
+      for (int32_t e = pl->indptr[r]; e < pl->indptr[r + 1]; e++) {
+        pl->slot[e] = v.gpu_slots[pl->page_index[e]];
+        pl->precision[e] = v.precisions[pl->page_index[e]];
+        s->pages_by_precision[pl->precision[e]]++;
+        s->bytes_read += rt->page_bytes[pl->precision[e]];
+      }
+    }
+  }
+  s->pages_selected = pl->n_entries;
+  /* work: per row, entries grouped by precision (logical order kept), cut
+   * into items of at most IKV_WORK_PAGES pages */
+  pl->n_work = 0;
+  uint32_t at = 0;
+  for (uint32_t r = 0; r < pl->n_rows; r++)
+    for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+      uint32_t begin = at;
+      for (int32_t e = pl->indptr[r]; e < pl->indptr[r + 1]; e++)
+        if (pl->precision[e] == p) pl->work_entries[at++] = e;
+      for (uint32_t w = begin; w < at; w += IKV_WORK_PAGES)
+        pl->work[pl->n_work++] = (ikv_work_item){.row = r, .precision = (uint8_t)p, .begin = w,
+                                                 .end = w + IKV_WORK_PAGES < at ? w + IKV_WORK_PAGES : at};
+    }
+}
+
+ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+  if (!rt) return IKV_E_NULL;
+  if (!pl || !req) return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: NULL argument");
+  ikv_status st = check_request(rt, pl, req);
+  if (st != IKV_OK) return st;
+  pl->n_entries = pl->n_rows = pl->n_decisions = pl->n_hints = pl->n_work = 0;
+  memset(&pl->stats, 0, sizeof(pl->stats));
+  pl->view.batch = req->batch;
+  pl->view.per_kv_head = req->mode == IKV_PLAN_TABLES ? (req->tables.per_kv_head != 0)
+                                                        : req->router.score_mode != IKV_SCORE_SPAN;
+  if (req->mode == IKV_PLAN_TABLES && pl->view.per_kv_head && req->batch &&
+      req->tables.indptr[req->batch * rt->cfg.geometry.kv_heads] < 0)
+    return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: indptr");
+  for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++)
+    st = req->mode == IKV_PLAN_TABLES ? tables_sequence(rt, pl, req, b) : rt_route_sequence(rt, pl, req, b);
+  if (st == IKV_OK) st = settle_pages(rt, pl, req);
+  if (st != IKV_OK) {
+    pl->n_entries = pl->n_rows = pl->view.batch = 0;
+    return st;
+  }
+  st = apply_effects(rt, pl);
+  finish(rt, pl, req);
+  rt->active = pl;
+  if (st != IKV_OK) { /* pages were moved (nothing lost); the plan is void */
+    ikv_step_end(rt, pl);
+    pl->n_entries = pl->n_rows = pl->view.batch = 0;
+    return st;
+  }
+  rt->errmsg[0] = 0;
+  return IKV_OK;
+}
+
+/* ---- getters and the end of the step --------------------------------------- */
+
+const ikv_decode_plan *ikv_plan_view(const ikv_plan *pl) { return pl ? &pl->view : NULL; }
+
+const ikv_work_item *ikv_plan_work(const ikv_plan *pl, uint32_t *n) {
+  if (n) *n = pl ? pl->n_work : 0;
+  return pl ? pl->work : NULL;
+}
+
+const int32_t *ikv_plan_work_entries(const ikv_plan *pl) { return pl ? pl->work_entries : NULL; }
+
+const ikv_page_id *ikv_plan_prefetch_hints(const ikv_plan *pl, uint32_t *n) {
+  if (n) *n = pl ? pl->n_hints : 0;
+  return pl ? pl->hints : NULL;
+}
+
+const ikv_span_decision *ikv_plan_decisions(const ikv_plan *pl, uint32_t *n) {
+  if (n) *n = pl ? pl->n_decisions : 0;
+  return pl ? pl->decisions : NULL;
+}
+
+ikv_status ikv_plan_get_stats(const ikv_plan *pl, ikv_plan_stats *out) {
+  if (!pl || !out) return IKV_E_NULL;
+  *out = pl->stats;
+  return IKV_OK;
+}
+
+ikv_status ikv_step_end(ikv_runtime *rt, ikv_plan *pl) {
+  if (!rt) return IKV_E_NULL;
+  if (!pl || rt->active != pl) return rt_fail(rt, IKV_E_INVALID, "ikv_step_end: the plan is not in flight");
+  rt->stats.steps++;
+  rt->stats.pages_read += pl->n_entries;
+  rt->stats.pages_hit += pl->hits;
+  rt->stats.pages_missed += pl->misses;
+  rt->stats.bytes_read += pl->stats.bytes_read;
+  forget_touched(pl);
+  rt->active = NULL;
+  return IKV_OK;
+}

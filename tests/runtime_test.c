@@ -1,0 +1,335 @@
+/* The runtime's step on the CPU backend: a full step against the FP64 oracle,
+ * scheduler tables (a hand-computed plan, downgrades, every validation
+ * error), offload and demand fetch with eviction, and misuse of the step. */
+#include "tests/runtime_fixture.h"
+
+static ikv_plan_request router_request(const ikv_seq_id *seqs, uint32_t batch, float pressure) {
+  ikv_plan_request req = {.seqs = seqs, .batch = batch, .mode = IKV_PLAN_ROUTER};
+  req.router.memory_pressure = pressure;
+  req.router.default_score = 0.5f;
+  return req;
+}
+
+static void create_validates(void **state) {
+  (void)state;
+  ikv_runtime *rt = NULL;
+  ikv_runtime_config c = fx_config(8, 8);
+  assert_int_equal(ikv_runtime_create(NULL, &rt), IKV_E_NULL);
+  assert_int_equal(ikv_runtime_create(&c, NULL), IKV_E_NULL);
+  ikv_runtime_config bad = c;
+  bad.q_heads = 3;
+  assert_int_equal(ikv_runtime_create(&bad, &rt), IKV_E_INVALID);
+  bad = c, bad.score_layer = FX_LAYERS;
+  assert_int_equal(ikv_runtime_create(&bad, &rt), IKV_E_INVALID);
+  bad = c, bad.max_batch = 0;
+  assert_int_equal(ikv_runtime_create(&bad, &rt), IKV_E_INVALID);
+  bad = c, bad.softmax_scale = NAN;
+  assert_int_equal(ikv_runtime_create(&bad, &rt), IKV_E_INVALID);
+  bad = c, bad.backend = IKV_BACKEND_CUDA;
+  assert_int_equal(ikv_runtime_create(&bad, &rt), IKV_E_UNSUPPORTED);
+  assert_null(rt);
+  ikv_runtime_destroy(NULL);
+  ikv_plan_destroy(NULL);
+}
+
+/* append -> write_kv -> plan -> decode, twice, against FP64 attention. */
+static void full_step_matches_the_oracle(void **state) {
+  (void)state;
+  fixture f;
+  fx_open(&f, fx_config(64, 16), 0x5eed0301);
+  uint32_t a = fx_new_seq(&f, IKV_FP16), b = fx_new_seq(&f, IKV_BF16);
+  fx_grow(&f, a, 100);
+  fx_grow(&f, b, 37);
+  uint32_t order[2] = {a, b};
+  for (int step = 0; step < 2; step++) {
+    ikv_plan_request req = router_request(f.ids, 2, 0.0f);
+    assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+    ikv_plan_stats st;
+    assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+    assert_int_equal(st.pages_selected, (f.tokens[a] + 15) / 16 + (f.tokens[b] + 15) / 16);
+    assert_int_equal(st.pages_skipped, 0);
+    for (uint32_t l = 0; l < FX_LAYERS; l++) {
+      double err = fx_decode_error(&f, order, l);
+      assert_true(err < 5e-3); /* fp16 and bf16 pages (bf16 keeps 8 bits) */
+    }
+    /* fp16 queries and outputs give the same result to fp16 precision */
+    const ikv_decode_plan *pv = ikv_plan_view(f.plan);
+    assert_int_equal(pv->seq_len[0], f.tokens[a]);
+    assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+    fx_grow(&f, a, 1);
+    fx_grow(&f, b, 1);
+  }
+  ikv_runtime_stats rs;
+  assert_int_equal(ikv_runtime_get_stats(f.rt, &rs), IKV_OK);
+  assert_int_equal(rs.steps, 2);
+  assert_int_equal(rs.pages_missed, 0);
+  fx_close(&f);
+}
+
+static void half_precision_io(void **state) {
+  (void)state;
+  fixture f;
+  fx_open(&f, fx_config(64, 16), 0x5eed0302);
+  uint32_t a = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, a, 50);
+  ikv_plan_request req = router_request(f.ids, 1, 0.0f);
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  float q[FX_HQ * FX_D], out[FX_HQ * FX_D], lse[FX_HQ], lse2[FX_HQ];
+  uint16_t qh[FX_HQ * FX_D], oh[FX_HQ * FX_D];
+  rng_fill_gauss(&f.rng, q, FX_HQ * FX_D, 1.0f);
+  for (int i = 0; i < FX_HQ * FX_D; i++) qh[i] = ikv_f32_to_f16(q[i]), q[i] = ikv_f16_to_f32(qh[i]);
+  assert_int_equal(ikv_decode(f.rt, f.plan, 0, q, out, lse, IKV_DTYPE_F32, NULL), IKV_OK);
+  assert_int_equal(ikv_decode(f.rt, f.plan, 0, qh, oh, lse2, IKV_DTYPE_F16, NULL), IKV_OK);
+  for (int i = 0; i < FX_HQ * FX_D; i++) assert_int_equal(oh[i], ikv_f32_to_f16(out[i]));
+  assert_int_equal(ikv_decode(f.rt, f.plan, 0, qh, oh, lse2, (ikv_dtype)7, NULL), IKV_E_INVALID);
+  assert_int_equal(ikv_decode(f.rt, f.plan, 9, qh, oh, lse2, IKV_DTYPE_F16, NULL), IKV_E_RANGE);
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  fx_close(&f);
+}
+
+/* Scheduler tables: a hand-computed plan. */
+static void tables_give_the_expected_plan(void **state) {
+  (void)state;
+  fixture f;
+  fx_open(&f, fx_config(64, 16), 0x5eed0303);
+  uint32_t a = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, a, 40); /* pages 0, 1, 2 (8 tokens) */
+  int32_t indptr[2] = {0, 2}, index[2] = {2, 0};
+  uint8_t prec[2] = {IKV_FP16, IKV_FP16};
+  uint16_t first[2] = {1, 3}, last[2] = {7, 10};
+  ikv_plan_request req = {.seqs = f.ids, .batch = 1, .mode = IKV_PLAN_TABLES,
+                          .tables = {.indptr = indptr, .page_index = index, .precision = prec, .first = first, .last = last}};
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  const ikv_decode_plan *pv = ikv_plan_view(f.plan);
+  ikv_page_id pages[3];
+  assert_int_equal(ikv_pt_seq_pages(ikv_runtime_pagetable(f.rt), f.ids[a], 0, 3, pages), IKV_OK);
+  assert_int_equal(pv->batch, 1);
+  assert_int_equal(pv->indptr[1], 2);
+  assert_int_equal(pv->page_index[0], 2);
+  assert_int_equal(pv->page_index[1], 0);
+  for (int e = 0; e < 2; e++) {
+    ikv_pt_page_info info;
+    assert_int_equal(ikv_pt_page_get_info(ikv_runtime_pagetable(f.rt), pages[index[e]], &info), IKV_OK);
+    assert_int_equal(pv->page_slot[e], info.slot[IKV_TIER_GPU]);
+    assert_int_equal(pv->precision[e], IKV_FP16);
+    assert_int_equal(pv->first[e], first[e]);
+    assert_int_equal(pv->last[e], last[e]);
+  }
+  assert_int_equal(pv->seq_len[0], 40);
+  ikv_plan_stats st;
+  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+  assert_int_equal(st.pages_selected, 2);
+  assert_int_equal(st.pages_skipped, 1);
+  assert_int_equal(st.bytes_read, 2 * ikv_page_layer_bytes(ikv_pt_geometry(ikv_runtime_pagetable(f.rt)), IKV_FP16));
+  assert_int_equal(st.bytes_dense_fp16, 3 * ikv_page_layer_bytes(ikv_pt_geometry(ikv_runtime_pagetable(f.rt)), IKV_FP16));
+  uint32_t n;
+  const ikv_span_decision *d = ikv_plan_decisions(f.plan, &n);
+  assert_int_equal(n, 1);
+  assert_int_equal(d[0].reason, IKV_REASON_SCHEDULER_TABLES);
+  const ikv_work_item *w = ikv_plan_work(f.plan, &n);
+  assert_int_equal(n, 1);
+  assert_int_equal(w[0].end - w[0].begin, 2);
+  uint32_t order[1] = {a};
+  assert_true(fx_decode_error(&f, order, 1) < 2e-3);
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  fx_close(&f);
+}
+
+static void tables_downgrade_converts_the_page(void **state) {
+  (void)state;
+  fixture f;
+  fx_open(&f, fx_config(64, 16), 0x5eed0304);
+  uint32_t a = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, a, 48);
+  int32_t indptr[2] = {0, 3}, index[3] = {0, 1, 2};
+  uint8_t prec[3] = {IKV_INT8, IKV_FP16, IKV_INT4};
+  ikv_plan_request req = {.seqs = f.ids, .batch = 1, .mode = IKV_PLAN_TABLES,
+                          .tables = {.indptr = indptr, .page_index = index, .precision = prec}};
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  ikv_plan_stats st;
+  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+  assert_int_equal(st.conversions, 2);
+  assert_int_equal(st.pages_by_precision[IKV_INT8], 1);
+  assert_int_equal(st.pages_by_precision[IKV_INT4], 1);
+  const ikv_decode_plan *pv = ikv_plan_view(f.plan);
+  assert_int_equal(pv->precision[0], IKV_INT8);
+  assert_int_equal(pv->precision[2], IKV_INT4);
+  uint32_t order[1] = {a};
+  double err = fx_decode_error(&f, order, 0);
+  assert_true(err < 0.15 && err > 1e-3); /* really quantized, within int4's reach */
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  /* an upgrade is refused now that the bits are gone */
+  prec[2] = IKV_FP16;
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_PRECISION);
+  fx_close(&f);
+}
+
+static void tables_validation_changes_nothing(void **state) {
+  (void)state;
+  fixture f;
+  fx_open(&f, fx_config(64, 16), 0x5eed0305);
+  uint32_t a = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, a, 40);
+  ikv_pt_stats before, after;
+  memset(&before, 0, sizeof(before)); /* padding too: compared as bytes */
+  memset(&after, 0, sizeof(after));
+  assert_int_equal(ikv_pt_get_stats(ikv_runtime_pagetable(f.rt), &before), IKV_OK);
+  struct {
+    int32_t indptr[2], index[2];
+    uint8_t prec[2];
+    uint16_t first[2], last[2];
+    ikv_status want;
+  } cases[] = {
+      {{0, 2}, {0, 3}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 7}, IKV_E_RANGE},       /* page out of range */
+      {{0, 2}, {0, -1}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 7}, IKV_E_RANGE},      /* negative page */
+      {{0, 2}, {1, 1}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 15}, IKV_E_INVALID},    /* duplicate */
+      {{0, 2}, {0, 1}, {IKV_FP16, 9}, {0, 0}, {15, 15}, IKV_E_PRECISION},         /* code out of range */
+      {{0, 2}, {0, 1}, {IKV_FP16, IKV_SKIP}, {0, 0}, {15, 15}, IKV_E_PRECISION},  /* SKIP is not storable */
+      {{0, 2}, {0, 2}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 8}, IKV_E_RANGE},       /* past the last token */
+      {{0, 2}, {0, 1}, {IKV_FP16, IKV_FP16}, {5, 0}, {4, 15}, IKV_E_RANGE},       /* first > last */
+      {{0, 2}, {0, 1}, {IKV_FP16, IKV_FP16}, {0, 0}, {16, 15}, IKV_E_RANGE},      /* mask outside the page */
+      {{1, 2}, {0, 1}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 15}, IKV_E_INVALID},    /* indptr[0] != 0 */
+      {{0, -1}, {0, 1}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 15}, IKV_E_INVALID},   /* decreasing indptr */
+  };
+  for (size_t c = 0; c < sizeof(cases) / sizeof(*cases); c++) {
+    ikv_plan_request req = {.seqs = f.ids, .batch = 1, .mode = IKV_PLAN_TABLES,
+                            .tables = {.indptr = cases[c].indptr, .page_index = cases[c].index,
+                                       .precision = cases[c].prec, .first = cases[c].first, .last = cases[c].last}};
+    assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), cases[c].want);
+    assert_true(strlen(ikv_runtime_errmsg(f.rt)) > 0);
+    assert_int_equal(ikv_pt_get_stats(ikv_runtime_pagetable(f.rt), &after), IKV_OK);
+    assert_memory_equal(&before, &after, sizeof(before));
+  }
+  int32_t indptr[2] = {0, 1}, index[1] = {0};
+  uint8_t prec[1] = {IKV_FP16};
+  ikv_plan_request req = {.seqs = f.ids, .batch = 1, .mode = IKV_PLAN_TABLES,
+                          .tables = {.indptr = indptr, .page_index = index, .precision = prec}};
+  ikv_seq_id unknown[1] = {f.ids[a] + 2};
+  req.seqs = unknown;
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_UNKNOWN_SEQ);
+  req.seqs = f.ids;
+  req.batch = FX_MAX_SEQS + 1;
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_CAPACITY);
+  req.batch = 1;
+  uint16_t lone_first[1] = {0};
+  req.tables.first = lone_first; /* first without last */
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_NULL);
+  req.tables.first = NULL;
+  req.mode = (ikv_plan_mode)5;
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_INVALID);
+  req.mode = IKV_PLAN_ROUTER;
+  req.router.memory_pressure = 1.5f;
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_INVALID);
+  req.router.memory_pressure = 0.5f;
+  req.router.score_mode = IKV_SCORE_QUERY_BOUND; /* without score_q */
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_NULL);
+  /* after all that, a valid plan builds */
+  req.mode = IKV_PLAN_TABLES;
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_INVALID); /* one in flight */
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_E_INVALID);
+  fx_close(&f);
+}
+
+/* Offloaded pages come back on demand; a full GPU tier evicts pages the plan
+ * does not read; results stay exact through the moves. */
+static void offload_fetch_and_evict(void **state) {
+  (void)state;
+  fixture f;
+  fx_open(&f, fx_config(8, 16), 0x5eed0306);
+  uint32_t a = fx_new_seq(&f, IKV_FP16), b = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, a, 64); /* 4 pages */
+  fx_grow(&f, b, 64); /* 4 pages: the GPU fp16 pool is full */
+  assert_int_equal(ikv_seq_offload(f.rt, f.ids[a], 0, 4), IKV_OK);
+  assert_int_equal(ikv_seq_offload(f.rt, f.ids[a], 3, 2), IKV_E_RANGE);
+  uint32_t c = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, c, 64); /* takes the 4 freed GPU slots */
+  uint32_t order[1] = {a};
+  ikv_plan_request req = router_request(&f.ids[a], 1, 0.0f);
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  ikv_plan_stats st;
+  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+  assert_int_equal(st.demand_fetches, 4);
+  uint32_t n_hints;
+  ikv_plan_prefetch_hints(f.plan, &n_hints);
+  assert_int_equal(n_hints, 4);
+  assert_true(fx_decode_error(&f, order, 1) < 2e-3);
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  ikv_runtime_stats rs;
+  assert_int_equal(ikv_runtime_get_stats(f.rt, &rs), IKV_OK);
+  assert_int_equal(rs.evictions, 4);
+  assert_int_equal(rs.pages_missed, 4);
+  /* b and c were evicted in part; both still decode exactly */
+  ikv_seq_id both[2] = {f.ids[b], f.ids[c]};
+  uint32_t order2[2] = {b, c};
+  req = router_request(both, 2, 0.0f);
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  assert_true(fx_decode_error(&f, order2, 0) < 2e-3);
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  /* a plan bigger than the GPU tier is refused */
+  ikv_seq_id all[3] = {f.ids[a], f.ids[b], f.ids[c]};
+  req = router_request(all, 3, 0.0f);
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_CAPACITY);
+  fx_close(&f);
+}
+
+static void step_misuse_is_refused(void **state) {
+  (void)state;
+  fixture f;
+  fx_open(&f, fx_config(16, 16), 0x5eed0307);
+  uint32_t a = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, a, 20);
+  float q[FX_HQ * FX_D] = {1.0f}, out[FX_HQ * FX_D], lse[FX_HQ];
+  assert_int_equal(ikv_decode(f.rt, f.plan, 0, q, out, lse, IKV_DTYPE_F32, NULL), IKV_E_INVALID); /* no plan */
+  ikv_plan_request req = router_request(f.ids, 1, 0.0f);
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  assert_int_equal(ikv_seq_free(f.rt, f.ids[a]), IKV_E_INVALID);     /* plan in flight */
+  assert_int_equal(ikv_seq_truncate(f.rt, f.ids[a], 3), IKV_E_INVALID);
+  uint32_t one = 1;
+  int64_t slot;
+  uint8_t prec;
+  assert_int_equal(ikv_append(f.rt, f.ids, &one, 1, &slot, &prec), IKV_E_INVALID);
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  /* append: an unknown sequence in the batch rolls back the others */
+  ikv_seq_id batch[2] = {f.ids[a], f.ids[a] + 2};
+  uint32_t counts[2] = {5, 5};
+  int64_t slots[10];
+  uint8_t precs[10];
+  assert_int_equal(ikv_append(f.rt, batch, counts, 2, slots, precs), IKV_E_UNKNOWN_SEQ);
+  ikv_pt_seq_info info;
+  assert_int_equal(ikv_pt_seq_get_info(ikv_runtime_pagetable(f.rt), f.ids[a], &info), IKV_OK);
+  assert_int_equal(info.tokens, 20);
+  /* capacity: the second sequence cannot grow; the first is rolled back */
+  uint32_t b = fx_new_seq(&f, IKV_FP16);
+  ikv_seq_id pair[2] = {f.ids[a], f.ids[b]};
+  uint32_t big[2] = {5, 16 * 16};
+  int64_t *many = malloc(sizeof(int64_t) * 300);
+  uint8_t *mprec = malloc(300);
+  assert_int_equal(ikv_append(f.rt, pair, big, 2, many, mprec), IKV_E_CAPACITY);
+  assert_int_equal(ikv_pt_seq_get_info(ikv_runtime_pagetable(f.rt), f.ids[a], &info), IKV_OK);
+  assert_int_equal(info.tokens, 20);
+  /* write_kv into a slot no page owns */
+  float k[FX_H * FX_D] = {0.5f}, v[FX_H * FX_D] = {0.5f};
+  int64_t stray = 15 * 16;
+  uint8_t fp16 = IKV_FP16;
+  assert_int_equal(ikv_write_kv(f.rt, 0, k, v, IKV_DTYPE_F32, &stray, &fp16, 1, NULL), IKV_E_RANGE);
+  assert_int_equal(ikv_write_kv(f.rt, FX_LAYERS, k, v, IKV_DTYPE_F32, &stray, &fp16, 1, NULL), IKV_E_RANGE);
+  assert_true(strlen(ikv_runtime_errmsg(f.rt)) > 0);
+  free(many), free(mprec);
+  fx_close(&f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(create_validates),
+      cmocka_unit_test(full_step_matches_the_oracle),
+      cmocka_unit_test(half_precision_io),
+      cmocka_unit_test(tables_give_the_expected_plan),
+      cmocka_unit_test(tables_downgrade_converts_the_page),
+      cmocka_unit_test(tables_validation_changes_nothing),
+      cmocka_unit_test(offload_fetch_and_evict),
+      cmocka_unit_test(step_misuse_is_refused),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
