@@ -104,8 +104,7 @@ static void select_by_span_score(route *r) {
     d->pages_selected += taken;
     d->pages_skipped += total - taken;
     d->precision = rt_best(d->precision, taken ? ch->precision : IKV_SKIP);
-    if (d->reason != IKV_REASON_RECENT_WINDOW || taken < total)
-      d->reason = taken == total ? IKV_REASON_ATTEND_SELECTED : taken ? IKV_REASON_ATTEND_PARTIAL : IKV_REASON_ATTEND_BUDGET;
+    d->reason = taken == total ? IKV_REASON_ATTEND_SELECTED : taken ? IKV_REASON_ATTEND_PARTIAL : IKV_REASON_ATTEND_BUDGET;
   }
 }
 
@@ -170,8 +169,7 @@ static void select_by_query(route *r) {
     d->pages_selected += taken;
     d->pages_skipped += total - taken;
     d->precision = rt_best(d->precision, taken ? ch->precision : IKV_SKIP);
-    if (d->reason != IKV_REASON_RECENT_WINDOW || taken < total)
-      d->reason = taken == total ? IKV_REASON_ATTEND_SELECTED : taken ? IKV_REASON_ATTEND_PARTIAL : IKV_REASON_ATTEND_NOT_TOPK;
+    d->reason = taken == total ? IKV_REASON_ATTEND_SELECTED : taken ? IKV_REASON_ATTEND_PARTIAL : IKV_REASON_ATTEND_NOT_TOPK;
   }
 }
 
