@@ -212,6 +212,8 @@ static ikv_status mandatory_and_chunks(route *r, uint32_t n_spans, uint32_t *n_s
       case IKV_POLICY_RECENT: {
         uint32_t inside_from = sp->start > window_start ? sp->start : window_start;
         uint32_t in_pages = inside_from < sp->end ? (sp->end - 1) / r->P - inside_from / r->P + 1 : 0;
+        /* a page the window starts inside is counted with the outside part */
+        if (in_pages && sp->start < window_start && window_start % r->P) in_pages--;
         st = decide(r, pl->span_ids[s], sp->kind, IKV_REASON_RECENT_WINDOW, in_pages, 0,
                     in_pages ? ikv_intentquant(IKV_USE_RECENT, pressure) : IKV_SKIP, &d);
         if (st == IKV_OK && sp->start < window_start)

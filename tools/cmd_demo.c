@@ -1,197 +1,294 @@
-/* ikv demo: the block-table manager on an agentic sequence mix. An agent's
- * context (system prompt, retrieved document, user turn) is forked into three
- * tool-calling sub-agents that share its pages; they append, one rolls back
- * speculative tokens, the shared document is downgraded to INT4 under memory
- * pressure, cold pages are evicted to the host tier and fetched back, and the
- * batch is exported as a FlashInfer CSR page table. */
-#include <stdio.h>
+/* ikv demo: the runtime driving agent sequences step by step on the CPU
+ * backend. Each agent's 32K-token context is built from a system prompt, a
+ * memory summary, retrieved documents (one of them what the query is about),
+ * tool outputs, a scratchpad, reasoning and recent turns, each declared as a
+ * semantic span. The synthetic keys give attention the structure of real
+ * models: mass on the sink tokens, the recent turns and the relevant
+ * document, diffuse elsewhere. Decode steps run at rising memory pressure;
+ * each is checked against dense FP64 attention over every token. */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "kernels/page_format.h"
-#include "pagetable/pagetable.h"
+#include "kernels/attention_ref.h"
+#include "runtime/intentkv.h"
 #include "tools/ikv_cli.h"
 
 static const char usage[] =
-    "usage: ikv demo\n\n"
-    "Walks the page table through an agentic sequence mix (Llama-3.1-8B geometry:\n"
-    "32 layers, 8 KV heads, head_dim 128, 16-token pages) and prints each step:\n"
-    "prefix sharing, appends with copy-on-write, speculative rollback, a precision\n"
-    "change, an eviction to the host tier, and the exported page table. CPU only.\n";
+    "usage: ikv demo [--json] [--agents N] [--tokens N]\n\n"
+    "Runs the runtime end to end on the CPU backend: N agent sequences (default 3)\n"
+    "of about --tokens tokens (default 32768) built from semantic spans, then decode\n"
+    "steps at memory pressure 0.0, 0.5 and 0.9 (two each). Per step: pages read\n"
+    "and skipped per span kind, the precision mix, KV bytes read against dense FP16,\n"
+    "the attention output's relative error against dense FP64 attention over all\n"
+    "tokens, and the router's reasons. --json prints one JSON object instead.\n"
+    "Geometry: 2 layers, 2 KV heads, 8 query heads, head_dim 64, 16-token pages.\n";
 
-#define MIB (1024.0 * 1024.0)
+enum { LAYERS = 2, H = 2, HQ = 8, D = 64, P = 16, MAX_AGENTS = 8, MAX_SPANS = 24 };
+
+typedef struct part {
+  const char *name;
+  ikv_span_kind kind;
+  ikv_span_policy policy;
+  float score;
+  uint32_t tokens;
+  int relevant; /* the document the query is about */
+} part;
+
+/* One agent's context, in order; sizes need not align with pages. */
+static const part layout[] = {
+    {"system prompt", IKV_SPAN_SYSTEM, IKV_POLICY_ALWAYS, 1.0f, 2043, 0},
+    {"memory summary", IKV_SPAN_MEMORY, IKV_POLICY_GLOBAL, 1.0f, 1021, 0},
+    {"document 1", IKV_SPAN_DOCUMENT, IKV_POLICY_ATTEND, 0.2f, 2050, 0},
+    {"document 2", IKV_SPAN_DOCUMENT, IKV_POLICY_ATTEND, 0.2f, 2047, 0},
+    {"document 3 (the query's)", IKV_SPAN_DOCUMENT, IKV_POLICY_ATTEND, 0.9f, 2048, 1},
+    {"document 4", IKV_SPAN_DOCUMENT, IKV_POLICY_ATTEND, 0.2f, 2041, 0},
+    {"tool output 1", IKV_SPAN_TOOL_OUTPUT, IKV_POLICY_ATTEND, 0.4f, 1536, 0},
+    {"document 5", IKV_SPAN_DOCUMENT, IKV_POLICY_ATTEND, 0.2f, 2055, 0},
+    {"tool output 2", IKV_SPAN_TOOL_OUTPUT, IKV_POLICY_ATTEND, 0.4f, 1530, 0},
+    {"document 6", IKV_SPAN_DOCUMENT, IKV_POLICY_ATTEND, 0.2f, 2049, 0},
+    {"scratchpad", IKV_SPAN_SCRATCHPAD, IKV_POLICY_SKIP, 0.0f, 2040, 0},
+    {"document 7", IKV_SPAN_DOCUMENT, IKV_POLICY_ATTEND, 0.2f, 2046, 0},
+    {"tool output 3", IKV_SPAN_TOOL_OUTPUT, IKV_POLICY_ATTEND, 0.4f, 1541, 0},
+    {"document 8", IKV_SPAN_DOCUMENT, IKV_POLICY_ATTEND, 0.2f, 2039, 0},
+    {"reasoning", IKV_SPAN_REASONING, IKV_POLICY_ATTEND, 0.3f, 2052, 0},
+    {"recent turns", IKV_SPAN_USER, IKV_POLICY_RECENT, 0.8f, 0, 0}, /* the rest */
+};
+#define N_PARTS (sizeof(layout) / sizeof(*layout))
+
+typedef struct agent {
+  ikv_seq_id id;
+  uint32_t tokens;
+  float *k[LAYERS], *v[LAYERS]; /* [token][H][D], the true values */
+  float topic[D];               /* the relevant document's key direction */
+  ikv_span_id spans[N_PARTS];
+  uint32_t doc_start, doc_end;
+} agent;
 
 typedef struct demo {
-  ikv_pagetable *pt;
-  const ikv_geometry *g;
+  ikv_runtime *rt;
+  ikv_plan *plan;
+  uint64_t rng;
+  uint32_t n_agents, capacity_tokens;
+  agent agents[MAX_AGENTS];
+  float sink_dir[D], content[D]; /* shared directions */
 } demo;
 
-static void print_pools(const demo *d) {
-  ikv_pt_stats st;
-  IKV_CLI_CHECK(ikv_pt_get_stats(d->pt, &st));
-  printf("    pool        used/free    bytes used\n");
-  for (int t = 0; t < IKV_TIER_COUNT; t++)
-    for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
-      uint32_t cap = st.pages_used[t][p] + st.pages_free[t][p];
-      if (!cap) continue;
-      printf("    %-4s %-8s %4u/%-4u   %9.1f MiB\n", ikv_tier_name(t), ikv_precision_name(p),
-             st.pages_used[t][p], st.pages_free[t][p], st.bytes_used[t][p] / MIB);
-    }
-  printf("    live pages %u, shared %u, sequences %u, copy-on-write copies %llu, precision changes %llu\n",
-         st.live_pages, st.shared_pages, st.sequences, (unsigned long long)st.cow_copies,
-         (unsigned long long)st.precision_changes);
+static double uniform(demo *d) {
+  d->rng ^= d->rng << 13, d->rng ^= d->rng >> 7, d->rng ^= d->rng << 17;
+  return (double)(d->rng >> 11) * 0x1.0p-53;
+}
+static float gauss(demo *d) {
+  return (float)(sqrt(-2.0 * log(uniform(d) + 0x1.0p-60)) * cos(6.283185307179586 * uniform(d)));
+}
+static void unit_vector(demo *d, float *x) {
+  double n = 0;
+  for (int i = 0; i < D; i++) x[i] = gauss(d), n += (double)x[i] * x[i];
+  for (int i = 0; i < D; i++) x[i] = (float)(x[i] / sqrt(n));
 }
 
-static uint32_t append(const demo *d, ikv_seq_id seq, uint32_t n, const char *what) {
+/* Key and value of one token at position t of agent a: sinks point along
+ * the shared sink direction, the relevant document along the agent's topic
+ * (its values carry a common content vector), recent turns along both;
+ * everything else is small noise. */
+static void make_token(demo *d, const agent *a, uint32_t t, uint32_t recent_from, float *k, float *v) {
+  for (int i = 0; i < D; i++) {
+    float kv = 0.2f * gauss(d), vv = gauss(d);
+    if (t < 4) kv += 3.5f * d->sink_dir[i];
+    else if (t >= a->doc_start && t < a->doc_end) kv += 2.3f * a->topic[i], vv += 2.0f * d->content[i];
+    else if (t >= recent_from) kv += 0.92f * (d->sink_dir[i] + a->topic[i]);
+    k[i] = kv;
+    v[i] = vv;
+  }
+}
+
+static void append_tokens(demo *d, agent *a, uint32_t n, uint32_t recent_from) {
   int64_t *slots = malloc(sizeof(int64_t) * n);
-  ikv_pt_copy cow;
-  IKV_CLI_CHECK(ikv_pt_seq_append(d->pt, seq, n, slots, NULL, &cow));
-  ikv_pt_seq_info info;
-  IKV_CLI_CHECK(ikv_pt_seq_get_info(d->pt, seq, &info));
-  printf("    +%-4u tokens %-14s -> %5u tokens, %3u pages; slot of first token %lld, of last %lld", n, what, info.tokens,
-         info.pages, (long long)slots[0], (long long)slots[n - 1]);
-  if (cow.bytes)
-    printf("\n          copy-on-write: shared page %u (slot %d) copied to page %u (slot %d), %.1f MiB",
-           cow.src_page, cow.src_slot, cow.dst_page, cow.dst_slot, cow.bytes / MIB);
-  printf("\n");
-  free(slots);
-  return info.tokens - n;
+  uint8_t *precs = malloc(n);
+  IKV_CLI_CHECK(ikv_append(d->rt, &a->id, &n, 1, slots, precs));
+  for (int l = 0; l < LAYERS; l++) {
+    float *k = a->k[l] + (size_t)a->tokens * H * D, *v = a->v[l] + (size_t)a->tokens * H * D;
+    for (uint32_t t = 0; t < n; t++)
+      for (int h = 0; h < H; h++)
+        make_token(d, a, a->tokens + t, recent_from, k + ((size_t)t * H + h) * D, v + ((size_t)t * H + h) * D);
+    IKV_CLI_CHECK(ikv_write_kv(d->rt, (uint32_t)l, k, v, IKV_DTYPE_F32, slots, precs, n, NULL));
+  }
+  a->tokens += n;
+  free(slots), free(precs);
 }
 
-static ikv_span_id add_span(const demo *d, ikv_seq_id seq, uint32_t start, uint32_t end,
-                            ikv_span_kind kind, ikv_span_policy policy, float score) {
-  ikv_span sp = {.start = start, .end = end, .kind = kind, .policy = policy, .score = score,
-                 .pinned_precision = IKV_UNPINNED_PRECISION};
-  ikv_span_id id;
-  IKV_CLI_CHECK(ikv_pt_span_add(d->pt, seq, &sp, &id));
-  ikv_page_extent ext[256];
+static void build_agent(demo *d, agent *a, uint32_t total) {
+  IKV_CLI_CHECK(ikv_seq_create(d->rt, IKV_FP16, &a->id));
+  unit_vector(d, a->topic);
+  for (int l = 0; l < LAYERS; l++) {
+    a->k[l] = malloc(sizeof(float) * d->capacity_tokens * H * D);
+    a->v[l] = malloc(sizeof(float) * d->capacity_tokens * H * D);
+  }
+  uint32_t fixed = 0;
+  for (size_t i = 0; i + 1 < N_PARTS; i++) fixed += layout[i].tokens;
+  uint32_t start = 0;
+  for (size_t i = 0; i < N_PARTS; i++) {
+    uint32_t n = layout[i].tokens ? layout[i].tokens : total - fixed;
+    if (layout[i].relevant) a->doc_start = start, a->doc_end = start + n;
+    start += n;
+  }
+  for (size_t i = 0; i < N_PARTS; i++) {
+    uint32_t n = layout[i].tokens ? layout[i].tokens : total - fixed;
+    append_tokens(d, a, n, total - 1024);
+    ikv_span sp = {a->tokens - n, a->tokens, layout[i].kind, layout[i].policy, layout[i].score, IKV_UNPINNED_PRECISION};
+    IKV_CLI_CHECK(ikv_span_add(d->rt, a->id, &sp, &a->spans[i]));
+  }
+}
+
+/* ||out - dense FP64 attention over every token|| / ||dense||, layer 0. */
+static double step_error(demo *d, const float *q, const float *out) {
+  double num = 0, den = 0, qd[D], od[D], lse;
+  double *kd = malloc(sizeof(double) * d->capacity_tokens * D), *vd = malloc(sizeof(double) * d->capacity_tokens * D);
+  for (uint32_t b = 0; b < d->n_agents; b++) {
+    const agent *a = &d->agents[b];
+    for (int h = 0; h < H; h++) {
+      for (uint32_t t = 0; t < a->tokens; t++)
+        for (int i = 0; i < D; i++)
+          kd[(size_t)t * D + i] = a->k[0][((size_t)t * H + h) * D + i], vd[(size_t)t * D + i] = a->v[0][((size_t)t * H + h) * D + i];
+      for (int j = 0; j < HQ / H; j++) {
+        size_t row = (size_t)b * HQ + (size_t)h * (HQ / H) + j;
+        for (int i = 0; i < D; i++) qd[i] = q[row * D + i];
+        ikv_oracle_attention(qd, kd, vd, a->tokens, D, 1.0 / sqrt((double)D), od, &lse);
+        for (int i = 0; i < D; i++) num += (out[row * D + i] - od[i]) * (out[row * D + i] - od[i]), den += od[i] * od[i];
+      }
+    }
+  }
+  free(kd), free(vd);
+  return sqrt(num / den);
+}
+
+static const char *kind_label(int kind) { return kind == IKV_SPAN_KIND_COUNT ? "(implicit)" : ikv_span_kind_name(kind); }
+
+static void print_step(const demo *d, int step, float pressure, const ikv_plan_stats *st, double err, int json,
+                       int show_spans) {
   uint32_t n;
-  IKV_CLI_CHECK(ikv_pt_span_pages(d->pt, seq, id, ext, 256, &n));
-  printf("    span %-11s %-6s tokens [%5u, %5u) -> pages %u..%u, first page from token %u, last page to token %u\n",
-         ikv_span_kind_name(kind), ikv_span_policy_name(policy), start, end, ext[0].page_index,
-         ext[n - 1].page_index, ext[0].first, ext[n - 1].last);
-  return id;
+  const ikv_span_decision *dec = ikv_plan_decisions(d->plan, &n);
+  uint32_t sel[IKV_SPAN_KIND_COUNT + 1] = {0}, skip[IKV_SPAN_KIND_COUNT + 1] = {0};
+  for (uint32_t i = 0; i < n; i++) sel[dec[i].kind] += dec[i].pages_selected, skip[dec[i].kind] += dec[i].pages_skipped;
+  uint64_t bytes = st->bytes_read * LAYERS, dense = st->bytes_dense_fp16 * LAYERS;
+  if (json) {
+    printf("%s{\"step\": %d, \"memory_pressure\": %.2f, \"bytes_read\": %llu, \"bytes_dense_fp16\": %llu, "
+           "\"out_rel_err\": %.4e, \"pages_selected\": %u, \"pages_skipped\": %u, \"conversions\": %u, \"precision_mix\": {",
+           step > 1 ? ", " : "", step, pressure, (unsigned long long)bytes, (unsigned long long)dense, err, st->pages_selected,
+           st->pages_skipped, st->conversions);
+    for (int p = 0; p < IKV_PRECISION_COUNT; p++)
+      printf("%s\"%s\": %u", p ? ", " : "", ikv_precision_name(p), st->pages_by_precision[p]);
+    printf("}, \"pages_by_kind\": {");
+    for (int k = 0, first = 1; k <= IKV_SPAN_KIND_COUNT; k++)
+      if (sel[k] || skip[k]) {
+        printf("%s\"%s\": {\"selected\": %u, \"skipped\": %u}", first ? "" : ", ", k == IKV_SPAN_KIND_COUNT ? "implicit" : ikv_span_kind_name(k), sel[k], skip[k]);
+        first = 0;
+      }
+    printf("}}");
+    return;
+  }
+  printf("\nstep %d, memory pressure %.2f: read %.1f of %.1f MiB dense fp16 (%.1f%%), out_rel_err %.2e vs dense FP64\n", step,
+         pressure, bytes / 1048576.0, dense / 1048576.0, 100.0 * bytes / dense, err);
+  printf("  precision mix (pages):");
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++)
+    if (st->pages_by_precision[p]) printf(" %s %u", ikv_precision_name(p), st->pages_by_precision[p]);
+  printf("; %u pages converted this step\n  pages read / skipped by kind:", st->conversions);
+  for (int k = 0; k <= IKV_SPAN_KIND_COUNT; k++)
+    if (sel[k] || skip[k]) printf(" %s %u/%u", kind_label(k), sel[k], skip[k]);
+  if (!show_spans) {
+    printf("\n");
+    return;
+  }
+  printf("\n  agent 0's spans:\n");
+  for (uint32_t i = 0; i < n && dec[i].seq_index == 0; i++) {
+    const char *name = "";
+    for (size_t s = 0; s < N_PARTS; s++)
+      if (dec[i].span && d->agents[0].spans[s] == dec[i].span) name = layout[s].name;
+    if (!dec[i].span) name = dec[i].reason == IKV_REASON_SINKS ? "sink tokens" : dec[i].reason == IKV_REASON_RECENT_WINDOW ? "recent window" : "uncovered tokens";
+    printf("    %-26s %-12s read %3u skip %3u  %-8s %s\n", name, kind_label(dec[i].kind), dec[i].pages_selected,
+           dec[i].pages_skipped, dec[i].precision == IKV_SKIP ? "-" : ikv_precision_name(dec[i].precision),
+           ikv_reason_str(dec[i].reason));
+  }
+}
+
+static uint32_t flag_value(int argc, char **argv, const char *flag, uint32_t fallback) {
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], flag)) return (uint32_t)strtoul(argv[i + 1], NULL, 10);
+  return fallback;
 }
 
 int ikv_cmd_demo(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
-  ikv_pagetable_config cfg = {
-      .geometry = {.layers = 32, .kv_heads = 8, .head_dim = 128, .page_size = 16},
-      .max_sequences = 64};
-  cfg.capacity[IKV_TIER_GPU][IKV_FP16] = 192;
-  cfg.capacity[IKV_TIER_GPU][IKV_INT4] = 64;
-  cfg.capacity[IKV_TIER_HOST][IKV_FP16] = 256;
-  cfg.capacity[IKV_TIER_HOST][IKV_INT4] = 256;
-  demo d;
-  IKV_CLI_CHECK(ikv_pt_create(&cfg, &d.pt));
-  d.g = ikv_pt_geometry(d.pt);
-  printf("intentkv demo: the block-table manager on an agentic sequence mix\n");
-  printf("geometry: %u layers, %u KV heads, head_dim %u, %u tokens per page\n", d.g->layers,
-         d.g->kv_heads, d.g->head_dim, d.g->page_size);
-  printf("page bytes (all layers, K+V): fp16 %.2f MiB, int4 %.2f MiB\n\n",
-         ikv_page_bytes(d.g, IKV_FP16) / MIB, ikv_page_bytes(d.g, IKV_INT4) / MIB);
-
-  printf("1. an agent's context: system prompt, retrieved document, user turn\n");
-  ikv_seq_id agent;
-  IKV_CLI_CHECK(ikv_pt_seq_create(d.pt, IKV_FP16, &agent));
-  uint32_t sys = append(&d, agent, 512, "system prompt");
-  uint32_t doc = append(&d, agent, 768, "document");
-  uint32_t user = append(&d, agent, 100, "user turn");
-  add_span(&d, agent, sys, doc, IKV_SPAN_SYSTEM, IKV_POLICY_ALWAYS, 1.0f);
-  ikv_span_id doc_span = add_span(&d, agent, doc, user, IKV_SPAN_DOCUMENT, IKV_POLICY_ATTEND, 0.3f);
-  add_span(&d, agent, user, user + 100, IKV_SPAN_USER, IKV_POLICY_RECENT, 0.9f);
-  /* The system prompt must never leave the GPU. */
-  for (uint32_t i = 0; i < 512 / 16; i++) {
-    ikv_page_id page;
-    IKV_CLI_CHECK(ikv_pt_seq_pages(d.pt, agent, i, 1, &page));
-    IKV_CLI_CHECK(ikv_pt_page_pin(d.pt, page));
+  int json = ikv_has_flag(argc, argv, "--json");
+  demo d = {.rng = 0xde70de70ull};
+  d.n_agents = flag_value(argc, argv, "--agents", 3);
+  uint32_t tokens = flag_value(argc, argv, "--tokens", 32768);
+  if (d.n_agents < 1 || d.n_agents > MAX_AGENTS || tokens < 30000 || tokens > 1u << 20) {
+    fprintf(stderr, "ikv demo: --agents 1..%d, --tokens 30000..1048576\n", MAX_AGENTS);
+    return 2;
   }
-  printf("    system prompt pages pinned on the GPU\n");
-  print_pools(&d);
-
-  printf("\n2. three tool-calling sub-agents fork the context (prefix sharing, no bytes copied)\n");
-  ikv_seq_id sub[3];
-  for (int i = 0; i < 3; i++) IKV_CLI_CHECK(ikv_pt_seq_fork(d.pt, agent, &sub[i]));
-  print_pools(&d);
-
-  printf("\n3. each sub-agent appends its tool call and the tool's output\n");
-  const uint32_t output[3] = {200, 350, 90};
-  for (int i = 0; i < 3; i++) {
-    printf("  sub-agent %d\n", i);
-    uint32_t start = append(&d, sub[i], 24, "tool call");
-    append(&d, sub[i], output[i], "tool output");
-    add_span(&d, sub[i], start + 24, start + 24 + output[i], IKV_SPAN_TOOL_OUTPUT, IKV_POLICY_ATTEND, 0.6f);
+  const float pressures[] = {0.0f, 0.0f, 0.5f, 0.5f, 0.9f, 0.9f};
+  const int steps = sizeof(pressures) / sizeof(*pressures);
+  d.capacity_tokens = tokens + steps;
+  uint32_t pages = d.n_agents * (d.capacity_tokens / P + 2);
+  ikv_runtime_config cfg = {.geometry = {.layers = LAYERS, .kv_heads = H, .head_dim = D, .page_size = P},
+                            .q_heads = HQ, .max_sequences = d.n_agents, .max_batch = d.n_agents,
+                            .max_plan_pages = pages * H, .backend = IKV_BACKEND_CPU};
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) cfg.capacity[IKV_TIER_GPU][p] = p == IKV_BF16 ? 0 : pages;
+  cfg.capacity[IKV_TIER_HOST][IKV_FP16] = 64;
+  IKV_CLI_CHECK(ikv_runtime_create(&cfg, &d.rt));
+  IKV_CLI_CHECK(ikv_plan_create(d.rt, &d.plan));
+  unit_vector(&d, d.sink_dir);
+  for (int i = 0; i < D; i++) d.content[i] = gauss(&d);
+  for (uint32_t b = 0; b < d.n_agents; b++) {
+    fprintf(stderr, "\rikv demo: building agent %u/%u (%u tokens)...", b + 1, d.n_agents, tokens);
+    build_agent(&d, &d.agents[b], tokens);
   }
-  print_pools(&d);
-
-  printf("\n4. speculative decoding on sub-agent 0: 5 draft tokens, 3 accepted\n");
-  uint32_t before = append(&d, sub[0], 5, "draft");
-  IKV_CLI_CHECK(ikv_pt_seq_truncate(d.pt, sub[0], before + 3));
-  printf("    rolled back to %u tokens\n", before + 3);
-
-  printf("\n5. memory pressure: the shared document drops from fp16 to int4\n");
-  ikv_page_extent ext[64];
-  uint32_t n_doc;
-  IKV_CLI_CHECK(ikv_pt_span_pages(d.pt, agent, doc_span, ext, 64, &n_doc));
-  size_t freed = 0;
-  for (uint32_t i = 0; i < n_doc; i++) {
-    ikv_pt_move mv;
-    IKV_CLI_CHECK(ikv_pt_page_set_precision(d.pt, ext[i].page, IKV_INT4, &mv));
-    freed += ikv_page_bytes(d.g, mv.from) - ikv_page_bytes(d.g, mv.to);
-  }
-  printf("    %u pages converted once for all four sequences sharing them; %.1f MiB of GPU memory freed\n",
-         n_doc, freed / MIB);
-  print_pools(&d);
-
-  printf("\n6. the agent retires; the sub-agents' recent pages are touched; 6 cold pages go to the host\n");
-  IKV_CLI_CHECK(ikv_pt_seq_free(d.pt, agent));
-  for (int i = 0; i < 3; i++) {
-    ikv_pt_seq_info info;
-    IKV_CLI_CHECK(ikv_pt_seq_get_info(d.pt, sub[i], &info));
-    for (uint32_t p = 1380 / 16; p < info.pages; p++) {
-      ikv_page_id page;
-      IKV_CLI_CHECK(ikv_pt_seq_pages(d.pt, sub[i], p, 1, &page));
-      IKV_CLI_CHECK(ikv_pt_page_touch(d.pt, page));
+  if (!json)
+    printf("intentkv demo: %u agents x %u tokens on the CPU backend (%u layers, %u KV heads, %u query heads, head_dim %u, %u-token pages)\n"
+           "context per agent: system prompt, memory summary, 8 retrieved documents (one is what the query is about),\n"
+           "3 tool outputs, scratchpad, reasoning, recent turns; recent window 1024 tokens, 4 sink tokens\n",
+           d.n_agents, tokens, LAYERS, H, HQ, D, P);
+  else
+    printf("{\"demo\": \"router\", \"agents\": %u, \"tokens\": %u, \"steps\": [", d.n_agents, tokens);
+  ikv_seq_id ids[MAX_AGENTS];
+  for (uint32_t b = 0; b < d.n_agents; b++) ids[b] = d.agents[b].id;
+  size_t nq = (size_t)d.n_agents * HQ * D;
+  float *q = malloc(sizeof(float) * nq), *out = malloc(sizeof(float) * nq), *lse = malloc(sizeof(float) * d.n_agents * HQ);
+  double worst[3] = {0, 0, 0};
+  double ratio_at_09 = 0;
+  for (int s = 0; s < steps; s++) {
+    fprintf(stderr, "\rikv demo: step %d/%d (memory pressure %.1f)...          ", s + 1, steps, pressures[s]);
+    for (uint32_t b = 0; b < d.n_agents; b++) append_tokens(&d, &d.agents[b], 1, 0); /* a new recent token */
+    ikv_plan_request req = {.seqs = ids, .batch = d.n_agents, .mode = IKV_PLAN_ROUTER};
+    req.router = (ikv_router_params){.memory_pressure = pressures[s], .recent_tokens = 1024, .sink_tokens = 4, .default_score = 0.3f};
+    IKV_CLI_CHECK(ikv_plan_build(d.rt, d.plan, &req));
+    for (uint32_t b = 0; b < d.n_agents; b++)
+      for (int j = 0; j < HQ; j++)
+        for (int i = 0; i < D; i++)
+          q[((size_t)b * HQ + j) * D + i] = 16.0f * (d.sink_dir[i] + d.agents[b].topic[i]) + gauss(&d);
+    double err = 0;
+    for (uint32_t l = LAYERS; l-- > 0;) {
+      IKV_CLI_CHECK(ikv_decode(d.rt, d.plan, l, q, out, lse, IKV_DTYPE_F32, NULL));
+      if (l == 0) err = step_error(&d, q, out);
     }
+    ikv_plan_stats st;
+    IKV_CLI_CHECK(ikv_plan_get_stats(d.plan, &st));
+    int band = pressures[s] < 0.5f ? 0 : pressures[s] < 0.9f ? 1 : 2;
+    if (err > worst[band]) worst[band] = err;
+    if (band == 2) ratio_at_09 = (double)st.bytes_read / st.bytes_dense_fp16;
+    fprintf(stderr, "\r%60s\r", "");
+    print_step(&d, s + 1, pressures[s], &st, err, json, s == 0 || pressures[s] != pressures[s - 1]);
+    IKV_CLI_CHECK(ikv_step_end(d.rt, d.plan));
   }
-  ikv_page_id victims[6];
-  uint32_t n_victims;
-  IKV_CLI_CHECK(ikv_pt_evict_candidates(d.pt, IKV_TIER_GPU, victims, 6, &n_victims));
-  size_t moved = 0;
-  printf("    least recently used, pinned system prompt skipped:");
-  for (uint32_t i = 0; i < n_victims; i++) {
-    ikv_pt_copy copy;
-    IKV_CLI_CHECK(ikv_pt_page_make_resident(d.pt, victims[i], IKV_TIER_HOST, &copy));
-    IKV_CLI_CHECK(ikv_pt_page_release(d.pt, victims[i], IKV_TIER_GPU));
-    moved += copy.bytes;
-    printf(" %u(%s)", victims[i], ikv_precision_name(copy.precision));
-  }
-  printf("\n    %.1f MiB moved GPU -> host (an int4 page moves %.0f%% of an fp16 page's bytes)\n",
-         moved / MIB, 100.0 * ikv_page_bytes(d.g, IKV_INT4) / ikv_page_bytes(d.g, IKV_FP16));
-  print_pools(&d);
-
-  printf("\n7. export the sub-agents as a FlashInfer CSR page table (GPU slots)\n");
-  static int32_t indptr[4], indices[1024], last_len[3];
-  static uint8_t prec[1024];
-  ikv_status st = ikv_pt_export_csr(d.pt, sub, 3, IKV_TIER_GPU, indptr, indices, 1024, last_len, prec);
-  printf("    first try: %s\n", ikv_status_str(st));
-  uint32_t fetched = 0;
-  for (uint32_t i = 0; i < n_victims; i++) {
-    ikv_pt_copy copy;
-    IKV_CLI_CHECK(ikv_pt_page_make_resident(d.pt, victims[i], IKV_TIER_GPU, &copy));
-    fetched += copy.bytes != 0;
-  }
-  printf("    %u pages fetched back from the host tier, then:\n", fetched);
-  IKV_CLI_CHECK(ikv_pt_export_csr(d.pt, sub, 3, IKV_TIER_GPU, indptr, indices, 1024, last_len, prec));
-  for (int i = 0; i < 3; i++) {
-    int32_t a = indptr[i], b = indptr[i + 1];
-    printf("    seq %d: indptr [%d, %d), last_page_len %d, slots %d %d %d ... %d, precisions %s ... %s\n", i,
-           a, b, last_len[i], indices[a], indices[a + 1], indices[a + 2], indices[b - 1],
-           ikv_precision_name(prec[a]), ikv_precision_name(prec[b - 1]));
-  }
-  for (int i = 0; i < 3; i++) IKV_CLI_CHECK(ikv_pt_seq_free(d.pt, sub[i]));
-  ikv_pt_stats end;
-  IKV_CLI_CHECK(ikv_pt_get_stats(d.pt, &end));
-  printf("\nall sequences freed: %u live pages left\n", end.live_pages);
-  ikv_pt_destroy(d.pt);
+  if (json) printf("]}\n");
+  else
+    printf("\nsummary: worst out_rel_err %.2e at pressure 0.0, %.2e at 0.5, %.2e at 0.9 (reading %.1f%% of dense fp16 bytes)\n",
+           worst[0], worst[1], worst[2], 100.0 * ratio_at_09);
+  free(q), free(out), free(lse);
+  for (uint32_t b = 0; b < d.n_agents; b++)
+    for (int l = 0; l < LAYERS; l++) free(d.agents[b].k[l]), free(d.agents[b].v[l]);
+  ikv_plan_destroy(d.plan);
+  ikv_runtime_destroy(d.rt);
   return 0;
 }
