@@ -38,10 +38,6 @@ void pt_pages_release(ikv_pagetable *pt) {
   for (int t = 0; t < IKV_TIER_COUNT; t++) free(pt->slot[t]);
 }
 
-int pt_page_live(const ikv_pagetable *pt, ikv_page_id page) {
-  return page < pt->max_pages && pt->refcount[page] > 0;
-}
-
 int pt_has_room(const ikv_pagetable *pt, ikv_tier tier, ikv_precision precision,
                 uint32_t pages) {
   return pt->pools[tier][precision].n_free >= pages && pt->n_free_pages >= pages;

@@ -76,7 +76,9 @@ void pt_slot_give(pt_pool *pool, int32_t slot);
 /* page.c: page descriptors, refcounts and LRU order */
 ikv_status pt_pages_init(ikv_pagetable *pt);
 void pt_pages_release(ikv_pagetable *pt);
-int pt_page_live(const ikv_pagetable *pt, ikv_page_id page);
+static inline int pt_page_live(const ikv_pagetable *pt, ikv_page_id page) {
+  return page < pt->max_pages && pt->refcount[page] > 0;
+}
 /* A new page with refcount 1 and one slot in (tier, precision); the caller
  * checked that a page id and a slot are free. */
 ikv_page_id pt_page_new(ikv_pagetable *pt, ikv_precision precision, ikv_tier tier);

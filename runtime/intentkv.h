@@ -114,7 +114,8 @@ typedef struct ikv_router_params {
 } ikv_router_params;
 
 /* Scheduler tables, CSR over the batch (or over batch x kv_heads when
- * per_kv_head): logical page indices in any order, the precision wanted for
+ * per_kv_head): logical page indices, strictly increasing within a row (as
+ * CSR column indices; no duplicates), the precision wanted for
  * each, and optionally a token mask per page (NULL: whole valid page). A
  * wanted precision equal to the stored one reads it; a lower one converts the
  * page now (a real downgrade, for every sequence sharing it); a higher one is

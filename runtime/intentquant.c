@@ -33,13 +33,4 @@ ikv_use_class ikv_attend_class(float score) {
   return score >= 0.3f ? IKV_USE_ATTEND_MID : IKV_USE_ATTEND_LOW;
 }
 
-int rt_precision_rank(uint8_t precision) {
-  switch (precision) {
-    case IKV_FP16:
-    case IKV_BF16: return 4;
-    case IKV_INT8: return 3;
-    case IKV_FP8_E4M3: return 2;
-    case IKV_INT4: return 1;
-    default: return 0;
-  }
-}
+const uint8_t rt_rank[256] = {[IKV_FP16] = 4, [IKV_BF16] = 4, [IKV_INT8] = 3, [IKV_FP8_E4M3] = 2, [IKV_INT4] = 1};

@@ -28,12 +28,6 @@ const char *ikv_reason_str(ikv_reason reason) {
   return (unsigned)reason < IKV_REASON_COUNT ? reason_names[reason] : "unknown reason";
 }
 
-uint8_t rt_best(uint8_t a, uint8_t b) { return rt_precision_rank(b) > rt_precision_rank(a) ? b : a; }
-
-uint8_t rt_effective(uint8_t want, uint8_t stored) {
-  return rt_precision_rank(want) < rt_precision_rank(stored) ? want : stored;
-}
-
 /* ---- the plan object ------------------------------------------------------ */
 
 ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
@@ -114,15 +108,6 @@ void ikv_plan_destroy(ikv_plan *pl) {
   free(pl);
 }
 
-void plan_push(ikv_plan *pl, ikv_page_id page, int32_t page_index, uint16_t first, uint16_t last, uint8_t want) {
-  uint32_t e = pl->n_entries++;
-  pl->page[e] = page;
-  pl->page_index[e] = page_index;
-  pl->first[e] = first;
-  pl->last[e] = last;
-  pl->want[e] = want;
-}
-
 ikv_status plan_decide(ikv_plan *pl, ikv_span_decision d, uint32_t *index) {
   if (pl->n_decisions == pl->cap_decisions)
     return rt_fail(pl->rt, IKV_E_CAPACITY, "ikv_plan_build: more than %u span decisions", pl->cap_decisions);
@@ -177,15 +162,16 @@ static ikv_status tables_sequence(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_
                      b, base + h, base + h + 1, begin, end);
     if (pl->n_entries + (uint32_t)(end - begin) > pl->cap_entries)
       return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: more than max_plan_pages (%u) pages", pl->cap_entries);
-    uint32_t row_start = pl->n_entries;
     ikv_status st = IKV_OK;
+    int32_t prev = -1;
     for (int32_t e = begin; e < end && st == IKV_OK; e++) {
       int32_t i = t->page_index[e];
       uint8_t want = t->precision[e];
       if (i < 0 || (uint32_t)i >= v.n_pages)
         st = rt_fail(rt, IKV_E_RANGE, "ikv_plan_build: sequence %u: page %d outside its %u pages", b, i, v.n_pages);
-      else if (pl->sel_want[i] == 1)
-        st = rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: sequence %u: page %d listed twice in one row", b, i);
+      else if (i <= prev)
+        st = rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: sequence %u: page %d after page %d (a row's pages increase)", b,
+                     i, prev);
       else if (!ikv_precision_valid(want))
         st = rt_fail(rt, IKV_E_PRECISION, "ikv_plan_build: sequence %u: page %d: precision code %u", b, i, want);
       else if (rt_precision_rank(want) > rt_precision_rank(v.precisions[i]))
@@ -197,12 +183,10 @@ static ikv_status tables_sequence(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_
       if (first > last || last >= valid)
         st = rt_fail(rt, IKV_E_RANGE, "ikv_plan_build: sequence %u: page %d: mask [%u, %u] outside its %u valid tokens",
                      b, i, first, last, valid);
-      else {
-        pl->sel_want[i] = 1; /* seen in this row */
+      else
         plan_push(pl, v.pages[i], i, first, last, want);
-      }
+      prev = i;
     }
-    for (uint32_t e = row_start; e < pl->n_entries; e++) pl->sel_want[pl->page_index[e]] = 0;
     if (st != IKV_OK) return st;
     pl->indptr[++pl->n_rows] = (int32_t)pl->n_entries;
   }
@@ -218,9 +202,65 @@ static void forget_touched(ikv_plan *pl) {
   pl->n_touched = 0;
 }
 
-/* Phase A, no changes: the distinct pages, the precision each ends up in
- * (a downgrade only where the target pools have room), and whether the GPU
- * tier can hold them all. */
+/* Entries whose page is already on the GPU tier in a precision the row
+ * accepts get their slot now; the rest (a downgrade or a fetch to do) are
+ * counted in *pending. `settled`: after the slow path, read what is stored.
+ * Also fills seq_len and the statistics. */
+static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int settled, uint32_t *pending,
+                    uint32_t *absent) {
+  const uint32_t H = rt->cfg.geometry.kv_heads, rows_per_seq = pl->view.per_kv_head ? H : 1;
+  ikv_plan_stats *s = &pl->stats;
+  uint32_t conversions = s->conversions, fetches = s->demand_fetches, todo = 0, off_gpu = 0;
+  memset(s, 0, sizeof(*s));
+  s->conversions = conversions, s->demand_fetches = fetches;
+  for (uint32_t b = 0; b < req->batch; b++) {
+    ikv_pt_seq_view v;
+    ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+    pl->seq_len[b] = (int32_t)v.tokens;
+    s->bytes_dense_fp16 += (uint64_t)v.n_pages * rt->page_bytes[IKV_FP16];
+    int32_t begin = pl->indptr[b * rows_per_seq], end = pl->indptr[(b + 1) * rows_per_seq];
+    s->pages_skipped += v.n_pages * rows_per_seq - (uint32_t)(end - begin);
+    /* the hot loop: locals, so the stores cannot alias what is read */
+    const int32_t *restrict index = pl->page_index;
+    const uint8_t *restrict want = pl->want, *restrict precisions = v.precisions;
+    const int32_t *restrict gpu_slots = v.gpu_slots;
+    int32_t *restrict out_slot = pl->slot;
+    uint8_t *restrict out_precision = pl->precision;
+    uint8_t lo = 0xff, hi = 0;
+    uint32_t done = 0;
+    for (int32_t e = begin; e < end; e++) {
+      uint8_t stored = precisions[index[e]];
+      int32_t slot = gpu_slots[index[e]];
+      if (slot < 0 || (!settled && rt_rank[want[e]] < rt_rank[stored])) {
+        todo++;
+        off_gpu += slot < 0;
+        out_precision[e] = IKV_SKIP;
+        continue;
+      }
+      out_slot[e] = slot;
+      out_precision[e] = stored;
+      lo = stored < lo ? stored : lo, hi = stored > hi ? stored : hi; /* no store chain: counted below */
+      done++;
+    }
+    if (lo == hi) { /* one precision, the usual case */
+      s->pages_by_precision[lo] += done;
+      s->bytes_read += (uint64_t)done * rt->page_bytes[lo];
+    } else {
+      for (int32_t e = begin; e < end; e++)
+        if (out_precision[e] != IKV_SKIP) {
+          s->pages_by_precision[out_precision[e]]++;
+          s->bytes_read += rt->page_bytes[out_precision[e]];
+        }
+    }
+  }
+  s->pages_selected = pl->n_entries;
+  *pending = todo;
+  *absent = off_gpu;
+}
+
+/* The slow path, phase A (no changes): the distinct pages, the precision each
+ * ends up in (a downgrade only where the target pools have room), and
+ * whether the GPU tier can hold them all. */
 static ikv_status settle_pages(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
   const uint32_t H = rt->cfg.geometry.kv_heads, rows_per_seq = pl->view.per_kv_head ? H : 1;
   for (uint32_t b = 0; b < req->batch; b++) {
@@ -242,7 +282,6 @@ static ikv_status settle_pages(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
   ikv_pt_stats ps;
   ikv_pt_get_stats(rt->pt, &ps);
   uint32_t reserved[IKV_TIER_COUNT][IKV_PRECISION_COUNT] = {{0}}, on_gpu[IKV_PRECISION_COUNT] = {0};
-  pl->hits = pl->misses = 0;
   for (uint32_t k = 0; k < pl->n_touched; k++) {
     ikv_page_id p = pl->touched[k];
     uint8_t stored = pl->touched_stored[k], target = rt_effective(pl->page_want[p], stored);
@@ -259,8 +298,6 @@ static ikv_status settle_pages(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
     }
     pl->page_want[p] = target;
     on_gpu[target]++;
-    pl->hits += pl->touched_on_gpu[k];
-    pl->misses += !pl->touched_on_gpu[k];
   }
   for (int p = 0; p < IKV_PRECISION_COUNT; p++)
     if (on_gpu[p] > rt->cfg.capacity[IKV_TIER_GPU][p]) {
@@ -328,45 +365,35 @@ static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
     rt->stats.demand_fetches++;
     if (pl->n_hints < pl->cap_entries) pl->hints[pl->n_hints++] = p;
   }
-  ikv_pt_pages_touch(rt->pt, pl->touched, pl->n_touched);
   return IKV_OK;
 }
 
-/* Phase C: slots and precisions from the sequences' (refreshed) views, the
- * work partition and the statistics. */
-static void finish(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
-  const uint32_t H = rt->cfg.geometry.kv_heads, rows_per_seq = pl->view.per_kv_head ? H : 1;
-  ikv_plan_stats *s = &pl->stats;
-  for (uint32_t b = 0; b < req->batch; b++) {
-    ikv_pt_seq_view v;
-    ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
-    pl->seq_len[b] = (int32_t)v.tokens;
-    s->bytes_dense_fp16 += (uint64_t)v.n_pages * rt->page_bytes[IKV_FP16];
-    for (uint32_t h = 0; h < rows_per_seq; h++) {
-      uint32_t r = b * rows_per_seq + h;
-      s->pages_skipped += v.n_pages - (uint32_t)(pl->indptr[r + 1] - pl->indptr[r]);
-      for (int32_t e = pl->indptr[r]; e < pl->indptr[r + 1]; e++) {
-        pl->slot[e] = v.gpu_slots[pl->page_index[e]];
-        pl->precision[e] = v.precisions[pl->page_index[e]];
-        s->pages_by_precision[pl->precision[e]]++;
-        s->bytes_read += rt->page_bytes[pl->precision[e]];
-      }
-    }
-  }
-  s->pages_selected = pl->n_entries;
-  /* work: per row, entries grouped by precision (logical order kept), cut
-   * into items of at most IKV_WORK_PAGES pages */
+/* The work partition: per row, entries grouped by precision (logical order
+ * kept), cut into items of at most IKV_WORK_PAGES pages. */
+static void partition_work(ikv_plan *pl) {
   pl->n_work = 0;
-  uint32_t at = 0;
-  for (uint32_t r = 0; r < pl->n_rows; r++)
-    for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
-      uint32_t begin = at;
-      for (int32_t e = pl->indptr[r]; e < pl->indptr[r + 1]; e++)
-        if (pl->precision[e] == p) pl->work_entries[at++] = e;
-      for (uint32_t w = begin; w < at; w += IKV_WORK_PAGES)
-        pl->work[pl->n_work++] = (ikv_work_item){.row = r, .precision = (uint8_t)p, .begin = w,
-                                                 .end = w + IKV_WORK_PAGES < at ? w + IKV_WORK_PAGES : at};
+  const uint8_t *restrict precision = pl->precision;
+  int32_t *restrict entries = pl->work_entries;
+  for (uint32_t r = 0; r < pl->n_rows; r++) { /* a counting sort of the row by precision */
+    uint32_t start[IKV_PRECISION_COUNT + 1] = {0}, at[IKV_PRECISION_COUNT];
+    int32_t begin = pl->indptr[r], end = pl->indptr[r + 1];
+    uint8_t lo = 0xff, hi = 0;
+    for (int32_t e = begin; e < end; e++) lo = precision[e] < lo ? precision[e] : lo, hi = precision[e] > hi ? precision[e] : hi;
+    if (lo == hi) { /* one precision, the usual case: the identity */
+      start[lo + 1] = (uint32_t)(end - begin);
+      for (int32_t e = begin; e < end; e++) entries[e] = e;
+    } else {
+      for (int32_t e = begin; e < end; e++) start[precision[e] + 1]++;
     }
+    start[0] = (uint32_t)begin;
+    for (int p = 0; p < IKV_PRECISION_COUNT; p++) start[p + 1] += start[p], at[p] = start[p];
+    if (lo != hi)
+      for (int32_t e = begin; e < end; e++) entries[at[precision[e]]++] = e;
+    for (int p = 0; p < IKV_PRECISION_COUNT; p++)
+      for (uint32_t w = start[p]; w < start[p + 1]; w += IKV_WORK_PAGES)
+        pl->work[pl->n_work++] = (ikv_work_item){.row = r, .precision = (uint8_t)p, .begin = w,
+                                                 .end = w + IKV_WORK_PAGES < start[p + 1] ? w + IKV_WORK_PAGES : start[p + 1]};
+  }
 }
 
 ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
@@ -374,7 +401,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   if (!pl || !req) return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: NULL argument");
   ikv_status st = check_request(rt, pl, req);
   if (st != IKV_OK) return st;
-  pl->n_entries = pl->n_rows = pl->n_decisions = pl->n_hints = pl->n_work = 0;
+  pl->n_entries = pl->n_rows = pl->n_decisions = pl->n_hints = pl->n_work = pl->n_touched = 0;
   memset(&pl->stats, 0, sizeof(pl->stats));
   pl->view.batch = req->batch;
   pl->view.per_kv_head = req->mode == IKV_PLAN_TABLES ? (req->tables.per_kv_head != 0)
@@ -384,13 +411,21 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: indptr");
   for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++)
     st = req->mode == IKV_PLAN_TABLES ? tables_sequence(rt, pl, req, b) : rt_route_sequence(rt, pl, req, b);
-  if (st == IKV_OK) st = settle_pages(rt, pl, req);
+  /* The common step changes no page: every entry resolves at once. */
+  uint32_t pending = 0, absent = 0;
+  if (st == IKV_OK) resolve(rt, pl, req, 0, &pending, &absent);
+  pl->misses = absent, pl->hits = pl->n_entries - absent;
+  if (st == IKV_OK && pending) st = settle_pages(rt, pl, req);
   if (st != IKV_OK) {
     pl->n_entries = pl->n_rows = pl->view.batch = 0;
     return st;
   }
-  st = apply_effects(rt, pl);
-  finish(rt, pl, req);
+  if (pending) {
+    st = apply_effects(rt, pl);
+    resolve(rt, pl, req, 1, &pending, &absent);
+  }
+  ikv_pt_pages_touch(rt->pt, pl->page, pl->n_entries);
+  partition_work(pl);
   rt->active = pl;
   if (st != IKV_OK) { /* pages were moved (nothing lost); the plan is void */
     ikv_step_end(rt, pl);

@@ -38,8 +38,9 @@ struct ikv_plan {
   ikv_span_decision *decisions;
   uint32_t n_decisions;
   ikv_plan_stats stats;
-  /* distinct pages of the plan (pinned while in flight) and the best
-   * precision any row wants for each (indexed by page id; IKV_SKIP: none) */
+  /* slow path only (a page to convert or fetch): the distinct pages of the
+   * plan and the precision each ends up in (indexed by page id; 0xfe: not in
+   * the plan, so eviction passes it by) */
   ikv_page_id *touched;
   uint8_t *touched_stored, *touched_on_gpu;
   uint32_t n_touched, hits, misses;
@@ -57,15 +58,16 @@ struct ikv_plan {
   uint32_t scratch_pages, scratch_spans;
 };
 
-/* Precision of a page read for `want` when stored as `stored`: a lower
- * fidelity converts, a higher one reads what is stored. */
-uint8_t rt_effective(uint8_t want, uint8_t stored);
-/* The better of two wanted precisions (IKV_SKIP is the worst). */
-uint8_t rt_best(uint8_t a, uint8_t b);
-
 /* Appends one entry to the plan (the caller checked capacity). */
-void plan_push(ikv_plan *plan, ikv_page_id page, int32_t page_index, uint16_t first, uint16_t last,
-               uint8_t want);
+static inline void plan_push(ikv_plan *pl, ikv_page_id page, int32_t page_index, uint16_t first, uint16_t last,
+                             uint8_t want) {
+  uint32_t e = pl->n_entries++;
+  pl->page[e] = page;
+  pl->page_index[e] = page_index;
+  pl->first[e] = first;
+  pl->last[e] = last;
+  pl->want[e] = want;
+}
 /* Adds a decision; IKV_E_CAPACITY when the plan's decision buffer is full. */
 ikv_status plan_decide(ikv_plan *plan, ikv_span_decision d, uint32_t *index);
 

@@ -291,19 +291,38 @@ static ikv_status emit_rows(route *r, int query_mode) {
   ikv_plan *pl = r->plan;
   const uint32_t N = r->v.n_pages, H = r->rt->cfg.geometry.kv_heads;
   uint32_t rows = query_mode ? H : 1, need = 0;
-  for (uint32_t h = 0; h < rows; h++)
-    for (uint32_t i = 0; i < N; i++)
-      need += pl->sel_want[i] != IKV_SKIP || (query_mode && pl->head_sel[(size_t)h * N + i]);
+  if (pl->n_entries + rows * N > pl->cap_entries) /* count only when it might not fit */
+    for (uint32_t h = 0; h < rows; h++)
+      for (uint32_t i = 0; i < N; i++)
+        need += pl->sel_want[i] != IKV_SKIP || (query_mode && pl->head_sel[(size_t)h * N + i]);
   if (pl->n_entries + need > pl->cap_entries)
     return rt_fail(r->rt, IKV_E_CAPACITY, "ikv_plan_build: sequence %u: plan holds %u pages (max_plan_pages), needs %u more",
                    r->b, pl->cap_entries, pl->n_entries + need - pl->cap_entries);
+  if (!query_mode) { /* the hot loop: local pointers, so stores cannot alias the plan's fields */
+    const uint8_t *restrict want = pl->sel_want;
+    const uint16_t *restrict lo = pl->sel_lo, *restrict hi = pl->sel_hi;
+    const ikv_page_id *restrict pages = r->v.pages;
+    ikv_page_id *restrict out_page = pl->page;
+    int32_t *restrict out_index = pl->page_index;
+    uint16_t *restrict out_first = pl->first, *restrict out_last = pl->last;
+    uint8_t *restrict out_want = pl->want;
+    uint32_t n = pl->n_entries;
+    for (uint32_t i = 0; i < N; i++) {
+      if (want[i] == IKV_SKIP) continue;
+      out_page[n] = pages[i], out_index[n] = (int32_t)i, out_first[n] = lo[i], out_last[n] = hi[i], out_want[n] = want[i];
+      n++;
+    }
+    pl->n_entries = n;
+    pl->indptr[++pl->n_rows] = (int32_t)n;
+    return IKV_OK;
+  }
   for (uint32_t h = 0; h < rows; h++) {
     for (uint32_t i = 0; i < N; i++) {
-      int sel = pl->sel_want[i] != IKV_SKIP, cand = query_mode && pl->head_sel[(size_t)h * N + i];
+      int sel = pl->sel_want[i] != IKV_SKIP, cand = pl->head_sel[(size_t)h * N + i];
       if (!sel && !cand) continue;
       uint16_t lo = sel ? pl->sel_lo[i] : pl->cand_lo[i], hi = sel ? pl->sel_hi[i] : pl->cand_hi[i];
       uint8_t want = sel ? pl->sel_want[i] : pl->cand_want[i];
-      if (query_mode && sel && pl->cand_want[i] != IKV_SKIP) {
+      if (sel && pl->cand_want[i] != IKV_SKIP) {
         lo = min16(lo, pl->cand_lo[i]), hi = max16(hi, pl->cand_hi[i]);
         want = rt_best(want, pl->cand_want[i]);
       }
@@ -324,8 +343,13 @@ ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_req
   for (uint32_t s = 0; s < n_spans; s++) ikv_pt_span_get(rt->pt, req->seqs[b], plan->span_ids[s], &plan->spans[s]);
   const uint32_t N = r.v.n_pages;
   memset(plan->sel_want, IKV_SKIP, N);
-  memset(plan->cand_want, IKV_SKIP, N);
-  for (uint32_t i = 0; i < N; i++) plan->sel_lo[i] = plan->cand_lo[i] = UINT16_MAX, plan->sel_hi[i] = plan->cand_hi[i] = 0;
+  memset(plan->sel_lo, 0xff, sizeof(uint16_t) * N); /* UINT16_MAX: no token yet */
+  memset(plan->sel_hi, 0, sizeof(uint16_t) * N);
+  if (req->router.score_mode != IKV_SCORE_SPAN) {
+    memset(plan->cand_want, IKV_SKIP, N);
+    memset(plan->cand_lo, 0xff, sizeof(uint16_t) * N);
+    memset(plan->cand_hi, 0, sizeof(uint16_t) * N);
+  }
 
   uint32_t n_skip;
   ikv_status st = mandatory_and_chunks(&r, n_spans, &n_skip);

@@ -47,7 +47,15 @@ void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
 float rt_page_score(const ikv_runtime *rt, ikv_score_mode mode, ikv_page_id page, uint32_t kv_head,
                     const float *q, uint32_t group);
 
-/* intentquant.c */
-int rt_precision_rank(uint8_t precision); /* fidelity: fp16/bf16 4, int8 3, fp8 2, int4 1, skip 0 */
+/* intentquant.c: fidelity of each precision code (fp16/bf16 4, int8 3,
+ * fp8 2, int4 1, skip and anything else 0); a table, as planning asks it
+ * for every page. */
+extern const uint8_t rt_rank[256];
+static inline int rt_precision_rank(uint8_t precision) { return rt_rank[precision]; }
+/* The better of two wanted precisions (IKV_SKIP is the worst). */
+static inline uint8_t rt_best(uint8_t a, uint8_t b) { return rt_rank[b] > rt_rank[a] ? b : a; }
+/* Precision of a page read for `want` when stored as `stored`: a lower
+ * fidelity converts, a higher one reads what is stored. */
+static inline uint8_t rt_effective(uint8_t want, uint8_t stored) { return rt_rank[want] < rt_rank[stored] ? want : stored; }
 
 #endif /* IKV_RUNTIME_INTERNAL_H */

@@ -94,9 +94,9 @@ static void tables_give_the_expected_plan(void **state) {
   fx_open(&f, fx_config(64, 16), 0x5eed0303);
   uint32_t a = fx_new_seq(&f, IKV_FP16);
   fx_grow(&f, a, 40); /* pages 0, 1, 2 (8 tokens) */
-  int32_t indptr[2] = {0, 2}, index[2] = {2, 0};
+  int32_t indptr[2] = {0, 2}, index[2] = {0, 2};
   uint8_t prec[2] = {IKV_FP16, IKV_FP16};
-  uint16_t first[2] = {1, 3}, last[2] = {7, 10};
+  uint16_t first[2] = {3, 1}, last[2] = {10, 7};
   ikv_plan_request req = {.seqs = f.ids, .batch = 1, .mode = IKV_PLAN_TABLES,
                           .tables = {.indptr = indptr, .page_index = index, .precision = prec, .first = first, .last = last}};
   assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
@@ -105,8 +105,8 @@ static void tables_give_the_expected_plan(void **state) {
   assert_int_equal(ikv_pt_seq_pages(ikv_runtime_pagetable(f.rt), f.ids[a], 0, 3, pages), IKV_OK);
   assert_int_equal(pv->batch, 1);
   assert_int_equal(pv->indptr[1], 2);
-  assert_int_equal(pv->page_index[0], 2);
-  assert_int_equal(pv->page_index[1], 0);
+  assert_int_equal(pv->page_index[0], 0);
+  assert_int_equal(pv->page_index[1], 2);
   for (int e = 0; e < 2; e++) {
     ikv_pt_page_info info;
     assert_int_equal(ikv_pt_page_get_info(ikv_runtime_pagetable(f.rt), pages[index[e]], &info), IKV_OK);
@@ -183,6 +183,7 @@ static void tables_validation_changes_nothing(void **state) {
       {{0, 2}, {0, 3}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 7}, IKV_E_RANGE},       /* page out of range */
       {{0, 2}, {0, -1}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 7}, IKV_E_RANGE},      /* negative page */
       {{0, 2}, {1, 1}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 15}, IKV_E_INVALID},    /* duplicate */
+      {{0, 2}, {1, 0}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 15}, IKV_E_INVALID},    /* not increasing */
       {{0, 2}, {0, 1}, {IKV_FP16, 9}, {0, 0}, {15, 15}, IKV_E_PRECISION},         /* code out of range */
       {{0, 2}, {0, 1}, {IKV_FP16, IKV_SKIP}, {0, 0}, {15, 15}, IKV_E_PRECISION},  /* SKIP is not storable */
       {{0, 2}, {0, 2}, {IKV_FP16, IKV_FP16}, {0, 0}, {15, 8}, IKV_E_RANGE},       /* past the last token */

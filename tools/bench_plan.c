@@ -1,0 +1,130 @@
+/* ikv bench plan: how long building a step's plan takes on this host. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "runtime/intentkv.h"
+#include "tools/bench_util.h"
+#include "tools/ikv_cli.h"
+
+enum { BATCH = 64, CONTEXT = 32768, PAGE = 16, PAGES = CONTEXT / PAGE, REPEATS = 21 };
+
+static const char usage[] =
+    "usage: ikv bench plan [--json]\n\n"
+    "Times ikv_plan_build + ikv_step_end for a batch of 64 sequences x 32K tokens\n"
+    "(16-token pages, 15 semantic spans each): with the router at memory pressure\n"
+    "0.0 and, after its conversions, at 0.9; and with scheduler tables listing\n"
+    "every page; and a memcpy of the bytes such a plan holds (the floor on this\n"
+    "host). Medians of repeated steady-state builds.\n";
+
+static double time_plans(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req) {
+  double samples[REPEATS];
+  IKV_CLI_CHECK(ikv_plan_build(rt, plan, req)); /* first build: conversions, warm caches */
+  IKV_CLI_CHECK(ikv_step_end(rt, plan));
+  for (int r = 0; r < REPEATS; r++) {
+    uint64_t t0 = bench_now_ns();
+    IKV_CLI_CHECK(ikv_plan_build(rt, plan, req));
+    IKV_CLI_CHECK(ikv_step_end(rt, plan));
+    samples[r] = (double)(bench_now_ns() - t0) / 1e3;
+  }
+  return bench_median(samples, REPEATS);
+}
+
+int ikv_bench_plan(int argc, char **argv) {
+  if (ikv_wants_help(argc, argv, usage)) return 0;
+  int json = ikv_has_flag(argc, argv, "--json");
+  /* a small geometry: planning cost depends on pages, not on their size */
+  ikv_runtime_config cfg = {.geometry = {.layers = 1, .kv_heads = 1, .head_dim = 16, .page_size = PAGE},
+                            .q_heads = 1, .max_sequences = BATCH, .max_batch = BATCH,
+                            .max_plan_pages = BATCH * PAGES, .backend = IKV_BACKEND_CPU};
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) cfg.capacity[IKV_TIER_GPU][p] = p == IKV_BF16 ? 0 : BATCH * PAGES;
+  ikv_runtime *rt;
+  ikv_plan *plan;
+  IKV_CLI_CHECK(ikv_runtime_create(&cfg, &rt));
+  IKV_CLI_CHECK(ikv_plan_create(rt, &plan));
+  ikv_seq_id seqs[BATCH];
+  int64_t *slots = malloc(sizeof(int64_t) * CONTEXT);
+  uint8_t *precs = malloc(CONTEXT);
+  /* spans like an agent's context: 15 parts, edges off page boundaries */
+  static const struct { ikv_span_policy policy; float score; } parts[15] = {
+      {IKV_POLICY_ALWAYS, 1.0f}, {IKV_POLICY_GLOBAL, 1.0f}, {IKV_POLICY_ATTEND, 0.2f}, {IKV_POLICY_ATTEND, 0.2f},
+      {IKV_POLICY_ATTEND, 0.9f}, {IKV_POLICY_ATTEND, 0.2f}, {IKV_POLICY_ATTEND, 0.4f}, {IKV_POLICY_ATTEND, 0.2f},
+      {IKV_POLICY_ATTEND, 0.4f}, {IKV_POLICY_ATTEND, 0.2f}, {IKV_POLICY_SKIP, 0.0f},   {IKV_POLICY_ATTEND, 0.2f},
+      {IKV_POLICY_ATTEND, 0.4f}, {IKV_POLICY_ATTEND, 0.3f}, {IKV_POLICY_RECENT, 0.8f}};
+  uint32_t n = CONTEXT;
+  for (int b = 0; b < BATCH; b++) {
+    IKV_CLI_CHECK(ikv_seq_create(rt, IKV_FP16, &seqs[b]));
+    IKV_CLI_CHECK(ikv_append(rt, &seqs[b], &n, 1, slots, precs));
+    for (uint32_t i = 0; i < 15; i++) {
+      ikv_span sp = {i * 2185 + (i ? 3 : 0), i == 14 ? CONTEXT : (i + 1) * 2185 + 3, IKV_SPAN_DOCUMENT, parts[i].policy,
+                     parts[i].score, IKV_UNPINNED_PRECISION};
+      ikv_span_id id;
+      IKV_CLI_CHECK(ikv_span_add(rt, seqs[b], &sp, &id));
+    }
+  }
+  ikv_plan_request req = {.seqs = seqs, .batch = BATCH, .mode = IKV_PLAN_ROUTER};
+  req.router = (ikv_router_params){.recent_tokens = 1024, .sink_tokens = 4, .default_score = 0.3f};
+  double router0 = time_plans(rt, plan, &req);
+  ikv_plan_stats st0;
+  IKV_CLI_CHECK(ikv_plan_build(rt, plan, &req));
+  IKV_CLI_CHECK(ikv_plan_get_stats(plan, &st0));
+  IKV_CLI_CHECK(ikv_step_end(rt, plan));
+  req.router.memory_pressure = 0.9f;
+  double router9 = time_plans(rt, plan, &req);
+  ikv_plan_stats st9;
+  IKV_CLI_CHECK(ikv_plan_build(rt, plan, &req));
+  IKV_CLI_CHECK(ikv_plan_get_stats(plan, &st9));
+  IKV_CLI_CHECK(ikv_step_end(rt, plan));
+
+  /* scheduler tables: every page at its stored precision */
+  int32_t *indptr = malloc(sizeof(int32_t) * (BATCH + 1)), *index = malloc(sizeof(int32_t) * BATCH * PAGES);
+  uint8_t *want = malloc(BATCH * PAGES);
+  const ikv_decode_plan *pv;
+  IKV_CLI_CHECK(ikv_plan_build(rt, plan, &req));
+  pv = ikv_plan_view(plan);
+  for (int b = 0; b <= BATCH; b++) indptr[b] = b * PAGES;
+  for (int b = 0; b < BATCH; b++)
+    for (int i = 0; i < PAGES; i++) index[b * PAGES + i] = i, want[b * PAGES + i] = IKV_INT4; /* <= any stored */
+  (void)pv;
+  IKV_CLI_CHECK(ikv_step_end(rt, plan));
+  ikv_plan_request tables = {.seqs = seqs, .batch = BATCH, .mode = IKV_PLAN_TABLES,
+                             .tables = {.indptr = indptr, .page_index = index, .precision = want}};
+  double tables_us = time_plans(rt, plan, &tables);
+
+  /* The floor: copying the bytes a built plan holds per page (slot 4, page
+   * index 4, first 2, last 2, precision 1) once, on this host. */
+  size_t plan_bytes = (size_t)BATCH * PAGES * 13;
+  uint8_t *src = malloc(plan_bytes), *dst = malloc(plan_bytes);
+  memset(src, 1, plan_bytes), memset(dst, 2, plan_bytes);
+  double floor_samples[REPEATS];
+  for (int r = 0; r < REPEATS; r++) {
+    uint64_t t0 = bench_now_ns();
+    memcpy(dst, src, plan_bytes);
+    floor_samples[r] = (double)(bench_now_ns() - t0) / 1e3;
+  }
+  double floor_us = bench_median(floor_samples, REPEATS);
+  free(src), free(dst);
+
+  char cpu[256], date[32];
+  bench_cpu_name(cpu, sizeof(cpu));
+  bench_date(date, sizeof(date));
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  if (json)
+    printf("{\"bench\": \"plan\", \"date\": \"%s\", \"cpu\": \"%s\", \"cores\": %ld, \"batch\": %d, \"context_tokens\": %d, "
+           "\"page_size\": %d, \"router_us\": %.1f, \"router_pages_selected\": %u, \"router_pressure_0_9_us\": %.1f, "
+           "\"router_pressure_0_9_pages_selected\": %u, \"tables_us\": %.1f, \"tables_pages\": %d, "
+           "\"memcpy_floor_us\": %.1f}\n",
+           date, cpu, cores, BATCH, CONTEXT, PAGE, router0, st0.pages_selected, router9, st9.pages_selected, tables_us,
+           BATCH * PAGES, floor_us);
+  else {
+    printf("ikv bench plan  (%s, %ld cores, %s): batch %d x %d tokens, page %d\n", cpu, cores, date, BATCH, CONTEXT, PAGE);
+    printf("  router, pressure 0.0            %9.1f us  (%u pages selected)\n", router0, st0.pages_selected);
+    printf("  router, pressure 0.9            %9.1f us  (%u pages selected)\n", router9, st9.pages_selected);
+    printf("  scheduler tables, every page    %9.1f us  (%d pages)\n", tables_us, BATCH * PAGES);
+    printf("  memcpy of a plan's bytes        %9.1f us  (13 bytes per page: the floor)\n", floor_us);
+  }
+  free(slots), free(precs), free(indptr), free(index), free(want);
+  ikv_plan_destroy(plan);
+  ikv_runtime_destroy(rt);
+  return 0;
+}
