@@ -37,6 +37,23 @@ typedef struct ikv_attn_params {
   int32_t sinks;       /* >= 0; only meaningful with a window */
 } ikv_attn_params;
 
+/* A unit of decode work: entries of one row (sequence, or sequence x KV head)
+ * that share one precision, as positions [begin, end) into a permutation of
+ * the plan's entries. A kernel block handles one item (for one KV head when
+ * rows are shared by all heads) and one page format. */
+typedef struct ikv_work_item {
+  uint32_t row;
+  uint8_t precision;
+  uint32_t begin, end;
+} ikv_work_item;
+
+/* Partitions a plan: for each of its `rows` rows, a counting sort of the
+ * entries by precision into entries[] (logical order kept inside a
+ * precision), cut into items of at most pages_per_item entries. items must
+ * hold nnz + rows * IKV_PRECISION_COUNT; *n_items receives the count. */
+void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item,
+                        int32_t *entries, ikv_work_item *items, uint32_t *n_items);
+
 #ifdef __cplusplus
 }
 #endif

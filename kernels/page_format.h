@@ -33,6 +33,14 @@ extern "C" {
 
 typedef enum ikv_kv { IKV_KEYS = 0, IKV_VALUES = 1 } ikv_kv;
 
+/* One layer's pools (host or device memory): the base of each precision's
+ * pool and its capacity in pages (NULL / 0 where not provisioned). Page slot
+ * s of precision p starts at base[p] + s * ikv_page_layer_bytes(geometry, p). */
+typedef struct ikv_layer_pools {
+  void *base[IKV_PRECISION_COUNT];
+  uint32_t pages[IKV_PRECISION_COUNT];
+} ikv_layer_pools;
+
 /* Bytes of one (page, layer, KV head) tile of keys or values, scales included.
  * 0 if precision is not storable. page_size and head_dim as in ikv_geometry. */
 size_t ikv_tile_bytes(ikv_precision precision, ikv_kv kv, uint32_t page_size,

@@ -30,14 +30,6 @@ extern "C" {
 /* Element type of K/V (and query) inputs. */
 typedef enum ikv_dtype { IKV_DTYPE_F32 = 0, IKV_DTYPE_F16, IKV_DTYPE_BF16, IKV_DTYPE_COUNT } ikv_dtype;
 
-/* One layer's pools: the base of each precision's pool and its capacity in
- * pages (NULL / 0 where not provisioned). Page slot s of precision p starts at
- * base[p] + s * ikv_page_layer_bytes(geometry, p). */
-typedef struct ikv_layer_pools {
-  void *base[IKV_PRECISION_COUNT];
-  uint32_t pages[IKV_PRECISION_COUNT];
-} ikv_layer_pools;
-
 /* Writes rows [fill, fill + n) of one tile from float rows (row r at
  * rows + r * row_stride), following the scale rule above. Inputs must be
  * finite (INT4: |x| <= IKV_INT4_INPUT_MAX), else IKV_E_INVALID and the tile

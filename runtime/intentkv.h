@@ -155,15 +155,9 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_reques
 /* The plan as kernels read it (owned by the plan, valid until it is rebuilt). */
 const ikv_decode_plan *ikv_plan_view(const ikv_plan *plan);
 
-/* A unit of decode work: entries of one row (sequence, or sequence x KV head)
- * that share one precision, as positions into the plan's CSR arrays. */
-typedef struct ikv_work_item {
-  uint32_t row;
-  uint8_t precision;
-  uint32_t begin, end; /* into ikv_plan_work_entries() */
-} ikv_work_item;
-/* Work items, and the permutation of plan entries they index (grouped by row
- * and precision, logical order inside a group). */
+/* Work items (kernels/decode_plan.h), and the permutation of plan entries
+ * they index (grouped by row and precision, logical order inside a group),
+ * cut at 32 pages an item. */
 const ikv_work_item *ikv_plan_work(const ikv_plan *plan, uint32_t *n_items);
 const int32_t *ikv_plan_work_entries(const ikv_plan *plan);
 

@@ -368,34 +368,6 @@ static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
   return IKV_OK;
 }
 
-/* The work partition: per row, entries grouped by precision (logical order
- * kept), cut into items of at most IKV_WORK_PAGES pages. */
-static void partition_work(ikv_plan *pl) {
-  pl->n_work = 0;
-  const uint8_t *restrict precision = pl->precision;
-  int32_t *restrict entries = pl->work_entries;
-  for (uint32_t r = 0; r < pl->n_rows; r++) { /* a counting sort of the row by precision */
-    uint32_t start[IKV_PRECISION_COUNT + 1] = {0}, at[IKV_PRECISION_COUNT];
-    int32_t begin = pl->indptr[r], end = pl->indptr[r + 1];
-    uint8_t lo = 0xff, hi = 0;
-    for (int32_t e = begin; e < end; e++) lo = precision[e] < lo ? precision[e] : lo, hi = precision[e] > hi ? precision[e] : hi;
-    if (lo == hi) { /* one precision, the usual case: the identity */
-      start[lo + 1] = (uint32_t)(end - begin);
-      for (int32_t e = begin; e < end; e++) entries[e] = e;
-    } else {
-      for (int32_t e = begin; e < end; e++) start[precision[e] + 1]++;
-    }
-    start[0] = (uint32_t)begin;
-    for (int p = 0; p < IKV_PRECISION_COUNT; p++) start[p + 1] += start[p], at[p] = start[p];
-    if (lo != hi)
-      for (int32_t e = begin; e < end; e++) entries[at[precision[e]]++] = e;
-    for (int p = 0; p < IKV_PRECISION_COUNT; p++)
-      for (uint32_t w = start[p]; w < start[p + 1]; w += IKV_WORK_PAGES)
-        pl->work[pl->n_work++] = (ikv_work_item){.row = r, .precision = (uint8_t)p, .begin = w,
-                                                 .end = w + IKV_WORK_PAGES < start[p + 1] ? w + IKV_WORK_PAGES : start[p + 1]};
-  }
-}
-
 ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
   if (!rt) return IKV_E_NULL;
   if (!pl || !req) return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: NULL argument");
@@ -425,7 +397,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     resolve(rt, pl, req, 1, &pending, &absent);
   }
   ikv_pt_pages_touch(rt->pt, pl->page, pl->n_entries);
-  partition_work(pl);
+  ikv_plan_partition(&pl->view, pl->n_rows, IKV_WORK_PAGES, pl->work_entries, pl->work, &pl->n_work);
   rt->active = pl;
   if (st != IKV_OK) { /* pages were moved (nothing lost); the plan is void */
     ikv_step_end(rt, pl);

@@ -1,0 +1,62 @@
+/*
+ * The fused paged decode-attention kernel (CUDA), behind a C ABI.
+ *
+ * One launch reads the selected pages of a plan in any mix of precisions
+ * (FP16, BF16, FP8 E4M3, INT8, INT4), dequantizing each in registers; a block
+ * handles one work item (pages of one row and one precision) for one KV head,
+ * loading each page once for the KV head's whole query group; a second,
+ * small kernel merges the items of each row by log-sum-exp (split-KV), so a
+ * long sequence spreads over all SMs. No host synchronization, no allocation:
+ * safe to capture in a CUDA graph and to replay for every layer of a step.
+ */
+#ifndef IKV_DECODE_CUDA_H
+#define IKV_DECODE_CUDA_H
+
+#include "kernels/decode_plan.h"
+#include "kernels/page_format.h"
+#include "kernels/quantize_ref.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A plan in device memory: the CSR arrays (ikv_decode_plan, every pointer a
+ * device pointer), its work partition, and for each row the range of its
+ * items (items are ordered by row). */
+typedef struct ikv_cuda_plan {
+  ikv_decode_plan csr;
+  uint32_t rows;                /* batch, or batch * kv_heads when per_kv_head */
+  const ikv_work_item *items;   /* [n_items] */
+  const int32_t *entries;       /* the partition's permutation of entries */
+  const int32_t *row_items;     /* [rows + 1] */
+  uint32_t n_items;
+} ikv_cuda_plan;
+
+/* Copies a host plan into new device buffers, partitioned into items of at
+ * most pages_per_item pages (smaller items spread short contexts over more
+ * SMs). For tests, benchmarks and set-up code: it allocates and synchronizes.
+ * Release with ikv_cuda_plan_destroy. */
+ikv_status ikv_cuda_plan_create(const ikv_decode_plan *host, uint32_t kv_heads, uint32_t pages_per_item,
+                                ikv_cuda_plan **out);
+void ikv_cuda_plan_destroy(ikv_cuda_plan *plan);
+
+/* Bytes of scratch ikv_cuda_decode needs for this plan (partial results). */
+size_t ikv_cuda_decode_workspace(const ikv_geometry *geometry, const ikv_attn_params *params,
+                                 const ikv_cuda_plan *plan);
+
+/* Decode attention for one layer on `stream` (a cudaStream_t; NULL: the
+ * default stream). pools: device bases of the layer's pools. q, out:
+ * [batch][q_heads][head_dim] in dtype (fp16, bf16 or f32); lse:
+ * [batch][q_heads] float, natural log; a query head with no key gets out 0
+ * and lse -infinity. head_dim 64, 128 or 256; q_heads / kv_heads up to 8.
+ * The plan's contents are the caller's to have validated (ikv_plan_check on
+ * the host copy); arguments are checked, and every CUDA error is returned as
+ * IKV_E_CUDA. */
+ikv_status ikv_cuda_decode(const ikv_geometry *geometry, const ikv_layer_pools *pools, const ikv_cuda_plan *plan,
+                           const ikv_attn_params *params, const void *q, void *out, float *lse, ikv_dtype dtype,
+                           void *workspace, size_t workspace_bytes, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IKV_DECODE_CUDA_H */
