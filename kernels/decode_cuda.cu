@@ -10,7 +10,6 @@
 #include "kernels/decode_cuda.h"
 
 #define WARPS 4
-#define TOKENS_IN_FLIGHT 4 /* loads issued before the first use, per warp */
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
@@ -41,6 +40,7 @@ template <> struct raw<2> { uint16_t v; };
 template <> struct raw<4> { uint32_t v; };
 template <> struct raw<8> { uint2 v; };
 template <> struct raw<16> { uint4 v; };
+template <> struct raw<32> { uint4 v[2]; };
 
 /* N bytes from global memory in one load, as an array of bytes. */
 template <int N> __device__ __forceinline__ void load_bytes(const uint8_t *p, uint8_t (&b)[N]) {
@@ -69,7 +69,7 @@ template <int PREC, int DPL> struct tile_params {
 };
 
 template <int PREC, int DPL>
-__device__ __forceinline__ void tile_setup(const uint8_t *scales, int lane, bool keys, tile_params<PREC, DPL> &tp) {
+__device__ __forceinline__ void tile_setup(const uint8_t *scales, int slice, bool keys, tile_params<PREC, DPL> &tp) {
 #pragma unroll
   for (int i = 0; i < DPL; i++) tp.scale[i] = 1.0f, tp.zero[i] = 0.0f;
   if (PREC == IKV_FP8_E4M3) {
@@ -78,26 +78,26 @@ __device__ __forceinline__ void tile_setup(const uint8_t *scales, int lane, bool
     for (int i = 0; i < DPL; i++) tp.scale[i] = s;
   } else if (keys && PREC == IKV_INT8) {
 #pragma unroll
-    for (int i = 0; i < DPL; i++) tp.scale[i] = reinterpret_cast<const float *>(scales)[lane * DPL + i];
+    for (int i = 0; i < DPL; i++) tp.scale[i] = reinterpret_cast<const float *>(scales)[slice * DPL + i];
   } else if (keys && PREC == IKV_INT4) {
 #pragma unroll
     for (int i = 0; i < DPL; i++) {
-      const __half *p = reinterpret_cast<const __half *>(scales) + 2 * (lane * DPL + i);
+      const __half *p = reinterpret_cast<const __half *>(scales) + 2 * (slice * DPL + i);
       tp.scale[i] = __half2float(p[0]);
       tp.zero[i] = __half2float(p[1]);
     }
   }
 }
 
-/* Bytes one lane reads of a row: its DPL channels. */
+/* Bytes one lane reads of a row: its DPL channels (a lane's slice). */
 template <int PREC, int DPL> struct row_bytes {
   static constexpr int n = (PREC == IKV_FP16 || PREC == IKV_BF16) ? 2 * DPL : PREC == IKV_INT4 ? DPL / 2 : DPL;
 };
 
 template <int PREC, int D, int DPL>
-__device__ __forceinline__ void load_row(const uint8_t *tile, int row, int lane, uint8_t (&b)[row_bytes<PREC, DPL>::n]) {
+__device__ __forceinline__ void load_row(const uint8_t *tile, int row, int slice, uint8_t (&b)[row_bytes<PREC, DPL>::n]) {
   constexpr int N = row_bytes<PREC, DPL>::n;
-  load_bytes<N>(tile + (size_t)row * (N * 32) + lane * N, b);
+  load_bytes<N>(tile + (size_t)row * (N * (D / DPL)) + slice * N, b);
 }
 
 /* Decodes a lane's row bytes. For values of INT8/INT4 tiles the per-token
@@ -135,107 +135,131 @@ __device__ __forceinline__ void decode_row(const uint8_t (&b)[row_bytes<PREC, DP
   }
 }
 
-/* ---- a block: one work item, one KV head ---------------------------------- */
+/* ---- a block: one work item, one KV head ------------------------------------
+ * The block's 128 lanes are laid out as (query head g, token slot tau,
+ * channel slice): each lane holds DPL = D / LPT channels of one query head's
+ * q and output, so a lane carries few registers and many warps stay resident.
+ * A token's q.k is summed over its LPT lanes with log2(LPT) shuffles; the
+ * lanes of different query heads read the same K/V rows (DRAM once, then L1),
+ * and each (g, tau) runs its own online softmax, merged at the end. */
 
-template <int D, int MAXG, int PREC>
-__device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, float (&q)[MAXG][D / 32],
-                         float (&m)[MAXG], float (&l)[MAXG], float (&acc)[MAXG][D / 32]) {
-  constexpr int DPL = D / 32, N = row_bytes<PREC, DPL>::n;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+template <int D, int MAXG, int DPL> struct layout {
+  static constexpr int LPT = D / DPL;                   /* lanes per token */
+  static constexpr int T = WARPS * 32 / (MAXG * LPT);   /* token slots */
+  static constexpr int IN_FLIGHT = 4;                   /* rows a lane loads before the first use */
+};
+
+template <int D, int MAXG, int DPL, int PREC>
+__device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, int slice, int tau,
+                         bool active, const float (&q)[DPL], float &m, float &l, float (&acc)[DPL]) {
+  typedef layout<D, MAXG, DPL> lay;
+  constexpr int N = row_bytes<PREC, DPL>::n, LPT = lay::LPT, T = lay::T, IN_FLIGHT = lay::IN_FLIGHT;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
-  for (uint32_t k = it.begin + warp; k < it.end; k += WARPS) {
+  for (uint32_t k = it.begin; k < it.end; k++) {
     const int32_t e = a.entries[k];
     const uint8_t *page = a.base[PREC] + (size_t)a.csr.page_slot[e] * a.page_bytes[PREC];
     const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
     const uint8_t *ks = kt + a.payload[PREC], *vs = vt + a.payload[PREC];
     tile_params<PREC, DPL> kp, vp;
-    tile_setup<PREC, DPL>(ks, lane, true, kp);
-    tile_setup<PREC, DPL>(vs, lane, false, vp);
+    tile_setup<PREC, DPL>(ks, slice, true, kp);
+    tile_setup<PREC, DPL>(vs, slice, false, vp);
     const int first = a.csr.first[e], last = a.csr.last[e];
     const int64_t base_pos = (int64_t)a.csr.page_index[e] * a.page_size;
-    for (int t0 = first; t0 <= last; t0 += TOKENS_IN_FLIGHT) {
-      uint8_t kb[TOKENS_IN_FLIGHT][N], vb[TOKENS_IN_FLIGHT][N];
+    /* the trip count is the same for every lane: the shuffles need the whole warp */
+    for (int t0 = first; t0 <= last; t0 += T * IN_FLIGHT) {
+      uint8_t kb[IN_FLIGHT][N], vb[IN_FLIGHT][N];
 #pragma unroll
-      for (int u = 0; u < TOKENS_IN_FLIGHT; u++) /* all loads first: memory-level parallelism */
-        if (t0 + u <= last) {
-          load_row<PREC, D, DPL>(kt, t0 + u, lane, kb[u]);
-          load_row<PREC, D, DPL>(vt, t0 + u, lane, vb[u]);
-        }
-#pragma unroll
-      for (int u = 0; u < TOKENS_IN_FLIGHT; u++) {
-        const int t = t0 + u;
-        const int64_t pos = base_pos + t;
-        if (t > last || (a.window > 0 && pos <= query - a.window && pos >= a.sinks)) continue; /* warp-uniform */
-        float kx[DPL], vx[DPL];
-        decode_row<PREC, D, DPL>(kb[u], kp, ks, t, true, kx);
-        decode_row<PREC, D, DPL>(vb[u], vp, vs, t, false, vx);
-#pragma unroll
-        for (int g = 0; g < MAXG; g++) {
-          if (g >= (int)a.group) break;
-          float s = 0.0f;
-#pragma unroll
-          for (int i = 0; i < DPL; i++) s = fmaf(q[g][i], kx[i], s);
-#pragma unroll
-          for (int off = 16; off; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-          const float mn = fmaxf(m[g], s), corr = exp2f(m[g] - mn), p = exp2f(s - mn);
-          l[g] = l[g] * corr + p;
-#pragma unroll
-          for (int i = 0; i < DPL; i++) acc[g][i] = fmaf(acc[g][i], corr, p * vx[i]);
-          m[g] = mn;
+      for (int u = 0; u < IN_FLIGHT; u++) { /* all loads first: memory-level parallelism */
+        const int t = t0 + u * T + tau;
+        if (t <= last && active) {
+          load_row<PREC, D, DPL>(kt, t, slice, kb[u]);
+          load_row<PREC, D, DPL>(vt, t, slice, vb[u]);
         }
       }
+      bool keep[IN_FLIGHT];
+      float sc[IN_FLIGHT];
+#pragma unroll
+      for (int u = 0; u < IN_FLIGHT; u++) {
+        const int t = t0 + u * T + tau;
+        const int64_t pos = base_pos + t;
+        keep[u] = active && t <= last && !(a.window > 0 && pos <= query - a.window && pos >= a.sinks);
+        float s = 0.0f;
+        if (keep[u]) {
+          float kx[DPL];
+          decode_row<PREC, D, DPL>(kb[u], kp, ks, t, true, kx);
+#pragma unroll
+          for (int i = 0; i < DPL; i++) s = fmaf(q[i], kx[i], s);
+        }
+#pragma unroll
+        for (int off = LPT / 2; off; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        sc[u] = keep[u] ? s : -INFINITY;
+      }
+      /* one rescale for all the in-flight tokens */
+      float mn = m;
+#pragma unroll
+      for (int u = 0; u < IN_FLIGHT; u++) mn = fmaxf(mn, sc[u]);
+      if (mn == -INFINITY) continue; /* nothing kept yet */
+      const float corr = exp2f(m - mn);
+      l *= corr;
+#pragma unroll
+      for (int i = 0; i < DPL; i++) acc[i] *= corr;
+#pragma unroll
+      for (int u = 0; u < IN_FLIGHT; u++) {
+        if (!keep[u]) continue;
+        const float p = exp2f(sc[u] - mn);
+        float vx[DPL];
+        decode_row<PREC, D, DPL>(vb[u], vp, vs, t0 + u * T + tau, false, vx);
+        l += p;
+#pragma unroll
+        for (int i = 0; i < DPL; i++) acc[i] = fmaf(p, vx[i], acc[i]);
+      }
+      m = mn;
     }
   }
 }
 
-template <int D, int MAXG> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(decode_args a) {
-  constexpr int DPL = D / 32;
-  __shared__ float sm_m[WARPS][MAXG], sm_l[WARPS][MAXG];
-  __shared__ float sm_acc[WARPS][MAXG][D];
+template <int D, int MAXG, int DPL> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(decode_args a) {
+  typedef layout<D, MAXG, DPL> lay;
+  constexpr int LPT = lay::LPT, T = lay::T;
+  __shared__ float sm_m[MAXG][T], sm_l[MAXG][T];
+  __shared__ float sm_acc[MAXG][T][D];
   const ikv_work_item it = a.items[blockIdx.x];
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.y, b = per_head ? it.row / a.kv_heads : it.row;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float q[MAXG][DPL], m[MAXG], l[MAXG], acc[MAXG][DPL];
+  const int slice = threadIdx.x % LPT, tau = (threadIdx.x / LPT) % T, g = threadIdx.x / (LPT * T);
+  const bool active = g < (int)a.group;
+  float q[DPL], acc[DPL], m = -INFINITY, l = 0.0f;
 #pragma unroll
-  for (int g = 0; g < MAXG; g++) {
-    m[g] = -INFINITY, l[g] = 0.0f;
-#pragma unroll
-    for (int i = 0; i < DPL; i++) {
-      acc[g][i] = 0.0f;
-      q[g][i] = g < (int)a.group
-                    ? load_q(a.q, a.dtype, ((size_t)b * a.q_heads + h * a.group + g) * D + lane * DPL + i) * a.scale_log2
-                    : 0.0f;
-    }
+  for (int i = 0; i < DPL; i++) {
+    acc[i] = 0.0f;
+    q[i] = active ? load_q(a.q, a.dtype, ((size_t)b * a.q_heads + h * a.group + g) * D + slice * DPL + i) * a.scale_log2
+                  : 0.0f;
   }
   switch (it.precision) { /* block-uniform: one page format per item */
-    case IKV_FP16: run_item<D, MAXG, IKV_FP16>(a, it, h, b, q, m, l, acc); break;
-    case IKV_BF16: run_item<D, MAXG, IKV_BF16>(a, it, h, b, q, m, l, acc); break;
-    case IKV_FP8_E4M3: run_item<D, MAXG, IKV_FP8_E4M3>(a, it, h, b, q, m, l, acc); break;
-    case IKV_INT8: run_item<D, MAXG, IKV_INT8>(a, it, h, b, q, m, l, acc); break;
-    default: run_item<D, MAXG, IKV_INT4>(a, it, h, b, q, m, l, acc); break;
+    case IKV_FP16: run_item<D, MAXG, DPL, IKV_FP16>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
+    case IKV_BF16: run_item<D, MAXG, DPL, IKV_BF16>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
+    case IKV_FP8_E4M3: run_item<D, MAXG, DPL, IKV_FP8_E4M3>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
+    case IKV_INT8: run_item<D, MAXG, DPL, IKV_INT8>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
+    default: run_item<D, MAXG, DPL, IKV_INT4>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
   }
-  /* merge the warps' online-softmax states, then write the block's partial */
+  /* merge the token slots of each query head, then write the block's partial */
+  if (slice == 0) sm_m[g][tau] = m, sm_l[g][tau] = l;
 #pragma unroll
-  for (int g = 0; g < MAXG; g++) {
-    if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = l[g];
-#pragma unroll
-    for (int i = 0; i < DPL; i++) sm_acc[warp][g][lane * DPL + i] = acc[g][i];
-  }
+  for (int i = 0; i < DPL; i++) sm_acc[g][tau][slice * DPL + i] = acc[i];
   __syncthreads();
   const uint32_t hh = per_head ? 0 : h;
   for (uint32_t x = threadIdx.x; x < a.group * D; x += blockDim.x) {
-    const uint32_t g = x / D, d = x % D;
+    const uint32_t gg = x / D, d = x % D;
     float M = -INFINITY;
-    for (int w = 0; w < WARPS; w++) M = fmaxf(M, sm_m[w][g]);
+    for (int w = 0; w < T; w++) M = fmaxf(M, sm_m[gg][w]);
     float L = 0.0f, A = 0.0f;
     if (M != -INFINITY)
-      for (int w = 0; w < WARPS; w++) {
-        const float c = exp2f(sm_m[w][g] - M);
-        L += sm_l[w][g] * c;
-        A += sm_acc[w][g][d] * c;
+      for (int w = 0; w < T; w++) {
+        const float c = exp2f(sm_m[gg][w] - M);
+        L += sm_l[gg][w] * c;
+        A += sm_acc[gg][w][d] * c;
       }
-    float *rec = a.ws + ((size_t)(blockIdx.x * gridDim.y + hh) * a.group + g) * (D + 2);
+    float *rec = a.ws + ((size_t)(blockIdx.x * gridDim.y + hh) * a.group + gg) * (D + 2);
     rec[d] = A;
     if (d == 0) rec[D] = M, rec[D + 1] = L;
   }
@@ -269,15 +293,29 @@ template <int D> __global__ void merge_kernel(decode_args a, uint32_t hh_count) 
 
 static ikv_status cuda_ok(cudaError_t e) { return e == cudaSuccess ? IKV_OK : IKV_E_CUDA; }
 
+extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per_row, uint32_t pages_per_row,
+                                            int sm_count) {
+  /* a block holds 4 warps; ~5 fit an SM at the kernel's register use */
+  uint64_t blocks_wanted = 2ull * 5 * (uint64_t)(sm_count > 0 ? sm_count : 1);
+  uint64_t per_row = rows && kv_heads_per_row ? (blocks_wanted + (uint64_t)rows * kv_heads_per_row - 1) /
+                                                    ((uint64_t)rows * kv_heads_per_row)
+                                              : 1;
+  uint64_t pages = (pages_per_row + per_row - 1) / per_row;
+  return pages < 4 ? 4 : (uint32_t)pages;
+}
+
 extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_attn_params *p, const ikv_cuda_plan *plan) {
   if (!g || !p || !plan || !g->kv_heads) return 0;
   size_t heads = plan->csr.per_kv_head ? 1 : g->kv_heads;
   return (size_t)plan->n_items * heads * (p->q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
 }
 
+/* Channels a lane: 8, or more when the group's heads need them to fit 128
+ * lanes (head_dim 256 with 8 query heads a KV head). */
 template <int D, int MAXG> static void launch(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch,
                                               cudaStream_t s) {
-  if (n_items) decode_kernel<D, MAXG><<<dim3(n_items, heads), WARPS * 32, 0, s>>>(a);
+  constexpr int DPL = D * MAXG / (WARPS * 32) > 8 ? D * MAXG / (WARPS * 32) : 8;
+  if (n_items) decode_kernel<D, MAXG, DPL><<<dim3(n_items, heads), WARPS * 32, 0, s>>>(a);
   if (batch) merge_kernel<D><<<dim3(batch, a.q_heads), D < 128 ? D : 128, 0, s>>>(a, heads);
 }
 

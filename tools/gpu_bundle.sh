@@ -4,6 +4,7 @@
 # on a GPU machine that has no Bazel:
 #   tools/gpu_bundle.sh            # here
 #   gpu_bundle/run.sh              # there: runs every gpu test, then ikv info
+#   gpu_bundle/bench.sh OUT_DIR    # there: ikv bench decode and the PyTorch anchor, same run
 # The machine needs the CUDA driver (cudart is linked statically), hwloc and
 # NCCL (loaded at run time); libcmocka travels in the bundle.
 set -euo pipefail
@@ -20,7 +21,7 @@ for t in $tests; do
   cp -L "bazel-bin/${path/://}" "gpu_bundle/tests/"
 done
 cp -L "$(ldconfig -p | awk '/libcmocka.so.0 /{print $NF; exit}')" gpu_bundle/lib/libcmocka.so.0
-[ -f tools/bench_anchor.py ] && cp tools/bench_anchor.py gpu_bundle/
+cp tools/bench_anchor.py tools/bench_report.py gpu_bundle/
 
 cat > gpu_bundle/run.sh <<'RUN'
 #!/usr/bin/env bash
@@ -38,4 +39,18 @@ echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
 RUN
 chmod +x gpu_bundle/run.sh
+cat > gpu_bundle/bench.sh <<'BENCH'
+#!/usr/bin/env bash
+# ikv bench decode and the PyTorch SDPA anchor on the same GPU in one run,
+# joined into the markdown table for docs/results.md. usage: bench.sh OUT_DIR [--quick]
+set -euo pipefail
+cd "$(dirname "$0")"
+out=${1:?usage: bench.sh OUT_DIR [--quick]}
+shift
+export LD_LIBRARY_PATH="$PWD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+./ikv bench decode --json "$@" > "$out/decode.json"
+python3 bench_anchor.py --json "$@" > "$out/anchor.json"
+python3 bench_report.py "$out/decode.json" "$out/anchor.json" | tee "$out/decode_table.md"
+BENCH
+chmod +x gpu_bundle/bench.sh
 echo "gpu_bundle/: $(ls gpu_bundle/tests | wc -l) gpu tests + ikv; run gpu_bundle/run.sh on a GPU machine"
