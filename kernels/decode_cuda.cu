@@ -32,22 +32,6 @@ struct decode_args {
   float *ws; /* partials: [item][kv head or 0][group] x (head_dim acc, m, l) */
 };
 
-/* ---- loads ---------------------------------------------------------------- */
-
-template <int BYTES> struct raw;
-template <> struct raw<1> { uint8_t v; };
-template <> struct raw<2> { uint16_t v; };
-template <> struct raw<4> { uint32_t v; };
-template <> struct raw<8> { uint2 v; };
-template <> struct raw<16> { uint4 v; };
-template <> struct raw<32> { uint4 v[2]; };
-
-/* N bytes from global memory in one load, as an array of bytes. */
-template <int N> __device__ __forceinline__ void load_bytes(const uint8_t *p, uint8_t (&b)[N]) {
-  raw<N> r = *reinterpret_cast<const raw<N> *>(p);
-  memcpy(b, &r, N);
-}
-
 __device__ __forceinline__ float load_q(const void *q, int dtype, size_t i) {
   if (dtype == IKV_DTYPE_F16) return __half2float(reinterpret_cast<const __half *>(q)[i]);
   if (dtype == IKV_DTYPE_BF16) return __bfloat162float(reinterpret_cast<const __nv_bfloat16 *>(q)[i]);
@@ -60,208 +44,259 @@ __device__ __forceinline__ void store_out(void *out, int dtype, size_t i, float 
   else reinterpret_cast<float *>(out)[i] = x;
 }
 
-/* ---- one tile row, dequantized: lane's DPL consecutive channels ----------- */
+/* ---- tensor-core fragments (mma.sync m16n8k16, fp16 in, fp32 accumulate) -- */
 
-/* Per-tile constants a lane needs for its channels (keys: per channel;
- * values: per token, read with the row). */
-template <int PREC, int DPL> struct tile_params {
-  float scale[DPL], zero[DPL];
-};
-
-template <int PREC, int DPL>
-__device__ __forceinline__ void tile_setup(const uint8_t *scales, int slice, bool keys, tile_params<PREC, DPL> &tp) {
-#pragma unroll
-  for (int i = 0; i < DPL; i++) tp.scale[i] = 1.0f, tp.zero[i] = 0.0f;
-  if (PREC == IKV_FP8_E4M3) {
-    float s = *reinterpret_cast<const float *>(scales);
-#pragma unroll
-    for (int i = 0; i < DPL; i++) tp.scale[i] = s;
-  } else if (keys && PREC == IKV_INT8) {
-#pragma unroll
-    for (int i = 0; i < DPL; i++) tp.scale[i] = reinterpret_cast<const float *>(scales)[slice * DPL + i];
-  } else if (keys && PREC == IKV_INT4) {
-#pragma unroll
-    for (int i = 0; i < DPL; i++) {
-      const __half *p = reinterpret_cast<const __half *>(scales) + 2 * (slice * DPL + i);
-      tp.scale[i] = __half2float(p[0]);
-      tp.zero[i] = __half2float(p[1]);
-    }
-  }
+__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t *>(&h);
 }
 
-/* Bytes one lane reads of a row: its DPL channels (a lane's slice). */
-template <int PREC, int DPL> struct row_bytes {
-  static constexpr int n = (PREC == IKV_FP16 || PREC == IKV_BF16) ? 2 * DPL : PREC == IKV_INT4 ? DPL / 2 : DPL;
-};
-
-template <int PREC, int D, int DPL>
-__device__ __forceinline__ void load_row(const uint8_t *tile, int row, int slice, uint8_t (&b)[row_bytes<PREC, DPL>::n]) {
-  constexpr int N = row_bytes<PREC, DPL>::n;
-  load_bytes<N>(tile + (size_t)row * (N * (D / DPL)) + slice * N, b);
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __half *p) {
+  uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
 
-/* Decodes a lane's row bytes. For values of INT8/INT4 tiles the per-token
- * scale (and zero) come from the tile's scale area. */
-template <int PREC, int D, int DPL>
-__device__ __forceinline__ void decode_row(const uint8_t (&b)[row_bytes<PREC, DPL>::n], const tile_params<PREC, DPL> &tp,
-                                           const uint8_t *scales, int row, bool keys, float (&x)[DPL]) {
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const __half *p) {
+  uint32_t a = (uint32_t)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+/* c += a (16x16, rows: query heads) x b (16x8) */
+__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};\n"
+               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* ---- staging: 16 token rows of a tile, dequantized to fp16 in shared memory */
+
+template <int PREC> struct elems_per_16b {
+  static constexpr int n = (PREC == IKV_FP16 || PREC == IKV_BF16) ? 8 : PREC == IKV_INT4 ? 32 : 16;
+};
+
+/* Decodes 16 payload bytes (E elements of token row `row`, channels c0..)
+ * into x[E]. Keys scale per channel, values per token. */
+template <int PREC, int D>
+__device__ __forceinline__ void decode16(const uint4 raw, const uint8_t *scales, bool keys, int row, int c0,
+                                         float (&x)[elems_per_16b<PREC>::n]) {
+  constexpr int E = elems_per_16b<PREC>::n;
+  const uint8_t *b = reinterpret_cast<const uint8_t *>(&raw);
   if (PREC == IKV_FP16) {
+    const __half *h = reinterpret_cast<const __half *>(&raw);
 #pragma unroll
-    for (int i = 0; i < DPL; i++) x[i] = __half2float(__ushort_as_half((uint16_t)(b[2 * i] | (b[2 * i + 1] << 8))));
+    for (int i = 0; i < E; i++) x[i] = __half2float(h[i]);
   } else if (PREC == IKV_BF16) {
+    const __nv_bfloat16 *h = reinterpret_cast<const __nv_bfloat16 *>(&raw);
 #pragma unroll
-    for (int i = 0; i < DPL; i++) x[i] = __uint_as_float((uint32_t)(b[2 * i] | (b[2 * i + 1] << 8)) << 16);
+    for (int i = 0; i < E; i++) x[i] = __bfloat162float(h[i]);
   } else if (PREC == IKV_FP8_E4M3) {
+    const float s = *reinterpret_cast<const float *>(scales);
 #pragma unroll
-    for (int i = 0; i < DPL; i++) {
-      __half_raw h = __nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b[i], __NV_E4M3);
-      x[i] = __half2float(__half(h)) * tp.scale[i];
-    }
+    for (int i = 0; i < E; i++)
+      x[i] = __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b[i], __NV_E4M3))) * s;
   } else if (PREC == IKV_INT8) {
-    float s = keys ? 1.0f : reinterpret_cast<const float *>(scales)[row];
+    const float *sc = reinterpret_cast<const float *>(scales);
+    const float st = keys ? 0.0f : sc[row];
 #pragma unroll
-    for (int i = 0; i < DPL; i++) x[i] = (float)(int8_t)b[i] * (keys ? tp.scale[i] : s);
-  } else { /* INT4: even channel in the low nibble */
-    float s = 0.0f, z = 0.0f;
-    if (!keys) {
-      const __half *p = reinterpret_cast<const __half *>(scales) + 2 * row;
-      s = __half2float(p[0]), z = __half2float(p[1]);
-    }
+    for (int i = 0; i < E; i++) x[i] = (float)(int8_t)b[i] * (keys ? sc[c0 + i] : st);
+  } else { /* INT4, even channel in the low nibble */
+    const __half *sz = reinterpret_cast<const __half *>(scales);
+    const float st = keys ? 0.0f : __half2float(sz[2 * row]), zt = keys ? 0.0f : __half2float(sz[2 * row + 1]);
 #pragma unroll
-    for (int i = 0; i < DPL; i++) {
-      float q = (float)((b[i / 2] >> (4 * (i & 1))) & 0xf);
-      x[i] = keys ? tp.zero[i] + q * tp.scale[i] : z + q * s;
+    for (int i = 0; i < E; i++) {
+      const float q = (float)((b[i / 2] >> (4 * (i & 1))) & 0xf);
+      x[i] = keys ? __half2float(sz[2 * (c0 + i) + 1]) + q * __half2float(sz[2 * (c0 + i)]) : zt + q * st;
     }
   }
 }
 
-/* ---- a block: one work item, one KV head ------------------------------------
- * The block's 128 lanes are laid out as (query head g, token slot tau,
- * channel slice): each lane holds DPL = D / LPT channels of one query head's
- * q and output, so a lane carries few registers and many warps stay resident.
- * A token's q.k is summed over its LPT lanes with log2(LPT) shuffles; the
- * lanes of different query heads read the same K/V rows (DRAM once, then L1),
- * and each (g, tau) runs its own online softmax, merged at the end. */
+/* Rows [r0, r0 + 16) of a tile to shared memory [16][D + 8] as fp16, in two
+ * steps so that all of a lane's loads are in flight before the first store:
+ * load() takes the lane's 16-byte pieces (the warp a contiguous run), store()
+ * dequantizes them. Rows outside [first, last] become zeros (their scores are
+ * masked; their values must be finite). */
+template <int PREC, int D> struct chunk {
+  static constexpr int E = elems_per_16b<PREC>::n, ROW_BYTES = D * 16 / E, PIECES = ROW_BYTES /* 16 rows of 16-byte pieces */,
+                       PER_LANE = (PIECES + 31) / 32;
+  uint4 raw[PER_LANE];
 
-template <int D, int MAXG, int DPL> struct layout {
-  static constexpr int LPT = D / DPL;                   /* lanes per token */
-  static constexpr int T = WARPS * 32 / (MAXG * LPT);   /* token slots */
-  static constexpr int IN_FLIGHT = 4;                   /* rows a lane loads before the first use */
+  __device__ __forceinline__ void load(const uint8_t *tile, int r0, int first, int last, int lane) {
+#pragma unroll
+    for (int j = 0; j < PER_LANE; j++) {
+      const int p = lane + 32 * j, t = r0 + p * 16 / ROW_BYTES;
+      if (p < PIECES && t >= first && t <= last)
+        raw[j] = __ldg(reinterpret_cast<const uint4 *>(tile + (size_t)r0 * ROW_BYTES + (size_t)p * 16));
+    }
+  }
+
+  __device__ __forceinline__ void store(const uint8_t *scales, bool keys, int r0, int first, int last, int lane,
+                                        __half *smem) const {
+#pragma unroll
+    for (int j = 0; j < PER_LANE; j++) {
+      const int p = lane + 32 * j, row = p * 16 / ROW_BYTES, c0 = (p * 16 % ROW_BYTES) / 16 * E, t = r0 + row;
+      if (p >= PIECES) break;
+      __half *dst = smem + row * (D + 8) + c0;
+      if (t < first || t > last) {
+#pragma unroll
+        for (int i = 0; i < E; i += 8) *reinterpret_cast<uint4 *>(dst + i) = make_uint4(0, 0, 0, 0);
+        continue;
+      }
+      float x[E];
+      decode16<PREC, D>(raw[j], scales, keys, t, c0, x);
+#pragma unroll
+      for (int i = 0; i < E; i += 8) {
+        uint4 v;
+        v.x = pack_half2(x[i], x[i + 1]), v.y = pack_half2(x[i + 2], x[i + 3]);
+        v.z = pack_half2(x[i + 4], x[i + 5]), v.w = pack_half2(x[i + 6], x[i + 7]);
+        *reinterpret_cast<uint4 *>(dst + i) = v;
+      }
+    }
+  }
 };
 
-template <int D, int MAXG, int DPL, int PREC>
-__device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, int slice, int tau,
-                         bool active, const float (&q)[DPL], float &m, float &l, float (&acc)[DPL]) {
-  typedef layout<D, MAXG, DPL> lay;
-  constexpr int N = row_bytes<PREC, DPL>::n, LPT = lay::LPT, T = lay::T, IN_FLIGHT = lay::IN_FLIGHT;
+/* ---- a block: one work item, one KV head --------------------------------------
+ * Each warp takes 16-token chunks of the item's pages: it stages K and V of
+ * the chunk as fp16 in shared memory (dequantizing on the way), then with
+ * tensor cores computes the scores of the KV head's query group (rows of a
+ * 16-row tile, padded) against the 16 tokens, an online-softmax rescale, and
+ * P x V. Warps merge in shared memory at the end. */
+
+template <int D> struct tiles {
+  static constexpr int STAGE = 2 * 16 * (D + 8); /* halves per warp: K and V */
+  static constexpr size_t SMEM_STAGE = (size_t)WARPS * STAGE * sizeof(__half);
+  static constexpr size_t SMEM_MERGE = (size_t)WARPS * 8 * (D + 2) * sizeof(float);
+  static constexpr size_t SMEM = SMEM_STAGE > SMEM_MERGE ? SMEM_STAGE : SMEM_MERGE;
+};
+
+template <int D, int PREC>
+__device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *ks_smem,
+                         __half *vs_smem, const uint32_t (&qa)[D / 16][4], float &m, float &l, float (&acc)[D / 8][4]) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
-  for (uint32_t k = it.begin; k < it.end; k++) {
+  for (uint32_t k = it.begin + warp; k < it.end; k += WARPS) {
     const int32_t e = a.entries[k];
     const uint8_t *page = a.base[PREC] + (size_t)a.csr.page_slot[e] * a.page_bytes[PREC];
     const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
-    const uint8_t *ks = kt + a.payload[PREC], *vs = vt + a.payload[PREC];
-    tile_params<PREC, DPL> kp, vp;
-    tile_setup<PREC, DPL>(ks, slice, true, kp);
-    tile_setup<PREC, DPL>(vs, slice, false, vp);
     const int first = a.csr.first[e], last = a.csr.last[e];
     const int64_t base_pos = (int64_t)a.csr.page_index[e] * a.page_size;
-    /* the trip count is the same for every lane: the shuffles need the whole warp */
-    for (int t0 = first; t0 <= last; t0 += T * IN_FLIGHT) {
-      uint8_t kb[IN_FLIGHT][N], vb[IN_FLIGHT][N];
+    for (int r0 = first & ~15; r0 <= last; r0 += 16) {
+      chunk<PREC, D> kc, vc;
+      kc.load(kt, r0, first, last, lane);
+      vc.load(vt, r0, first, last, lane);
+      __syncwarp(); /* the previous chunk's reads of the staging area are done */
+      kc.store(kt + a.payload[PREC], true, r0, first, last, lane, ks_smem);
+      vc.store(vt + a.payload[PREC], false, r0, first, last, lane, vs_smem);
+      __syncwarp();
+      /* scores: 16 query rows (the group, padded) x 16 tokens */
+      float c[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
 #pragma unroll
-      for (int u = 0; u < IN_FLIGHT; u++) { /* all loads first: memory-level parallelism */
-        const int t = t0 + u * T + tau;
-        if (t <= last && active) {
-          load_row<PREC, D, DPL>(kt, t, slice, kb[u]);
-          load_row<PREC, D, DPL>(vt, t, slice, vb[u]);
-        }
+      for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t bk[4];
+        const int mi = lane >> 3;
+        ldmatrix_x4(bk, ks_smem + ((lane & 7) + (mi >> 1) * 8) * (D + 8) + ks * 16 + (mi & 1) * 8);
+        mma(c[0], qa[ks], bk[0], bk[1]);
+        mma(c[1], qa[ks], bk[2], bk[3]);
       }
-      bool keep[IN_FLIGHT];
-      float sc[IN_FLIGHT];
+      /* mask, scale, online softmax on row lane / 4 (a quad shares a row) */
+      float s[2][2], rowmax = -INFINITY;
 #pragma unroll
-      for (int u = 0; u < IN_FLIGHT; u++) {
-        const int t = t0 + u * T + tau;
-        const int64_t pos = base_pos + t;
-        keep[u] = active && t <= last && !(a.window > 0 && pos <= query - a.window && pos >= a.sinks);
-        float s = 0.0f;
-        if (keep[u]) {
-          float kx[DPL];
-          decode_row<PREC, D, DPL>(kb[u], kp, ks, t, true, kx);
+      for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-          for (int i = 0; i < DPL; i++) s = fmaf(q[i], kx[i], s);
+        for (int j = 0; j < 2; j++) {
+          const int t = r0 + nt * 8 + (lane & 3) * 2 + j;
+          const int64_t pos = base_pos + t;
+          const bool keep = t >= first && t <= last && !(a.window > 0 && pos <= query - a.window && pos >= a.sinks);
+          s[nt][j] = keep ? c[nt][j] * a.scale_log2 : -INFINITY;
+          rowmax = fmaxf(rowmax, s[nt][j]);
         }
-#pragma unroll
-        for (int off = LPT / 2; off; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-        sc[u] = keep[u] ? s : -INFINITY;
-      }
-      /* one rescale for all the in-flight tokens */
-      float mn = m;
-#pragma unroll
-      for (int u = 0; u < IN_FLIGHT; u++) mn = fmaxf(mn, sc[u]);
-      if (mn == -INFINITY) continue; /* nothing kept yet */
+      rowmax = fmaxf(rowmax, __shfl_xor_sync(0xffffffffu, rowmax, 1));
+      rowmax = fmaxf(rowmax, __shfl_xor_sync(0xffffffffu, rowmax, 2));
+      const float mn = fmaxf(m, rowmax);
+      if (mn == -INFINITY) continue; /* no token of this chunk is kept (uniform across the warp) */
       const float corr = exp2f(m - mn);
-      l *= corr;
+      float p[2][2], sum = 0.0f;
 #pragma unroll
-      for (int i = 0; i < DPL; i++) acc[i] *= corr;
+      for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-      for (int u = 0; u < IN_FLIGHT; u++) {
-        if (!keep[u]) continue;
-        const float p = exp2f(sc[u] - mn);
-        float vx[DPL];
-        decode_row<PREC, D, DPL>(vb[u], vp, vs, t0 + u * T + tau, false, vx);
-        l += p;
-#pragma unroll
-        for (int i = 0; i < DPL; i++) acc[i] = fmaf(p, vx[i], acc[i]);
-      }
+        for (int j = 0; j < 2; j++) p[nt][j] = exp2f(s[nt][j] - mn), sum += p[nt][j];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      l = l * corr + sum;
       m = mn;
+      /* P (16 x 16 tokens) as the A operand; rows 8..15 are padding */
+      const uint32_t pa[4] = {pack_half2(p[0][0], p[0][1]), 0u, pack_half2(p[1][0], p[1][1]), 0u};
+#pragma unroll
+      for (int n = 0; n < D / 16; n++) {
+        uint32_t bv[4];
+        const int mi = lane >> 3;
+        ldmatrix_x4_trans(bv, vs_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + n * 16 + (mi >> 1) * 8);
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[2 * n][i] *= corr, acc[2 * n + 1][i] *= corr;
+        mma(acc[2 * n], pa, bv[0], bv[1]);
+        mma(acc[2 * n + 1], pa, bv[2], bv[3]);
+      }
     }
   }
 }
 
-template <int D, int MAXG, int DPL> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(decode_args a) {
-  typedef layout<D, MAXG, DPL> lay;
-  constexpr int LPT = lay::LPT, T = lay::T;
-  __shared__ float sm_m[MAXG][T], sm_l[MAXG][T];
-  __shared__ float sm_acc[MAXG][T][D];
+template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(decode_args a) {
+  extern __shared__ __align__(16) unsigned char smem[];
   const ikv_work_item it = a.items[blockIdx.x];
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.y, b = per_head ? it.row / a.kv_heads : it.row;
-  const int slice = threadIdx.x % LPT, tau = (threadIdx.x / LPT) % T, g = threadIdx.x / (LPT * T);
-  const bool active = g < (int)a.group;
-  float q[DPL], acc[DPL], m = -INFINITY, l = 0.0f;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
+  __half *ks_smem = reinterpret_cast<__half *>(smem) + warp * tiles<D>::STAGE, *vs_smem = ks_smem + 16 * (D + 8);
+  /* q of query head g as the A operand (rows 8..15 zero): a0 = (row g,
+   * k = 2 * (lane % 4) + {0, 1}), a2 the same 8 channels further */
+  uint32_t qa[D / 16][4];
+  const bool row_live = g < (int)a.group;
+  const size_t qrow = ((size_t)b * a.q_heads + h * a.group + (row_live ? g : 0)) * D;
 #pragma unroll
-  for (int i = 0; i < DPL; i++) {
-    acc[i] = 0.0f;
-    q[i] = active ? load_q(a.q, a.dtype, ((size_t)b * a.q_heads + h * a.group + g) * D + slice * DPL + i) * a.scale_log2
-                  : 0.0f;
+  for (int ks = 0; ks < D / 16; ks++) {
+    const int c = ks * 16 + (lane & 3) * 2;
+    qa[ks][0] = row_live ? pack_half2(load_q(a.q, a.dtype, qrow + c), load_q(a.q, a.dtype, qrow + c + 1)) : 0u;
+    qa[ks][2] = row_live ? pack_half2(load_q(a.q, a.dtype, qrow + c + 8), load_q(a.q, a.dtype, qrow + c + 9)) : 0u;
+    qa[ks][1] = qa[ks][3] = 0u;
   }
+  float m = -INFINITY, l = 0.0f, acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
   switch (it.precision) { /* block-uniform: one page format per item */
-    case IKV_FP16: run_item<D, MAXG, DPL, IKV_FP16>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
-    case IKV_BF16: run_item<D, MAXG, DPL, IKV_BF16>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
-    case IKV_FP8_E4M3: run_item<D, MAXG, DPL, IKV_FP8_E4M3>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
-    case IKV_INT8: run_item<D, MAXG, DPL, IKV_INT8>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
-    default: run_item<D, MAXG, DPL, IKV_INT4>(a, it, h, b, slice, tau, active, q, m, l, acc); break;
+    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
+    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
+    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
+    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
+    default: run_item<D, IKV_INT4>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
   }
-  /* merge the token slots of each query head, then write the block's partial */
-  if (slice == 0) sm_m[g][tau] = m, sm_l[g][tau] = l;
+  /* the warps' states into shared memory (reusing the staging area) */
+  __syncthreads();
+  float *mg = reinterpret_cast<float *>(smem); /* [WARPS][8][D + 2]: acc, m, l */
+  if (row_live) {
+    float *rec = mg + ((size_t)warp * 8 + g) * (D + 2);
 #pragma unroll
-  for (int i = 0; i < DPL; i++) sm_acc[g][tau][slice * DPL + i] = acc[i];
+    for (int n = 0; n < D / 8; n++) rec[n * 8 + (lane & 3) * 2] = acc[n][0], rec[n * 8 + (lane & 3) * 2 + 1] = acc[n][1];
+    if ((lane & 3) == 0) rec[D] = m, rec[D + 1] = l;
+  }
   __syncthreads();
   const uint32_t hh = per_head ? 0 : h;
   for (uint32_t x = threadIdx.x; x < a.group * D; x += blockDim.x) {
     const uint32_t gg = x / D, d = x % D;
     float M = -INFINITY;
-    for (int w = 0; w < T; w++) M = fmaxf(M, sm_m[gg][w]);
+    for (int w = 0; w < WARPS; w++) M = fmaxf(M, mg[((size_t)w * 8 + gg) * (D + 2) + D]);
     float L = 0.0f, A = 0.0f;
     if (M != -INFINITY)
-      for (int w = 0; w < T; w++) {
-        const float c = exp2f(sm_m[gg][w] - M);
-        L += sm_l[gg][w] * c;
-        A += sm_acc[gg][w][d] * c;
+      for (int w = 0; w < WARPS; w++) {
+        const float *rec = mg + ((size_t)w * 8 + gg) * (D + 2);
+        const float cw = exp2f(rec[D] - M);
+        L += rec[D + 1] * cw;
+        A += rec[d] * cw;
       }
-    float *rec = a.ws + ((size_t)(blockIdx.x * gridDim.y + hh) * a.group + gg) * (D + 2);
-    rec[d] = A;
-    if (d == 0) rec[D] = M, rec[D + 1] = L;
+    float *out = a.ws + ((size_t)(blockIdx.x * gridDim.y + hh) * a.group + gg) * (D + 2);
+    out[d] = A;
+    if (d == 0) out[D] = M, out[D + 1] = L;
   }
 }
 
@@ -310,20 +345,14 @@ extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_att
   return (size_t)plan->n_items * heads * (p->q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
 }
 
-/* Channels a lane: 8, or more when the group's heads need them to fit 128
- * lanes (head_dim 256 with 8 query heads a KV head). */
-template <int D, int MAXG> static void launch(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch,
-                                              cudaStream_t s) {
-  constexpr int DPL = D * MAXG / (WARPS * 32) > 8 ? D * MAXG / (WARPS * 32) : 8;
-  if (n_items) decode_kernel<D, MAXG, DPL><<<dim3(n_items, heads), WARPS * 32, 0, s>>>(a);
+template <int D> static void launch(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch, cudaStream_t s) {
+  if (n_items) {
+    /* above 48 KB a kernel must ask for its shared memory (head_dim 256) */
+    if (tiles<D>::SMEM > 48 * 1024)
+      cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
+    decode_kernel<D><<<dim3(n_items, heads), WARPS * 32, tiles<D>::SMEM, s>>>(a);
+  }
   if (batch) merge_kernel<D><<<dim3(batch, a.q_heads), D < 128 ? D : 128, 0, s>>>(a, heads);
-}
-
-template <int D> static void launch_d(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch, cudaStream_t s) {
-  if (a.group == 1) launch<D, 1>(a, n_items, heads, batch, s);
-  else if (a.group == 2) launch<D, 2>(a, n_items, heads, batch, s);
-  else if (a.group <= 4) launch<D, 4>(a, n_items, heads, batch, s);
-  else launch<D, 8>(a, n_items, heads, batch, s);
 }
 
 extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_pools *pools, const ikv_cuda_plan *plan,
@@ -355,9 +384,9 @@ extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_poo
   const uint32_t heads = plan->csr.per_kv_head ? 1 : g->kv_heads;
   cudaStream_t s = (cudaStream_t)stream;
   switch (g->head_dim) {
-    case 64: launch_d<64>(a, plan->n_items, heads, plan->csr.batch, s); break;
-    case 128: launch_d<128>(a, plan->n_items, heads, plan->csr.batch, s); break;
-    default: launch_d<256>(a, plan->n_items, heads, plan->csr.batch, s); break;
+    case 64: launch<64>(a, plan->n_items, heads, plan->csr.batch, s); break;
+    case 128: launch<128>(a, plan->n_items, heads, plan->csr.batch, s); break;
+    default: launch<256>(a, plan->n_items, heads, plan->csr.batch, s); break;
   }
   return cuda_ok(cudaGetLastError());
 }

@@ -3,10 +3,12 @@
  * GQA groups 1/4/8, mixed precisions, masks (one-token, mid-page), per-KV-head
  * rows, empty rows, sliding windows with sinks, split sizes 1/3/32 pages, and
  * fp16/bf16/f32 queries and outputs. Outputs are poisoned before each launch
- * and every element is checked. Tolerances (out, per element, against the
- * double-precision reference over the same quantized pages): f32 2e-4 +
- * 1e-3 |ref|; fp16 2e-3 + 4e-3 |ref|; bf16 1e-2 + 1.6e-2 |ref|; lse 1e-3 +
- * 1e-4 |lse|, and -inf exactly where no key is selected. */
+ * and every element is checked. The kernel feeds tensor cores fp16 (q, the
+ * dequantized K and V, the softmax weights) and accumulates in fp32, so the
+ * tolerances (out, per element, against the double-precision reference over
+ * the same quantized pages) are: f32 and fp16 I/O 3e-3 + 6e-3 |ref|; bf16
+ * 1e-2 + 1.6e-2 |ref|; lse 2e-3 + 2e-4 |lse|, and -inf exactly where no key
+ * is selected. */
 #include <cuda_runtime_api.h>
 
 #include "kernels/decode_cuda.h"
@@ -87,11 +89,10 @@ static size_t check_launch(fixture *f, const device_pools *dp, test_rng *r, ikv_
   CUDA_CHECK(cudaGetLastError());
   CUDA_CHECK(cudaMemcpy(out, dout, n * es, cudaMemcpyDeviceToHost));
   CUDA_CHECK(cudaMemcpy(lse, dlse, sizeof(float) * nq, cudaMemcpyDeviceToHost));
-  const double atol = dt == IKV_DTYPE_F32 ? 2e-4 : dt == IKV_DTYPE_F16 ? 2e-3 : 1e-2;
-  const double rtol = dt == IKV_DTYPE_F32 ? 1e-3 : dt == IKV_DTYPE_F16 ? 4e-3 : 1.6e-2;
+  const double atol = dt == IKV_DTYPE_BF16 ? 1e-2 : 3e-3, rtol = dt == IKV_DTYPE_BF16 ? 1.6e-2 : 6e-3;
   for (size_t i = 0; i < nq; i++) {
     if (ref_lse[i] == -INFINITY) assert_true(lse[i] == -INFINITY);
-    else if (!(fabs(lse[i] - ref_lse[i]) <= 1e-3 + 1e-4 * fabs(ref_lse[i])))
+    else if (!(fabs(lse[i] - ref_lse[i]) <= 2e-3 + 2e-4 * fabs(ref_lse[i])))
       fail_msg("lse[%zu] %g vs %g", i, lse[i], ref_lse[i]);
     for (uint32_t d = 0; d < D; d++) {
       double got = dtype_get(out, dt, i * D + d), want = ref[i * D + d];
