@@ -77,50 +77,56 @@ template <int PREC> struct elems_per_16b {
   static constexpr int n = (PREC == IKV_FP16 || PREC == IKV_BF16) ? 8 : PREC == IKV_INT4 ? 32 : 16;
 };
 
-/* Decodes 16 payload bytes (E elements of token row `row`, channels c0..)
- * into x[E]. Keys scale per channel, values per token. */
-template <int PREC, int D>
-__device__ __forceinline__ void decode16(const uint4 raw, const uint8_t *scales, bool keys, int row, int c0,
-                                         float (&x)[elems_per_16b<PREC>::n]) {
-  constexpr int E = elems_per_16b<PREC>::n;
-  const uint8_t *b = reinterpret_cast<const uint8_t *>(&raw);
+/* Converts 16 payload bytes (E codes) to E fp16 values packed in pairs, no
+ * scales: FP16 as is, BF16 rounded to fp16, FP8 E4M3 and the INT8 / INT4 codes
+ * exactly (the scales are folded into q and the softmax weights instead).
+ * INT codes use the 1024 + x trick: 0x6400 | x is the fp16 value 1024 + x. */
+template <int PREC> __device__ __forceinline__ void convert16(const uint4 raw, uint32_t (&h)[elems_per_16b<PREC>::n / 2]) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
   if (PREC == IKV_FP16) {
-    const __half *h = reinterpret_cast<const __half *>(&raw);
 #pragma unroll
-    for (int i = 0; i < E; i++) x[i] = __half2float(h[i]);
+    for (int i = 0; i < 4; i++) h[i] = w[i];
   } else if (PREC == IKV_BF16) {
-    const __nv_bfloat16 *h = reinterpret_cast<const __nv_bfloat16 *>(&raw);
 #pragma unroll
-    for (int i = 0; i < E; i++) x[i] = __bfloat162float(h[i]);
+    for (int i = 0; i < 4; i++) {
+      const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162 *>(&w[i]);
+      h[i] = pack_half2(__bfloat162float(b.x), __bfloat162float(b.y));
+    }
   } else if (PREC == IKV_FP8_E4M3) {
-    const float s = *reinterpret_cast<const float *>(scales);
 #pragma unroll
-    for (int i = 0; i < E; i++)
-      x[i] = __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)b[i], __NV_E4M3))) * s;
+    for (int i = 0; i < 8; i++) {
+      const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w[i / 2] >> (16 * (i & 1))), __NV_E4M3);
+      h[i] = (uint32_t)r.x | ((uint32_t)r.y << 16);
+    }
   } else if (PREC == IKV_INT8) {
-    const float *sc = reinterpret_cast<const float *>(scales);
-    const float st = keys ? 0.0f : sc[row];
+    const __half2 bias = __halves2half2(__ushort_as_half(0x6480), __ushort_as_half(0x6480)); /* 1024 + 128 */
 #pragma unroll
-    for (int i = 0; i < E; i++) x[i] = (float)(int8_t)b[i] * (keys ? sc[c0 + i] : st);
-  } else { /* INT4, even channel in the low nibble */
-    const __half *sz = reinterpret_cast<const __half *>(scales);
-    const float st = keys ? 0.0f : __half2float(sz[2 * row]), zt = keys ? 0.0f : __half2float(sz[2 * row + 1]);
+    for (int i = 0; i < 8; i++) {
+      const uint32_t b = (w[i / 2] >> (16 * (i & 1))) & 0xffffu, flip = b ^ 0x8080u; /* q + 128 */
+      const uint32_t v = 0x64006400u | (flip & 0xffu) | ((flip & 0xff00u) << 8);
+      const __half2 x = __hsub2(*reinterpret_cast<const __half2 *>(&v), bias);
+      h[i] = *reinterpret_cast<const uint32_t *>(&x);
+    }
+  } else { /* INT4: even channel in the low nibble */
+    const __half2 bias = __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400)); /* 1024 */
 #pragma unroll
-    for (int i = 0; i < E; i++) {
-      const float q = (float)((b[i / 2] >> (4 * (i & 1))) & 0xf);
-      x[i] = keys ? __half2float(sz[2 * (c0 + i) + 1]) + q * __half2float(sz[2 * (c0 + i)]) : zt + q * st;
+    for (int i = 0; i < 16; i++) {
+      const uint32_t b = (w[i / 4] >> (8 * (i & 3))) & 0xffu;
+      const uint32_t v = 0x64006400u | (b & 0xfu) | ((b & 0xf0u) << 12);
+      const __half2 x = __hsub2(*reinterpret_cast<const __half2 *>(&v), bias);
+      h[i] = *reinterpret_cast<const uint32_t *>(&x);
     }
   }
 }
 
-/* Rows [r0, r0 + 16) of a tile to shared memory [16][D + 8] as fp16, in two
- * steps so that all of a lane's loads are in flight before the first store:
- * load() takes the lane's 16-byte pieces (the warp a contiguous run), store()
- * dequantizes them. Rows outside [first, last] become zeros (their scores are
- * masked; their values must be finite). */
+/* Rows [r0, r0 + 16) of a tile to shared memory [16][D + 8] as fp16 codes, in
+ * two steps so that all of a lane's loads are in flight before the first
+ * store: load() takes the lane's 16-byte pieces (the warp a contiguous run),
+ * store() converts them. Rows outside [first, last] become zeros (their scores
+ * are masked; their values must be finite). */
 template <int PREC, int D> struct chunk {
-  static constexpr int E = elems_per_16b<PREC>::n, ROW_BYTES = D * 16 / E, PIECES = ROW_BYTES /* 16 rows of 16-byte pieces */,
-                       PER_LANE = (PIECES + 31) / 32;
+  static constexpr int E = elems_per_16b<PREC>::n, ROW_BYTES = D * 16 / E,
+                       PIECES = ROW_BYTES /* 16 rows of 16-byte pieces */, PER_LANE = (PIECES + 31) / 32;
   uint4 raw[PER_LANE];
 
   __device__ __forceinline__ void load(const uint8_t *tile, int r0, int first, int last, int lane) {
@@ -132,27 +138,21 @@ template <int PREC, int D> struct chunk {
     }
   }
 
-  __device__ __forceinline__ void store(const uint8_t *scales, bool keys, int r0, int first, int last, int lane,
-                                        __half *smem) const {
+  __device__ __forceinline__ void store(int r0, int first, int last, int lane, __half *smem) const {
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++) {
       const int p = lane + 32 * j, row = p * 16 / ROW_BYTES, c0 = (p * 16 % ROW_BYTES) / 16 * E, t = r0 + row;
       if (p >= PIECES) break;
-      __half *dst = smem + row * (D + 8) + c0;
+      uint4 *dst = reinterpret_cast<uint4 *>(smem + row * (D + 8) + c0);
       if (t < first || t > last) {
 #pragma unroll
-        for (int i = 0; i < E; i += 8) *reinterpret_cast<uint4 *>(dst + i) = make_uint4(0, 0, 0, 0);
+        for (int i = 0; i < E / 8; i++) dst[i] = make_uint4(0, 0, 0, 0);
         continue;
       }
-      float x[E];
-      decode16<PREC, D>(raw[j], scales, keys, t, c0, x);
+      uint32_t h[E / 2];
+      convert16<PREC>(raw[j], h);
 #pragma unroll
-      for (int i = 0; i < E; i += 8) {
-        uint4 v;
-        v.x = pack_half2(x[i], x[i + 1]), v.y = pack_half2(x[i + 2], x[i + 3]);
-        v.z = pack_half2(x[i + 4], x[i + 5]), v.w = pack_half2(x[i + 6], x[i + 7]);
-        *reinterpret_cast<uint4 *>(dst + i) = v;
-      }
+      for (int i = 0; i < E / 8; i++) dst[i] = make_uint4(h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
     }
   }
 };
@@ -171,24 +171,69 @@ template <int D> struct tiles {
   static constexpr size_t SMEM = SMEM_STAGE > SMEM_MERGE ? SMEM_STAGE : SMEM_MERGE;
 };
 
+/* Per page: the scales of a tile folded where they cost least. Keys: q of
+ * each channel times the channel's scale (INT8, INT4), the FP8 tile scale on
+ * the scores, and for INT4 the zero points' contribution q.z added to every
+ * score of the row. Values: the per-token (INT8, INT4) or tile (FP8) scale
+ * folded into the softmax weight, INT4 zero points into a per-row sum. */
+template <int D, int PREC>
+__device__ __forceinline__ void fold_keys(const uint8_t *scales, const uint32_t (&qa)[D / 16][4], uint32_t (&qp)[D / 16][4],
+                                          float &score_scale, float &score_bias, int lane) {
+  score_scale = 1.0f, score_bias = 0.0f;
+  if (PREC == IKV_FP8_E4M3) score_scale = *reinterpret_cast<const float *>(scales);
+  float zsum = 0.0f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++)
+#pragma unroll
+    for (int r = 0; r < 4; r += 2) {
+      qp[ks][r + 1] = 0u;
+      if (PREC != IKV_INT8 && PREC != IKV_INT4) {
+        qp[ks][r] = qa[ks][r];
+        continue;
+      }
+      const int c = ks * 16 + (r ? 8 : 0) + (lane & 3) * 2;
+      const float2 q = __half22float2(*reinterpret_cast<const __half2 *>(&qa[ks][r]));
+      float s0, s1;
+      if (PREC == IKV_INT8) {
+        s0 = reinterpret_cast<const float *>(scales)[c], s1 = reinterpret_cast<const float *>(scales)[c + 1];
+      } else {
+        const __half *sz = reinterpret_cast<const __half *>(scales);
+        s0 = __half2float(sz[2 * c]), s1 = __half2float(sz[2 * c + 2]);
+        zsum += q.x * __half2float(sz[2 * c + 1]) + q.y * __half2float(sz[2 * c + 3]);
+      }
+      qp[ks][r] = pack_half2(q.x * s0, q.y * s1);
+    }
+  if (PREC == IKV_INT4) {
+    zsum += __shfl_xor_sync(0xffffffffu, zsum, 1);
+    zsum += __shfl_xor_sync(0xffffffffu, zsum, 2);
+    score_bias = zsum;
+  }
+}
+
 template <int D, int PREC>
 __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *ks_smem,
-                         __half *vs_smem, const uint32_t (&qa)[D / 16][4], float &m, float &l, float (&acc)[D / 8][4]) {
+                         __half *vs_smem, const uint32_t (&qa)[D / 16][4], float &m, float &l, float (&acc)[D / 8][4],
+                         float &zacc) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
   for (uint32_t k = it.begin + warp; k < it.end; k += WARPS) {
     const int32_t e = a.entries[k];
     const uint8_t *page = a.base[PREC] + (size_t)a.csr.page_slot[e] * a.page_bytes[PREC];
     const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
+    const uint8_t *vscales = vt + a.payload[PREC];
     const int first = a.csr.first[e], last = a.csr.last[e];
     const int64_t base_pos = (int64_t)a.csr.page_index[e] * a.page_size;
+    uint32_t qp[D / 16][4];
+    float score_scale, score_bias;
+    fold_keys<D, PREC>(kt + a.payload[PREC], qa, qp, score_scale, score_bias, lane);
+    const float tile_vscale = PREC == IKV_FP8_E4M3 ? *reinterpret_cast<const float *>(vscales) : 1.0f;
     for (int r0 = first & ~15; r0 <= last; r0 += 16) {
       chunk<PREC, D> kc, vc;
       kc.load(kt, r0, first, last, lane);
       vc.load(vt, r0, first, last, lane);
       __syncwarp(); /* the previous chunk's reads of the staging area are done */
-      kc.store(kt + a.payload[PREC], true, r0, first, last, lane, ks_smem);
-      vc.store(vt + a.payload[PREC], false, r0, first, last, lane, vs_smem);
+      kc.store(r0, first, last, lane, ks_smem);
+      vc.store(r0, first, last, lane, vs_smem);
       __syncwarp();
       /* scores: 16 query rows (the group, padded) x 16 tokens */
       float c[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
@@ -197,8 +242,8 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
         uint32_t bk[4];
         const int mi = lane >> 3;
         ldmatrix_x4(bk, ks_smem + ((lane & 7) + (mi >> 1) * 8) * (D + 8) + ks * 16 + (mi & 1) * 8);
-        mma(c[0], qa[ks], bk[0], bk[1]);
-        mma(c[1], qa[ks], bk[2], bk[3]);
+        mma(c[0], qp[ks], bk[0], bk[1]);
+        mma(c[1], qp[ks], bk[2], bk[3]);
       }
       /* mask, scale, online softmax on row lane / 4 (a quad shares a row) */
       float s[2][2], rowmax = -INFINITY;
@@ -209,7 +254,7 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
           const int t = r0 + nt * 8 + (lane & 3) * 2 + j;
           const int64_t pos = base_pos + t;
           const bool keep = t >= first && t <= last && !(a.window > 0 && pos <= query - a.window && pos >= a.sinks);
-          s[nt][j] = keep ? c[nt][j] * a.scale_log2 : -INFINITY;
+          s[nt][j] = keep ? (c[nt][j] * score_scale + score_bias) * a.scale_log2 : -INFINITY;
           rowmax = fmaxf(rowmax, s[nt][j]);
         }
       rowmax = fmaxf(rowmax, __shfl_xor_sync(0xffffffffu, rowmax, 1));
@@ -217,13 +262,33 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
       const float mn = fmaxf(m, rowmax);
       if (mn == -INFINITY) continue; /* no token of this chunk is kept (uniform across the warp) */
       const float corr = exp2f(m - mn);
-      float p[2][2], sum = 0.0f;
+      float p[2][2], sum = 0.0f, zsum = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-        for (int j = 0; j < 2; j++) p[nt][j] = exp2f(s[nt][j] - mn), sum += p[nt][j];
+        for (int j = 0; j < 2; j++) {
+          const int t = r0 + nt * 8 + (lane & 3) * 2 + j;
+          const float w = exp2f(s[nt][j] - mn);
+          sum += w;
+          float vscale = tile_vscale;
+          if ((PREC == IKV_INT8 || PREC == IKV_INT4) && w > 0.0f) {
+            if (PREC == IKV_INT8) {
+              vscale = reinterpret_cast<const float *>(vscales)[t];
+            } else {
+              const __half *sz = reinterpret_cast<const __half *>(vscales);
+              vscale = __half2float(sz[2 * t]);
+              zsum += w * __half2float(sz[2 * t + 1]);
+            }
+          }
+          p[nt][j] = w * vscale;
+        }
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
       sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      if (PREC == IKV_INT4) {
+        zsum += __shfl_xor_sync(0xffffffffu, zsum, 1);
+        zsum += __shfl_xor_sync(0xffffffffu, zsum, 2);
+        zacc = zacc * corr + zsum;
+      }
       l = l * corr + sum;
       m = mn;
       /* P (16 x 16 tokens) as the A operand; rows 8..15 are padding */
@@ -261,23 +326,25 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(dec
     qa[ks][2] = row_live ? pack_half2(load_q(a.q, a.dtype, qrow + c + 8), load_q(a.q, a.dtype, qrow + c + 9)) : 0u;
     qa[ks][1] = qa[ks][3] = 0u;
   }
-  float m = -INFINITY, l = 0.0f, acc[D / 8][4];
+  float m = -INFINITY, l = 0.0f, zacc = 0.0f, acc[D / 8][4];
 #pragma unroll
   for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
   switch (it.precision) { /* block-uniform: one page format per item */
-    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
-    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
-    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
-    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
-    default: run_item<D, IKV_INT4>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc); break;
+    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
+    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
+    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
+    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
+    default: run_item<D, IKV_INT4>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
   }
   /* the warps' states into shared memory (reusing the staging area) */
   __syncthreads();
   float *mg = reinterpret_cast<float *>(smem); /* [WARPS][8][D + 2]: acc, m, l */
   if (row_live) {
     float *rec = mg + ((size_t)warp * 8 + g) * (D + 2);
+    /* INT4 values: the zero points' share, the same for every channel */
 #pragma unroll
-    for (int n = 0; n < D / 8; n++) rec[n * 8 + (lane & 3) * 2] = acc[n][0], rec[n * 8 + (lane & 3) * 2 + 1] = acc[n][1];
+    for (int n = 0; n < D / 8; n++)
+      rec[n * 8 + (lane & 3) * 2] = acc[n][0] + zacc, rec[n * 8 + (lane & 3) * 2 + 1] = acc[n][1] + zacc;
     if ((lane & 3) == 0) rec[D] = m, rec[D + 1] = l;
   }
   __syncthreads();
