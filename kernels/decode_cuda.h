@@ -2,12 +2,13 @@
  * The fused paged decode-attention kernel (CUDA), behind a C ABI.
  *
  * One launch reads the selected pages of a plan in any mix of precisions
- * (FP16, BF16, FP8 E4M3, INT8, INT4), dequantizing each in registers; a block
- * handles one work item (pages of one row and one precision) for one KV head,
- * loading each page once for the KV head's whole query group; a second,
- * small kernel merges the items of each row by log-sum-exp (split-KV), so a
- * long sequence spreads over all SMs. No host synchronization, no allocation:
- * safe to capture in a CUDA graph and to replay for every layer of a step.
+ * (FP16, BF16, FP8 E4M3, INT8, INT4); a block handles one work item (pages of
+ * one row and one precision) for one KV head, converting each 16-token chunk
+ * to fp16 on chip and computing the whole query group's scores and output on
+ * tensor cores, so each page is read once; a second, small kernel merges the
+ * items of each row by log-sum-exp (split-KV), so a long sequence spreads
+ * over all SMs. No host synchronization, no allocation: safe to capture in a
+ * CUDA graph and to replay for every layer of a step. docs/decode_kernel.md.
  */
 #ifndef IKV_DECODE_CUDA_H
 #define IKV_DECODE_CUDA_H
