@@ -159,13 +159,15 @@ template <int PREC, int D> struct chunk {
 
 /* ---- a block: one work item, one KV head --------------------------------------
  * Each warp takes 16-token chunks of the item's pages: it stages K and V of
- * the chunk as fp16 in shared memory (dequantizing on the way), then with
- * tensor cores computes the scores of the KV head's query group (rows of a
- * 16-row tile, padded) against the 16 tokens, an online-softmax rescale, and
- * P x V. Warps merge in shared memory at the end. */
+ * the chunk as fp16 in shared memory, then on tensor cores computes the
+ * scores transposed, S^T = K Q^T (16 tokens x the query group, up to 8 heads:
+ * the mma's n), an online softmax per head, and O^T += V^T P^T (the head_dim
+ * as 16-row tiles). Putting the query group on the n side wastes no lanes on
+ * padding rows and keeps the accumulators small. Warps merge at the end. */
 
 template <int D> struct tiles {
-  static constexpr int STAGE = 2 * 16 * (D + 8); /* halves per warp: K and V */
+  static constexpr int KV = 16 * (D + 8);        /* halves: one staged K or V chunk */
+  static constexpr int STAGE = 2 * KV + 8 * 16;  /* halves per warp: K, V and P (8 heads x 16 tokens) */
   static constexpr size_t SMEM_STAGE = (size_t)WARPS * STAGE * sizeof(__half);
   static constexpr size_t SMEM_MERGE = (size_t)WARPS * 8 * (D + 2) * sizeof(float);
   static constexpr size_t SMEM = SMEM_STAGE > SMEM_MERGE ? SMEM_STAGE : SMEM_MERGE;
@@ -174,25 +176,26 @@ template <int D> struct tiles {
 /* Per page: the scales of a tile folded where they cost least. Keys: q of
  * each channel times the channel's scale (INT8, INT4), the FP8 tile scale on
  * the scores, and for INT4 the zero points' contribution q.z added to every
- * score of the row. Values: the per-token (INT8, INT4) or tile (FP8) scale
- * folded into the softmax weight, INT4 zero points into a per-row sum. */
+ * score of the head. Values: the per-token (INT8, INT4) or tile (FP8) scale
+ * folded into the softmax weight, INT4 zero points into a per-head sum.
+ * qb[ks] holds this lane's q^T fragment (head lane / 4, channels
+ * 16 ks + 2 (lane % 4) + {0, 1} and + 8). */
 template <int D, int PREC>
-__device__ __forceinline__ void fold_keys(const uint8_t *scales, const uint32_t (&qa)[D / 16][4], uint32_t (&qp)[D / 16][4],
-                                          float &score_scale, float &score_bias, int lane) {
-  score_scale = 1.0f, score_bias = 0.0f;
+__device__ __forceinline__ void fold_keys(const uint8_t *scales, const uint32_t (&qb)[D / 16][2], uint32_t (&qp)[D / 16][2],
+                                          float &score_scale, float (&score_bias)[2], int lane) {
+  score_scale = 1.0f, score_bias[0] = score_bias[1] = 0.0f;
   if (PREC == IKV_FP8_E4M3) score_scale = *reinterpret_cast<const float *>(scales);
   float zsum = 0.0f;
 #pragma unroll
   for (int ks = 0; ks < D / 16; ks++)
 #pragma unroll
-    for (int r = 0; r < 4; r += 2) {
-      qp[ks][r + 1] = 0u;
+    for (int r = 0; r < 2; r++) {
       if (PREC != IKV_INT8 && PREC != IKV_INT4) {
-        qp[ks][r] = qa[ks][r];
+        qp[ks][r] = qb[ks][r];
         continue;
       }
-      const int c = ks * 16 + (r ? 8 : 0) + (lane & 3) * 2;
-      const float2 q = __half22float2(*reinterpret_cast<const __half2 *>(&qa[ks][r]));
+      const int c = ks * 16 + r * 8 + (lane & 3) * 2;
+      const float2 q = __half22float2(*reinterpret_cast<const __half2 *>(&qb[ks][r]));
       float s0, s1;
       if (PREC == IKV_INT8) {
         s0 = reinterpret_cast<const float *>(scales)[c], s1 = reinterpret_cast<const float *>(scales)[c + 1];
@@ -203,18 +206,38 @@ __device__ __forceinline__ void fold_keys(const uint8_t *scales, const uint32_t 
       }
       qp[ks][r] = pack_half2(q.x * s0, q.y * s1);
     }
-  if (PREC == IKV_INT4) {
+  if (PREC == IKV_INT4) { /* q.z of head lane / 4 summed over its quad; lanes 4h.. hold head h */
     zsum += __shfl_xor_sync(0xffffffffu, zsum, 1);
     zsum += __shfl_xor_sync(0xffffffffu, zsum, 2);
-    score_bias = zsum;
+    /* this lane needs the bias of heads 2 (lane % 4) and + 1: held by lanes 8 (lane % 4) and + 4 */
+    score_bias[0] = __shfl_sync(0xffffffffu, zsum, (lane & 3) * 8);
+    score_bias[1] = __shfl_sync(0xffffffffu, zsum, (lane & 3) * 8 + 4);
   }
 }
 
+/* Sum (or max) over the 16 tokens of a head: the lanes sharing lane % 4. */
+__device__ __forceinline__ float over_tokens_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 4));
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 8));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 16));
+}
+__device__ __forceinline__ float over_tokens_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 4);
+  x += __shfl_xor_sync(0xffffffffu, x, 8);
+  return x + __shfl_xor_sync(0xffffffffu, x, 16);
+}
+
+/* A warp's softmax state: this lane's two heads 2 (lane % 4) + {0, 1}. */
+template <int D> struct warp_state {
+  float m[2], l[2], z[2];
+  float acc[D / 16][4]; /* O^T tile mt: (channel 16 mt + lane / 4 (+ 8), head 2 (lane % 4) + {0, 1}) */
+};
+
 template <int D, int PREC>
-__device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *ks_smem,
-                         __half *vs_smem, const uint32_t (&qa)[D / 16][4], float &m, float &l, float (&acc)[D / 8][4],
-                         float &zacc) {
+__device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *stage,
+                         const uint32_t (&qb)[D / 16][2], warp_state<D> &ws) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __half *ks_smem = stage, *vs_smem = stage + tiles<D>::KV, *p_smem = stage + 2 * tiles<D>::KV;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
   for (uint32_t k = it.begin + warp; k < it.end; k += WARPS) {
     const int32_t e = a.entries[k];
@@ -223,9 +246,9 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
     const uint8_t *vscales = vt + a.payload[PREC];
     const int first = a.csr.first[e], last = a.csr.last[e];
     const int64_t base_pos = (int64_t)a.csr.page_index[e] * a.page_size;
-    uint32_t qp[D / 16][4];
-    float score_scale, score_bias;
-    fold_keys<D, PREC>(kt + a.payload[PREC], qa, qp, score_scale, score_bias, lane);
+    uint32_t qp[D / 16][2];
+    float score_scale, score_bias[2];
+    fold_keys<D, PREC>(kt + a.payload[PREC], qb, qp, score_scale, score_bias, lane);
     const float tile_vscale = PREC == IKV_FP8_E4M3 ? *reinterpret_cast<const float *>(vscales) : 1.0f;
     for (int r0 = first & ~15; r0 <= last; r0 += 16) {
       chunk<PREC, D> kc, vc;
@@ -235,73 +258,66 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
       kc.store(r0, first, last, lane, ks_smem);
       vc.store(r0, first, last, lane, vs_smem);
       __syncwarp();
-      /* scores: 16 query rows (the group, padded) x 16 tokens */
-      float c[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+      /* S^T = K Q^T: c = (token lane / 4 (+ 8), head 2 (lane % 4) + {0, 1}) */
+      float c[4] = {0, 0, 0, 0};
 #pragma unroll
       for (int ks = 0; ks < D / 16; ks++) {
-        uint32_t bk[4];
+        uint32_t ka[4];
         const int mi = lane >> 3;
-        ldmatrix_x4(bk, ks_smem + ((lane & 7) + (mi >> 1) * 8) * (D + 8) + ks * 16 + (mi & 1) * 8);
-        mma(c[0], qp[ks], bk[0], bk[1]);
-        mma(c[1], qp[ks], bk[2], bk[3]);
+        ldmatrix_x4(ka, ks_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + ks * 16 + (mi >> 1) * 8);
+        mma(c, ka, qp[ks][0], qp[ks][1]);
       }
-      /* mask, scale, online softmax on row lane / 4 (a quad shares a row) */
-      float s[2][2], rowmax = -INFINITY;
-#pragma unroll
-      for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-          const int t = r0 + nt * 8 + (lane & 3) * 2 + j;
-          const int64_t pos = base_pos + t;
-          const bool keep = t >= first && t <= last && !(a.window > 0 && pos <= query - a.window && pos >= a.sinks);
-          s[nt][j] = keep ? (c[nt][j] * score_scale + score_bias) * a.scale_log2 : -INFINITY;
-          rowmax = fmaxf(rowmax, s[nt][j]);
-        }
-      rowmax = fmaxf(rowmax, __shfl_xor_sync(0xffffffffu, rowmax, 1));
-      rowmax = fmaxf(rowmax, __shfl_xor_sync(0xffffffffu, rowmax, 2));
-      const float mn = fmaxf(m, rowmax);
-      if (mn == -INFINITY) continue; /* no token of this chunk is kept (uniform across the warp) */
-      const float corr = exp2f(m - mn);
-      float p[2][2], sum = 0.0f, zsum = 0.0f;
-#pragma unroll
-      for (int nt = 0; nt < 2; nt++)
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-          const int t = r0 + nt * 8 + (lane & 3) * 2 + j;
-          const float w = exp2f(s[nt][j] - mn);
-          sum += w;
-          float vscale = tile_vscale;
-          if ((PREC == IKV_INT8 || PREC == IKV_INT4) && w > 0.0f) {
-            if (PREC == IKV_INT8) {
-              vscale = reinterpret_cast<const float *>(vscales)[t];
-            } else {
-              const __half *sz = reinterpret_cast<const __half *>(vscales);
-              vscale = __half2float(sz[2 * t]);
-              zsum += w * __half2float(sz[2 * t + 1]);
-            }
-          }
-          p[nt][j] = w * vscale;
-        }
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      if (PREC == IKV_INT4) {
-        zsum += __shfl_xor_sync(0xffffffffu, zsum, 1);
-        zsum += __shfl_xor_sync(0xffffffffu, zsum, 2);
-        zacc = zacc * corr + zsum;
+      /* mask, scale, online softmax per head over the 16 tokens */
+      const int t_lo = r0 + (lane >> 2), t_hi = t_lo + 8;
+      const bool keep_lo = t_lo >= first && t_lo <= last &&
+                           !(a.window > 0 && base_pos + t_lo <= query - a.window && base_pos + t_lo >= a.sinks);
+      const bool keep_hi = t_hi >= first && t_hi <= last &&
+                           !(a.window > 0 && base_pos + t_hi <= query - a.window && base_pos + t_hi >= a.sinks);
+      float vs_lo = tile_vscale, vs_hi = tile_vscale, vz_lo = 0.0f, vz_hi = 0.0f;
+      if (PREC == IKV_INT8) {
+        if (keep_lo) vs_lo = reinterpret_cast<const float *>(vscales)[t_lo];
+        if (keep_hi) vs_hi = reinterpret_cast<const float *>(vscales)[t_hi];
+      } else if (PREC == IKV_INT4) {
+        const __half *sz = reinterpret_cast<const __half *>(vscales);
+        if (keep_lo) vs_lo = __half2float(sz[2 * t_lo]), vz_lo = __half2float(sz[2 * t_lo + 1]);
+        if (keep_hi) vs_hi = __half2float(sz[2 * t_hi]), vz_hi = __half2float(sz[2 * t_hi + 1]);
       }
-      l = l * corr + sum;
-      m = mn;
-      /* P (16 x 16 tokens) as the A operand; rows 8..15 are padding */
-      const uint32_t pa[4] = {pack_half2(p[0][0], p[0][1]), 0u, pack_half2(p[1][0], p[1][1]), 0u};
+      float p[4], corr[2];
+      bool live = false;
 #pragma unroll
-      for (int n = 0; n < D / 16; n++) {
-        uint32_t bv[4];
+      for (int j = 0; j < 2; j++) { /* head 2 (lane % 4) + j: c[j] (token lo), c[2 + j] (token hi) */
+        const float s_lo = keep_lo ? (c[j] * score_scale + score_bias[j]) * a.scale_log2 : -INFINITY;
+        const float s_hi = keep_hi ? (c[2 + j] * score_scale + score_bias[j]) * a.scale_log2 : -INFINITY;
+        const float mn = fmaxf(ws.m[j], over_tokens_max(fmaxf(s_lo, s_hi)));
+        if (mn == -INFINITY) { /* nothing kept yet for any head: uniform over the warp */
+          p[j] = p[2 + j] = 0.0f, corr[j] = 1.0f;
+          continue;
+        }
+        live = true;
+        corr[j] = exp2f(ws.m[j] - mn);
+        const float w_lo = exp2f(s_lo - mn), w_hi = exp2f(s_hi - mn);
+        ws.l[j] = ws.l[j] * corr[j] + over_tokens_sum(w_lo + w_hi);
+        if (PREC == IKV_INT4) ws.z[j] = ws.z[j] * corr[j] + over_tokens_sum(w_lo * vz_lo + w_hi * vz_hi);
+        ws.m[j] = mn;
+        p[j] = w_lo * vs_lo, p[2 + j] = w_hi * vs_hi;
+      }
+      if (!live) continue;
+      /* P as [head][token] in shared memory: ldmatrix gives the B operand of O^T += V^T P^T */
+      const int hd = (lane & 3) * 2;
+      p_smem[hd * 16 + (lane >> 2)] = __float2half_rn(p[0]);
+      p_smem[(hd + 1) * 16 + (lane >> 2)] = __float2half_rn(p[1]);
+      p_smem[hd * 16 + (lane >> 2) + 8] = __float2half_rn(p[2]);
+      p_smem[(hd + 1) * 16 + (lane >> 2) + 8] = __float2half_rn(p[3]);
+      __syncwarp();
+      uint32_t pb[4];
+      ldmatrix_x4(pb, p_smem + (lane & 7) * 16 + ((lane >> 3) & 1) * 8); /* matrices 2, 3 repeat 0, 1 */
+#pragma unroll
+      for (int mt = 0; mt < D / 16; mt++) {
+        uint32_t va[4];
         const int mi = lane >> 3;
-        ldmatrix_x4_trans(bv, vs_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + n * 16 + (mi >> 1) * 8);
-#pragma unroll
-        for (int i = 0; i < 4; i++) acc[2 * n][i] *= corr, acc[2 * n + 1][i] *= corr;
-        mma(acc[2 * n], pa, bv[0], bv[1]);
-        mma(acc[2 * n + 1], pa, bv[2], bv[3]);
+        ldmatrix_x4_trans(va, vs_smem + ((lane & 7) + (mi >> 1) * 8) * (D + 8) + mt * 16 + (mi & 1) * 8);
+        ws.acc[mt][0] *= corr[0], ws.acc[mt][1] *= corr[1], ws.acc[mt][2] *= corr[0], ws.acc[mt][3] *= corr[1];
+        mma(ws.acc[mt], va, pb[0], pb[1]);
       }
     }
   }
@@ -313,39 +329,42 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(dec
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.y, b = per_head ? it.row / a.kv_heads : it.row;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
-  __half *ks_smem = reinterpret_cast<__half *>(smem) + warp * tiles<D>::STAGE, *vs_smem = ks_smem + 16 * (D + 8);
-  /* q of query head g as the A operand (rows 8..15 zero): a0 = (row g,
-   * k = 2 * (lane % 4) + {0, 1}), a2 the same 8 channels further */
-  uint32_t qa[D / 16][4];
-  const bool row_live = g < (int)a.group;
-  const size_t qrow = ((size_t)b * a.q_heads + h * a.group + (row_live ? g : 0)) * D;
+  __half *stage = reinterpret_cast<__half *>(smem) + warp * tiles<D>::STAGE;
+  /* Q^T as the B operand: head g = lane / 4 (0 beyond the group), channels
+   * 16 ks + 2 (lane % 4) + {0, 1} (b0) and + 8 (b1) */
+  uint32_t qb[D / 16][2];
+  const bool head_live = g < (int)a.group;
+  const size_t qrow = ((size_t)b * a.q_heads + h * a.group + (head_live ? g : 0)) * D;
 #pragma unroll
   for (int ks = 0; ks < D / 16; ks++) {
     const int c = ks * 16 + (lane & 3) * 2;
-    qa[ks][0] = row_live ? pack_half2(load_q(a.q, a.dtype, qrow + c), load_q(a.q, a.dtype, qrow + c + 1)) : 0u;
-    qa[ks][2] = row_live ? pack_half2(load_q(a.q, a.dtype, qrow + c + 8), load_q(a.q, a.dtype, qrow + c + 9)) : 0u;
-    qa[ks][1] = qa[ks][3] = 0u;
+    qb[ks][0] = head_live ? pack_half2(load_q(a.q, a.dtype, qrow + c), load_q(a.q, a.dtype, qrow + c + 1)) : 0u;
+    qb[ks][1] = head_live ? pack_half2(load_q(a.q, a.dtype, qrow + c + 8), load_q(a.q, a.dtype, qrow + c + 9)) : 0u;
   }
-  float m = -INFINITY, l = 0.0f, zacc = 0.0f, acc[D / 8][4];
+  warp_state<D> ws;
+  ws.m[0] = ws.m[1] = -INFINITY, ws.l[0] = ws.l[1] = ws.z[0] = ws.z[1] = 0.0f;
 #pragma unroll
-  for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  for (int mt = 0; mt < D / 16; mt++) ws.acc[mt][0] = ws.acc[mt][1] = ws.acc[mt][2] = ws.acc[mt][3] = 0.0f;
   switch (it.precision) { /* block-uniform: one page format per item */
-    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
-    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
-    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
-    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
-    default: run_item<D, IKV_INT4>(a, it, h, b, ks_smem, vs_smem, qa, m, l, acc, zacc); break;
+    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, stage, qb, ws); break;
+    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, stage, qb, ws); break;
+    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, stage, qb, ws); break;
+    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, stage, qb, ws); break;
+    default: run_item<D, IKV_INT4>(a, it, h, b, stage, qb, ws); break;
   }
   /* the warps' states into shared memory (reusing the staging area) */
   __syncthreads();
   float *mg = reinterpret_cast<float *>(smem); /* [WARPS][8][D + 2]: acc, m, l */
-  if (row_live) {
-    float *rec = mg + ((size_t)warp * 8 + g) * (D + 2);
+#pragma unroll
+  for (int j = 0; j < 2; j++) {
+    const int hd = (lane & 3) * 2 + j;
+    if (hd >= (int)a.group) continue;
+    float *rec = mg + ((size_t)warp * 8 + hd) * (D + 2);
     /* INT4 values: the zero points' share, the same for every channel */
 #pragma unroll
-    for (int n = 0; n < D / 8; n++)
-      rec[n * 8 + (lane & 3) * 2] = acc[n][0] + zacc, rec[n * 8 + (lane & 3) * 2 + 1] = acc[n][1] + zacc;
-    if ((lane & 3) == 0) rec[D] = m, rec[D + 1] = l;
+    for (int mt = 0; mt < D / 16; mt++)
+      rec[mt * 16 + (lane >> 2)] = ws.acc[mt][j] + ws.z[j], rec[mt * 16 + (lane >> 2) + 8] = ws.acc[mt][2 + j] + ws.z[j];
+    if (lane < 4) rec[D] = ws.m[j], rec[D + 1] = ws.l[j];
   }
   __syncthreads();
   const uint32_t hh = per_head ? 0 : h;
