@@ -119,31 +119,55 @@ template <int PREC> __device__ __forceinline__ void convert16(const uint4 raw, u
   }
 }
 
-/* Rows [r0, r0 + 16) of a tile to shared memory [16][D + 8] as fp16 codes, in
- * two steps so that all of a lane's loads are in flight before the first
- * store: load() takes the lane's 16-byte pieces (the warp a contiguous run),
- * store() converts them. Rows outside [first, last] become zeros (their scores
- * are masked; their values must be finite). */
+/* ---- asynchronous copies into shared memory (cp.async, 16 bytes a lane) ---- */
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool fill) {
+  const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(fill ? 16 : 0)); /* 0: zeros */
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+/* A chunk: rows [r0, r0 + 16) of a K or V tile, staged in shared memory as
+ * fp16 [16][D + 8] (padded rows for ldmatrix). FP16 codes are copied there
+ * directly; other formats land packed at the end of the same area and are
+ * converted in place (each lane reads all its pieces before any write, and a
+ * converted row never reaches the packed rows still to be read). Rows outside
+ * [first, last] become zeros: their scores are masked and their values must be
+ * finite. */
 template <int PREC, int D> struct chunk {
   static constexpr int E = elems_per_16b<PREC>::n, ROW_BYTES = D * 16 / E,
                        PIECES = ROW_BYTES /* 16 rows of 16-byte pieces */, PER_LANE = (PIECES + 31) / 32;
-  uint4 raw[PER_LANE];
+  static constexpr int AREA = 16 * (D + 8) * 2, PACKED = AREA - 16 * ROW_BYTES; /* bytes */
 
-  __device__ __forceinline__ void load(const uint8_t *tile, int r0, int first, int last, int lane) {
+  static __device__ __forceinline__ void issue(const uint8_t *tile, int r0, int first, int last, int lane,
+                                               uint8_t *area) {
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++) {
-      const int p = lane + 32 * j, t = r0 + p * 16 / ROW_BYTES;
-      if (p < PIECES && t >= first && t <= last)
-        raw[j] = __ldg(reinterpret_cast<const uint4 *>(tile + (size_t)r0 * ROW_BYTES + (size_t)p * 16));
+      const int p = lane + 32 * j, row = p * 16 / ROW_BYTES, t = r0 + row;
+      if (p >= PIECES) break;
+      const bool in = t >= first && t <= last;
+      const uint8_t *src = in ? tile + (size_t)r0 * ROW_BYTES + (size_t)p * 16 : tile;
+      uint8_t *dst = PREC == IKV_FP16 ? area + row * (D + 8) * 2 + p * 16 % ROW_BYTES : area + PACKED + p * 16;
+      cp_async16(dst, src, in);
     }
   }
 
-  __device__ __forceinline__ void store(int r0, int first, int last, int lane, __half *smem) const {
+  static __device__ __forceinline__ void convert(int r0, int first, int last, int lane, uint8_t *area) {
+    if (PREC != IKV_FP16) convert_packed(r0, first, last, lane, area);
+  }
+
+  static __device__ __forceinline__ void convert_packed(int r0, int first, int last, int lane, uint8_t *area) {
+    uint4 raw[PER_LANE];
+#pragma unroll
+    for (int j = 0; j < PER_LANE; j++)
+      if (lane + 32 * j < PIECES) raw[j] = *reinterpret_cast<const uint4 *>(area + PACKED + (lane + 32 * j) * 16);
+    __syncwarp();
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++) {
       const int p = lane + 32 * j, row = p * 16 / ROW_BYTES, c0 = (p * 16 % ROW_BYTES) / 16 * E, t = r0 + row;
       if (p >= PIECES) break;
-      uint4 *dst = reinterpret_cast<uint4 *>(smem + row * (D + 8) + c0);
+      uint4 *dst = reinterpret_cast<uint4 *>(area + row * (D + 8) * 2 + c0 * 2);
       if (t < first || t > last) {
 #pragma unroll
         for (int i = 0; i < E / 8; i++) dst[i] = make_uint4(0, 0, 0, 0);
@@ -165,9 +189,11 @@ template <int PREC, int D> struct chunk {
  * as 16-row tiles). Putting the query group on the n side wastes no lanes on
  * padding rows and keeps the accumulators small. Warps merge at the end. */
 
+#define STAGES 2 /* chunks a warp has in flight: the next loads while this one computes */
+
 template <int D> struct tiles {
-  static constexpr int KV = 16 * (D + 8);        /* halves: one staged K or V chunk */
-  static constexpr int STAGE = 2 * KV + 8 * 16;  /* halves per warp: K, V and P (8 heads x 16 tokens) */
+  static constexpr int KV = 16 * (D + 8);                /* halves: one staged K or V chunk */
+  static constexpr int STAGE = STAGES * 2 * KV + 8 * 16; /* halves per warp: the stages' K and V, and P */
   static constexpr size_t SMEM_STAGE = (size_t)WARPS * STAGE * sizeof(__half);
   static constexpr size_t SMEM_MERGE = (size_t)WARPS * 8 * (D + 2) * sizeof(float);
   static constexpr size_t SMEM = SMEM_STAGE > SMEM_MERGE ? SMEM_STAGE : SMEM_MERGE;
@@ -233,75 +259,116 @@ template <int D> struct warp_state {
   float acc[D / 16][4]; /* O^T tile mt: (channel 16 mt + lane / 4 (+ 8), head 2 (lane % 4) + {0, 1}) */
 };
 
+/* The warp's chunks in order: its entries (every WARPS-th of the item), each
+ * in 16-token steps over [first, last]. */
+struct cursor {
+  uint32_t k;
+  int r0;
+};
+
+__device__ __forceinline__ void cursor_next(const decode_args &a, const ikv_work_item &it, cursor &c) {
+  c.r0 += 16;
+  if (c.r0 <= a.csr.last[a.entries[c.k]]) return;
+  c.k += WARPS;
+  if (c.k < it.end) c.r0 = a.csr.first[a.entries[c.k]] & ~15;
+}
+
+template <int D, int PREC>
+__device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, const cursor &c, uint8_t *k_area,
+                                            uint8_t *v_area, int lane) {
+  const int32_t e = a.entries[c.k];
+  const uint8_t *page = a.base[PREC] + (size_t)a.csr.page_slot[e] * a.page_bytes[PREC];
+  const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
+  const int first = a.csr.first[e], last = a.csr.last[e];
+  chunk<PREC, D>::issue(kt, c.r0, first, last, lane, k_area);
+  chunk<PREC, D>::issue(vt, c.r0, first, last, lane, v_area);
+}
+
 template <int D, int PREC>
 __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *stage,
                          const uint32_t (&qb)[D / 16][2], warp_state<D> &ws) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __half *ks_smem = stage, *vs_smem = stage + tiles<D>::KV, *p_smem = stage + 2 * tiles<D>::KV;
+  __half *p_smem = stage + STAGES * 2 * tiles<D>::KV;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
-  for (uint32_t k = it.begin + warp; k < it.end; k += WARPS) {
-    const int32_t e = a.entries[k];
+  cursor ic = {it.begin + warp, 0};
+  if (ic.k < it.end) ic.r0 = a.csr.first[a.entries[ic.k]] & ~15;
+  const cursor start = ic;
+  /* prologue: the first STAGES chunks in flight (one commit group each, empty or not) */
+#pragma unroll
+  for (int st = 0; st < STAGES; st++) {
+    if (ic.k < it.end) {
+      __half *area = stage + st * 2 * tiles<D>::KV;
+      issue_chunk<D, PREC>(a, h, ic, (uint8_t *)area, (uint8_t *)(area + tiles<D>::KV), lane);
+      cursor_next(a, it, ic);
+    }
+    cp_async_commit();
+  }
+  int32_t folded = -1;
+  uint32_t qp[D / 16][2];
+  float score_scale = 1.0f, score_bias[2] = {0.0f, 0.0f}, tile_vscale = 1.0f;
+  int slot = 0;
+  for (cursor pc = start; pc.k < it.end; cursor_next(a, it, pc)) {
+    const int32_t e = a.entries[pc.k];
     const uint8_t *page = a.base[PREC] + (size_t)a.csr.page_slot[e] * a.page_bytes[PREC];
     const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
     const uint8_t *vscales = vt + a.payload[PREC];
-    const int first = a.csr.first[e], last = a.csr.last[e];
+    const int first = a.csr.first[e], last = a.csr.last[e], r0 = pc.r0;
     const int64_t base_pos = (int64_t)a.csr.page_index[e] * a.page_size;
-    uint32_t qp[D / 16][2];
-    float score_scale, score_bias[2];
-    fold_keys<D, PREC>(kt + a.payload[PREC], qb, qp, score_scale, score_bias, lane);
-    const float tile_vscale = PREC == IKV_FP8_E4M3 ? *reinterpret_cast<const float *>(vscales) : 1.0f;
-    for (int r0 = first & ~15; r0 <= last; r0 += 16) {
-      chunk<PREC, D> kc, vc;
-      kc.load(kt, r0, first, last, lane);
-      vc.load(vt, r0, first, last, lane);
-      __syncwarp(); /* the previous chunk's reads of the staging area are done */
-      kc.store(r0, first, last, lane, ks_smem);
-      vc.store(r0, first, last, lane, vs_smem);
-      __syncwarp();
-      /* S^T = K Q^T: c = (token lane / 4 (+ 8), head 2 (lane % 4) + {0, 1}) */
-      float c[4] = {0, 0, 0, 0};
+    if (e != folded) { /* a new page: fold its scales */
+      fold_keys<D, PREC>(kt + a.payload[PREC], qb, qp, score_scale, score_bias, lane);
+      tile_vscale = PREC == IKV_FP8_E4M3 ? *reinterpret_cast<const float *>(vscales) : 1.0f;
+      folded = e;
+    }
+    __half *ks_smem = stage + slot * 2 * tiles<D>::KV, *vs_smem = ks_smem + tiles<D>::KV;
+    cp_async_wait<STAGES - 1>(); /* this chunk's group has landed (for this lane) */
+    __syncwarp();                /* ... and for every lane */
+    chunk<PREC, D>::convert(r0, first, last, lane, (uint8_t *)ks_smem);
+    chunk<PREC, D>::convert(r0, first, last, lane, (uint8_t *)vs_smem);
+    __syncwarp();
+    /* S^T = K Q^T: c = (token lane / 4 (+ 8), head 2 (lane % 4) + {0, 1}) */
+    float c[4] = {0, 0, 0, 0};
 #pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) {
-        uint32_t ka[4];
-        const int mi = lane >> 3;
-        ldmatrix_x4(ka, ks_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + ks * 16 + (mi >> 1) * 8);
-        mma(c, ka, qp[ks][0], qp[ks][1]);
-      }
-      /* mask, scale, online softmax per head over the 16 tokens */
-      const int t_lo = r0 + (lane >> 2), t_hi = t_lo + 8;
-      const bool keep_lo = t_lo >= first && t_lo <= last &&
-                           !(a.window > 0 && base_pos + t_lo <= query - a.window && base_pos + t_lo >= a.sinks);
-      const bool keep_hi = t_hi >= first && t_hi <= last &&
-                           !(a.window > 0 && base_pos + t_hi <= query - a.window && base_pos + t_hi >= a.sinks);
-      float vs_lo = tile_vscale, vs_hi = tile_vscale, vz_lo = 0.0f, vz_hi = 0.0f;
-      if (PREC == IKV_INT8) {
-        if (keep_lo) vs_lo = reinterpret_cast<const float *>(vscales)[t_lo];
-        if (keep_hi) vs_hi = reinterpret_cast<const float *>(vscales)[t_hi];
-      } else if (PREC == IKV_INT4) {
-        const __half *sz = reinterpret_cast<const __half *>(vscales);
-        if (keep_lo) vs_lo = __half2float(sz[2 * t_lo]), vz_lo = __half2float(sz[2 * t_lo + 1]);
-        if (keep_hi) vs_hi = __half2float(sz[2 * t_hi]), vz_hi = __half2float(sz[2 * t_hi + 1]);
-      }
-      float p[4], corr[2];
-      bool live = false;
+    for (int ks = 0; ks < D / 16; ks++) {
+      uint32_t ka[4];
+      const int mi = lane >> 3;
+      ldmatrix_x4(ka, ks_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + ks * 16 + (mi >> 1) * 8);
+      mma(c, ka, qp[ks][0], qp[ks][1]);
+    }
+    /* mask, scale, online softmax per head over the 16 tokens */
+    const int t_lo = r0 + (lane >> 2), t_hi = t_lo + 8;
+    const bool keep_lo = t_lo >= first && t_lo <= last &&
+                         !(a.window > 0 && base_pos + t_lo <= query - a.window && base_pos + t_lo >= a.sinks);
+    const bool keep_hi = t_hi >= first && t_hi <= last &&
+                         !(a.window > 0 && base_pos + t_hi <= query - a.window && base_pos + t_hi >= a.sinks);
+    float vs_lo = tile_vscale, vs_hi = tile_vscale, vz_lo = 0.0f, vz_hi = 0.0f;
+    if (PREC == IKV_INT8) {
+      if (keep_lo) vs_lo = reinterpret_cast<const float *>(vscales)[t_lo];
+      if (keep_hi) vs_hi = reinterpret_cast<const float *>(vscales)[t_hi];
+    } else if (PREC == IKV_INT4) {
+      const __half *sz = reinterpret_cast<const __half *>(vscales);
+      if (keep_lo) vs_lo = __half2float(sz[2 * t_lo]), vz_lo = __half2float(sz[2 * t_lo + 1]);
+      if (keep_hi) vs_hi = __half2float(sz[2 * t_hi]), vz_hi = __half2float(sz[2 * t_hi + 1]);
+    }
+    float p[4], corr[2];
+    bool live = false;
 #pragma unroll
-      for (int j = 0; j < 2; j++) { /* head 2 (lane % 4) + j: c[j] (token lo), c[2 + j] (token hi) */
-        const float s_lo = keep_lo ? (c[j] * score_scale + score_bias[j]) * a.scale_log2 : -INFINITY;
-        const float s_hi = keep_hi ? (c[2 + j] * score_scale + score_bias[j]) * a.scale_log2 : -INFINITY;
-        const float mn = fmaxf(ws.m[j], over_tokens_max(fmaxf(s_lo, s_hi)));
-        if (mn == -INFINITY) { /* nothing kept yet for any head: uniform over the warp */
-          p[j] = p[2 + j] = 0.0f, corr[j] = 1.0f;
-          continue;
-        }
-        live = true;
-        corr[j] = exp2f(ws.m[j] - mn);
-        const float w_lo = exp2f(s_lo - mn), w_hi = exp2f(s_hi - mn);
-        ws.l[j] = ws.l[j] * corr[j] + over_tokens_sum(w_lo + w_hi);
-        if (PREC == IKV_INT4) ws.z[j] = ws.z[j] * corr[j] + over_tokens_sum(w_lo * vz_lo + w_hi * vz_hi);
-        ws.m[j] = mn;
-        p[j] = w_lo * vs_lo, p[2 + j] = w_hi * vs_hi;
+    for (int j = 0; j < 2; j++) { /* head 2 (lane % 4) + j: c[j] (token lo), c[2 + j] (token hi) */
+      const float s_lo = keep_lo ? (c[j] * score_scale + score_bias[j]) * a.scale_log2 : -INFINITY;
+      const float s_hi = keep_hi ? (c[2 + j] * score_scale + score_bias[j]) * a.scale_log2 : -INFINITY;
+      const float mn = fmaxf(ws.m[j], over_tokens_max(fmaxf(s_lo, s_hi)));
+      if (mn == -INFINITY) { /* nothing kept yet for any head: uniform over the warp */
+        p[j] = p[2 + j] = 0.0f, corr[j] = 1.0f;
+        continue;
       }
-      if (!live) continue;
+      live = true;
+      corr[j] = exp2f(ws.m[j] - mn);
+      const float w_lo = exp2f(s_lo - mn), w_hi = exp2f(s_hi - mn);
+      ws.l[j] = ws.l[j] * corr[j] + over_tokens_sum(w_lo + w_hi);
+      if (PREC == IKV_INT4) ws.z[j] = ws.z[j] * corr[j] + over_tokens_sum(w_lo * vz_lo + w_hi * vz_hi);
+      ws.m[j] = mn;
+      p[j] = w_lo * vs_lo, p[2 + j] = w_hi * vs_hi;
+    }
+    if (live) {
       /* P as [head][token] in shared memory: ldmatrix gives the B operand of O^T += V^T P^T */
       const int hd = (lane & 3) * 2;
       p_smem[hd * 16 + (lane >> 2)] = __float2half_rn(p[0]);
@@ -320,7 +387,15 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
         mma(ws.acc[mt], va, pb[0], pb[1]);
       }
     }
+    __syncwarp(); /* every lane is done with this slot (and with P) */
+    if (ic.k < it.end) { /* refill the slot with the chunk STAGES ahead */
+      issue_chunk<D, PREC>(a, h, ic, (uint8_t *)ks_smem, (uint8_t *)vs_smem, lane);
+      cursor_next(a, it, ic);
+    }
+    cp_async_commit();
+    slot = slot + 1 == STAGES ? 0 : slot + 1;
   }
+  cp_async_wait<0>();
 }
 
 template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(decode_args a) {
@@ -387,27 +462,64 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(dec
 }
 
 /* One block per (sequence, query head): merges the row's partials by
- * log-sum-exp and writes out and lse. */
-template <int D> __global__ void merge_kernel(decode_args a, uint32_t hh_count) {
+ * log-sum-exp and writes out and lse. The items' maxima and weights are
+ * spread over the block's threads (a long row has hundreds of items), the
+ * weighted sums over channels, with many loads in flight. */
+#define MERGE_THREADS 128
+
+__device__ __forceinline__ float block_reduce(float x, bool is_max, float *scratch) {
+#pragma unroll
+  for (int off = 16; off; off >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, x, off);
+    x = is_max ? fmaxf(x, y) : x + y;
+  }
+  __syncthreads(); /* scratch may hold the previous reduction */
+  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = x;
+  __syncthreads();
+  x = scratch[0];
+  for (int w = 1; w < MERGE_THREADS / 32; w++) x = is_max ? fmaxf(x, scratch[w]) : x + scratch[w];
+  return x;
+}
+
+template <int D> __global__ void __launch_bounds__(MERGE_THREADS) merge_kernel(decode_args a, uint32_t hh_count) {
+  __shared__ float weight[MERGE_THREADS], scratch[MERGE_THREADS / 32];
   const uint32_t b = blockIdx.x, j = blockIdx.y, h = j / a.group, g = j % a.group;
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t r = per_head ? b * a.kv_heads + h : b, hh = per_head ? 0 : h;
   const int32_t i0 = a.row_items[r], i1 = a.row_items[r + 1];
+  const size_t stride = (size_t)hh_count * a.group * (D + 2); /* from one item's record to the next */
+  const float *rec0 = a.ws + ((size_t)(i0 * hh_count + hh) * a.group + g) * (D + 2);
   float M = -INFINITY;
-  for (int32_t i = i0; i < i1; i++) M = fmaxf(M, a.ws[((size_t)(i * hh_count + hh) * a.group + g) * (D + 2) + D]);
-  const size_t o = ((size_t)b * a.q_heads + j) * D;
-  for (uint32_t d = threadIdx.x; d < D; d += blockDim.x) {
-    float L = 0.0f, A = 0.0f;
-    if (M != -INFINITY)
-      for (int32_t i = i0; i < i1; i++) {
-        const float *rec = a.ws + ((size_t)(i * hh_count + hh) * a.group + g) * (D + 2);
-        const float c = exp2f(rec[D] - M);
-        L += rec[D + 1] * c;
-        A += rec[d] * c;
+  for (int32_t i = i0 + threadIdx.x; i < i1; i += MERGE_THREADS) M = fmaxf(M, rec0[(i - i0) * stride + D]);
+  M = block_reduce(M, true, scratch);
+  float L = 0.0f, A[(D + MERGE_THREADS - 1) / MERGE_THREADS] = {0.0f};
+  if (M != -INFINITY)
+    for (int32_t c0 = i0; c0 < i1; c0 += MERGE_THREADS) { /* items in chunks of MERGE_THREADS */
+      const int32_t i = c0 + threadIdx.x;
+      const float w = i < i1 ? exp2f(rec0[(i - i0) * stride + D] - M) : 0.0f;
+      L += i < i1 ? rec0[(i - i0) * stride + D + 1] * w : 0.0f;
+      __syncthreads();
+      weight[threadIdx.x] = w;
+      __syncthreads();
+      const int32_t n = i1 - c0 < MERGE_THREADS ? i1 - c0 : MERGE_THREADS;
+#pragma unroll
+      for (int k = 0; k < (D + MERGE_THREADS - 1) / MERGE_THREADS; k++) {
+        const int d = threadIdx.x + k * MERGE_THREADS;
+        if (d >= D) break;
+        float sum = 0.0f;
+#pragma unroll 8
+        for (int32_t x = 0; x < n; x++) sum += rec0[(c0 - i0 + x) * stride + d] * weight[x];
+        A[k] += sum;
       }
-    store_out(a.out, a.dtype, o + d, L > 0.0f ? A / L : 0.0f);
-    if (d == 0) a.lse[(size_t)b * a.q_heads + j] = L > 0.0f ? (M + log2f(L)) * LN2 : -INFINITY;
+    }
+  L = block_reduce(L, false, scratch);
+  const size_t o = ((size_t)b * a.q_heads + j) * D;
+#pragma unroll
+  for (int k = 0; k < (D + MERGE_THREADS - 1) / MERGE_THREADS; k++) {
+    const int d = threadIdx.x + k * MERGE_THREADS;
+    if (d < D) store_out(a.out, a.dtype, o + d, L > 0.0f ? A[k] / L : 0.0f);
   }
+  if (threadIdx.x == 0) a.lse[(size_t)b * a.q_heads + j] = L > 0.0f ? (M + log2f(L)) * LN2 : -INFINITY;
 }
 
 /* ---- host side ---------------------------------------------------------------- */
@@ -438,7 +550,7 @@ template <int D> static void launch(const decode_args &a, uint32_t n_items, uint
       cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
     decode_kernel<D><<<dim3(n_items, heads), WARPS * 32, tiles<D>::SMEM, s>>>(a);
   }
-  if (batch) merge_kernel<D><<<dim3(batch, a.q_heads), D < 128 ? D : 128, 0, s>>>(a, heads);
+  if (batch) merge_kernel<D><<<dim3(batch, a.q_heads), MERGE_THREADS, 0, s>>>(a, heads);
 }
 
 extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_pools *pools, const ikv_cuda_plan *plan,
