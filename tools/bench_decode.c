@@ -186,7 +186,9 @@ static result run_config(uint8_t *arena, const ikv_geometry *g, uint32_t batch, 
   }
   ikv_decode_plan host = {batch, 0, indptr, slot, eprec, index, first, last, len};
   ikv_cuda_plan *cp;
-  IKV_CLI_CHECK(ikv_cuda_plan_create(&host, g->kv_heads, ikv_cuda_pages_per_item(batch, g->kv_heads, nnz / batch + 1, sm_count), &cp));
+  uint32_t ppi = ikv_cuda_pages_per_item(batch, g->kv_heads, nnz / batch + 1, sm_count);
+  if (getenv("IKV_PAGES_PER_ITEM")) ppi = (uint32_t)atoi(getenv("IKV_PAGES_PER_ITEM")); /* tuning only */
+  IKV_CLI_CHECK(ikv_cuda_plan_create(&host, g->kv_heads, ppi, &cp));
   ikv_attn_params params = {.q_heads = HQ, .softmax_scale = 0.08838834764831845f};
   size_t ws_bytes = ikv_cuda_decode_workspace(g, &params, cp), nq = (size_t)batch * HQ * D;
   void *q, *out, *ws;
