@@ -193,7 +193,9 @@ template <int PREC, int D> struct chunk {
 
 template <int D> struct tiles {
   static constexpr int KV = 16 * (D + 8);                /* halves: one staged K or V chunk */
-  static constexpr int STAGE = STAGES * 2 * KV + 8 * 16; /* halves per warp: the stages' K and V, and P */
+  static constexpr int SCALES = (D * 4 + 64) / 2;        /* halves: the K tile's scales, the chunk's V scales */
+  static constexpr int SLOT = 2 * KV + SCALES;           /* halves: one stage */
+  static constexpr int STAGE = STAGES * SLOT + 8 * 16;   /* halves per warp: the stages, and P */
   static constexpr size_t SMEM_STAGE = (size_t)WARPS * STAGE * sizeof(__half);
   static constexpr size_t SMEM_MERGE = (size_t)WARPS * 8 * (D + 2) * sizeof(float);
   static constexpr size_t SMEM = SMEM_STAGE > SMEM_MERGE ? SMEM_STAGE : SMEM_MERGE;
@@ -282,13 +284,23 @@ __device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, co
   const int first = a.csr.first[e], last = a.csr.last[e];
   chunk<PREC, D>::issue(kt, c.r0, first, last, lane, k_area);
   chunk<PREC, D>::issue(vt, c.r0, first, last, lane, v_area);
+  /* the scales ride in the same group: per channel for K (or the FP8 tile
+   * scale), the chunk's 16 per-token scales for V */
+  uint8_t *sc = v_area + tiles<D>::KV * 2;
+  if (PREC == IKV_INT8 || PREC == IKV_INT4) {
+    for (int p = lane; p < D * 4 / 16; p += 32) cp_async16(sc + p * 16, kt + a.payload[PREC] + p * 16, true);
+    if (lane < 4) cp_async16(sc + D * 4 + lane * 16, vt + a.payload[PREC] + c.r0 * 4 + lane * 16, true);
+  } else if (PREC == IKV_FP8_E4M3 && lane == 0) {
+    cp_async16(sc, kt + a.payload[PREC], true); /* a tile scale and its padding: 16 bytes */
+    cp_async16(sc + D * 4, vt + a.payload[PREC], true);
+  }
 }
 
 template <int D, int PREC>
 __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *stage,
                          const uint32_t (&qb)[D / 16][2], warp_state<D> &ws) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __half *p_smem = stage + STAGES * 2 * tiles<D>::KV;
+  __half *p_smem = stage + STAGES * tiles<D>::SLOT;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
   cursor ic = {it.begin + warp, 0};
   if (ic.k < it.end) ic.r0 = a.csr.first[a.entries[ic.k]] & ~15;
@@ -297,7 +309,7 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
 #pragma unroll
   for (int st = 0; st < STAGES; st++) {
     if (ic.k < it.end) {
-      __half *area = stage + st * 2 * tiles<D>::KV;
+      __half *area = stage + st * tiles<D>::SLOT;
       issue_chunk<D, PREC>(a, h, ic, (uint8_t *)area, (uint8_t *)(area + tiles<D>::KV), lane);
       cursor_next(a, it, ic);
     }
@@ -309,31 +321,32 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
   int slot = 0;
   for (cursor pc = start; pc.k < it.end; cursor_next(a, it, pc)) {
     const int32_t e = a.entries[pc.k];
-    const uint8_t *page = a.base[PREC] + (size_t)a.csr.page_slot[e] * a.page_bytes[PREC];
-    const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
-    const uint8_t *vscales = vt + a.payload[PREC];
     const int first = a.csr.first[e], last = a.csr.last[e], r0 = pc.r0;
     const int64_t base_pos = (int64_t)a.csr.page_index[e] * a.page_size;
+    __half *ks_smem = stage + slot * tiles<D>::SLOT, *vs_smem = ks_smem + tiles<D>::KV;
+    const uint8_t *kscales = (const uint8_t *)(vs_smem + tiles<D>::KV), *vscales = kscales + D * 4; /* staged */
+    cp_async_wait<STAGES - 1>(); /* this chunk's group has landed (for this lane) */
+    __syncwarp();                /* ... and for every lane */
     if (e != folded) { /* a new page: fold its scales */
-      fold_keys<D, PREC>(kt + a.payload[PREC], qb, qp, score_scale, score_bias, lane);
+      fold_keys<D, PREC>(kscales, qb, qp, score_scale, score_bias, lane);
       tile_vscale = PREC == IKV_FP8_E4M3 ? *reinterpret_cast<const float *>(vscales) : 1.0f;
       folded = e;
     }
-    __half *ks_smem = stage + slot * 2 * tiles<D>::KV, *vs_smem = ks_smem + tiles<D>::KV;
-    cp_async_wait<STAGES - 1>(); /* this chunk's group has landed (for this lane) */
-    __syncwarp();                /* ... and for every lane */
     chunk<PREC, D>::convert(r0, first, last, lane, (uint8_t *)ks_smem);
     chunk<PREC, D>::convert(r0, first, last, lane, (uint8_t *)vs_smem);
     __syncwarp();
-    /* S^T = K Q^T: c = (token lane / 4 (+ 8), head 2 (lane % 4) + {0, 1}) */
-    float c[4] = {0, 0, 0, 0};
+    /* S^T = K Q^T: c = (token lane / 4 (+ 8), head 2 (lane % 4) + {0, 1}); two
+     * accumulators halve the chain of dependent mma */
+    float c[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++) {
       uint32_t ka[4];
       const int mi = lane >> 3;
       ldmatrix_x4(ka, ks_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + ks * 16 + (mi >> 1) * 8);
-      mma(c, ka, qp[ks][0], qp[ks][1]);
+      mma(ks & 1 ? c2 : c, ka, qp[ks][0], qp[ks][1]);
     }
+#pragma unroll
+    for (int i = 0; i < 4; i++) c[i] += c2[i];
     /* mask, scale, online softmax per head over the 16 tokens */
     const int t_lo = r0 + (lane >> 2), t_hi = t_lo + 8;
     const bool keep_lo = t_lo >= first && t_lo <= last &&
@@ -341,13 +354,13 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
     const bool keep_hi = t_hi >= first && t_hi <= last &&
                          !(a.window > 0 && base_pos + t_hi <= query - a.window && base_pos + t_hi >= a.sinks);
     float vs_lo = tile_vscale, vs_hi = tile_vscale, vz_lo = 0.0f, vz_hi = 0.0f;
-    if (PREC == IKV_INT8) {
-      if (keep_lo) vs_lo = reinterpret_cast<const float *>(vscales)[t_lo];
-      if (keep_hi) vs_hi = reinterpret_cast<const float *>(vscales)[t_hi];
+    if (PREC == IKV_INT8) { /* the chunk's per-token scales, staged: row t - r0 */
+      if (keep_lo) vs_lo = reinterpret_cast<const float *>(vscales)[t_lo - r0];
+      if (keep_hi) vs_hi = reinterpret_cast<const float *>(vscales)[t_hi - r0];
     } else if (PREC == IKV_INT4) {
       const __half *sz = reinterpret_cast<const __half *>(vscales);
-      if (keep_lo) vs_lo = __half2float(sz[2 * t_lo]), vz_lo = __half2float(sz[2 * t_lo + 1]);
-      if (keep_hi) vs_hi = __half2float(sz[2 * t_hi]), vz_hi = __half2float(sz[2 * t_hi + 1]);
+      if (keep_lo) vs_lo = __half2float(sz[2 * (t_lo - r0)]), vz_lo = __half2float(sz[2 * (t_lo - r0) + 1]);
+      if (keep_hi) vs_hi = __half2float(sz[2 * (t_hi - r0)]), vz_hi = __half2float(sz[2 * (t_hi - r0) + 1]);
     }
     float p[4], corr[2];
     bool live = false;
