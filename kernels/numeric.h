@@ -18,7 +18,6 @@
 #endif
 
 #define IKV_FP8_E4M3_MAX 448.0f
-#define IKV_FP16_MAX 65504.0f
 
 IKV_HD uint32_t ikv_f32_bits(float f) {
 #ifdef __CUDA_ARCH__
