@@ -130,9 +130,9 @@ static void tables_give_the_expected_plan(void **state) {
   assert_int_equal(n, 1);
   assert_int_equal(w[0].end - w[0].begin, 2);
   assert_int_equal(w[0].precision, IKV_FP16);
-  const int32_t *order = ikv_plan_work_entries(f.plan);
-  assert_int_equal(order[0], 0); /* one precision: logical order */
-  assert_int_equal(order[1], 1);
+  const int32_t *perm = ikv_plan_work_entries(f.plan);
+  assert_int_equal(perm[0], 0); /* one precision: logical order */
+  assert_int_equal(perm[1], 1);
   uint32_t order[1] = {a};
   assert_true(fx_decode_error(&f, order, 1) < 2e-3);
   assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
@@ -158,11 +158,11 @@ static void tables_downgrade_converts_the_page(void **state) {
   /* the work partition groups entries by precision, one item each */
   uint32_t n_items;
   const ikv_work_item *items = ikv_plan_work(f.plan, &n_items);
-  const int32_t *order = ikv_plan_work_entries(f.plan);
+  const int32_t *perm = ikv_plan_work_entries(f.plan);
   assert_int_equal(n_items, 3);
   for (uint32_t i = 0; i < n_items; i++) {
     assert_int_equal(items[i].end - items[i].begin, 1);
-    assert_int_equal(ikv_plan_view(f.plan)->precision[order[items[i].begin]], items[i].precision);
+    assert_int_equal(ikv_plan_view(f.plan)->precision[perm[items[i].begin]], items[i].precision);
   }
   const ikv_decode_plan *pv = ikv_plan_view(f.plan);
   assert_int_equal(pv->precision[0], IKV_INT8);
