@@ -1,0 +1,289 @@
+/* write_kv and requantize on the GPU, byte for byte the C reference's. */
+#include <cuda_runtime.h>
+#include <string.h>
+
+#include "kernels/quant.h"
+#include "kernels/quantize_cuda.h"
+
+#define THREADS 128
+
+/* Where a tile's parts are, for one precision: shared by both kernels. */
+struct tile_geo {
+  size_t page_bytes[IKV_PRECISION_COUNT];
+  uint32_t k_tile[IKV_PRECISION_COUNT], v_tile[IKV_PRECISION_COUNT], payload[IKV_PRECISION_COUNT],
+      k_scales[IKV_PRECISION_COUNT], v_scales[IKV_PRECISION_COUNT];
+  uint8_t *base[IKV_PRECISION_COUNT];
+  uint32_t P, D, H;
+};
+
+static tile_geo make_geo(const ikv_geometry *g, const ikv_layer_pools *pools) {
+  tile_geo t;
+  memset(&t, 0, sizeof(t));
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+    t.page_bytes[p] = ikv_page_layer_bytes(g, (ikv_precision)p);
+    t.k_tile[p] = (uint32_t)ikv_tile_bytes((ikv_precision)p, IKV_KEYS, g->page_size, g->head_dim);
+    t.v_tile[p] = (uint32_t)ikv_tile_bytes((ikv_precision)p, IKV_VALUES, g->page_size, g->head_dim);
+    t.payload[p] = (uint32_t)ikv_tile_payload_bytes((ikv_precision)p, g->page_size, g->head_dim);
+    t.k_scales[p] = (uint32_t)ikv_tile_scale_bytes((ikv_precision)p, IKV_KEYS, g->page_size, g->head_dim);
+    t.v_scales[p] = (uint32_t)ikv_tile_scale_bytes((ikv_precision)p, IKV_VALUES, g->page_size, g->head_dim);
+    t.base[p] = (uint8_t *)pools->base[p];
+  }
+  t.P = g->page_size, t.D = g->head_dim, t.H = g->kv_heads;
+  return t;
+}
+
+/* One tile in device memory. */
+struct tile {
+  int prec;
+  bool keys;
+  uint32_t D, bytes, scale_bytes;
+  uint8_t *payload, *scales;
+};
+
+__device__ tile tile_at(const tile_geo &g, int prec, int32_t slot, uint32_t h, bool keys) {
+  tile t;
+  t.prec = prec, t.keys = keys, t.D = g.D;
+  uint8_t *kt = g.base[prec] + (size_t)slot * g.page_bytes[prec] + (size_t)h * (g.k_tile[prec] + g.v_tile[prec]);
+  t.payload = keys ? kt : kt + g.k_tile[prec];
+  t.scales = t.payload + g.payload[prec];
+  t.bytes = keys ? g.k_tile[prec] : g.v_tile[prec];
+  t.scale_bytes = keys ? g.k_scales[prec] : g.v_scales[prec];
+  return t;
+}
+
+/* A group's parameters: the float scale (FP8, INT8) or INT4's scale and zero. */
+struct params {
+  float scale;
+  ikv_int4_params i4;
+};
+
+__device__ params group_get(const tile &t, int g) {
+  params p = {0.0f, {0, 0}};
+  if (t.prec == IKV_INT4) memcpy(&p.i4, t.scales + 4 * g, 4);
+  else memcpy(&p.scale, t.scales + 4 * g, 4);
+  return p;
+}
+
+__device__ void group_set(const tile &t, int g, params p) {
+  if (t.prec == IKV_INT4) memcpy(t.scales + 4 * g, &p.i4, 4);
+  else memcpy(t.scales + 4 * g, &p.scale, 4);
+}
+
+/* The group a cell belongs to: the tile (FP8), the channel (keys), the row. */
+__device__ int group_of(const tile &t, int r, int c) {
+  return t.prec == IKV_FP8_E4M3 ? 0 : t.keys ? c : r;
+}
+
+__device__ uint32_t code_get(const tile &t, int r, int c) {
+  const size_t i = (size_t)r * t.D + c;
+  if (t.prec == IKV_FP16 || t.prec == IKV_BF16) return reinterpret_cast<const uint16_t *>(t.payload)[i];
+  if (t.prec == IKV_INT4) return (t.payload[i / 2] >> (4 * (c & 1))) & 0xf;
+  return t.payload[i];
+}
+
+__device__ float decode(const tile &t, uint32_t code, params p) {
+  switch (t.prec) {
+    case IKV_FP16: return ikv_f16_to_f32((uint16_t)code);
+    case IKV_BF16: return ikv_bf16_to_f32((uint16_t)code);
+    case IKV_FP8_E4M3: return ikv_fp8_decode((uint8_t)code, p.scale);
+    case IKV_INT8: return ikv_int8_decode((int8_t)code, p.scale);
+    default: return ikv_int4_decode((uint8_t)code, p.i4);
+  }
+}
+
+__device__ uint32_t encode(const tile &t, float x, params p) {
+  switch (t.prec) {
+    case IKV_FP16: return ikv_f32_to_f16(x);
+    case IKV_BF16: return ikv_f32_to_bf16(x);
+    case IKV_FP8_E4M3: return ikv_fp8_encode(x, p.scale);
+    case IKV_INT8: return (uint8_t)ikv_int8_encode(x, p.scale);
+    default: return ikv_int4_encode(x, p.i4);
+  }
+}
+
+/* Stores the codes of channels c and c + 1 (c even) of row r: a thread owns
+ * whole channel pairs, so INT4 bytes are written whole. */
+__device__ void codes_put(const tile &t, int r, int c, uint32_t a, uint32_t b) {
+  const size_t i = (size_t)r * t.D + c;
+  if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
+    reinterpret_cast<uint16_t *>(t.payload)[i] = (uint16_t)a, reinterpret_cast<uint16_t *>(t.payload)[i + 1] = (uint16_t)b;
+  } else if (t.prec == IKV_INT4) {
+    t.payload[i / 2] = (uint8_t)(a | (b << 4));
+  } else {
+    t.payload[i] = (uint8_t)a, t.payload[i + 1] = (uint8_t)b;
+  }
+}
+
+/* The range of the values fed to a tile write. */
+__device__ void block_range(float &lo, float &hi) {
+  __shared__ float s_lo[THREADS / 32], s_hi[THREADS / 32];
+#pragma unroll
+  for (int off = 16; off; off >>= 1)
+    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off)), hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) s_lo[threadIdx.x >> 5] = lo, s_hi[threadIdx.x >> 5] = hi;
+  __syncthreads();
+  lo = s_lo[0], hi = s_hi[0];
+  for (int w = 1; w < THREADS / 32; w++) lo = fminf(lo, s_lo[w]), hi = fmaxf(hi, s_hi[w]);
+}
+
+/* The reference's scale rule for a group spanning rows: keep the old
+ * parameters if [lo, hi] fits them, else refit to the union. */
+__device__ params fit_group(const tile &t, params old, bool fresh, float lo, float hi, bool *refit) {
+  params fit = old;
+  *refit = false;
+  if (t.prec == IKV_INT4) {
+    const float old_lo = ikv_int4_lo(old.i4), old_hi = ikv_int4_hi(old.i4);
+    if (!fresh && lo >= old_lo && hi <= old_hi) return fit;
+    fit.i4 = fresh ? ikv_int4_fit(lo, hi) : ikv_int4_fit(fminf(lo, old_lo), fmaxf(hi, old_hi));
+  } else {
+    const float qmax = t.prec == IKV_INT8 ? IKV_INT8_QMAX : IKV_FP8_E4M3_MAX, amax = fmaxf(fabsf(lo), fabsf(hi));
+    if (!fresh && amax <= old.scale * qmax) return fit;
+    fit.scale = amax / qmax;
+  }
+  *refit = true;
+  return fit;
+}
+
+__device__ params fit_row(const tile &t, float lo, float hi) {
+  params p = {0.0f, {0, 0}};
+  if (t.prec == IKV_INT4) p.i4 = ikv_int4_fit(lo, hi);
+  else p.scale = fmaxf(fabsf(lo), fabsf(hi)) / IKV_INT8_QMAX;
+  return p;
+}
+
+/* Writes rows [fill, fill + n) of a tile from src(r, c) (r counted from
+ * fill), under the reference's rule; fill == 0 starts the tile afresh. */
+template <typename Src> __device__ void tile_write(const tile &t, int fill, int n, const Src &src) {
+  const int D = t.D;
+  if (fill == 0) /* a fresh tile: zero its padding */
+    for (uint32_t b = t.scale_bytes + threadIdx.x; b < t.bytes - (uint32_t)(t.scales - t.payload); b += THREADS)
+      t.scales[b] = 0;
+  const bool per_row = !t.keys && (t.prec == IKV_INT8 || t.prec == IKV_INT4);
+  if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
+    for (int x = threadIdx.x; x < n * D / 2; x += THREADS) {
+      const int r = x / (D / 2), c = x % (D / 2) * 2;
+      const params none = {0.0f, {0, 0}};
+      codes_put(t, fill + r, c, encode(t, src(r, c), none), encode(t, src(r, c + 1), none));
+    }
+  } else if (per_row) { /* INT8 / INT4 values: each token its own group */
+    for (int r = 0; r < n; r++) {
+      float lo = INFINITY, hi = -INFINITY;
+      for (int c = threadIdx.x; c < D; c += THREADS) lo = fminf(lo, src(r, c)), hi = fmaxf(hi, src(r, c));
+      block_range(lo, hi);
+      const params p = fit_row(t, lo, hi);
+      if (threadIdx.x == 0) group_set(t, fill + r, p);
+      for (int c = 2 * threadIdx.x; c < D; c += 2 * THREADS)
+        codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
+    }
+  } else if (t.prec == IKV_FP8_E4M3) { /* one group: the whole tile */
+    float lo = INFINITY, hi = -INFINITY;
+    for (int x = threadIdx.x; x < n * D; x += THREADS) lo = fminf(lo, src(x / D, x % D)), hi = fmaxf(hi, src(x / D, x % D));
+    block_range(lo, hi);
+    const params old = group_get(t, 0);
+    bool refit;
+    const params p = fit_group(t, old, fill == 0, lo, hi, &refit);
+    if (refit)
+      for (int x = threadIdx.x; x < fill * D / 2; x += THREADS) {
+        const int r = x / (D / 2), c = x % (D / 2) * 2;
+        codes_put(t, r, c, encode(t, decode(t, code_get(t, r, c), old), p),
+                  encode(t, decode(t, code_get(t, r, c + 1), old), p));
+      }
+    __syncthreads(); /* every thread has read the old scale */
+    if (threadIdx.x == 0) group_set(t, 0, p);
+    for (int x = threadIdx.x; x < n * D / 2; x += THREADS) {
+      const int r = x / (D / 2), c = x % (D / 2) * 2;
+      codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
+    }
+  } else { /* INT8 / INT4 keys: each channel its own group; a thread owns channel pairs */
+    for (int c = 2 * threadIdx.x; c < D; c += 2 * THREADS) {
+      params old[2], p[2];
+      bool refit[2];
+      for (int k = 0; k < 2; k++) {
+        float lo = INFINITY, hi = -INFINITY;
+        for (int r = 0; r < n; r++) lo = fminf(lo, src(r, c + k)), hi = fmaxf(hi, src(r, c + k));
+        old[k] = group_get(t, c + k);
+        p[k] = fit_group(t, old[k], fill == 0, lo, hi, &refit[k]);
+      }
+      if (refit[0] || refit[1])
+        for (int r = 0; r < fill; r++) {
+          const uint32_t a = code_get(t, r, c), b = code_get(t, r, c + 1);
+          codes_put(t, r, c, refit[0] ? encode(t, decode(t, a, old[0]), p[0]) : a,
+                    refit[1] ? encode(t, decode(t, b, old[1]), p[1]) : b);
+        }
+      group_set(t, c, p[0]), group_set(t, c + 1, p[1]);
+      for (int r = 0; r < n; r++) codes_put(t, fill + r, c, encode(t, src(r, c), p[0]), encode(t, src(r, c + 1), p[1]));
+    }
+  }
+}
+
+/* ---- write_kv ---------------------------------------------------------------- */
+
+struct input_rows { /* the new tokens' rows of one head, in the input dtype */
+  const void *x;
+  int dtype;
+  size_t first_token;
+  uint32_t H, D, h;
+  __device__ float operator()(int r, int c) const {
+    const size_t i = ((first_token + r) * H + h) * D + c;
+    if (dtype == IKV_DTYPE_F16) return ikv_f16_to_f32(reinterpret_cast<const uint16_t *>(x)[i]);
+    if (dtype == IKV_DTYPE_BF16) return ikv_bf16_to_f32(reinterpret_cast<const uint16_t *>(x)[i]);
+    return reinterpret_cast<const float *>(x)[i];
+  }
+};
+
+/* One block per (token, KV head, K or V); the block of the first token of
+ * each run of consecutive slots in one page writes the run. */
+__global__ void __launch_bounds__(THREADS) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
+                                                           const int64_t *slots, const uint8_t *precs, uint32_t n) {
+  const uint32_t i = blockIdx.x, h = blockIdx.y;
+  const bool keys = blockIdx.z == 0;
+  const int64_t slot = slots[i], page = slot / g.P;
+  const uint8_t prec = precs[i];
+  if (i > 0 && precs[i - 1] == prec && slots[i - 1] + 1 == slot && slots[i - 1] / g.P == page) return;
+  uint32_t len = 1;
+  while (i + len < n && precs[i + len] == prec && slots[i + len] == slot + len && (slot + len) / g.P == page) len++;
+  const tile t = tile_at(g, prec, (int32_t)page, h, keys);
+  const input_rows src = {keys ? k : v, dtype, i, g.H, g.D, h};
+  tile_write(t, (int)(slot % g.P), (int)len, src);
+}
+
+/* ---- requantize ---------------------------------------------------------------- */
+
+struct tile_rows { /* a stored tile's rows, decoded */
+  tile t;
+  __device__ float operator()(int r, int c) const { return decode(t, code_get(t, r, c), group_get(t, group_of(t, r, c))); }
+};
+
+__global__ void __launch_bounds__(THREADS) requantize_kernel(tile_geo g, const ikv_cuda_move *moves) {
+  const ikv_cuda_move mv = moves[blockIdx.x];
+  const uint32_t h = blockIdx.y;
+  const bool keys = blockIdx.z == 0;
+  const tile src = tile_at(g, mv.from, mv.src_slot, h, keys), dst = tile_at(g, mv.to, mv.dst_slot, h, keys);
+  for (uint32_t b = threadIdx.x; b < dst.bytes; b += THREADS) dst.payload[b] = 0; /* rows past `rows` too */
+  __syncthreads();
+  const tile_rows rows = {src};
+  tile_write(dst, 0, mv.rows, rows);
+}
+
+/* ---- host side ------------------------------------------------------------------- */
+
+extern "C" ikv_status ikv_cuda_write_kv(const ikv_geometry *g, const ikv_layer_pools *pools, const void *k, const void *v,
+                                        ikv_dtype dtype, const int64_t *slot_mapping, const uint8_t *slot_precision,
+                                        uint32_t n, void *stream) {
+  if (!g || !pools || (n && (!k || !v || !slot_mapping || !slot_precision))) return IKV_E_NULL;
+  if (ikv_geometry_check(g) != IKV_OK || (unsigned)dtype >= IKV_DTYPE_COUNT) return IKV_E_INVALID;
+  if (!n) return IKV_OK;
+  write_kv_kernel<<<dim3(n, g->kv_heads, 2), THREADS, 0, (cudaStream_t)stream>>>(make_geo(g, pools), k, v, dtype,
+                                                                                  slot_mapping, slot_precision, n);
+  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+}
+
+extern "C" ikv_status ikv_cuda_requantize(const ikv_geometry *g, const ikv_layer_pools *pools, const ikv_cuda_move *moves,
+                                          uint32_t count, void *stream) {
+  if (!g || !pools || (count && !moves)) return IKV_E_NULL;
+  if (ikv_geometry_check(g) != IKV_OK) return IKV_E_INVALID;
+  if (!count) return IKV_OK;
+  requantize_kernel<<<dim3(count, g->kv_heads, 2), THREADS, 0, (cudaStream_t)stream>>>(make_geo(g, pools), moves);
+  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+}
