@@ -1,17 +1,33 @@
-/* The CPU backend: pools in host memory, page bytes moved and converted by
- * the C reference kernels. Both tiers live in host memory here; the slot
- * bookkeeping and the bytes moved are the same as on a GPU. */
+/* The CPU backend: both tiers in host memory, page bytes moved and converted
+ * by the C reference kernels. The slot bookkeeping and the bytes moved are
+ * the same as on a GPU. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/runtime_internal.h"
+#include "kernels/attention_ref.h"
+#include "kernels/numeric.h"
+#include "runtime/plan_internal.h"
 
-static size_t pool_index(const ikv_runtime *rt, uint32_t layer, ikv_tier tier, ikv_precision p) {
+size_t rt_pool_index(const ikv_runtime *rt, uint32_t layer, ikv_tier tier, ikv_precision p) {
   (void)rt;
   return ((size_t)layer * IKV_TIER_COUNT + tier) * IKV_PRECISION_COUNT + p;
 }
 
-ikv_status rt_pools_create(ikv_runtime *rt) {
+uint8_t *rt_page(const ikv_runtime *rt, uint32_t layer, ikv_tier tier, ikv_precision p, int32_t slot) {
+  return rt->pools[rt_pool_index(rt, layer, tier, p)] + (size_t)slot * rt->page_bytes[p];
+}
+
+ikv_layer_pools rt_layer_pools(const ikv_runtime *rt, uint32_t layer, ikv_tier tier) {
+  ikv_layer_pools lp;
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+    lp.base[p] = rt->pools[rt_pool_index(rt, layer, tier, (ikv_precision)p)];
+    lp.pages[p] = rt->cfg.capacity[tier][p];
+  }
+  return lp;
+}
+
+static ikv_status cpu_open(ikv_runtime *rt) {
   size_t n = (size_t)rt->cfg.geometry.layers * IKV_TIER_COUNT * IKV_PRECISION_COUNT;
   rt->pools = calloc(n, sizeof(uint8_t *));
   if (!rt->pools) return IKV_E_NO_MEMORY;
@@ -22,38 +38,25 @@ ikv_status rt_pools_create(ikv_runtime *rt) {
         if (!bytes) continue;
         uint8_t *pool = malloc(bytes);
         if (!pool) return IKV_E_NO_MEMORY;
-        rt->pools[pool_index(rt, l, (ikv_tier)t, (ikv_precision)p)] = pool;
+        rt->pools[rt_pool_index(rt, l, (ikv_tier)t, (ikv_precision)p)] = pool;
       }
   return IKV_OK;
 }
 
-void rt_pools_destroy(ikv_runtime *rt) {
+static void cpu_close(ikv_runtime *rt) {
   if (!rt->pools) return;
   size_t n = (size_t)rt->cfg.geometry.layers * IKV_TIER_COUNT * IKV_PRECISION_COUNT;
   for (size_t i = 0; i < n; i++) free(rt->pools[i]);
   free(rt->pools);
 }
 
-uint8_t *rt_page(const ikv_runtime *rt, uint32_t layer, ikv_tier tier, ikv_precision p, int32_t slot) {
-  return rt->pools[pool_index(rt, layer, tier, p)] + (size_t)slot * rt->page_bytes[p];
-}
-
-ikv_layer_pools rt_layer_pools(const ikv_runtime *rt, uint32_t layer, ikv_tier tier) {
-  ikv_layer_pools lp;
-  for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
-    lp.base[p] = rt->pools[pool_index(rt, layer, tier, (ikv_precision)p)];
-    lp.pages[p] = rt->cfg.capacity[tier][p];
-  }
-  return lp;
-}
-
-void rt_copy_page(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier,
-                  int32_t dst_slot, ikv_precision p) {
+static void cpu_copy_page(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier, int32_t dst_slot,
+                          ikv_precision p) {
   for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
     memcpy(rt_page(rt, l, dst_tier, p, dst_slot), rt_page(rt, l, src_tier, p, src_slot), rt->page_bytes[p]);
 }
 
-ikv_status rt_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t rows) {
+static ikv_status cpu_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t rows) {
   for (int t = 0; t < IKV_TIER_COUNT; t++) {
     if (mv->old_slot[t] == IKV_NO_SLOT) continue;
     for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++) {
@@ -64,3 +67,65 @@ ikv_status rt_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t rows
   }
   return IKV_OK;
 }
+
+static ikv_status cpu_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const void *v, ikv_dtype dtype,
+                               const int64_t *slots, const uint8_t *precs, uint32_t n, void *stream) {
+  (void)stream; /* synchronous */
+  ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
+  return ikv_ref_write_kv(&rt->cfg.geometry, &lp, k, v, dtype, slots, precs, n);
+}
+
+static ikv_status cpu_plan_open(ikv_runtime *rt, ikv_plan *pl) {
+  (void)rt, (void)pl;
+  return IKV_OK;
+}
+
+static void cpu_plan_close(ikv_plan *pl) { (void)pl; }
+
+static uint32_t cpu_pages_per_item(const ikv_runtime *rt, uint32_t rows, uint32_t heads, uint32_t pages) {
+  (void)rt, (void)rows, (void)heads, (void)pages;
+  return IKV_WORK_PAGES;
+}
+
+static ikv_status cpu_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
+  (void)rt, (void)pl;
+  return IKV_OK;
+}
+
+static void convert_out(const float *src, void *dst, ikv_dtype dtype, size_t n) {
+  uint16_t *h = dst;
+  switch (dtype) {
+    case IKV_DTYPE_F32: memcpy(dst, src, n * sizeof(float)); break;
+    case IKV_DTYPE_F16: for (size_t i = 0; i < n; i++) h[i] = ikv_f32_to_f16(src[i]); break;
+    default: for (size_t i = 0; i < n; i++) h[i] = ikv_f32_to_bf16(src[i]); break;
+  }
+}
+
+static ikv_status cpu_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, const void *q, void *out, float *lse,
+                             ikv_dtype dtype, void *stream) {
+  (void)stream;
+  const ikv_decode_plan *view = &pl->view;
+  size_t n = (size_t)view->batch * rt->cfg.q_heads * rt->cfg.geometry.head_dim;
+  float *qf = malloc(sizeof(float) * (n ? 2 * n : 1)); /* the reference path: not a hot path */
+  if (!qf) return IKV_E_NO_MEMORY;
+  ikv_ref_to_float(q, dtype, n, qf);
+  ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
+  ikv_status st = ikv_ref_decode(&rt->cfg.geometry, &lp, view, &rt->attn, qf, qf + n, lse, 0);
+  if (st == IKV_OK) convert_out(qf + n, out, dtype, n);
+  free(qf);
+  return st;
+}
+
+const rt_backend rt_backend_cpu = {
+    .host_keys = 1,
+    .open = cpu_open,
+    .close = cpu_close,
+    .copy_page = cpu_copy_page,
+    .convert_page = cpu_convert_page,
+    .write_kv = cpu_write_kv,
+    .plan_open = cpu_plan_open,
+    .plan_close = cpu_plan_close,
+    .pages_per_item = cpu_pages_per_item,
+    .plan_publish = cpu_plan_publish,
+    .decode = cpu_decode,
+};

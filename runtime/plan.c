@@ -83,6 +83,11 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
       ikv_plan_destroy(pl);
       return IKV_E_NO_MEMORY;
     }
+  ikv_status st = rt->be->plan_open(rt, pl);
+  if (st != IKV_OK) {
+    ikv_plan_destroy(pl);
+    return st;
+  }
   memset(pl->page_want, UNSEEN, rt->max_pages);
   pl->indptr[0] = 0;
   pl->view.indptr = pl->indptr;
@@ -99,6 +104,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
 void ikv_plan_destroy(ikv_plan *pl) {
   if (!pl) return;
   if (pl->rt && pl->rt->active == pl) ikv_step_end(pl->rt, pl);
+  if (pl->rt) pl->rt->be->plan_close(pl);
   void *all[] = {pl->indptr, pl->seq_len, pl->slot, pl->page_index, pl->precision, pl->want, pl->first,
                  pl->last, pl->page, pl->work, pl->work_entries, pl->hints, pl->decisions, pl->touched,
                  pl->touched_stored, pl->touched_on_gpu, pl->page_want, pl->sel_want, pl->cand_want,
@@ -145,6 +151,8 @@ static ikv_status check_request(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_re
     return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: score_mode %d", (int)rp->score_mode);
   if (rp->score_mode != IKV_SCORE_SPAN && !rp->score_q && req->batch)
     return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: query-aware scoring needs score_q");
+  if (rp->score_mode != IKV_SCORE_SPAN && !rt->be->host_keys)
+    return rt_fail(rt, IKV_E_UNSUPPORTED, "ikv_plan_build: query-aware scoring needs page summaries, kept by the CPU backend only");
   return IKV_OK;
 }
 
@@ -319,7 +327,7 @@ static ikv_status evict_one(ikv_runtime *rt, ikv_plan *pl, ikv_precision prec, u
       continue;
     ikv_pt_copy copy;
     if (ikv_pt_page_make_resident(rt->pt, v, IKV_TIER_HOST, &copy) != IKV_OK) continue; /* host pool full */
-    if (copy.bytes) rt_copy_page(rt, IKV_TIER_GPU, info.slot[IKV_TIER_GPU], IKV_TIER_HOST, copy.dst_slot, prec);
+    if (copy.bytes) rt->be->copy_page(rt, IKV_TIER_GPU, info.slot[IKV_TIER_GPU], IKV_TIER_HOST, copy.dst_slot, prec);
     ikv_pt_page_release(rt->pt, v, IKV_TIER_GPU);
     rt->stats.evictions++;
     (*cursor)++;
@@ -335,7 +343,7 @@ static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
     if (pl->page_want[p] == pl->touched_stored[k]) continue;
     ikv_pt_move mv;
     ikv_status st = ikv_pt_page_set_precision(rt->pt, p, (ikv_precision)pl->page_want[p], &mv);
-    if (st == IKV_OK) st = rt_convert_page(rt, &mv, rt->fill[p]);
+    if (st == IKV_OK) st = rt->be->convert_page(rt, &mv, rt->fill[p]);
     if (st != IKV_OK) return rt_fail(rt, st, "ikv_plan_build: converting page %u: %s", p, ikv_status_str(st));
     pl->stats.conversions++;
     rt->stats.conversions++;
@@ -359,7 +367,7 @@ static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
     ikv_pt_copy copy;
     ikv_status st = ikv_pt_page_make_resident(rt->pt, p, IKV_TIER_GPU, &copy);
     if (st != IKV_OK) return rt_fail(rt, st, "ikv_plan_build: fetching page %u: %s", p, ikv_status_str(st));
-    rt_copy_page(rt, IKV_TIER_HOST, copy.src_slot, IKV_TIER_GPU, copy.dst_slot, prec);
+    rt->be->copy_page(rt, IKV_TIER_HOST, copy.src_slot, IKV_TIER_GPU, copy.dst_slot, prec);
     ps.pages_free[IKV_TIER_GPU][prec]--;
     pl->stats.demand_fetches++;
     rt->stats.demand_fetches++;
@@ -397,7 +405,14 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     resolve(rt, pl, req, 1, &pending, &absent);
   }
   ikv_pt_pages_touch(rt->pt, pl->page, pl->n_entries);
-  ikv_plan_partition(&pl->view, pl->n_rows, IKV_WORK_PAGES, pl->work_entries, pl->work, &pl->n_work);
+  const uint32_t heads_per_row = pl->view.per_kv_head ? 1 : rt->cfg.geometry.kv_heads;
+  ikv_plan_partition(&pl->view, pl->n_rows,
+                     rt->be->pages_per_item(rt, pl->n_rows, heads_per_row, pl->n_rows ? pl->n_entries / pl->n_rows + 1 : 1),
+                     pl->work_entries, pl->work, &pl->n_work);
+  if (st == IKV_OK) {
+    st = rt->be->plan_publish(rt, pl);
+    if (st != IKV_OK) rt_fail(rt, st, "ikv_plan_build: publishing the plan: %s", ikv_status_str(st));
+  }
   rt->active = pl;
   if (st != IKV_OK) { /* pages were moved (nothing lost); the plan is void */
     ikv_step_end(rt, pl);

@@ -5,6 +5,10 @@
 
 #include "runtime/runtime_internal.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Decode work is split into items of at most this many pages (split-KV). */
 #define IKV_WORK_PAGES 32u
 #define IKV_HINTS_PER_SEQ 8u
@@ -20,6 +24,7 @@ typedef struct rt_chunk {
 
 struct ikv_plan {
   ikv_runtime *rt;
+  void *dev; /* the backend's copy of the plan (CUDA: device buffers) */
   uint32_t cap_batch, cap_entries, cap_rows, cap_decisions;
   /* entries (CSR over rows) */
   int32_t *indptr, *slot, *page_index, *seq_len;
@@ -75,4 +80,7 @@ ikv_status plan_decide(ikv_plan *plan, ikv_span_decision d, uint32_t *index);
  * per KV head in query-aware modes) appended to the plan. */
 ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b);
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* IKV_PLAN_INTERNAL_H */

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "kernels/attention_ref.h"
-#include "kernels/numeric.h"
 #include "runtime/runtime_internal.h"
 
 ikv_status rt_fail(ikv_runtime *rt, ikv_status status, const char *fmt, ...) {
@@ -31,8 +30,7 @@ const ikv_pagetable *ikv_runtime_pagetable(const ikv_runtime *rt) { return rt ? 
 
 ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **out) {
   if (!config || !out) return IKV_E_NULL;
-  if (config->backend == IKV_BACKEND_CUDA) return IKV_E_UNSUPPORTED;
-  if (config->backend != IKV_BACKEND_CPU) return IKV_E_INVALID;
+  if (config->backend != IKV_BACKEND_CPU && config->backend != IKV_BACKEND_CUDA) return IKV_E_INVALID;
   const ikv_geometry *g = &config->geometry;
   if (ikv_geometry_check(g) != IKV_OK) return IKV_E_INVALID;
   if (!config->q_heads || config->q_heads % g->kv_heads || config->score_layer >= g->layers)
@@ -43,6 +41,7 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
   ikv_runtime *rt = calloc(1, sizeof(*rt));
   if (!rt) return IKV_E_NO_MEMORY;
   rt->cfg = *config;
+  rt->be = config->backend == IKV_BACKEND_CUDA ? &rt_backend_cuda : &rt_backend_cpu;
   rt->attn = (ikv_attn_params){
       .q_heads = config->q_heads,
       .softmax_scale = config->softmax_scale > 0.0f ? config->softmax_scale : 1.0f / sqrtf((float)g->head_dim),
@@ -54,7 +53,7 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
     for (int p = 0; p < IKV_PRECISION_COUNT; p++) rt->max_pages += config->capacity[t][p];
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) rt->page_bytes[p] = ikv_page_layer_bytes(g, (ikv_precision)p);
   ikv_status st = ikv_pt_create(&pc, &rt->pt);
-  if (st == IKV_OK) st = rt_pools_create(rt);
+  if (st == IKV_OK) st = rt->be->open(rt);
   if (st == IKV_OK) st = rt_summaries_create(rt);
   if (st == IKV_OK) st = (rt->fill = calloc(rt->max_pages, sizeof(uint16_t))) ? IKV_OK : IKV_E_NO_MEMORY;
   if (st != IKV_OK) {
@@ -67,7 +66,7 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
 
 void ikv_runtime_destroy(ikv_runtime *rt) {
   if (!rt) return;
-  rt_pools_destroy(rt);
+  rt->be->close(rt);
   rt_summaries_destroy(rt);
   free(rt->fill);
   ikv_pt_destroy(rt->pt);
@@ -134,7 +133,7 @@ ikv_status ikv_seq_offload(ikv_runtime *rt, ikv_seq_id seq, uint32_t first, uint
     if (info.slot[IKV_TIER_GPU] == IKV_NO_SLOT) continue;
     ikv_pt_copy copy;
     ikv_pt_page_make_resident(rt->pt, page, IKV_TIER_HOST, &copy);
-    if (copy.bytes) rt_copy_page(rt, IKV_TIER_GPU, info.slot[IKV_TIER_GPU], IKV_TIER_HOST, copy.dst_slot, info.precision);
+    if (copy.bytes) rt->be->copy_page(rt, IKV_TIER_GPU, info.slot[IKV_TIER_GPU], IKV_TIER_HOST, copy.dst_slot, info.precision);
     ikv_pt_page_release(rt->pt, page, IKV_TIER_GPU);
   }
   rt->errmsg[0] = 0;
@@ -182,7 +181,7 @@ ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n
       return rt_fail(rt, st, "ikv_append: sequence %u of the batch: %s", b, ikv_status_str(st));
     }
     if (cow.bytes) {
-      rt_copy_page(rt, IKV_TIER_GPU, cow.src_slot, IKV_TIER_GPU, cow.dst_slot, cow.precision);
+      rt->be->copy_page(rt, IKV_TIER_GPU, cow.src_slot, IKV_TIER_GPU, cow.dst_slot, cow.precision);
       rt_summary_copy(rt, cow.dst_page, cow.src_page);
       rt->fill[cow.dst_page] = rt->fill[cow.src_page];
       rt->stats.cow_copies++;
@@ -195,7 +194,6 @@ ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n
 
 ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const void *v, ikv_dtype dtype,
                         const int64_t *slot_mapping, const uint8_t *slot_precision, uint32_t n, void *stream) {
-  (void)stream; /* CPU backend: synchronous */
   if (!rt) return IKV_E_NULL;
   const ikv_geometry *g = &rt->cfg.geometry;
   if (n && (!k || !v || !slot_mapping || !slot_precision)) return rt_fail(rt, IKV_E_NULL, "ikv_write_kv: NULL argument");
@@ -218,16 +216,16 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
                    (long long)slot_mapping[i], ikv_precision_name(p) ? ikv_precision_name(p) : "bad precision");
   }
   if (st == IKV_OK) {
-    ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
-    st = ikv_ref_write_kv(g, &lp, k, v, dtype, slot_mapping, slot_precision, n);
+    st = rt->be->write_kv(rt, layer, k, v, dtype, slot_mapping, slot_precision, n, stream);
     if (st != IKV_OK) rt_fail(rt, st, "ikv_write_kv: %s", ikv_status_str(st));
   }
+  const int summarize = layer == rt->cfg.score_layer && rt->be->host_keys;
   if (st == IKV_OK) {
-    if (layer == rt->cfg.score_layer) ikv_ref_to_float(k, dtype, row * n, kf);
+    if (summarize) ikv_ref_to_float(k, dtype, row * n, kf);
     for (uint32_t i = 0; i < n; i++) {
       uint32_t offset = (uint32_t)(slot_mapping[i] % g->page_size);
       rt->fill[pages[i]] = offset == 0 ? 1 : (uint16_t)(offset + 1 > rt->fill[pages[i]] ? offset + 1 : rt->fill[pages[i]]);
-      if (layer == rt->cfg.score_layer) rt_summary_update(rt, pages[i], offset, kf + row * i, row, 1);
+      if (summarize) rt_summary_update(rt, pages[i], offset, kf + row * i, row, 1);
     }
     rt->errmsg[0] = 0;
   }
@@ -235,33 +233,14 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
   return st;
 }
 
-static void convert_out(const float *src, void *dst, ikv_dtype dtype, size_t n) {
-  uint16_t *h = dst;
-  switch (dtype) {
-    case IKV_DTYPE_F32: memcpy(dst, src, n * sizeof(float)); break;
-    case IKV_DTYPE_F16: for (size_t i = 0; i < n; i++) h[i] = ikv_f32_to_f16(src[i]); break;
-    default: for (size_t i = 0; i < n; i++) h[i] = ikv_f32_to_bf16(src[i]); break;
-  }
-}
-
 ikv_status ikv_decode(ikv_runtime *rt, const ikv_plan *plan, uint32_t layer, const void *q, void *out,
                       float *lse, ikv_dtype dtype, void *stream) {
-  (void)stream;
   if (!rt) return IKV_E_NULL;
   if (!plan || plan != rt->active) return rt_fail(rt, IKV_E_INVALID, "ikv_decode: the plan is not this runtime's plan in flight");
   if (layer >= rt->cfg.geometry.layers) return rt_fail(rt, IKV_E_RANGE, "ikv_decode: layer %u", layer);
   if ((unsigned)dtype >= IKV_DTYPE_COUNT) return rt_fail(rt, IKV_E_INVALID, "ikv_decode: dtype %d", (int)dtype);
-  const ikv_decode_plan *view = ikv_plan_view(plan);
-  size_t n = (size_t)view->batch * rt->cfg.q_heads * rt->cfg.geometry.head_dim;
-  if (view->batch && (!q || !out || !lse)) return rt_fail(rt, IKV_E_NULL, "ikv_decode: NULL argument");
-  float *qf = malloc(sizeof(float) * (n ? 2 * n : 1));
-  if (!qf) return rt_fail(rt, IKV_E_NO_MEMORY, "ikv_decode: out of memory");
-  ikv_ref_to_float(q, dtype, n, qf);
-  ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
-  ikv_status st = ikv_ref_decode(&rt->cfg.geometry, &lp, view, &rt->attn, qf, qf + n, lse, 0);
-  if (st == IKV_OK) convert_out(qf + n, out, dtype, n);
-  free(qf);
-  return done(rt, st, "ikv_decode");
+  if (ikv_plan_view(plan)->batch && (!q || !out || !lse)) return rt_fail(rt, IKV_E_NULL, "ikv_decode: NULL argument");
+  return done(rt, rt->be->decode(rt, plan, layer, q, out, lse, dtype, stream), "ikv_decode");
 }
 
 ikv_status ikv_runtime_get_stats(const ikv_runtime *rt, ikv_runtime_stats *out) {

@@ -2,10 +2,17 @@
 #ifndef IKV_RUNTIME_INTERNAL_H
 #define IKV_RUNTIME_INTERNAL_H
 
+#include "runtime/backend.h"
 #include "runtime/intentkv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 struct ikv_runtime {
   ikv_runtime_config cfg;
+  const rt_backend *be;
+  void *dev; /* the backend's own state */
   ikv_attn_params attn;
   ikv_pagetable *pt;
   size_t page_bytes[IKV_PRECISION_COUNT]; /* one layer */
@@ -23,17 +30,11 @@ struct ikv_runtime {
 ikv_status rt_fail(ikv_runtime *rt, ikv_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* backend_cpu.c: page bytes in the pools */
-ikv_status rt_pools_create(ikv_runtime *rt);
-void rt_pools_destroy(ikv_runtime *rt);
+/* backend_cpu.c: pool addressing, shared by the backends */
+size_t rt_pool_index(const ikv_runtime *rt, uint32_t layer, ikv_tier tier, ikv_precision precision);
 uint8_t *rt_page(const ikv_runtime *rt, uint32_t layer, ikv_tier tier, ikv_precision precision,
                  int32_t slot);
 ikv_layer_pools rt_layer_pools(const ikv_runtime *rt, uint32_t layer, ikv_tier tier);
-/* Copies a page's bytes in every layer (copy-on-write or a tier move). */
-void rt_copy_page(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier,
-                  int32_t dst_slot, ikv_precision precision);
-/* Converts a page's bytes in every layer and tier after a precision move. */
-ikv_status rt_convert_page(ikv_runtime *rt, const ikv_pt_move *move, uint32_t rows);
 
 /* scoring.c: per-page key summaries and page scores */
 ikv_status rt_summaries_create(ikv_runtime *rt);
@@ -58,4 +59,7 @@ static inline uint8_t rt_best(uint8_t a, uint8_t b) { return rt_rank[b] > rt_ran
  * fidelity converts, a higher one reads what is stored. */
 static inline uint8_t rt_effective(uint8_t want, uint8_t stored) { return rt_rank[want] < rt_rank[stored] ? want : stored; }
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* IKV_RUNTIME_INTERNAL_H */

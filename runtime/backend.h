@@ -1,0 +1,43 @@
+/* The runtime's backends behind one small table: where page bytes live and
+ * which kernels move, convert, write and read them. The CPU backend keeps both
+ * tiers in host memory and runs the C reference kernels; the CUDA backend
+ * keeps the GPU tier in device memory (cudaMalloc) and the host tier pinned,
+ * and runs the CUDA kernels on the caller's streams. */
+#ifndef IKV_RUNTIME_BACKEND_H
+#define IKV_RUNTIME_BACKEND_H
+
+#include "runtime/intentkv.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct rt_backend {
+  int host_keys; /* 1: write_kv's keys are in host memory (page summaries are kept) */
+  ikv_status (*open)(ikv_runtime *rt); /* pools and the backend's own state */
+  void (*close)(ikv_runtime *rt);
+  /* a page's bytes in every layer: copy-on-write or a tier move */
+  void (*copy_page)(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier, int32_t dst_slot,
+                    ikv_precision precision);
+  /* a page's bytes in every layer and tier after a precision move */
+  ikv_status (*convert_page)(ikv_runtime *rt, const ikv_pt_move *move, uint32_t rows);
+  /* write_kv once the runtime has checked the slots */
+  ikv_status (*write_kv)(ikv_runtime *rt, uint32_t layer, const void *k, const void *v, ikv_dtype dtype,
+                         const int64_t *slots, const uint8_t *precisions, uint32_t n, void *stream);
+  /* a plan's buffers on the backend's side */
+  ikv_status (*plan_open)(ikv_runtime *rt, ikv_plan *plan);
+  void (*plan_close)(ikv_plan *plan);
+  /* pages per work item of the plan's partition */
+  uint32_t (*pages_per_item)(const ikv_runtime *rt, uint32_t rows, uint32_t heads_per_row, uint32_t pages_per_row);
+  /* after a build: the plan where decode reads it */
+  ikv_status (*plan_publish)(ikv_runtime *rt, ikv_plan *plan);
+  ikv_status (*decode)(ikv_runtime *rt, const ikv_plan *plan, uint32_t layer, const void *q, void *out, float *lse,
+                       ikv_dtype dtype, void *stream);
+} rt_backend;
+
+extern const rt_backend rt_backend_cpu, rt_backend_cuda;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IKV_RUNTIME_BACKEND_H */
