@@ -6,17 +6,20 @@
  * models: mass on the sink tokens, the recent turns and the relevant
  * document, diffuse elsewhere. Decode steps run at rising memory pressure;
  * each is checked against dense FP64 attention over every token. */
+#include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/attention_ref.h"
+#include "kernels/device_probe.h"
 #include "runtime/intentkv.h"
 #include "tools/ikv_cli.h"
 
 static const char usage[] =
-    "usage: ikv demo [--json] [--agents N] [--tokens N]\n\n"
-    "Runs the runtime end to end on the CPU backend: N agent sequences (default 3)\n"
+    "usage: ikv demo [--json] [--agents N] [--tokens N] [--backend cpu|cuda]\n\n"
+    "Runs the runtime end to end (on the CUDA backend when a GPU is present, else\n"
+    "the CPU backend; --backend chooses): N agent sequences (default 3)\n"
     "of about --tokens tokens (default 32768) built from semantic spans, then decode\n"
     "steps at memory pressure 0.0, 0.5 and 0.9 (two each). Per step: pages read\n"
     "and skipped per span kind, the precision mix, KV bytes read against dense FP16,\n"
@@ -67,6 +70,8 @@ typedef struct agent {
 
 typedef struct demo {
   ikv_runtime *rt;
+  int cuda;          /* K, V, q and out travel through device buffers */
+  void *dev_kv, *dev_q, *dev_out;
   ikv_plan *plan;
   uint64_t rng;
   uint32_t n_agents, capacity_tokens;
@@ -111,7 +116,15 @@ static void append_tokens(demo *d, agent *a, uint32_t n, uint32_t recent_from) {
     for (uint32_t t = 0; t < n; t++)
       for (int h = 0; h < H; h++)
         make_token(d, a, a->tokens + t, recent_from, k + ((size_t)t * H + h) * D, v + ((size_t)t * H + h) * D);
-    IKV_CLI_CHECK(ikv_write_kv(d->rt, (uint32_t)l, k, v, IKV_DTYPE_F32, slots, precs, n, NULL));
+    if (d->cuda) { /* the model's K and V would already be on the GPU */
+      const size_t bytes = sizeof(float) * n * H * D;
+      if (cudaMemcpy(d->dev_kv, k, bytes, cudaMemcpyHostToDevice) != cudaSuccess ||
+          cudaMemcpy((uint8_t *)d->dev_kv + bytes, v, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+        IKV_CLI_CHECK(IKV_E_CUDA);
+      IKV_CLI_CHECK(ikv_write_kv(d->rt, (uint32_t)l, d->dev_kv, (uint8_t *)d->dev_kv + bytes, IKV_DTYPE_F32, slots, precs, n, NULL));
+    } else {
+      IKV_CLI_CHECK(ikv_write_kv(d->rt, (uint32_t)l, k, v, IKV_DTYPE_F32, slots, precs, n, NULL));
+    }
   }
   a->tokens += n;
   free(slots), free(precs);
@@ -227,17 +240,30 @@ int ikv_cmd_demo(int argc, char **argv) {
     fprintf(stderr, "ikv demo: --agents 1..%d, --tokens 30000..1048576\n", MAX_AGENTS);
     return 2;
   }
+  int gpus = 0;
+  ikv_gpu_count(&gpus);
+  d.cuda = gpus > 0;
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], "--backend")) d.cuda = !strcmp(argv[i + 1], "cuda");
+  if (d.cuda && !gpus) {
+    fprintf(stderr, "ikv demo: --backend cuda, but no CUDA device\n");
+    return 2;
+  }
   const float pressures[] = {0.0f, 0.0f, 0.5f, 0.5f, 0.9f, 0.9f};
   const int steps = sizeof(pressures) / sizeof(*pressures);
   d.capacity_tokens = tokens + steps;
   uint32_t pages = d.n_agents * (d.capacity_tokens / P + 2);
   ikv_runtime_config cfg = {.geometry = {.layers = LAYERS, .kv_heads = H, .head_dim = D, .page_size = P},
                             .q_heads = HQ, .max_sequences = d.n_agents, .max_batch = d.n_agents,
-                            .max_plan_pages = pages * H, .backend = IKV_BACKEND_CPU};
+                            .max_plan_pages = pages * H, .backend = d.cuda ? IKV_BACKEND_CUDA : IKV_BACKEND_CPU};
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) cfg.capacity[IKV_TIER_GPU][p] = p == IKV_BF16 ? 0 : pages;
   cfg.capacity[IKV_TIER_HOST][IKV_FP16] = 64;
   IKV_CLI_CHECK(ikv_runtime_create(&cfg, &d.rt));
   IKV_CLI_CHECK(ikv_plan_create(d.rt, &d.plan));
+  if (d.cuda && (cudaMalloc(&d.dev_kv, sizeof(float) * 2 * (size_t)d.capacity_tokens * H * D) != cudaSuccess ||
+                 cudaMalloc(&d.dev_q, sizeof(float) * d.n_agents * HQ * D) != cudaSuccess ||
+                 cudaMalloc(&d.dev_out, sizeof(float) * d.n_agents * HQ * D) != cudaSuccess))
+    IKV_CLI_CHECK(IKV_E_CUDA);
   unit_vector(&d, d.sink_dir);
   for (int i = 0; i < D; i++) d.content[i] = gauss(&d);
   for (uint32_t b = 0; b < d.n_agents; b++) {
@@ -245,12 +271,13 @@ int ikv_cmd_demo(int argc, char **argv) {
     build_agent(&d, &d.agents[b], tokens);
   }
   if (!json)
-    printf("intentkv demo: %u agents x %u tokens on the CPU backend (%u layers, %u KV heads, %u query heads, head_dim %u, %u-token pages)\n"
+    printf("intentkv demo: %u agents x %u tokens on the %s backend (%u layers, %u KV heads, %u query heads, head_dim %u, %u-token pages)\n"
            "context per agent: system prompt, memory summary, 8 retrieved documents (one is what the query is about),\n"
            "3 tool outputs, scratchpad, reasoning, recent turns; recent window 1024 tokens, 4 sink tokens\n",
-           d.n_agents, tokens, LAYERS, H, HQ, D, P);
+           d.n_agents, tokens, d.cuda ? "CUDA" : "CPU", LAYERS, H, HQ, D, P);
   else
-    printf("{\"demo\": \"router\", \"agents\": %u, \"tokens\": %u, \"steps\": [", d.n_agents, tokens);
+    printf("{\"demo\": \"router\", \"backend\": \"%s\", \"agents\": %u, \"tokens\": %u, \"steps\": [", d.cuda ? "cuda" : "cpu",
+           d.n_agents, tokens);
   ikv_seq_id ids[MAX_AGENTS];
   for (uint32_t b = 0; b < d.n_agents; b++) ids[b] = d.agents[b].id;
   size_t nq = (size_t)d.n_agents * HQ * D;
@@ -269,7 +296,16 @@ int ikv_cmd_demo(int argc, char **argv) {
           q[((size_t)b * HQ + j) * D + i] = 16.0f * (d.sink_dir[i] + d.agents[b].topic[i]) + gauss(&d);
     double err = 0;
     for (uint32_t l = LAYERS; l-- > 0;) {
-      IKV_CLI_CHECK(ikv_decode(d.rt, d.plan, l, q, out, lse, IKV_DTYPE_F32, NULL));
+      if (d.cuda) {
+        if (cudaMemcpy(d.dev_q, q, sizeof(float) * nq, cudaMemcpyHostToDevice) != cudaSuccess) IKV_CLI_CHECK(IKV_E_CUDA);
+        float *dlse = (float *)d.dev_kv; /* scratch */
+        IKV_CLI_CHECK(ikv_decode(d.rt, d.plan, l, d.dev_q, d.dev_out, dlse, IKV_DTYPE_F32, NULL));
+        if (cudaMemcpy(out, d.dev_out, sizeof(float) * nq, cudaMemcpyDeviceToHost) != cudaSuccess ||
+            cudaMemcpy(lse, dlse, sizeof(float) * d.n_agents * HQ, cudaMemcpyDeviceToHost) != cudaSuccess)
+          IKV_CLI_CHECK(IKV_E_CUDA);
+      } else {
+        IKV_CLI_CHECK(ikv_decode(d.rt, d.plan, l, q, out, lse, IKV_DTYPE_F32, NULL));
+      }
       if (l == 0) err = step_error(&d, q, out);
     }
     ikv_plan_stats st;
@@ -290,5 +326,6 @@ int ikv_cmd_demo(int argc, char **argv) {
     for (int l = 0; l < LAYERS; l++) free(d.agents[b].k[l]), free(d.agents[b].v[l]);
   ikv_plan_destroy(d.plan);
   ikv_runtime_destroy(d.rt);
+  if (d.cuda) cudaFree(d.dev_kv), cudaFree(d.dev_q), cudaFree(d.dev_out);
   return 0;
 }
