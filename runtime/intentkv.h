@@ -14,7 +14,8 @@
  * nothing, opaque handles, caller-owned buffers). In addition
  * ikv_runtime_errmsg() describes the last error in words. A runtime is used by
  * one thread at a time. Backends: CPU (the C reference kernels; pools in host
- * memory) and CUDA (not yet available: IKV_E_UNSUPPORTED).
+ * memory) and CUDA (GPU tier in device memory, host tier pinned; the CUDA
+ * kernels; query-aware scoring is not available there: IKV_E_UNSUPPORTED).
  */
 #ifndef INTENTKV_H
 #define INTENTKV_H
