@@ -234,18 +234,30 @@ struct input_rows { /* the new tokens' rows of one head, in the input dtype */
 
 /* One block per (token, KV head, K or V); the block of the first token of
  * each run of consecutive slots in one page writes the run. */
+/* A block per (chunk of `chunk` tokens, KV head, K or V) writes every run
+ * (consecutive slots of one page and precision) that starts in its chunk,
+ * whole, even past the chunk's end: a run is one tile write. Big appends
+ * (prefill) take chunks of up to 16 tokens, so few blocks start and exit
+ * idle; a decode step's scattered tokens take one token a block, in parallel. */
 __global__ void __launch_bounds__(THREADS) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
-                                                           const int64_t *slots, const uint8_t *precs, uint32_t n) {
-  const uint32_t i = blockIdx.x, h = blockIdx.y;
+                                                           const int64_t *slots, const uint8_t *precs, uint32_t n,
+                                                           uint32_t chunk) {
+  const uint32_t i0 = blockIdx.x * chunk, end = min(i0 + chunk, n), h = blockIdx.y;
   const bool keys = blockIdx.z == 0;
-  const int64_t slot = slots[i], page = slot / g.P;
-  const uint8_t prec = precs[i];
-  if (i > 0 && precs[i - 1] == prec && slots[i - 1] + 1 == slot && slots[i - 1] / g.P == page) return;
-  uint32_t len = 1;
-  while (i + len < n && precs[i + len] == prec && slots[i + len] == slot + len && (slot + len) / g.P == page) len++;
-  const tile t = tile_at(g, prec, (int32_t)page, h, keys);
-  const input_rows src = {keys ? k : v, dtype, i, g.H, g.D, h};
-  tile_write(t, (int)(slot % g.P), (int)len, src);
+  for (uint32_t i = i0; i < end;) {
+    const int64_t slot = slots[i], page = slot / g.P;
+    const uint8_t prec = precs[i];
+    uint32_t len = 1;
+    while (i + len < n && precs[i + len] == prec && slots[i + len] == slot + len && (slot + len) / g.P == page) len++;
+    const bool continues = i == i0 && i > 0 && precs[i - 1] == prec && slots[i - 1] + 1 == slot && slots[i - 1] / g.P == page;
+    if (!continues) { /* else the run began in the chunk before: that block writes it */
+      const tile t = tile_at(g, prec, (int32_t)page, h, keys);
+      const input_rows src = {keys ? k : v, dtype, i, g.H, g.D, h};
+      tile_write(t, (int)(slot % g.P), (int)len, src);
+      __syncthreads(); /* the next run may reuse the shared scratch */
+    }
+    i += len;
+  }
 }
 
 /* ---- requantize ---------------------------------------------------------------- */
@@ -274,8 +286,9 @@ extern "C" ikv_status ikv_cuda_write_kv(const ikv_geometry *g, const ikv_layer_p
   if (!g || !pools || (n && (!k || !v || !slot_mapping || !slot_precision))) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK || (unsigned)dtype >= IKV_DTYPE_COUNT) return IKV_E_INVALID;
   if (!n) return IKV_OK;
-  write_kv_kernel<<<dim3(n, g->kv_heads, 2), THREADS, 0, (cudaStream_t)stream>>>(make_geo(g, pools), k, v, dtype,
-                                                                                  slot_mapping, slot_precision, n);
+  const uint32_t chunk = n / 2048 < 1 ? 1 : n / 2048 > 16 ? 16 : n / 2048; /* keeps >= 2048 x heads x 2 blocks */
+  write_kv_kernel<<<dim3((n + chunk - 1) / chunk, g->kv_heads, 2), THREADS, 0, (cudaStream_t)stream>>>(
+      make_geo(g, pools), k, v, dtype, slot_mapping, slot_precision, n, chunk);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 

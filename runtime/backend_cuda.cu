@@ -87,7 +87,7 @@ void cuda_close(ikv_runtime *rt) {
   }
   if (!s) return;
   cudaFree(s->d_slots), cudaFree(s->d_precs), cudaFree(s->d_move);
-  free(s->h_slots), free(s->h_precs);
+  cudaFreeHost(s->h_slots), cudaFreeHost(s->h_precs);
   if (s->ready) cudaEventDestroy(s->ready);
   if (s->stream) cudaStreamDestroy(s->stream);
   free(s);
@@ -130,23 +130,28 @@ ikv_status cuda_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t ro
 }
 
 /* k, v: device arrays; slots and precisions: the host arrays ikv_append
- * filled (checked by the runtime), uploaded once while they stay the same. */
+ * filled (checked by the runtime), uploaded on the runtime's stream through
+ * pinned staging once while they stay the same (the other layers reuse them). */
 ikv_status cuda_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const void *v, ikv_dtype dtype,
                          const int64_t *slots, const uint8_t *precs, uint32_t n, void *stream) {
   cuda_state *s = state(rt);
   if (!n) return IKV_OK;
   if (n != s->n || memcmp(slots, s->h_slots, sizeof(int64_t) * n) || memcmp(precs, s->h_precs, n)) {
+    if (!ok(cudaStreamSynchronize(s->stream))) return IKV_E_CUDA; /* the last upload has left the staging */
     if (n > s->cap) { /* grows with the largest append seen */
-      cudaFree(s->d_slots), cudaFree(s->d_precs), free(s->h_slots), free(s->h_precs);
-      s->d_slots = NULL, s->d_precs = NULL, s->n = s->cap = 0;
-      s->h_slots = (int64_t *)malloc(sizeof(int64_t) * n), s->h_precs = (uint8_t *)malloc(n);
-      if (!s->h_slots || !s->h_precs) return IKV_E_NO_MEMORY;
-      if (!ok(cudaMalloc(&s->d_slots, sizeof(int64_t) * n)) || !ok(cudaMalloc(&s->d_precs, n))) return IKV_E_CUDA;
+      cudaFree(s->d_slots), cudaFree(s->d_precs), cudaFreeHost(s->h_slots), cudaFreeHost(s->h_precs);
+      s->d_slots = NULL, s->d_precs = NULL, s->h_slots = NULL, s->h_precs = NULL, s->n = s->cap = 0;
+      if (!ok(cudaHostAlloc(&s->h_slots, sizeof(int64_t) * n, cudaHostAllocDefault)) ||
+          !ok(cudaHostAlloc(&s->h_precs, n, cudaHostAllocDefault)) || !ok(cudaMalloc(&s->d_slots, sizeof(int64_t) * n)) ||
+          !ok(cudaMalloc(&s->d_precs, n)))
+        return IKV_E_CUDA;
       s->cap = n;
     }
     memcpy(s->h_slots, slots, sizeof(int64_t) * n), memcpy(s->h_precs, precs, n);
-    if (!ok(cudaMemcpy(s->d_slots, slots, sizeof(int64_t) * n, cudaMemcpyHostToDevice)) ||
-        !ok(cudaMemcpy(s->d_precs, precs, n, cudaMemcpyHostToDevice)))
+    s->n = 0; /* valid again once both copies are queued */
+    if (!ok(cudaMemcpyAsync(s->d_slots, s->h_slots, sizeof(int64_t) * n, cudaMemcpyHostToDevice, s->stream)) ||
+        !ok(cudaMemcpyAsync(s->d_precs, s->h_precs, n, cudaMemcpyHostToDevice, s->stream)) ||
+        !ok(cudaEventRecord(s->ready, s->stream)))
       return IKV_E_CUDA;
     s->n = n;
   }

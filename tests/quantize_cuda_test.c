@@ -1,7 +1,7 @@
 /* GPU test (tag `gpu`): write_kv and requantize on the GPU write the same
  * bytes as the C reference: whole pages, token-by-token appends (scale
  * refits), runs across pages and precisions in one call, fp32/fp16/bf16
- * inputs, and every precision pair for requantize. Pools start from the same
+ * inputs, prefill-sized calls, and every precision pair for requantize. Pools start from the same
  * random bytes on both sides, so untouched bytes are compared too. */
 #include <cuda_runtime_api.h>
 #include <stdlib.h>
@@ -13,7 +13,6 @@
 #include "tests/test_rng.h"
 
 #define CUDA_CHECK(call) assert_int_equal((call), cudaSuccess)
-#define PAGES 12
 
 static void require_gpu(void) {
   int n = 0;
@@ -28,17 +27,18 @@ typedef struct pools2 {
   size_t bytes[IKV_PRECISION_COUNT];
 } pools2;
 
-static void pools_open(pools2 *p, ikv_geometry g, test_rng *r) {
+/* Pools of `pages` pages per precision, the same random bytes on both sides. */
+static void pools_open(pools2 *p, ikv_geometry g, uint32_t pages, test_rng *r) {
   memset(p, 0, sizeof(*p));
   p->g = g;
   for (int q = 0; q < IKV_PRECISION_COUNT; q++) {
-    p->bytes[q] = ikv_page_layer_bytes(&g, (ikv_precision)q) * PAGES;
+    p->bytes[q] = ikv_page_layer_bytes(&g, (ikv_precision)q) * pages;
     uint8_t *h = malloc(p->bytes[q]);
     for (size_t i = 0; i < p->bytes[q]; i++) h[i] = (uint8_t)rng_next(r);
-    p->host.base[q] = h, p->host.pages[q] = PAGES;
+    p->host.base[q] = h, p->host.pages[q] = pages;
     CUDA_CHECK(cudaMalloc(&p->dev.base[q], p->bytes[q]));
     CUDA_CHECK(cudaMemcpy(p->dev.base[q], h, p->bytes[q], cudaMemcpyHostToDevice));
-    p->dev.pages[q] = PAGES;
+    p->dev.pages[q] = pages;
   }
 }
 
@@ -94,7 +94,7 @@ static void write_kv_matches_the_reference(void **state) {
     for (int pi = 0; pi < 2; pi++) {
       const uint32_t P = pages[pi];
       pools2 p;
-      pools_open(&p, (ikv_geometry){.layers = 1, .kv_heads = 2, .head_dim = dims[di], .page_size = P}, &r);
+      pools_open(&p, (ikv_geometry){.layers = 1, .kv_heads = 2, .head_dim = dims[di], .page_size = P}, 12, &r);
       for (int q = 0; q < IKV_PRECISION_COUNT; q++) {
         ikv_dtype dt = (ikv_dtype)((q + di) % IKV_DTYPE_COUNT);
         /* page 0: whole; page 1: one token at a time (refits); page 2: three runs */
@@ -131,13 +131,47 @@ static void write_kv_matches_the_reference(void **state) {
     }
 }
 
+/* Prefill-sized calls (thousands of tokens: several tokens a block, runs
+ * crossing the blocks' chunks): every page of 1,100 gets a random precision
+ * and a random first part in one call, in shuffled page order, then the rest
+ * of every page in a second call. */
+static void large_write_kv_matches_the_reference(void **state) {
+  (void)state;
+  require_gpu();
+  test_rng r = {0x5eed0603};
+  enum { N_PAGES = 1100, P = 16 };
+  pools2 p;
+  pools_open(&p, (ikv_geometry){.layers = 1, .kv_heads = 2, .head_dim = 128, .page_size = P}, N_PAGES, &r);
+  uint32_t *order = malloc(sizeof(uint32_t) * N_PAGES), *cut = malloc(sizeof(uint32_t) * N_PAGES);
+  uint8_t *prec = malloc(N_PAGES);
+  for (uint32_t i = 0; i < N_PAGES; i++) order[i] = i, cut[i] = 1 + rng_below(&r, P), prec[i] = (uint8_t)rng_below(&r, IKV_PRECISION_COUNT);
+  for (uint32_t i = N_PAGES - 1; i > 0; i--) {
+    uint32_t j = rng_below(&r, i + 1), t = order[i];
+    order[i] = order[j], order[j] = t;
+  }
+  int64_t *slots = malloc(sizeof(int64_t) * N_PAGES * P);
+  uint8_t *precs = malloc(N_PAGES * P);
+  for (int part = 0; part < 2; part++) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < N_PAGES; i++) {
+      const uint32_t pg = order[i], from = part ? cut[pg] : 0, to = part ? P : cut[pg];
+      for (uint32_t t = from; t < to; t++) slots[n] = (int64_t)pg * P + t, precs[n++] = prec[pg];
+    }
+    assert_true(n > 2048 * 2); /* several tokens a block */
+    write_both(&p, &r, part ? IKV_DTYPE_BF16 : IKV_DTYPE_F16, slots, precs, n);
+  }
+  pools_compare(&p, "prefill-sized calls");
+  free(order), free(cut), free(prec), free(slots), free(precs);
+  pools_close(&p);
+}
+
 static void requantize_matches_the_reference(void **state) {
   (void)state;
   require_gpu();
   test_rng r = {0x5eed0602};
   pools2 p;
   const ikv_geometry g = {.layers = 1, .kv_heads = 2, .head_dim = 128, .page_size = 16};
-  pools_open(&p, g, &r);
+  pools_open(&p, g, 12, &r);
   size_t count = (size_t)16 * g.kv_heads * g.head_dim;
   float *k = malloc(sizeof(float) * count), *v = malloc(sizeof(float) * count);
   /* sources: page 0 of every pool, really quantized, the same on both sides */
@@ -175,6 +209,7 @@ static void requantize_matches_the_reference(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(write_kv_matches_the_reference),
+      cmocka_unit_test(large_write_kv_matches_the_reference),
       cmocka_unit_test(requantize_matches_the_reference),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,17 +8,9 @@
 #include <unistd.h>
 
 #include "kernels/decode_cuda.h"
+#include "tools/bench_gpu.h"
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
-
-#define CUDA(call)                                                                                        \
-  do {                                                                                                    \
-    cudaError_t e_ = (call);                                                                              \
-    if (e_ != cudaSuccess) {                                                                              \
-      fprintf(stderr, "ikv bench decode: %s: %s\n", #call, cudaGetErrorString(e_));                       \
-      exit(1);                                                                                            \
-    }                                                                                                     \
-  } while (0)
 
 enum { D = 128, P = 16, HQ = 32, DISTINCT = 64, REPLAYS = 30 };
 #define ARENA_BYTES (44ull << 30)  /* KV the sweep may hold at once */
@@ -74,8 +66,8 @@ static void make_seeds(const ikv_geometry *g) {
       }
       IKV_CLI_CHECK(ikv_ref_page_quantize(g, (ikv_precision)p, k, v, IKV_DTYPE_F32, P, host + s * bytes));
     }
-    CUDA(cudaMalloc((void **)&seed_pages[p], bytes * DISTINCT));
-    CUDA(cudaMemcpy(seed_pages[p], host, bytes * DISTINCT, cudaMemcpyHostToDevice));
+    BENCH_CUDA(cudaMalloc((void **)&seed_pages[p], bytes * DISTINCT));
+    BENCH_CUDA(cudaMemcpy(seed_pages[p], host, bytes * DISTINCT, cudaMemcpyHostToDevice));
     free(host);
   }
   free(k), free(v);
@@ -84,32 +76,12 @@ static void make_seeds(const ikv_geometry *g) {
 /* Fills pages [0, n) of a pool by tiling the seeds, doubling each copy. */
 static void fill_pool(uint8_t *pool, size_t page_bytes, uint64_t n, int precision) {
   uint64_t done = n < DISTINCT ? n : DISTINCT;
-  CUDA(cudaMemcpy(pool, seed_pages[precision], done * page_bytes, cudaMemcpyDeviceToDevice));
+  BENCH_CUDA(cudaMemcpy(pool, seed_pages[precision], done * page_bytes, cudaMemcpyDeviceToDevice));
   while (done < n) {
     uint64_t chunk = done < n - done ? done : n - done;
-    CUDA(cudaMemcpy(pool + done * page_bytes, pool, chunk * page_bytes, cudaMemcpyDeviceToDevice));
+    BENCH_CUDA(cudaMemcpy(pool + done * page_bytes, pool, chunk * page_bytes, cudaMemcpyDeviceToDevice));
     done += chunk;
   }
-}
-
-/* Device-to-device copy bandwidth, bytes read + written per second. */
-static double copy_bandwidth(uint8_t *arena) {
-  const size_t bytes = 2ull << 30;
-  cudaEvent_t a, b;
-  CUDA(cudaEventCreate(&a));
-  CUDA(cudaEventCreate(&b));
-  double samples[7];
-  for (int r = 0; r < 8; r++) {
-    CUDA(cudaEventRecord(a, 0));
-    CUDA(cudaMemcpyAsync(arena + bytes, arena, bytes, cudaMemcpyDeviceToDevice, 0));
-    CUDA(cudaEventRecord(b, 0));
-    CUDA(cudaEventSynchronize(b));
-    float ms;
-    CUDA(cudaEventElapsedTime(&ms, a, b));
-    if (r) samples[r - 1] = 2.0 * bytes / (ms * 1e-3);
-  }
-  cudaEventDestroy(a), cudaEventDestroy(b);
-  return bench_median(samples, 7);
 }
 
 typedef struct result {
@@ -193,34 +165,34 @@ static result run_config(uint8_t *arena, const ikv_geometry *g, uint32_t batch, 
   size_t ws_bytes = ikv_cuda_decode_workspace(g, &params, cp), nq = (size_t)batch * HQ * D;
   void *q, *out, *ws;
   float *lse;
-  CUDA(cudaMalloc(&q, nq * 2));
-  CUDA(cudaMalloc(&out, nq * 2));
-  CUDA(cudaMalloc((void **)&lse, sizeof(float) * batch * HQ));
-  CUDA(cudaMalloc(&ws, ws_bytes ? ws_bytes : 16));
-  CUDA(cudaMemset(q, 0x3c, nq * 2)); /* fp16 ~1.06: a nonzero query */
+  BENCH_CUDA(cudaMalloc(&q, nq * 2));
+  BENCH_CUDA(cudaMalloc(&out, nq * 2));
+  BENCH_CUDA(cudaMalloc((void **)&lse, sizeof(float) * batch * HQ));
+  BENCH_CUDA(cudaMalloc(&ws, ws_bytes ? ws_bytes : 16));
+  BENCH_CUDA(cudaMemset(q, 0x3c, nq * 2)); /* fp16 ~1.06: a nonzero query */
   cudaStream_t s;
-  CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   for (uint32_t l = 0; l < layers; l++) /* warm-up, checked */
     IKV_CLI_CHECK(ikv_cuda_decode(g, &pools[l], cp, &params, q, out, lse, IKV_DTYPE_F16, ws, ws_bytes, s));
-  CUDA(cudaStreamSynchronize(s));
+  BENCH_CUDA(cudaStreamSynchronize(s));
   cudaGraph_t graph;
   cudaGraphExec_t exec;
-  CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
   for (uint32_t l = 0; l < layers; l++)
     IKV_CLI_CHECK(ikv_cuda_decode(g, &pools[l], cp, &params, q, out, lse, IKV_DTYPE_F16, ws, ws_bytes, s));
-  CUDA(cudaStreamEndCapture(s, &graph));
-  CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  BENCH_CUDA(cudaStreamEndCapture(s, &graph));
+  BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
   cudaEvent_t a, b;
-  CUDA(cudaEventCreate(&a));
-  CUDA(cudaEventCreate(&b));
+  BENCH_CUDA(cudaEventCreate(&a));
+  BENCH_CUDA(cudaEventCreate(&b));
   double samples[REPLAYS];
   for (int r = 0; r < REPLAYS + 3; r++) {
-    CUDA(cudaEventRecord(a, s));
-    CUDA(cudaGraphLaunch(exec, s));
-    CUDA(cudaEventRecord(b, s));
-    CUDA(cudaEventSynchronize(b));
+    BENCH_CUDA(cudaEventRecord(a, s));
+    BENCH_CUDA(cudaGraphLaunch(exec, s));
+    BENCH_CUDA(cudaEventRecord(b, s));
+    BENCH_CUDA(cudaEventSynchronize(b));
     float ms;
-    CUDA(cudaEventElapsedTime(&ms, a, b));
+    BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
     if (r >= 3) samples[r - 3] = ms * 1e3 / layers;
   }
   res.us = bench_median(samples, REPLAYS);
@@ -243,10 +215,10 @@ int ikv_bench_decode(int argc, char **argv) {
     return 1;
   }
   struct cudaDeviceProp prop;
-  CUDA(cudaGetDeviceProperties(&prop, 0));
+  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
   uint8_t *arena;
-  CUDA(cudaMalloc((void **)&arena, ARENA_BYTES));
-  double copy_bw = copy_bandwidth(arena);
+  BENCH_CUDA(cudaMalloc((void **)&arena, ARENA_BYTES));
+  double copy_bw = bench_copy_bandwidth(arena);
   char date[32];
   bench_date(date, sizeof(date));
   const uint32_t batches[] = {1, 8, 32}, contexts[] = {4096, 16384, 32768, 65536, 131072}, kv_heads[] = {8, 32};

@@ -1,0 +1,19 @@
+/* GPU helpers shared by the GPU benchmarks. */
+#ifndef IKV_TOOLS_BENCH_GPU_H
+#define IKV_TOOLS_BENCH_GPU_H
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+
+/* Exits with the CUDA error and what failed unless e is cudaSuccess. */
+void bench_cuda_ok(cudaError_t e, const char *what);
+#define BENCH_CUDA(call) bench_cuda_ok((call), #call)
+
+/* Device-to-device copy bandwidth (bytes read + written per second), the
+ * median of 7 timed 2 GiB copies inside scratch (at least 4 GiB). */
+double bench_copy_bandwidth(void *scratch);
+
+/* Fills n halves of device memory with random values in [-2, 2) (never zeros). */
+void bench_fill_random_f16(void *device, size_t n, unsigned long long seed);
+
+#endif

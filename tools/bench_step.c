@@ -1,0 +1,310 @@
+/* ikv bench step: the runtime's step on the CUDA backend, through the public
+ * API. write_kv throughput per page format against the copy bandwidth, and
+ * whole decode steps of a Llama-3.1-8B-shaped model at 32K context: dense
+ * fp16 pages against 12.5% of the pages selected at mixed precision, in the
+ * same run. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/intentkv.h"
+#include "tools/bench_gpu.h"
+#include "tools/bench_util.h"
+#include "tools/ikv_cli.h"
+
+enum { D = 128, P = 16, HQ = 32, HKV = 8, CTX = 32768, RECENT_PAGES = 64, WARM = 3, STEPS = 10, REPLAYS = 20 };
+#define WRITE_TOKENS 65536u
+
+static const char usage[] =
+    "usage: ikv bench step [--json]\n\n"
+    "Runs the runtime on the CUDA backend (8 KV heads, 32 query heads, head_dim 128,\n"
+    "16-token pages, fp16 K/V/q/out):\n"
+    "  write_kv  65,536 new tokens of one layer into pages of each format; bytes\n"
+    "            moved = fp16 K and V read + page bytes written (scales included),\n"
+    "            against the device-to-device copy bandwidth (read + write)\n"
+    "  step      decode steps at 32K context, one new token per sequence: append,\n"
+    "            plan from scheduler tables, then write_kv and decode for every\n"
+    "            layer, step end. 'dense': every page in fp16. 'select': 12.5%\n"
+    "            of the pages (the first page and the last 64 in fp16, the rest\n"
+    "            of the budget spread over the middle, alternately fp8 and int4,\n"
+    "            downgraded by the warm-up steps). Batch 1 runs 32 layers; batch\n"
+    "            32 runs 8 layers (32 layers of fp16 pages would need 137 GB).\n"
+    "            wall: host clock from append to the stream's end (median of 10\n"
+    "            steps); gpu: the step's layers captured in a CUDA graph and\n"
+    "            replayed (median of 20), the plan build timed apart.\n";
+
+typedef struct stepper {
+  ikv_runtime *rt;
+  ikv_plan *plan;
+  cudaStream_t stream;
+  ikv_seq_id seqs[32];
+  uint32_t batch, layers, ones[32];
+  int32_t *indptr, *page_index;
+  uint8_t *precision;
+  int64_t slots[32];
+  uint8_t slot_precision[32];
+  void *k, *v, *q, *out; /* device; k and v hold CTX tokens */
+  float *lse;
+} stepper;
+
+static void check(ikv_runtime *rt, ikv_status st, const char *what) {
+  if (st == IKV_OK) return;
+  fprintf(stderr, "ikv bench step: %s: %s (%s)\n", what, ikv_status_str(st), rt ? ikv_runtime_errmsg(rt) : "");
+  exit(1);
+}
+
+static float elapsed_ms(cudaEvent_t a, cudaEvent_t b) {
+  float ms;
+  BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
+  return ms;
+}
+
+/* Median GPU time of a graph's replays, in microseconds. */
+static double replay_us(cudaGraphExec_t exec, cudaStream_t s) {
+  cudaEvent_t a, b;
+  BENCH_CUDA(cudaEventCreate(&a));
+  BENCH_CUDA(cudaEventCreate(&b));
+  double samples[REPLAYS];
+  for (int r = -WARM; r < REPLAYS; r++) {
+    BENCH_CUDA(cudaEventRecord(a, s));
+    BENCH_CUDA(cudaGraphLaunch(exec, s));
+    BENCH_CUDA(cudaEventRecord(b, s));
+    BENCH_CUDA(cudaEventSynchronize(b));
+    if (r >= 0) samples[r] = 1e3 * elapsed_ms(a, b);
+  }
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  return bench_median(samples, REPLAYS);
+}
+
+/* ---- write_kv ---------------------------------------------------------- */
+
+static void bench_write_kv(ikv_precision p, const void *k, const void *v, double copy_bw, int json, int *first) {
+  ikv_runtime_config cfg = {.geometry = {.layers = 1, .kv_heads = HKV, .head_dim = D, .page_size = P},
+                            .q_heads = HQ, .max_sequences = 1, .max_batch = 1, .max_plan_pages = 1,
+                            .backend = IKV_BACKEND_CUDA};
+  cfg.capacity[IKV_TIER_GPU][p] = WRITE_TOKENS / P;
+  ikv_runtime *rt = NULL;
+  check(NULL, ikv_runtime_create(&cfg, &rt), "ikv_runtime_create");
+  ikv_seq_id seq;
+  check(rt, ikv_seq_create(rt, p, &seq), "ikv_seq_create");
+  int64_t *slots = malloc(sizeof(int64_t) * WRITE_TOKENS);
+  uint8_t *precs = malloc(WRITE_TOKENS);
+  uint32_t n = WRITE_TOKENS;
+  check(rt, ikv_append(rt, &seq, &n, 1, slots, precs), "ikv_append");
+  cudaStream_t s;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  /* once eagerly (uploads the slot mapping), then captured and replayed */
+  check(rt, ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F16, slots, precs, n, s), "ikv_write_kv");
+  BENCH_CUDA(cudaStreamSynchronize(s));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  check(rt, ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F16, slots, precs, n, s), "ikv_write_kv (capture)");
+  BENCH_CUDA(cudaStreamEndCapture(s, &graph));
+  BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  double us = replay_us(exec, s);
+  double bytes = 2.0 * WRITE_TOKENS * HKV * D * sizeof(uint16_t) +
+                 (double)(WRITE_TOKENS / P) * ikv_page_layer_bytes(&cfg.geometry, p);
+  double gbs = bytes / (us * 1e-6) / 1e9;
+  if (json)
+    printf("%s{\"part\": \"write_kv\", \"format\": \"%s\", \"tokens\": %u, \"time_us\": %.2f, \"bytes\": %.0f, "
+           "\"gbs\": %.1f, \"fraction_of_copy\": %.3f}",
+           *first ? "" : ", ", ikv_precision_name(p), WRITE_TOKENS, us, bytes, gbs, gbs * 1e9 / copy_bw);
+  else
+    printf("write_kv %-9s %8u tokens %10.2f us %9.1f MB %8.0f GB/s %6.2f of copy\n", ikv_precision_name(p),
+           WRITE_TOKENS, us, bytes / 1e6, gbs, gbs * 1e9 / copy_bw);
+  *first = 0;
+  cudaGraphExecDestroy(exec), cudaGraphDestroy(graph), cudaStreamDestroy(s);
+  free(slots), free(precs);
+  ikv_runtime_destroy(rt);
+}
+
+/* ---- whole steps --------------------------------------------------------- */
+
+static uint32_t seq_pages(const stepper *st, uint32_t i) {
+  ikv_pt_seq_info info;
+  check(st->rt, ikv_pt_seq_get_info(ikv_runtime_pagetable(st->rt), st->seqs[i], &info), "ikv_pt_seq_get_info");
+  return info.pages;
+}
+
+/* The step's tables. select: the first page and the last RECENT_PAGES in
+ * fp16; the rest of a 12.5% budget at fixed places in the middle (fixed by
+ * the initial context, so each is downgraded once), alternately fp8 and int4. */
+static void make_tables(stepper *st, int select) {
+  const uint32_t base_pages = CTX / P, budget = base_pages / 8, middle = budget - 1 - RECENT_PAGES;
+  const uint32_t span = base_pages - 1 - RECENT_PAGES; /* the middle of the initial context */
+  int32_t e = 0;
+  st->indptr[0] = 0;
+  for (uint32_t i = 0; i < st->batch; i++) {
+    uint32_t n = seq_pages(st, i);
+    if (!select) {
+      for (uint32_t pg = 0; pg < n; pg++) st->page_index[e] = (int32_t)pg, st->precision[e++] = IKV_FP16;
+    } else {
+      st->page_index[e] = 0, st->precision[e++] = IKV_FP16;
+      for (uint32_t j = 0; j < middle; j++) {
+        uint32_t pg = 1 + (uint32_t)((uint64_t)j * span / middle);
+        if (pg >= n - RECENT_PAGES) break;
+        st->page_index[e] = (int32_t)pg, st->precision[e++] = (j & 1) ? IKV_INT4 : IKV_FP8_E4M3;
+      }
+      for (uint32_t pg = n - RECENT_PAGES; pg < n; pg++) st->page_index[e] = (int32_t)pg, st->precision[e++] = IKV_FP16;
+    }
+    st->indptr[i + 1] = e;
+  }
+}
+
+static void stepper_open(stepper *st, uint32_t batch, uint32_t layers) {
+  memset(st, 0, sizeof(*st));
+  st->batch = batch, st->layers = layers;
+  const uint32_t pages = batch * (CTX / P + 8); /* room for the steps' new tokens */
+  ikv_runtime_config cfg = {.geometry = {.layers = layers, .kv_heads = HKV, .head_dim = D, .page_size = P},
+                            .q_heads = HQ, .max_sequences = batch, .max_batch = batch, .max_plan_pages = pages,
+                            .backend = IKV_BACKEND_CUDA};
+  cfg.capacity[IKV_TIER_GPU][IKV_FP16] = pages;
+  cfg.capacity[IKV_TIER_GPU][IKV_FP8_E4M3] = cfg.capacity[IKV_TIER_GPU][IKV_INT4] = batch * (CTX / P / 16 + 8);
+  check(NULL, ikv_runtime_create(&cfg, &st->rt), "ikv_runtime_create");
+  check(st->rt, ikv_plan_create(st->rt, &st->plan), "ikv_plan_create");
+  BENCH_CUDA(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
+  const size_t kv = (size_t)CTX * HKV * D, qo = (size_t)batch * HQ * D;
+  BENCH_CUDA(cudaMalloc(&st->k, sizeof(uint16_t) * kv));
+  BENCH_CUDA(cudaMalloc(&st->v, sizeof(uint16_t) * kv));
+  BENCH_CUDA(cudaMalloc(&st->q, sizeof(uint16_t) * qo));
+  BENCH_CUDA(cudaMalloc(&st->out, sizeof(uint16_t) * qo));
+  BENCH_CUDA(cudaMalloc((void **)&st->lse, sizeof(float) * batch * HQ));
+  bench_fill_random_f16(st->k, kv, 11), bench_fill_random_f16(st->v, kv, 12), bench_fill_random_f16(st->q, qo, 13);
+  st->indptr = malloc(sizeof(int32_t) * (batch + 1));
+  st->page_index = malloc(sizeof(int32_t) * pages);
+  st->precision = malloc(pages);
+  /* the context: CTX random tokens per sequence, written in every layer */
+  int64_t *slots = malloc(sizeof(int64_t) * CTX);
+  uint8_t *precs = malloc(CTX);
+  for (uint32_t i = 0; i < batch; i++) {
+    uint32_t n = CTX;
+    st->ones[i] = 1;
+    check(st->rt, ikv_seq_create(st->rt, IKV_FP16, &st->seqs[i]), "ikv_seq_create");
+    check(st->rt, ikv_append(st->rt, &st->seqs[i], &n, 1, slots, precs), "ikv_append");
+    for (uint32_t l = 0; l < layers; l++)
+      check(st->rt, ikv_write_kv(st->rt, l, st->k, st->v, IKV_DTYPE_F16, slots, precs, n, st->stream), "ikv_write_kv");
+  }
+  BENCH_CUDA(cudaStreamSynchronize(st->stream));
+  free(slots), free(precs);
+}
+
+static void stepper_close(stepper *st) {
+  cudaFree(st->k), cudaFree(st->v), cudaFree(st->q), cudaFree(st->out), cudaFree(st->lse);
+  cudaStreamDestroy(st->stream);
+  free(st->indptr), free(st->page_index), free(st->precision);
+  ikv_plan_destroy(st->plan);
+  ikv_runtime_destroy(st->rt);
+}
+
+/* The layers of the step in flight: write the new token, decode. */
+static void run_layers(stepper *st) {
+  for (uint32_t l = 0; l < st->layers; l++) {
+    check(st->rt, ikv_write_kv(st->rt, l, st->k, st->v, IKV_DTYPE_F16, st->slots, st->slot_precision, st->batch, st->stream),
+          "ikv_write_kv");
+    check(st->rt, ikv_decode(st->rt, st->plan, l, st->q, st->out, st->lse, IKV_DTYPE_F16, st->stream), "ikv_decode");
+  }
+}
+
+typedef struct step_result {
+  double wall_us, plan_us, gpu_us;
+  ikv_plan_stats stats;
+} step_result;
+
+/* Warm-up steps, STEPS timed steps, then the last step's layers as a graph. */
+static step_result run_steps(stepper *st, int select) {
+  step_result r;
+  double wall[STEPS], plan[STEPS];
+  ikv_plan_request req = {.seqs = st->seqs, .batch = st->batch, .mode = IKV_PLAN_TABLES};
+  for (int i = -WARM; i < STEPS; i++) {
+    uint64_t t0 = bench_now_ns();
+    check(st->rt, ikv_append(st->rt, st->seqs, st->ones, st->batch, st->slots, st->slot_precision), "ikv_append");
+    make_tables(st, select);
+    req.tables = (ikv_plan_tables){.indptr = st->indptr, .page_index = st->page_index, .precision = st->precision};
+    uint64_t t1 = bench_now_ns();
+    check(st->rt, ikv_plan_build(st->rt, st->plan, &req), "ikv_plan_build");
+    uint64_t t2 = bench_now_ns();
+    run_layers(st);
+    BENCH_CUDA(cudaStreamSynchronize(st->stream));
+    if (i == STEPS - 1) { /* this step's layers, captured and replayed */
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      BENCH_CUDA(cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal));
+      run_layers(st);
+      BENCH_CUDA(cudaStreamEndCapture(st->stream, &graph));
+      BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+      r.gpu_us = replay_us(exec, st->stream);
+      cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
+      check(st->rt, ikv_plan_get_stats(st->plan, &r.stats), "ikv_plan_get_stats");
+    }
+    check(st->rt, ikv_step_end(st->rt, st->plan), "ikv_step_end");
+    uint64_t t3 = bench_now_ns();
+    if (i >= 0) wall[i] = (double)(t3 - t0) / 1e3, plan[i] = (double)(t2 - t1) / 1e3;
+  }
+  r.wall_us = bench_median(wall, STEPS), r.plan_us = bench_median(plan, STEPS);
+  return r;
+}
+
+static void report_step(uint32_t batch, uint32_t layers, const char *variant, const step_result *r, double dense_gpu,
+                        double dense_wall, double copy_bw, int json, int *first) {
+  double kv = (double)r->stats.bytes_read * layers, gbs = kv / (r->gpu_us * 1e-6) / 1e9;
+  double share = (double)r->stats.bytes_read / (double)r->stats.bytes_dense_fp16;
+  if (json)
+    printf("%s{\"part\": \"step\", \"batch\": %u, \"layers\": %u, \"context\": %u, \"variant\": \"%s\", "
+           "\"pages_read\": %u, \"kv_bytes_step\": %.0f, \"share_of_dense\": %.4f, \"plan_us\": %.1f, \"wall_us\": %.1f, "
+           "\"gpu_us\": %.1f, \"gpu_us_per_layer\": %.2f, \"kv_gbs\": %.1f, \"fraction_of_copy\": %.3f, "
+           "\"speedup_gpu\": %.2f, \"speedup_wall\": %.2f}",
+           *first ? "" : ", ", batch, layers, CTX, variant, r->stats.pages_selected, kv, share, r->plan_us, r->wall_us,
+           r->gpu_us, r->gpu_us / layers, gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us);
+  else
+    printf("step %5u %6u %-7s %7u %9.1f %6.1f%% %9.1f %10.1f %10.1f %8.2f %7.0f %6.2f %7.2fx %7.2fx\n", batch, layers,
+           variant, r->stats.pages_selected, kv / 1e6, 100 * share, r->plan_us, r->wall_us, r->gpu_us, r->gpu_us / layers,
+           gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us);
+  *first = 0;
+}
+
+int ikv_bench_step(int argc, char **argv) {
+  if (ikv_wants_help(argc, argv, usage)) return 0;
+  int json = ikv_has_flag(argc, argv, "--json"), first = 1;
+  int n_dev = 0;
+  if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+    fprintf(stderr, "ikv bench step: no CUDA device\n");
+    return 1;
+  }
+  struct cudaDeviceProp prop;
+  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+  void *scratch;
+  BENCH_CUDA(cudaMalloc(&scratch, 4ull << 30));
+  double copy_bw = bench_copy_bandwidth(scratch);
+  BENCH_CUDA(cudaFree(scratch));
+  char date[32];
+  bench_date(date, sizeof(date));
+  if (json)
+    printf("{\"bench\": \"step\", \"device\": \"%s\", \"date\": \"%s\", \"copy_bandwidth_gbs\": %.1f, \"results\": [",
+           prop.name, date, copy_bw / 1e9);
+  else
+    printf("ikv bench step on %s (%s): copy bandwidth %.0f GB/s (read + write)\n", prop.name, date, copy_bw / 1e9);
+
+  void *k, *v;
+  const size_t n = (size_t)WRITE_TOKENS * HKV * D;
+  BENCH_CUDA(cudaMalloc(&k, sizeof(uint16_t) * n));
+  BENCH_CUDA(cudaMalloc(&v, sizeof(uint16_t) * n));
+  bench_fill_random_f16(k, n, 1), bench_fill_random_f16(v, n, 2);
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) bench_write_kv((ikv_precision)p, k, v, copy_bw, json, &first);
+  cudaFree(k), cudaFree(v);
+
+  if (!json)
+    printf("step %5s %6s %-7s %7s %9s %7s %9s %10s %10s %8s %7s %6s %8s %8s\n", "batch", "layers", "variant", "pages",
+           "KV_MB", "share", "plan_us", "wall_us", "gpu_us", "us/layer", "GB/s", "copy", "gpu_x", "wall_x");
+  const uint32_t batches[] = {1, 32}, layers[] = {32, 8};
+  for (int b = 0; b < 2; b++) {
+    stepper st;
+    stepper_open(&st, batches[b], layers[b]);
+    step_result dense = run_steps(&st, 0), select = run_steps(&st, 1);
+    report_step(batches[b], layers[b], "dense", &dense, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
+    report_step(batches[b], layers[b], "select", &select, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
+    fflush(stdout);
+    stepper_close(&st);
+  }
+  if (json) printf("]}\n");
+  return 0;
+}
