@@ -5,7 +5,10 @@
 #include "kernels/quant.h"
 #include "kernels/quantize_cuda.h"
 
-#define THREADS 128
+/* A warp writes a tile (one KV head's keys or values of one page); a block
+ * holds WARPS warps, which share the tiles of its pages. */
+#define WARPS 8
+#define THREADS (WARPS * 32)
 
 /* Where a tile's parts are, for one precision: shared by both kernels. */
 struct tile_geo {
@@ -106,7 +109,7 @@ __device__ uint32_t encode(const tile &t, float x, params p) {
 __device__ void codes_put(const tile &t, int r, int c, uint32_t a, uint32_t b) {
   const size_t i = (size_t)r * t.D + c;
   if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
-    reinterpret_cast<uint16_t *>(t.payload)[i] = (uint16_t)a, reinterpret_cast<uint16_t *>(t.payload)[i + 1] = (uint16_t)b;
+    reinterpret_cast<uint32_t *>(t.payload)[i / 2] = a | (b << 16); /* tiles are 4-byte aligned, c is even */
   } else if (t.prec == IKV_INT4) {
     t.payload[i / 2] = (uint8_t)(a | (b << 4));
   } else {
@@ -114,17 +117,13 @@ __device__ void codes_put(const tile &t, int r, int c, uint32_t a, uint32_t b) {
   }
 }
 
-/* The range of the values fed to a tile write. */
-__device__ void block_range(float &lo, float &hi) {
-  __shared__ float s_lo[THREADS / 32], s_hi[THREADS / 32];
+__device__ int lane() { return threadIdx.x & 31; }
+
+/* The range of the values fed to a tile write, over the warp. */
+__device__ void warp_range(float &lo, float &hi) {
 #pragma unroll
   for (int off = 16; off; off >>= 1)
     lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off)), hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
-  __syncthreads();
-  if ((threadIdx.x & 31) == 0) s_lo[threadIdx.x >> 5] = lo, s_hi[threadIdx.x >> 5] = hi;
-  __syncthreads();
-  lo = s_lo[0], hi = s_hi[0];
-  for (int w = 1; w < THREADS / 32; w++) lo = fminf(lo, s_lo[w]), hi = fmaxf(hi, s_hi[w]);
 }
 
 /* The reference's scale rule for a group spanning rows: keep the old
@@ -153,15 +152,16 @@ __device__ params fit_row(const tile &t, float lo, float hi) {
 }
 
 /* Writes rows [fill, fill + n) of a tile from src(r, c) (r counted from
- * fill), under the reference's rule; fill == 0 starts the tile afresh. */
+ * fill), under the reference's rule; fill == 0 starts the tile afresh. Run by
+ * one whole warp. */
 template <typename Src> __device__ void tile_write(const tile &t, int fill, int n, const Src &src) {
   const int D = t.D;
   if (fill == 0) /* a fresh tile: zero its padding */
-    for (uint32_t b = t.scale_bytes + threadIdx.x; b < t.bytes - (uint32_t)(t.scales - t.payload); b += THREADS)
+    for (uint32_t b = t.scale_bytes + lane(); b < t.bytes - (uint32_t)(t.scales - t.payload); b += 32)
       t.scales[b] = 0;
   const bool per_row = !t.keys && (t.prec == IKV_INT8 || t.prec == IKV_INT4);
   if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
-    for (int x = threadIdx.x; x < n * D / 2; x += THREADS) {
+    for (int x = lane(); x < n * D / 2; x += 32) {
       const int r = x / (D / 2), c = x % (D / 2) * 2;
       const params none = {0.0f, {0, 0}};
       codes_put(t, fill + r, c, encode(t, src(r, c), none), encode(t, src(r, c + 1), none));
@@ -169,34 +169,34 @@ template <typename Src> __device__ void tile_write(const tile &t, int fill, int 
   } else if (per_row) { /* INT8 / INT4 values: each token its own group */
     for (int r = 0; r < n; r++) {
       float lo = INFINITY, hi = -INFINITY;
-      for (int c = threadIdx.x; c < D; c += THREADS) lo = fminf(lo, src(r, c)), hi = fmaxf(hi, src(r, c));
-      block_range(lo, hi);
+      for (int c = lane(); c < D; c += 32) lo = fminf(lo, src(r, c)), hi = fmaxf(hi, src(r, c));
+      warp_range(lo, hi);
       const params p = fit_row(t, lo, hi);
-      if (threadIdx.x == 0) group_set(t, fill + r, p);
-      for (int c = 2 * threadIdx.x; c < D; c += 2 * THREADS)
+      if (lane() == 0) group_set(t, fill + r, p);
+      for (int c = 2 * lane(); c < D; c += 2 * 32)
         codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
     }
   } else if (t.prec == IKV_FP8_E4M3) { /* one group: the whole tile */
     float lo = INFINITY, hi = -INFINITY;
-    for (int x = threadIdx.x; x < n * D; x += THREADS) lo = fminf(lo, src(x / D, x % D)), hi = fmaxf(hi, src(x / D, x % D));
-    block_range(lo, hi);
+    for (int x = lane(); x < n * D; x += 32) lo = fminf(lo, src(x / D, x % D)), hi = fmaxf(hi, src(x / D, x % D));
+    warp_range(lo, hi);
     const params old = group_get(t, 0);
     bool refit;
     const params p = fit_group(t, old, fill == 0, lo, hi, &refit);
     if (refit)
-      for (int x = threadIdx.x; x < fill * D / 2; x += THREADS) {
+      for (int x = lane(); x < fill * D / 2; x += 32) {
         const int r = x / (D / 2), c = x % (D / 2) * 2;
         codes_put(t, r, c, encode(t, decode(t, code_get(t, r, c), old), p),
                   encode(t, decode(t, code_get(t, r, c + 1), old), p));
       }
-    __syncthreads(); /* every thread has read the old scale */
-    if (threadIdx.x == 0) group_set(t, 0, p);
-    for (int x = threadIdx.x; x < n * D / 2; x += THREADS) {
+    __syncwarp(); /* every lane has read the old scale */
+    if (lane() == 0) group_set(t, 0, p);
+    for (int x = lane(); x < n * D / 2; x += 32) {
       const int r = x / (D / 2), c = x % (D / 2) * 2;
       codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
     }
   } else { /* INT8 / INT4 keys: each channel its own group; a thread owns channel pairs */
-    for (int c = 2 * threadIdx.x; c < D; c += 2 * THREADS) {
+    for (int c = 2 * lane(); c < D; c += 2 * 32) {
       params old[2], p[2];
       bool refit[2];
       for (int k = 0; k < 2; k++) {
@@ -232,30 +232,29 @@ struct input_rows { /* the new tokens' rows of one head, in the input dtype */
   }
 };
 
-/* One block per (token, KV head, K or V); the block of the first token of
- * each run of consecutive slots in one page writes the run. */
-/* A block per (chunk of `chunk` tokens, KV head, K or V) writes every run
- * (consecutive slots of one page and precision) that starts in its chunk,
- * whole, even past the chunk's end: a run is one tile write. Big appends
- * (prefill) take chunks of up to 16 tokens, so few blocks start and exit
- * idle; a decode step's scattered tokens take one token a block, in parallel. */
+/* A block per chunk of `chunk` tokens writes every run (consecutive slots of
+ * one page and precision) that starts in its chunk, whole, even past the
+ * chunk's end; the warps of its row of blocks (gridDim.y) share the run's
+ * 2 x kv_heads tiles. Big appends (prefill) take chunks of up to 16 tokens,
+ * so few blocks start and exit idle; a decode step's few scattered tokens take
+ * one token and one tile a warp, all in parallel. */
 __global__ void __launch_bounds__(THREADS) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
                                                            const int64_t *slots, const uint8_t *precs, uint32_t n,
                                                            uint32_t chunk) {
-  const uint32_t i0 = blockIdx.x * chunk, end = min(i0 + chunk, n), h = blockIdx.y;
-  const bool keys = blockIdx.z == 0;
+  const uint32_t i0 = blockIdx.x * chunk, end = min(i0 + chunk, n), warp = threadIdx.x >> 5;
   for (uint32_t i = i0; i < end;) {
     const int64_t slot = slots[i], page = slot / g.P;
     const uint8_t prec = precs[i];
     uint32_t len = 1;
     while (i + len < n && precs[i + len] == prec && slots[i + len] == slot + len && (slot + len) / g.P == page) len++;
     const bool continues = i == i0 && i > 0 && precs[i - 1] == prec && slots[i - 1] + 1 == slot && slots[i - 1] / g.P == page;
-    if (!continues) { /* else the run began in the chunk before: that block writes it */
-      const tile t = tile_at(g, prec, (int32_t)page, h, keys);
-      const input_rows src = {keys ? k : v, dtype, i, g.H, g.D, h};
-      tile_write(t, (int)(slot % g.P), (int)len, src);
-      __syncthreads(); /* the next run may reuse the shared scratch */
-    }
+    if (!continues) /* else the run began in the chunk before: that block writes it */
+      for (uint32_t t = blockIdx.y * WARPS + warp; t < 2 * g.H; t += WARPS * gridDim.y) {
+        const uint32_t h = t >> 1;
+        const bool keys = (t & 1) == 0;
+        const input_rows src = {keys ? k : v, dtype, i, g.H, g.D, h};
+        tile_write(tile_at(g, prec, (int32_t)page, h, keys), (int)(slot % g.P), (int)len, src);
+      }
     i += len;
   }
 }
@@ -267,15 +266,18 @@ struct tile_rows { /* a stored tile's rows, decoded */
   __device__ float operator()(int r, int c) const { return decode(t, code_get(t, r, c), group_get(t, group_of(t, r, c))); }
 };
 
+/* A block per move; its warps share the page's tiles. */
 __global__ void __launch_bounds__(THREADS) requantize_kernel(tile_geo g, const ikv_cuda_move *moves) {
   const ikv_cuda_move mv = moves[blockIdx.x];
-  const uint32_t h = blockIdx.y;
-  const bool keys = blockIdx.z == 0;
-  const tile src = tile_at(g, mv.from, mv.src_slot, h, keys), dst = tile_at(g, mv.to, mv.dst_slot, h, keys);
-  for (uint32_t b = threadIdx.x; b < dst.bytes; b += THREADS) dst.payload[b] = 0; /* rows past `rows` too */
-  __syncthreads();
-  const tile_rows rows = {src};
-  tile_write(dst, 0, mv.rows, rows);
+  for (uint32_t t = threadIdx.x >> 5; t < 2 * g.H; t += WARPS) {
+    const uint32_t h = t >> 1;
+    const bool keys = (t & 1) == 0;
+    const tile src = tile_at(g, mv.from, mv.src_slot, h, keys), dst = tile_at(g, mv.to, mv.dst_slot, h, keys);
+    for (uint32_t b = lane(); b < dst.bytes; b += 32) dst.payload[b] = 0; /* rows past `rows` too */
+    __syncwarp();
+    const tile_rows rows = {src};
+    tile_write(dst, 0, mv.rows, rows);
+  }
 }
 
 /* ---- host side ------------------------------------------------------------------- */
@@ -286,8 +288,9 @@ extern "C" ikv_status ikv_cuda_write_kv(const ikv_geometry *g, const ikv_layer_p
   if (!g || !pools || (n && (!k || !v || !slot_mapping || !slot_precision))) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK || (unsigned)dtype >= IKV_DTYPE_COUNT) return IKV_E_INVALID;
   if (!n) return IKV_OK;
-  const uint32_t chunk = n / 2048 < 1 ? 1 : n / 2048 > 16 ? 16 : n / 2048; /* keeps >= 2048 x heads x 2 blocks */
-  write_kv_kernel<<<dim3((n + chunk - 1) / chunk, g->kv_heads, 2), THREADS, 0, (cudaStream_t)stream>>>(
+  const uint32_t chunk = n / 2048 < 1 ? 1 : n / 2048 > 16 ? 16 : n / 2048; /* keeps >= 2048 blocks */
+  const uint32_t tile_blocks = chunk == 1 ? (2 * g->kv_heads + WARPS - 1) / WARPS : 1;
+  write_kv_kernel<<<dim3((n + chunk - 1) / chunk, tile_blocks), THREADS, 0, (cudaStream_t)stream>>>(
       make_geo(g, pools), k, v, dtype, slot_mapping, slot_precision, n, chunk);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
@@ -297,6 +300,6 @@ extern "C" ikv_status ikv_cuda_requantize(const ikv_geometry *g, const ikv_layer
   if (!g || !pools || (count && !moves)) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK) return IKV_E_INVALID;
   if (!count) return IKV_OK;
-  requantize_kernel<<<dim3(count, g->kv_heads, 2), THREADS, 0, (cudaStream_t)stream>>>(make_geo(g, pools), moves);
+  requantize_kernel<<<count, THREADS, 0, (cudaStream_t)stream>>>(make_geo(g, pools), moves);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
