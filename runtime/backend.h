@@ -13,8 +13,7 @@ extern "C" {
 #endif
 
 typedef struct rt_backend {
-  int host_keys; /* 1: write_kv's keys are in host memory (page summaries are kept) */
-  ikv_status (*open)(ikv_runtime *rt); /* pools and the backend's own state */
+  ikv_status (*open)(ikv_runtime *rt); /* pools, page summaries and the backend's own state */
   void (*close)(ikv_runtime *rt);
   /* a page's bytes in every layer: copy-on-write or a tier move */
   void (*copy_page)(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier, int32_t dst_slot,
@@ -24,6 +23,16 @@ typedef struct rt_backend {
   /* write_kv once the runtime has checked the slots */
   ikv_status (*write_kv)(ikv_runtime *rt, uint32_t layer, const void *k, const void *v, ikv_dtype dtype,
                          const int64_t *slots, const uint8_t *precisions, uint32_t n, void *stream);
+  /* score_layer's keys (k as given to write_kv, after it) into the summaries
+   * of their pages: pages[i] owns token i at slots[i] */
+  ikv_status (*summarize)(ikv_runtime *rt, const void *k, ikv_dtype dtype, const int64_t *slots,
+                          const ikv_page_id *pages, uint32_t n, void *stream);
+  /* a copy-on-write copy's summary */
+  void (*copy_summary)(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
+  /* scores[h * n + i]: pages[i] for KV head h against one sequence's queries
+   * q[q_heads][head_dim] (host); bound: Quest's bound, else mean-key cosine */
+  ikv_status (*score_pages)(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
+                            float *scores);
   /* a plan's buffers on the backend's side */
   ikv_status (*plan_open)(ikv_runtime *rt, ikv_plan *plan);
   void (*plan_close)(ikv_plan *plan);

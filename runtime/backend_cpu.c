@@ -30,7 +30,7 @@ ikv_layer_pools rt_layer_pools(const ikv_runtime *rt, uint32_t layer, ikv_tier t
 static ikv_status cpu_open(ikv_runtime *rt) {
   size_t n = (size_t)rt->cfg.geometry.layers * IKV_TIER_COUNT * IKV_PRECISION_COUNT;
   rt->pools = calloc(n, sizeof(uint8_t *));
-  if (!rt->pools) return IKV_E_NO_MEMORY;
+  if (!rt->pools || rt_summaries_create(rt) != IKV_OK) return IKV_E_NO_MEMORY;
   for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
     for (int t = 0; t < IKV_TIER_COUNT; t++)
       for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
@@ -44,6 +44,7 @@ static ikv_status cpu_open(ikv_runtime *rt) {
 }
 
 static void cpu_close(ikv_runtime *rt) {
+  rt_summaries_destroy(rt);
   if (!rt->pools) return;
   size_t n = (size_t)rt->cfg.geometry.layers * IKV_TIER_COUNT * IKV_PRECISION_COUNT;
   for (size_t i = 0; i < n; i++) free(rt->pools[i]);
@@ -117,12 +118,14 @@ static ikv_status cpu_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer
 }
 
 const rt_backend rt_backend_cpu = {
-    .host_keys = 1,
     .open = cpu_open,
     .close = cpu_close,
     .copy_page = cpu_copy_page,
     .convert_page = cpu_convert_page,
     .write_kv = cpu_write_kv,
+    .summarize = rt_summarize,
+    .copy_summary = rt_summary_copy,
+    .score_pages = rt_score_pages,
     .plan_open = cpu_plan_open,
     .plan_close = cpu_plan_close,
     .pages_per_item = cpu_pages_per_item,

@@ -7,18 +7,27 @@
 
 #include "kernels/decode_cuda.h"
 #include "kernels/quantize_cuda.h"
+#include "kernels/summary_cuda.h"
 #include "runtime/plan_internal.h"
 
 namespace {
 
+/* Host data bound for the device (or back): pinned staging and a device
+ * buffer, grown on demand. */
+struct staged {
+  void *h, *d;
+  size_t cap;
+  size_t bytes; /* what the device holds from the last upload (0: nothing) */
+};
+
 struct cuda_state {
-  cudaStream_t stream; /* the runtime's copies: copy-on-write, tier moves, conversions, plan uploads */
-  cudaEvent_t ready;   /* recorded after each of them; the caller's stream waits on it */
+  cudaStream_t stream;      /* the runtime's copies: copy-on-write, tier moves, conversions, plan uploads, scores */
+  cudaEvent_t ready;        /* recorded after each of them; the caller's stream waits on it */
+  cudaEvent_t caller_done;  /* recorded after the caller's write_kv and decode; the runtime's stream waits on it */
   int sm_count;
-  /* the device copy of the last slot mapping write_kv saw (one upload a step) */
-  int64_t *d_slots, *h_slots;
-  uint8_t *d_precs, *h_precs;
-  uint32_t cap, n;
+  staged slots, precs, pages; /* the last write_kv's slot mapping (one upload a step) and page ids */
+  staged q, scores;           /* page scoring: the queries up, the scores back */
+  ikv_cuda_summaries sum;
   ikv_cuda_move *d_move;
 };
 
@@ -34,12 +43,58 @@ cuda_state *state(const ikv_runtime *rt) { return (cuda_state *)rt->dev; }
 
 bool ok(cudaError_t e) { return e == cudaSuccess; }
 
+bool capturing(void *stream) {
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing((cudaStream_t)stream, &cs);
+  return cs != cudaStreamCaptureStatusNone;
+}
+
 /* The caller's stream waits for the runtime's copies; not while capturing a
  * graph (an outside event cannot join a capture): synchronize before it. */
 void wait_ready(ikv_runtime *rt, void *stream) {
-  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  cudaStreamIsCapturing((cudaStream_t)stream, &cs);
-  if (cs == cudaStreamCaptureStatusNone) cudaStreamWaitEvent((cudaStream_t)stream, state(rt)->ready, 0);
+  if (!capturing(stream)) cudaStreamWaitEvent((cudaStream_t)stream, state(rt)->ready, 0);
+}
+
+/* After the caller's work on its stream: the runtime's next copies (which
+ * may move or convert the pages it touches) wait for it. */
+ikv_status caller_enqueued(ikv_runtime *rt, void *stream, ikv_status st) {
+  if (st == IKV_OK && !capturing(stream) && !ok(cudaEventRecord(state(rt)->caller_done, (cudaStream_t)stream)))
+    return IKV_E_CUDA;
+  return st;
+}
+
+/* The runtime's stream, once the caller's last work is done. */
+cudaStream_t rt_stream(ikv_runtime *rt) {
+  cuda_state *s = state(rt);
+  cudaStreamWaitEvent(s->stream, s->caller_done, 0);
+  return s->stream;
+}
+
+ikv_status reserve(staged *st, size_t bytes) {
+  if (bytes <= st->cap) return IKV_OK;
+  cudaFreeHost(st->h), cudaFree(st->d);
+  st->h = st->d = NULL, st->cap = st->bytes = 0;
+  if (!ok(cudaHostAlloc(&st->h, bytes, cudaHostAllocDefault)) || !ok(cudaMalloc(&st->d, bytes))) return IKV_E_CUDA;
+  st->cap = bytes;
+  return IKV_OK;
+}
+
+void release(staged *st) { cudaFreeHost(st->h), cudaFree(st->d); }
+
+/* Uploads bytes on the runtime's stream, unless the device holds exactly them. */
+ikv_status stage(cuda_state *s, staged *st, const void *src, size_t bytes) {
+  if (!bytes || (bytes == st->bytes && !memcmp(src, st->h, bytes))) return IKV_OK;
+  if (!ok(cudaStreamSynchronize(s->stream))) return IKV_E_CUDA; /* the last upload has left the staging */
+  st->bytes = 0;
+  ikv_status r = reserve(st, bytes);
+  if (r != IKV_OK) return r;
+  memcpy(st->h, src, bytes);
+  if (!ok(cudaStreamWaitEvent(s->stream, s->caller_done, 0)) || /* kernels may still read the old copy */
+      !ok(cudaMemcpyAsync(st->d, st->h, bytes, cudaMemcpyHostToDevice, s->stream)) ||
+      !ok(cudaEventRecord(s->ready, s->stream)))
+    return IKV_E_CUDA;
+  st->bytes = bytes;
+  return IKV_OK;
 }
 
 ikv_status cuda_open(ikv_runtime *rt) {
@@ -55,7 +110,14 @@ ikv_status cuda_open(ikv_runtime *rt) {
   cudaGetDevice(&device);
   if (!ok(cudaDeviceGetAttribute(&s->sm_count, cudaDevAttrMultiProcessorCount, device)) ||
       !ok(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking)) ||
-      !ok(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming)) || !ok(cudaMalloc(&s->d_move, sizeof(ikv_cuda_move))))
+      !ok(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming)) ||
+      !ok(cudaEventCreateWithFlags(&s->caller_done, cudaEventDisableTiming)) ||
+      !ok(cudaMalloc(&s->d_move, sizeof(ikv_cuda_move))))
+    return IKV_E_CUDA;
+  const size_t summary = sizeof(float) * rt->max_pages * rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
+  s->sum.pages = rt->max_pages;
+  if (!ok(cudaMalloc(&s->sum.kmin, summary)) || !ok(cudaMalloc(&s->sum.kmax, summary)) ||
+      !ok(cudaMalloc(&s->sum.ksum, summary)))
     return IKV_E_CUDA;
   size_t n_pools = (size_t)rt->cfg.geometry.layers * IKV_TIER_COUNT * IKV_PRECISION_COUNT;
   rt->pools = (uint8_t **)calloc(n_pools, sizeof(uint8_t *));
@@ -86,25 +148,27 @@ void cuda_close(ikv_runtime *rt) {
     free(rt->pools);
   }
   if (!s) return;
-  cudaFree(s->d_slots), cudaFree(s->d_precs), cudaFree(s->d_move);
-  cudaFreeHost(s->h_slots), cudaFreeHost(s->h_precs);
+  cudaFree(s->d_move), cudaFree(s->sum.kmin), cudaFree(s->sum.kmax), cudaFree(s->sum.ksum);
+  release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->scores);
   if (s->ready) cudaEventDestroy(s->ready);
+  if (s->caller_done) cudaEventDestroy(s->caller_done);
   if (s->stream) cudaStreamDestroy(s->stream);
   free(s);
 }
 
 void cuda_copy_page(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier, int32_t dst_slot,
                     ikv_precision p) {
-  cuda_state *s = state(rt);
+  cudaStream_t stream = rt_stream(rt);
   for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
     cudaMemcpyAsync(rt_page(rt, l, dst_tier, p, dst_slot), rt_page(rt, l, src_tier, p, src_slot), rt->page_bytes[p],
-                    cudaMemcpyDefault, s->stream);
-  cudaEventRecord(s->ready, s->stream);
+                    cudaMemcpyDefault, stream);
+  cudaEventRecord(state(rt)->ready, stream);
 }
 
 ikv_status cuda_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t rows) {
   cuda_state *s = state(rt);
   const ikv_geometry *g = &rt->cfg.geometry;
+  rt_stream(rt);
   if (mv->old_slot[IKV_TIER_GPU] != IKV_NO_SLOT) {
     ikv_cuda_move m = {(uint8_t)mv->from, (uint8_t)mv->to, (uint16_t)rows, mv->old_slot[IKV_TIER_GPU],
                        mv->new_slot[IKV_TIER_GPU]};
@@ -130,34 +194,63 @@ ikv_status cuda_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t ro
 }
 
 /* k, v: device arrays; slots and precisions: the host arrays ikv_append
- * filled (checked by the runtime), uploaded on the runtime's stream through
- * pinned staging once while they stay the same (the other layers reuse them). */
+ * filled (checked by the runtime), uploaded once while they stay the same
+ * (the other layers reuse them). */
 ikv_status cuda_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const void *v, ikv_dtype dtype,
                          const int64_t *slots, const uint8_t *precs, uint32_t n, void *stream) {
   cuda_state *s = state(rt);
   if (!n) return IKV_OK;
-  if (n != s->n || memcmp(slots, s->h_slots, sizeof(int64_t) * n) || memcmp(precs, s->h_precs, n)) {
-    if (!ok(cudaStreamSynchronize(s->stream))) return IKV_E_CUDA; /* the last upload has left the staging */
-    if (n > s->cap) { /* grows with the largest append seen */
-      cudaFree(s->d_slots), cudaFree(s->d_precs), cudaFreeHost(s->h_slots), cudaFreeHost(s->h_precs);
-      s->d_slots = NULL, s->d_precs = NULL, s->h_slots = NULL, s->h_precs = NULL, s->n = s->cap = 0;
-      if (!ok(cudaHostAlloc(&s->h_slots, sizeof(int64_t) * n, cudaHostAllocDefault)) ||
-          !ok(cudaHostAlloc(&s->h_precs, n, cudaHostAllocDefault)) || !ok(cudaMalloc(&s->d_slots, sizeof(int64_t) * n)) ||
-          !ok(cudaMalloc(&s->d_precs, n)))
-        return IKV_E_CUDA;
-      s->cap = n;
-    }
-    memcpy(s->h_slots, slots, sizeof(int64_t) * n), memcpy(s->h_precs, precs, n);
-    s->n = 0; /* valid again once both copies are queued */
-    if (!ok(cudaMemcpyAsync(s->d_slots, s->h_slots, sizeof(int64_t) * n, cudaMemcpyHostToDevice, s->stream)) ||
-        !ok(cudaMemcpyAsync(s->d_precs, s->h_precs, n, cudaMemcpyHostToDevice, s->stream)) ||
-        !ok(cudaEventRecord(s->ready, s->stream)))
-      return IKV_E_CUDA;
-    s->n = n;
-  }
+  ikv_status st = stage(s, &s->slots, slots, sizeof(int64_t) * n);
+  if (st == IKV_OK) st = stage(s, &s->precs, precs, n);
+  if (st != IKV_OK) return st;
   wait_ready(rt, stream);
   ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
-  return ikv_cuda_write_kv(&rt->cfg.geometry, &lp, k, v, dtype, s->d_slots, s->d_precs, n, stream);
+  return caller_enqueued(rt, stream, ikv_cuda_write_kv(&rt->cfg.geometry, &lp, k, v, dtype, (const int64_t *)s->slots.d,
+                                                       (const uint8_t *)s->precs.d, n, stream));
+}
+
+ikv_status cuda_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const int64_t *slots, const ikv_page_id *pages,
+                          uint32_t n, void *stream) {
+  cuda_state *s = state(rt);
+  if (!n) return IKV_OK;
+  ikv_status st = stage(s, &s->slots, slots, sizeof(int64_t) * n);
+  if (st == IKV_OK) st = stage(s, &s->pages, pages, sizeof(ikv_page_id) * n);
+  if (st != IKV_OK) return st;
+  wait_ready(rt, stream);
+  return caller_enqueued(rt, stream, ikv_cuda_summarize(&rt->cfg.geometry, &s->sum, k, dtype, (const int64_t *)s->slots.d,
+                                                        (const uint32_t *)s->pages.d, n, stream));
+}
+
+void cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
+  cuda_state *s = state(rt);
+  const size_t m = (size_t)rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
+  cudaStream_t stream = rt_stream(rt);
+  float *arrays[3] = {s->sum.kmin, s->sum.kmax, s->sum.ksum};
+  for (int a = 0; a < 3; a++)
+    cudaMemcpyAsync(arrays[a] + dst * m, arrays[a] + src * m, sizeof(float) * m, cudaMemcpyDeviceToDevice, stream);
+  cudaEventRecord(s->ready, stream);
+}
+
+/* The router's page scores: one round trip (queries and page ids up, scores
+ * back) per sequence, on the runtime's stream. */
+ikv_status cuda_score_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
+                            float *scores) {
+  cuda_state *s = state(rt);
+  const ikv_geometry *g = &rt->cfg.geometry;
+  if (!n) return IKV_OK;
+  const size_t out_bytes = sizeof(float) * g->kv_heads * n;
+  ikv_status st = stage(s, &s->pages, pages, sizeof(ikv_page_id) * n);
+  if (st == IKV_OK) st = stage(s, &s->q, q, sizeof(float) * rt->cfg.q_heads * g->head_dim);
+  if (st == IKV_OK) st = reserve(&s->scores, out_bytes);
+  if (st == IKV_OK)
+    st = ikv_cuda_score_pages(g, &s->sum, bound, (const uint32_t *)s->pages.d, n, (const float *)s->q.d,
+                              rt->cfg.q_heads / g->kv_heads, (float *)s->scores.d, rt_stream(rt));
+  if (st != IKV_OK) return st;
+  if (!ok(cudaMemcpyAsync(s->scores.h, s->scores.d, out_bytes, cudaMemcpyDeviceToHost, s->stream)) ||
+      !ok(cudaStreamSynchronize(s->stream)))
+    return IKV_E_CUDA;
+  memcpy(scores, s->scores.h, out_bytes);
+  return IKV_OK;
 }
 
 ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
@@ -230,12 +323,14 @@ ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, cons
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
   wait_ready(rt, stream);
   ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
-  return ikv_cuda_decode(&rt->cfg.geometry, &lp, &cp->dp, &rt->attn, q, out, lse, dtype, cp->ws, cp->ws_bytes, stream);
+  return caller_enqueued(rt, stream, ikv_cuda_decode(&rt->cfg.geometry, &lp, &cp->dp, &rt->attn, q, out, lse, dtype,
+                                                     cp->ws, cp->ws_bytes, stream));
 }
 
 } // namespace
 
 extern "C" const rt_backend rt_backend_cuda = {
-    0, cuda_open, cuda_close, cuda_copy_page, cuda_convert_page, cuda_write_kv, cuda_plan_open, cuda_plan_close,
+    cuda_open,         cuda_close,      cuda_copy_page,       cuda_convert_page, cuda_write_kv,
+    cuda_summarize,    cuda_copy_summary, cuda_score_pages,   cuda_plan_open,    cuda_plan_close,
     cuda_pages_per_item, cuda_plan_publish, cuda_decode,
 };

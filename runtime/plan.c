@@ -67,7 +67,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->cand_lo = malloc(sizeof(uint16_t) * N);
   pl->cand_hi = malloc(sizeof(uint16_t) * N);
   pl->head_sel = malloc((size_t)H * N);
-  pl->scores = malloc(sizeof(float) * N);
+  pl->scores = malloc(sizeof(float) * (H + 1) * N); /* one head's by page, then every head's by candidate */
   pl->order = malloc(sizeof(uint32_t) * 2 * N);
   pl->span_order = malloc(sizeof(uint32_t) * 2 * S);
   pl->chunks = malloc(sizeof(*pl->chunks) * (2 * S + 1));
@@ -151,8 +151,6 @@ static ikv_status check_request(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_re
     return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: score_mode %d", (int)rp->score_mode);
   if (rp->score_mode != IKV_SCORE_SPAN && !rp->score_q && req->batch)
     return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: query-aware scoring needs score_q");
-  if (rp->score_mode != IKV_SCORE_SPAN && !rt->be->host_keys)
-    return rt_fail(rt, IKV_E_UNSUPPORTED, "ikv_plan_build: query-aware scoring needs page summaries, kept by the CPU backend only");
   return IKV_OK;
 }
 

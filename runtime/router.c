@@ -117,12 +117,11 @@ static int by_page_score(const void *x, const void *y, void *ctx) {
 
 /* Query-aware modes: candidate pages ranked per KV head by page score; each
  * head takes its top-k within the budgets. */
-static void select_by_query(route *r) {
+static ikv_status select_by_query(route *r) {
   ikv_plan *pl = r->plan;
   ikv_runtime *rt = r->rt;
   const ikv_router_params *rp = r->rp;
-  const uint32_t N = r->v.n_pages, H = rt->cfg.geometry.kv_heads, G = rt->cfg.q_heads / H,
-                 D = rt->cfg.geometry.head_dim;
+  const uint32_t N = r->v.n_pages, H = rt->cfg.geometry.kv_heads, D = rt->cfg.geometry.head_dim;
   for (uint32_t c = 0; c < r->n_chunks; c++) {
     rt_chunk *ch = &pl->chunks[c];
     if (ch->precision == IKV_SKIP) {
@@ -137,9 +136,12 @@ static void select_by_query(route *r) {
   memset(pl->head_sel, 0, (size_t)H * N);
   const float *q = rp->score_q + (size_t)r->b * rt->cfg.q_heads * D;
   uint32_t *ranked = pl->order + n_cand;
+  float *by_cand = pl->scores + N; /* [h][candidate], from the backend in one call */
+  for (uint32_t k = 0; k < n_cand; k++) ranked[k] = r->v.pages[pl->order[k]];
+  ikv_status st = rt->be->score_pages(rt, rp->score_mode == IKV_SCORE_QUERY_BOUND, ranked, n_cand, q, by_cand);
+  if (st != IKV_OK) return st;
   for (uint32_t h = 0; h < H; h++) {
-    for (uint32_t k = 0; k < n_cand; k++)
-      pl->scores[pl->order[k]] = rt_page_score(rt, rp->score_mode, r->v.pages[pl->order[k]], h, q + (size_t)h * G * D, G);
+    for (uint32_t k = 0; k < n_cand; k++) pl->scores[pl->order[k]] = by_cand[(size_t)h * n_cand + k];
     memcpy(ranked, pl->order, sizeof(uint32_t) * n_cand);
     qsort_r(ranked, n_cand, sizeof(uint32_t), by_page_score, pl->scores);
     uint64_t tokens = r->tokens_used, bytes = r->bytes_used;
@@ -171,6 +173,7 @@ static void select_by_query(route *r) {
     d->precision = rt_best(d->precision, taken ? ch->precision : IKV_SKIP);
     d->reason = taken == total ? IKV_REASON_ATTEND_SELECTED : taken ? IKV_REASON_ATTEND_PARTIAL : IKV_REASON_ATTEND_NOT_TOPK;
   }
+  return IKV_OK;
 }
 
 /* The mandatory rules: sinks, recent window, ALWAYS/GLOBAL spans; chunks for
@@ -362,9 +365,9 @@ ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_req
     }
   int query_mode = req->router.score_mode != IKV_SCORE_SPAN;
   if (st == IKV_OK) {
-    if (query_mode) select_by_query(&r);
+    if (query_mode) st = select_by_query(&r);
     else select_by_span_score(&r);
-    st = skip_spans(&r, n_skip, query_mode);
+    if (st == IKV_OK) st = skip_spans(&r, n_skip, query_mode);
   }
   if (st == IKV_OK) st = emit_rows(&r, query_mode);
   return st;

@@ -54,7 +54,6 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) rt->page_bytes[p] = ikv_page_layer_bytes(g, (ikv_precision)p);
   ikv_status st = ikv_pt_create(&pc, &rt->pt);
   if (st == IKV_OK) st = rt->be->open(rt);
-  if (st == IKV_OK) st = rt_summaries_create(rt);
   if (st == IKV_OK) st = (rt->fill = calloc(rt->max_pages, sizeof(uint16_t))) ? IKV_OK : IKV_E_NO_MEMORY;
   if (st != IKV_OK) {
     ikv_runtime_destroy(rt);
@@ -67,7 +66,6 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
 void ikv_runtime_destroy(ikv_runtime *rt) {
   if (!rt) return;
   rt->be->close(rt);
-  rt_summaries_destroy(rt);
   free(rt->fill);
   ikv_pt_destroy(rt->pt);
   free(rt);
@@ -182,7 +180,7 @@ ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n
     }
     if (cow.bytes) {
       rt->be->copy_page(rt, IKV_TIER_GPU, cow.src_slot, IKV_TIER_GPU, cow.dst_slot, cow.precision);
-      rt_summary_copy(rt, cow.dst_page, cow.src_page);
+      rt->be->copy_summary(rt, cow.dst_page, cow.src_page);
       rt->fill[cow.dst_page] = rt->fill[cow.src_page];
       rt->stats.cow_copies++;
     }
@@ -200,12 +198,7 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
   if (layer >= g->layers) return rt_fail(rt, IKV_E_RANGE, "ikv_write_kv: layer %u of %u", layer, g->layers);
   if ((unsigned)dtype >= IKV_DTYPE_COUNT) return rt_fail(rt, IKV_E_INVALID, "ikv_write_kv: dtype %d", (int)dtype);
   ikv_page_id *pages = malloc(sizeof(ikv_page_id) * (n ? n : 1));
-  size_t row = (size_t)g->kv_heads * g->head_dim;
-  float *kf = malloc(sizeof(float) * row * (n ? n : 1));
-  if (!pages || !kf) {
-    free(pages), free(kf);
-    return rt_fail(rt, IKV_E_NO_MEMORY, "ikv_write_kv: out of memory");
-  }
+  if (!pages) return rt_fail(rt, IKV_E_NO_MEMORY, "ikv_write_kv: out of memory");
   ikv_status st = IKV_OK;
   for (uint32_t i = 0; i < n && st == IKV_OK; i++) {
     int p = slot_precision[i];
@@ -217,19 +210,18 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
   }
   if (st == IKV_OK) {
     st = rt->be->write_kv(rt, layer, k, v, dtype, slot_mapping, slot_precision, n, stream);
+    if (st == IKV_OK && layer == rt->cfg.score_layer)
+      st = rt->be->summarize(rt, k, dtype, slot_mapping, pages, n, stream);
     if (st != IKV_OK) rt_fail(rt, st, "ikv_write_kv: %s", ikv_status_str(st));
   }
-  const int summarize = layer == rt->cfg.score_layer && rt->be->host_keys;
   if (st == IKV_OK) {
-    if (summarize) ikv_ref_to_float(k, dtype, row * n, kf);
     for (uint32_t i = 0; i < n; i++) {
       uint32_t offset = (uint32_t)(slot_mapping[i] % g->page_size);
       rt->fill[pages[i]] = offset == 0 ? 1 : (uint16_t)(offset + 1 > rt->fill[pages[i]] ? offset + 1 : rt->fill[pages[i]]);
-      if (summarize) rt_summary_update(rt, pages[i], offset, kf + row * i, row, 1);
     }
     rt->errmsg[0] = 0;
   }
-  free(pages), free(kf);
+  free(pages);
   return st;
 }
 

@@ -19,7 +19,7 @@ struct ikv_runtime {
   uint32_t max_pages;                     /* page ids are below this */
   uint8_t **pools;                        /* [layer][tier][precision] base, NULL if 0 pages */
   uint16_t *fill;                         /* [page] rows written */
-  /* key summaries of score_layer: [page][kv_head][head_dim] */
+  /* CPU backend: key summaries of score_layer, [page][kv_head][head_dim] */
   float *kmin, *kmax, *ksum;
   ikv_runtime_stats stats;
   ikv_plan *active;
@@ -36,17 +36,15 @@ uint8_t *rt_page(const ikv_runtime *rt, uint32_t layer, ikv_tier tier, ikv_preci
                  int32_t slot);
 ikv_layer_pools rt_layer_pools(const ikv_runtime *rt, uint32_t layer, ikv_tier tier);
 
-/* scoring.c: per-page key summaries and page scores */
+/* scoring.c: the CPU backend's page key summaries and page scores (the
+ * backend table's summarize, copy_summary and score_pages) */
 ikv_status rt_summaries_create(ikv_runtime *rt);
 void rt_summaries_destroy(ikv_runtime *rt);
-/* Folds tokens written to page at [offset, offset + n) of score_layer into its
- * summary (offset 0 starts it afresh); k rows are [kv_heads][head_dim]. */
-void rt_summary_update(ikv_runtime *rt, ikv_page_id page, uint32_t offset, const float *k,
-                       size_t row_stride, uint32_t n);
+ikv_status rt_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const int64_t *slots,
+                        const ikv_page_id *pages, uint32_t n, void *stream);
 void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
-/* Score of a page for one KV head against the group's queries q[G][head_dim]. */
-float rt_page_score(const ikv_runtime *rt, ikv_score_mode mode, ikv_page_id page, uint32_t kv_head,
-                    const float *q, uint32_t group);
+ikv_status rt_score_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
+                          float *scores);
 
 /* intentquant.c: fidelity of each precision code (fp16/bf16 4, int8 3,
  * fp8 2, int4 1, skip and anything else 0); a table, as planning asks it

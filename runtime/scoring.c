@@ -1,9 +1,10 @@
-/* Page key summaries (per KV head and channel: min, max, sum of the score
- * layer's keys) and the query-aware page scores the router ranks by. */
-#include <math.h>
+/* The CPU backend's page key summaries (per KV head and channel: min, max
+ * and sum of the score layer's keys) and the page scores the router ranks
+ * by; the math is kernels/page_summary.h, shared with the CUDA backend. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/page_summary.h"
 #include "runtime/runtime_internal.h"
 
 static size_t summary_size(const ikv_runtime *rt) {
@@ -24,20 +25,29 @@ void rt_summaries_destroy(ikv_runtime *rt) {
   free(rt->ksum);
 }
 
-void rt_summary_update(ikv_runtime *rt, ikv_page_id page, uint32_t offset, const float *k,
-                       size_t row_stride, uint32_t n) {
-  size_t m = summary_size(rt), base = (size_t)page * m;
-  float *mn = rt->kmin + base, *mx = rt->kmax + base, *sum = rt->ksum + base;
-  if (offset == 0) {
-    for (size_t i = 0; i < m; i++) mn[i] = INFINITY, mx[i] = -INFINITY, sum[i] = 0.0f;
-  }
-  for (uint32_t r = 0; r < n; r++)
-    for (size_t i = 0; i < m; i++) {
-      float x = k[r * row_stride + i];
-      mn[i] = fminf(mn[i], x);
-      mx[i] = fmaxf(mx[i], x);
-      sum[i] += x;
+ikv_status rt_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const int64_t *slots,
+                        const ikv_page_id *pages, uint32_t n, void *stream) {
+  (void)stream;
+  const size_t m = summary_size(rt);
+  float *kf = malloc(sizeof(float) * m);
+  if (!kf) return IKV_E_NO_MEMORY;
+  const size_t es = dtype == IKV_DTYPE_F32 ? sizeof(float) : sizeof(uint16_t);
+  for (uint32_t i = 0; i < n; i++) {
+    ikv_status st = ikv_ref_to_float((const uint8_t *)k + es * m * i, dtype, m, kf);
+    if (st != IKV_OK) {
+      free(kf);
+      return st;
     }
+    const size_t base = (size_t)pages[i] * m;
+    float *mn = rt->kmin + base, *mx = rt->kmax + base, *sum = rt->ksum + base;
+    const int fresh = slots[i] % rt->cfg.geometry.page_size == 0;
+    for (size_t c = 0; c < m; c++) {
+      if (fresh) ikv_summary_reset(mn + c, mx + c, sum + c);
+      ikv_summary_fold(mn + c, mx + c, sum + c, kf[c]);
+    }
+  }
+  free(kf);
+  return IKV_OK;
 }
 
 void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
@@ -47,24 +57,14 @@ void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
   memcpy(rt->ksum + dst * m, rt->ksum + src * m, sizeof(float) * m);
 }
 
-float rt_page_score(const ikv_runtime *rt, ikv_score_mode mode, ikv_page_id page, uint32_t kv_head,
-                    const float *q, uint32_t group) {
-  const uint32_t D = rt->cfg.geometry.head_dim;
-  size_t base = (size_t)page * summary_size(rt) + (size_t)kv_head * D;
-  const float *mn = rt->kmin + base, *mx = rt->kmax + base, *sum = rt->ksum + base;
-  float best = -INFINITY;
-  for (uint32_t j = 0; j < group; j++) {
-    const float *qj = q + (size_t)j * D;
-    float s = 0.0f;
-    if (mode == IKV_SCORE_QUERY_BOUND) {
-      /* the largest q.k any key inside the page's per-channel box can reach */
-      for (uint32_t c = 0; c < D; c++) s += fmaxf(qj[c] * mn[c], qj[c] * mx[c]);
-    } else {
-      float dot = 0.0f, qq = 0.0f, kk = 0.0f;
-      for (uint32_t c = 0; c < D; c++) dot += qj[c] * sum[c], qq += qj[c] * qj[c], kk += sum[c] * sum[c];
-      s = qq > 0.0f && kk > 0.0f ? dot / sqrtf(qq * kk) : 0.0f; /* cos(q, mean key) */
+ikv_status rt_score_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
+                          float *scores) {
+  const uint32_t H = rt->cfg.geometry.kv_heads, D = rt->cfg.geometry.head_dim, G = rt->cfg.q_heads / H;
+  for (uint32_t h = 0; h < H; h++)
+    for (uint32_t i = 0; i < n; i++) {
+      const size_t at = (size_t)pages[i] * summary_size(rt) + (size_t)h * D;
+      scores[(size_t)h * n + i] =
+          ikv_summary_score(bound, rt->kmin + at, rt->kmax + at, rt->ksum + at, q + (size_t)h * G * D, G, D);
     }
-    best = fmaxf(best, s);
-  }
-  return best;
+  return IKV_OK;
 }

@@ -1,8 +1,9 @@
 /* GPU test (tag `gpu`): the runtime's CUDA backend step by step against the
  * CPU backend fed the same operations: appends, write_kv, router plans,
  * scheduler-table downgrades (GPU requantize), offload and demand fetch,
- * copy-on-write after a fork; every layer's decode compared, and a CUDA graph
- * of a step's decodes replayed against the eager result. */
+ * copy-on-write after a fork, query-aware routing from page summaries kept
+ * on the GPU; every layer's decode compared (and the pages the router chose),
+ * and a CUDA graph of a step's decodes replayed against the eager result. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdlib.h>
@@ -167,12 +168,25 @@ static void cuda_backend_matches_cpu(void **state) {
   assert_int_equal(st[1].conversions, st[0].conversions);
   assert_int_equal(st[1].cow_copies, 1);
   assert_true(st[1].demand_fetches >= 6 && st[1].conversions > 0);
-  /* query-aware scoring needs page summaries, which the CUDA backend lacks */
-  ikv_plan_request qa = router(t.seq[1], 1, 0.0f);
-  qa.router.score_mode = IKV_SCORE_QUERY_BOUND;
-  float q[HQ * D] = {1.0f};
-  qa.router.score_q = q;
-  assert_int_equal(ikv_plan_build(t.rt[1], t.plan[1], &qa), IKV_E_UNSUPPORTED);
+  /* query-aware routing: page summaries kept by GPU write_kv (and copied on
+   * copy-on-write), scores on the GPU; the same pages must win on both */
+  float score_q[3 * HQ * D];
+  rng_fill_gauss(&t.rng, score_q, 3 * HQ * D, 1.0f);
+  for (int mode = IKV_SCORE_QUERY_BOUND; mode <= IKV_SCORE_MEAN_COSINE; mode++) {
+    ikv_plan_request qa0 = router(s0, 3, 0.0f), qa1 = router(s1, 3, 0.0f);
+    qa0.router.score_mode = qa1.router.score_mode = (ikv_score_mode)mode;
+    qa0.router.score_q = qa1.router.score_q = score_q;
+    qa0.router.topk_pages = qa1.router.topk_pages = 2;
+    twin_step(&t, qa0, qa1, 0);
+    const ikv_decode_plan *v0 = ikv_plan_view(t.plan[0]), *v1 = ikv_plan_view(t.plan[1]);
+    const uint32_t rows = v0->per_kv_head ? v0->batch * H : v0->batch;
+    assert_int_equal(v1->per_kv_head, v0->per_kv_head);
+    assert_memory_equal(v0->indptr, v1->indptr, sizeof(int32_t) * (rows + 1));
+    assert_memory_equal(v0->page_index, v1->page_index, sizeof(int32_t) * v0->indptr[rows]);
+    ikv_plan_stats ps;
+    assert_int_equal(ikv_plan_get_stats(t.plan[1], &ps), IKV_OK);
+    assert_true(ps.pages_skipped > 0); /* the scores decided something */
+  }
   twin_close(&t);
 }
 

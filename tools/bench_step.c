@@ -18,7 +18,8 @@ static const char usage[] =
     "usage: ikv bench step [--json]\n\n"
     "Runs the runtime on the CUDA backend (8 KV heads, 32 query heads, head_dim 128,\n"
     "16-token pages, fp16 K/V/q/out):\n"
-    "  write_kv  65,536 new tokens of one layer into pages of each format; bytes\n"
+    "  write_kv  65,536 new tokens of one layer (not the summaries' layer) into\n"
+    "            pages of each format; bytes\n"
     "            moved = fp16 K and V read + page bytes written (scales included),\n"
     "            against the device-to-device copy bandwidth (read + write)\n"
     "  step      decode steps at 32K context, one new token per sequence: append,\n"
@@ -78,9 +79,10 @@ static double replay_us(cudaGraphExec_t exec, cudaStream_t s) {
 /* ---- write_kv ---------------------------------------------------------- */
 
 static void bench_write_kv(ikv_precision p, const void *k, const void *v, double copy_bw, int json, int *first) {
-  ikv_runtime_config cfg = {.geometry = {.layers = 1, .kv_heads = HKV, .head_dim = D, .page_size = P},
+  /* layer 0 is timed; layer 1 feeds the page summaries (timed with the steps) */
+  ikv_runtime_config cfg = {.geometry = {.layers = 2, .kv_heads = HKV, .head_dim = D, .page_size = P},
                             .q_heads = HQ, .max_sequences = 1, .max_batch = 1, .max_plan_pages = 1,
-                            .backend = IKV_BACKEND_CUDA};
+                            .score_layer = 1, .backend = IKV_BACKEND_CUDA};
   cfg.capacity[IKV_TIER_GPU][p] = WRITE_TOKENS / P;
   ikv_runtime *rt = NULL;
   check(NULL, ikv_runtime_create(&cfg, &rt), "ikv_runtime_create");

@@ -1,0 +1,41 @@
+/*
+ * Page key summaries on the GPU: kept current as keys are written, and the
+ * query-aware page scores computed from them. The same bits as the CPU
+ * backend's (the math is kernels/page_summary.h). Summaries are three device
+ * arrays (min, max, sum), each [page id][kv_heads][head_dim] floats.
+ * Asynchronous on the given stream, no allocation.
+ */
+#ifndef IKV_SUMMARY_CUDA_H
+#define IKV_SUMMARY_CUDA_H
+
+#include "kernels/quantize_ref.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ikv_cuda_summaries {
+  float *kmin, *kmax, *ksum; /* device */
+  uint32_t pages;            /* page ids are below this */
+} ikv_cuda_summaries;
+
+/* Folds n new keys (k: [n][kv_heads][head_dim] in dtype, device) into the
+ * summaries of their pages: pages[i] (device) owns token i at slot
+ * slot_mapping[i] (device), whose offset in the page is slot % page_size;
+ * offset 0 starts a page's summary afresh. As with write_kv, a page may
+ * appear in only one run of consecutive tokens per call. */
+ikv_status ikv_cuda_summarize(const ikv_geometry *geometry, const ikv_cuda_summaries *summaries, const void *k,
+                              ikv_dtype dtype, const int64_t *slot_mapping, const uint32_t *pages, uint32_t n,
+                              void *stream);
+
+/* scores[h * n + i] = the score of pages[i] for KV head h against q
+ * ([q_heads][head_dim] floats, device), group = q_heads / kv_heads; bound as
+ * in ikv_summary_score. pages and scores are device arrays. */
+ikv_status ikv_cuda_score_pages(const ikv_geometry *geometry, const ikv_cuda_summaries *summaries, int bound,
+                                const uint32_t *pages, uint32_t n, const float *q, uint32_t group, float *scores,
+                                void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IKV_SUMMARY_CUDA_H */

@@ -1,0 +1,118 @@
+/* GPU test (tag `gpu`): page key summaries folded on the GPU and the page
+ * scores computed from them carry the same bits as the host math of
+ * kernels/page_summary.h (the CPU backend's): random keys in fp32/fp16/bf16,
+ * pages started afresh and continued, runs of several tokens, outputs
+ * poisoned first. */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/page_summary.h"
+#include "kernels/summary_cuda.h"
+#include "tests/cmocka_all.h"
+#include "tests/test_rng.h"
+
+#define CUDA_CHECK(call) assert_int_equal((call), cudaSuccess)
+enum { H = 4, D = 128, P = 16, PAGES = 40, HQ = 16, N_MAX = PAGES * P };
+
+static void require_gpu(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
+  if (n == 0 && getenv("IKV_REQUIRE_GPU")) fail_msg("no CUDA device but IKV_REQUIRE_GPU is set");
+  if (n == 0) skip();
+}
+
+static void summaries_and_scores_match_the_host(void **state) {
+  (void)state;
+  require_gpu();
+  test_rng r = {0x5eed0801};
+  const ikv_geometry g = {.layers = 1, .kv_heads = H, .head_dim = D, .page_size = P};
+  const size_t m = (size_t)H * D, cells = PAGES * m;
+  float *host[3], *got = malloc(sizeof(float) * cells);
+  ikv_cuda_summaries dev = {.pages = PAGES};
+  float **darr[3] = {&dev.kmin, &dev.kmax, &dev.ksum};
+  for (int a = 0; a < 3; a++) {
+    host[a] = malloc(sizeof(float) * cells);
+    CUDA_CHECK(cudaMalloc((void **)darr[a], sizeof(float) * cells));
+    CUDA_CHECK(cudaMemset(*darr[a], 0xff, sizeof(float) * cells)); /* poison: NaN */
+    for (size_t i = 0; i < cells; i++) host[a][i] = NAN;
+  }
+  int64_t *slots = malloc(sizeof(int64_t) * N_MAX), *d_slots;
+  uint32_t *pages = malloc(sizeof(uint32_t) * N_MAX), *d_pages;
+  float *k = malloc(sizeof(float) * N_MAX * m), *kf = malloc(sizeof(float) * m);
+  uint16_t *k16 = malloc(sizeof(uint16_t) * N_MAX * m);
+  void *d_k;
+  CUDA_CHECK(cudaMalloc((void **)&d_slots, sizeof(int64_t) * N_MAX));
+  CUDA_CHECK(cudaMalloc((void **)&d_pages, sizeof(uint32_t) * N_MAX));
+  CUDA_CHECK(cudaMalloc(&d_k, sizeof(float) * N_MAX * m));
+  uint16_t fill[PAGES] = {0};
+  /* three calls: every page gets a first part, then the rest in two steps;
+   * pages sit at shuffled slots, page ids in their own order */
+  for (int call = 0; call < 3; call++) {
+    const ikv_dtype dt = (ikv_dtype)call;
+    uint32_t n = 0;
+    for (uint32_t pg = 0; pg < PAGES; pg++) {
+      uint32_t add = call == 2 ? (uint32_t)(P - fill[pg]) : rng_below(&r, (uint32_t)(P - fill[pg]) / 2 + 1);
+      const uint32_t slot_page = (pg * 17) % PAGES;
+      for (uint32_t t = 0; t < add; t++) slots[n] = (int64_t)slot_page * P + fill[pg] + t, pages[n++] = pg;
+      fill[pg] = (uint16_t)(fill[pg] + add);
+    }
+    rng_fill_gauss(&r, k, n * m, 1.5f);
+    for (size_t i = 0; i < n * m; i++) k16[i] = dt == IKV_DTYPE_F16 ? ikv_f32_to_f16(k[i]) : ikv_f32_to_bf16(k[i]);
+    const void *src = dt == IKV_DTYPE_F32 ? (const void *)k : (const void *)k16;
+    const size_t es = dt == IKV_DTYPE_F32 ? 4 : 2;
+    for (uint32_t i = 0; i < n; i++) {
+      assert_int_equal(ikv_ref_to_float((const uint8_t *)src + es * m * i, dt, m, kf), IKV_OK);
+      float *mn = host[0] + pages[i] * m, *mx = host[1] + pages[i] * m, *sum = host[2] + pages[i] * m;
+      for (size_t c = 0; c < m; c++) {
+        if (slots[i] % P == 0) ikv_summary_reset(mn + c, mx + c, sum + c);
+        ikv_summary_fold(mn + c, mx + c, sum + c, kf[c]);
+      }
+    }
+    CUDA_CHECK(cudaMemcpy(d_slots, slots, sizeof(int64_t) * n, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d_pages, pages, sizeof(uint32_t) * n, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d_k, src, es * n * m, cudaMemcpyHostToDevice));
+    assert_int_equal(ikv_cuda_summarize(&g, &dev, d_k, dt, d_slots, d_pages, n, NULL), IKV_OK);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    for (int a = 0; a < 3; a++) {
+      CUDA_CHECK(cudaMemcpy(got, *darr[a], sizeof(float) * cells, cudaMemcpyDeviceToHost));
+      for (size_t i = 0; i < cells; i++)
+        if (memcmp(&got[i], &host[a][i], sizeof(float)) && !(isnan(got[i]) && isnan(host[a][i])))
+          fail_msg("call %d: summary %d, cell %zu: gpu %a, host %a", call, a, i, got[i], host[a][i]);
+    }
+  }
+  /* scores of every page in a shuffled order, both modes */
+  float q[HQ * D], *want = malloc(sizeof(float) * H * PAGES), *d_q, *d_scores;
+  rng_fill_gauss(&r, q, HQ * D, 1.0f);
+  for (uint32_t i = 0; i < PAGES; i++) pages[i] = (i * 7 + 3) % PAGES;
+  CUDA_CHECK(cudaMalloc((void **)&d_q, sizeof(q)));
+  CUDA_CHECK(cudaMalloc((void **)&d_scores, sizeof(float) * H * PAGES));
+  CUDA_CHECK(cudaMemcpy(d_q, q, sizeof(q), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(d_pages, pages, sizeof(uint32_t) * PAGES, cudaMemcpyHostToDevice));
+  for (int bound = 0; bound < 2; bound++) {
+    for (uint32_t h = 0; h < H; h++)
+      for (uint32_t i = 0; i < PAGES; i++) {
+        const size_t at = pages[i] * m + h * D;
+        want[h * PAGES + i] = ikv_summary_score(bound, host[0] + at, host[1] + at, host[2] + at, q + h * (HQ / H) * D, HQ / H, D);
+      }
+    CUDA_CHECK(cudaMemset(d_scores, 0xff, sizeof(float) * H * PAGES));
+    assert_int_equal(ikv_cuda_score_pages(&g, &dev, bound, d_pages, PAGES, d_q, HQ / H, d_scores, NULL), IKV_OK);
+    CUDA_CHECK(cudaMemcpy(got, d_scores, sizeof(float) * H * PAGES, cudaMemcpyDeviceToHost));
+    for (uint32_t i = 0; i < H * PAGES; i++)
+      if (memcmp(&got[i], &want[i], sizeof(float))) fail_msg("bound %d: score %u: gpu %a, host %a", bound, i, got[i], want[i]);
+  }
+  /* arguments */
+  assert_int_equal(ikv_cuda_summarize(&g, NULL, d_k, IKV_DTYPE_F32, d_slots, d_pages, 1, NULL), IKV_E_NULL);
+  assert_int_equal(ikv_cuda_summarize(&g, &dev, d_k, (ikv_dtype)7, d_slots, d_pages, 1, NULL), IKV_E_INVALID);
+  assert_int_equal(ikv_cuda_score_pages(&g, &dev, 1, d_pages, 1, d_q, 0, d_scores, NULL), IKV_E_INVALID);
+  assert_int_equal(ikv_cuda_score_pages(&g, &dev, 1, NULL, 1, d_q, 4, d_scores, NULL), IKV_E_NULL);
+  for (int a = 0; a < 3; a++) cudaFree(*darr[a]), free(host[a]);
+  cudaFree(d_slots), cudaFree(d_pages), cudaFree(d_k), cudaFree(d_q), cudaFree(d_scores);
+  free(got), free(slots), free(pages), free(k), free(kf), free(k16), free(want);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(summaries_and_scores_match_the_host)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
