@@ -199,7 +199,8 @@ const ikv_span_decision *ikv_plan_decisions(const ikv_plan *plan, uint32_t *n);
 typedef struct ikv_plan_stats {
   uint32_t pages_selected, pages_skipped; /* over the batch (per-KV-head rows count each) */
   uint32_t pages_by_precision[IKV_PRECISION_COUNT]; /* selected entries */
-  uint64_t bytes_read;        /* KV bytes the decode of one layer reads (pages x bytes, scales included) */
+  uint64_t bytes_read;        /* KV bytes the decode of one layer reads (pages x bytes, scales included;
+                                 an entry of a per-KV-head row reads that head's share) */
   uint64_t bytes_dense_fp16;  /* one layer, every page of every sequence in FP16 */
   uint32_t conversions;       /* pages downgraded by this plan */
   uint32_t demand_fetches;    /* pages copied host -> GPU tier by this plan */

@@ -259,6 +259,7 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
         }
     }
   }
+  if (pl->view.per_kv_head) s->bytes_read /= rt->cfg.geometry.kv_heads; /* an entry reads one head's tiles */
   s->pages_selected = pl->n_entries;
   *pending = todo;
   *absent = off_gpu;

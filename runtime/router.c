@@ -115,6 +115,27 @@ static int by_page_score(const void *x, const void *y, void *ctx) {
   return a < b ? -1 : a > b;
 }
 
+/* Puts the k best of ranked[0, n) (by_page_score order) first, in order,
+ * without sorting the rest: quickselect, then a sort of the k. */
+static void top_k(uint32_t *ranked, uint32_t n, uint32_t k, const float *scores) {
+  uint32_t lo = 0, hi = n;
+  while (k < n && hi - lo > 1) { /* the k-th position's element lands in place */
+    const uint32_t pivot = ranked[lo + (hi - lo) / 2];
+    uint32_t lt = lo, gt = hi, i = lo;
+    while (i < gt) { /* three-way partition: better, equal, worse than the pivot */
+      int c = by_page_score(&ranked[i], &pivot, (void *)scores);
+      uint32_t t = ranked[i];
+      if (c < 0) ranked[i++] = ranked[lt], ranked[lt++] = t;
+      else if (c > 0) ranked[i] = ranked[--gt], ranked[gt] = t;
+      else i++;
+    }
+    if (k < lt) hi = lt;
+    else if (k >= gt) lo = gt;
+    else break;
+  }
+  qsort_r(ranked, k < n ? k : n, sizeof(uint32_t), by_page_score, (void *)scores);
+}
+
 /* Query-aware modes: candidate pages ranked per KV head by page score; each
  * head takes its top-k within the budgets. */
 static ikv_status select_by_query(route *r) {
@@ -143,7 +164,7 @@ static ikv_status select_by_query(route *r) {
   for (uint32_t h = 0; h < H; h++) {
     for (uint32_t k = 0; k < n_cand; k++) pl->scores[pl->order[k]] = by_cand[(size_t)h * n_cand + k];
     memcpy(ranked, pl->order, sizeof(uint32_t) * n_cand);
-    qsort_r(ranked, n_cand, sizeof(uint32_t), by_page_score, pl->scores);
+    top_k(ranked, n_cand, rp->topk_pages ? rp->topk_pages : n_cand, pl->scores);
     uint64_t tokens = r->tokens_used, bytes = r->bytes_used;
     uint32_t taken = 0;
     for (uint32_t k = 0; k < n_cand && (!rp->topk_pages || taken < rp->topk_pages); k++) {

@@ -27,7 +27,10 @@ static const char usage[] =
     "            layer, step end. 'dense': every page in fp16. 'select': 12.5%\n"
     "            of the pages (the first page and the last 64 in fp16, the rest\n"
     "            of the budget spread over the middle, alternately fp8 and int4,\n"
-    "            downgraded by the warm-up steps). Batch 1 runs 32 layers; batch\n"
+    "            downgraded by the warm-up steps). 'query': the router picks the\n"
+    "            same budget per KV head (16 sink tokens, the last 1024 tokens,\n"
+    "            the top 191 pages by Quest's bound from the GPU page summaries),\n"
+    "            pages read as stored. Batch 1 runs 32 layers; batch\n"
     "            32 runs 8 layers (32 layers of fp16 pages would need 137 GB).\n"
     "            wall: host clock from append to the stream's end (median of 10\n"
     "            steps); gpu: the step's layers captured in a CUDA graph and\n"
@@ -45,6 +48,7 @@ typedef struct stepper {
   uint8_t slot_precision[32];
   void *k, *v, *q, *out; /* device; k and v hold CTX tokens */
   float *lse;
+  float *score_q; /* host: the router's queries */
 } stepper;
 
 static void check(ikv_runtime *rt, ikv_status st, const char *what) {
@@ -158,7 +162,7 @@ static void stepper_open(stepper *st, uint32_t batch, uint32_t layers) {
   st->batch = batch, st->layers = layers;
   const uint32_t pages = batch * (CTX / P + 8); /* room for the steps' new tokens */
   ikv_runtime_config cfg = {.geometry = {.layers = layers, .kv_heads = HKV, .head_dim = D, .page_size = P},
-                            .q_heads = HQ, .max_sequences = batch, .max_batch = batch, .max_plan_pages = pages,
+                            .q_heads = HQ, .max_sequences = batch, .max_batch = batch, .max_plan_pages = 2 * pages,
                             .backend = IKV_BACKEND_CUDA};
   cfg.capacity[IKV_TIER_GPU][IKV_FP16] = pages;
   cfg.capacity[IKV_TIER_GPU][IKV_FP8_E4M3] = cfg.capacity[IKV_TIER_GPU][IKV_INT4] = batch * (CTX / P / 16 + 8);
@@ -172,6 +176,9 @@ static void stepper_open(stepper *st, uint32_t batch, uint32_t layers) {
   BENCH_CUDA(cudaMalloc(&st->out, sizeof(uint16_t) * qo));
   BENCH_CUDA(cudaMalloc((void **)&st->lse, sizeof(float) * batch * HQ));
   bench_fill_random_f16(st->k, kv, 11), bench_fill_random_f16(st->v, kv, 12), bench_fill_random_f16(st->q, qo, 13);
+  st->score_q = malloc(sizeof(float) * qo);
+  uint64_t x = 0x5c0e;
+  for (size_t i = 0; i < qo; i++) x ^= x << 13, x ^= x >> 7, x ^= x << 17, st->score_q[i] = (float)((x >> 40) * 0x1.0p-23) - 1.0f;
   st->indptr = malloc(sizeof(int32_t) * (batch + 1));
   st->page_index = malloc(sizeof(int32_t) * pages);
   st->precision = malloc(pages);
@@ -193,7 +200,7 @@ static void stepper_open(stepper *st, uint32_t batch, uint32_t layers) {
 static void stepper_close(stepper *st) {
   cudaFree(st->k), cudaFree(st->v), cudaFree(st->q), cudaFree(st->out), cudaFree(st->lse);
   cudaStreamDestroy(st->stream);
-  free(st->indptr), free(st->page_index), free(st->precision);
+  free(st->indptr), free(st->page_index), free(st->precision), free(st->score_q);
   ikv_plan_destroy(st->plan);
   ikv_runtime_destroy(st->rt);
 }
@@ -212,16 +219,25 @@ typedef struct step_result {
   ikv_plan_stats stats;
 } step_result;
 
+typedef enum variant { DENSE, SELECT, QUERY } variant;
+static const char *const variant_name[] = {"dense", "select", "query"};
+
 /* Warm-up steps, STEPS timed steps, then the last step's layers as a graph. */
-static step_result run_steps(stepper *st, int select) {
+static step_result run_steps(stepper *st, variant var) {
   step_result r;
   double wall[STEPS], plan[STEPS];
-  ikv_plan_request req = {.seqs = st->seqs, .batch = st->batch, .mode = IKV_PLAN_TABLES};
+  ikv_plan_request req = {.seqs = st->seqs, .batch = st->batch, .mode = var == QUERY ? IKV_PLAN_ROUTER : IKV_PLAN_TABLES};
+  if (var == QUERY) /* the same budget as SELECT, chosen per KV head by Quest's bound */
+    req.router = (ikv_router_params){.recent_tokens = RECENT_PAGES * P, .sink_tokens = P, .default_score = 0.5f,
+                                     .score_mode = IKV_SCORE_QUERY_BOUND, .topk_pages = CTX / P / 8 - 1 - RECENT_PAGES,
+                                     .score_q = st->score_q};
   for (int i = -WARM; i < STEPS; i++) {
     uint64_t t0 = bench_now_ns();
     check(st->rt, ikv_append(st->rt, st->seqs, st->ones, st->batch, st->slots, st->slot_precision), "ikv_append");
-    make_tables(st, select);
-    req.tables = (ikv_plan_tables){.indptr = st->indptr, .page_index = st->page_index, .precision = st->precision};
+    if (var != QUERY) {
+      make_tables(st, var == SELECT);
+      req.tables = (ikv_plan_tables){.indptr = st->indptr, .page_index = st->page_index, .precision = st->precision};
+    }
     uint64_t t1 = bench_now_ns();
     check(st->rt, ikv_plan_build(st->rt, st->plan, &req), "ikv_plan_build");
     uint64_t t2 = bench_now_ns();
@@ -246,7 +262,7 @@ static step_result run_steps(stepper *st, int select) {
   return r;
 }
 
-static void report_step(uint32_t batch, uint32_t layers, const char *variant, const step_result *r, double dense_gpu,
+static void report_step(uint32_t batch, uint32_t layers, variant var, const step_result *r, double dense_gpu,
                         double dense_wall, double copy_bw, int json, int *first) {
   double kv = (double)r->stats.bytes_read * layers, gbs = kv / (r->gpu_us * 1e-6) / 1e9;
   double share = (double)r->stats.bytes_read / (double)r->stats.bytes_dense_fp16;
@@ -255,11 +271,11 @@ static void report_step(uint32_t batch, uint32_t layers, const char *variant, co
            "\"pages_read\": %u, \"kv_bytes_step\": %.0f, \"share_of_dense\": %.4f, \"plan_us\": %.1f, \"wall_us\": %.1f, "
            "\"gpu_us\": %.1f, \"gpu_us_per_layer\": %.2f, \"kv_gbs\": %.1f, \"fraction_of_copy\": %.3f, "
            "\"speedup_gpu\": %.2f, \"speedup_wall\": %.2f}",
-           *first ? "" : ", ", batch, layers, CTX, variant, r->stats.pages_selected, kv, share, r->plan_us, r->wall_us,
+           *first ? "" : ", ", batch, layers, CTX, variant_name[var], r->stats.pages_selected, kv, share, r->plan_us, r->wall_us,
            r->gpu_us, r->gpu_us / layers, gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us);
   else
     printf("step %5u %6u %-7s %7u %9.1f %6.1f%% %9.1f %10.1f %10.1f %8.2f %7.0f %6.2f %7.2fx %7.2fx\n", batch, layers,
-           variant, r->stats.pages_selected, kv / 1e6, 100 * share, r->plan_us, r->wall_us, r->gpu_us, r->gpu_us / layers,
+           variant_name[var], r->stats.pages_selected, kv / 1e6, 100 * share, r->plan_us, r->wall_us, r->gpu_us, r->gpu_us / layers,
            gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us);
   *first = 0;
 }
@@ -301,9 +317,12 @@ int ikv_bench_step(int argc, char **argv) {
   for (int b = 0; b < 2; b++) {
     stepper st;
     stepper_open(&st, batches[b], layers[b]);
-    step_result dense = run_steps(&st, 0), select = run_steps(&st, 1);
-    report_step(batches[b], layers[b], "dense", &dense, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
-    report_step(batches[b], layers[b], "select", &select, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
+    step_result dense = run_steps(&st, DENSE);
+    report_step(batches[b], layers[b], DENSE, &dense, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
+    for (variant v = SELECT; v <= QUERY; v++) {
+      step_result r = run_steps(&st, v);
+      report_step(batches[b], layers[b], v, &r, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
+    }
     fflush(stdout);
     stepper_close(&st);
   }
