@@ -15,7 +15,7 @@
  * ikv_runtime_errmsg() describes the last error in words. A runtime is used by
  * one thread at a time. Backends: CPU (the C reference kernels; pools in host
  * memory) and CUDA (GPU tier in device memory, host tier pinned; the CUDA
- * kernels; query-aware scoring is not available there: IKV_E_UNSUPPORTED).
+ * kernels; see docs/runtime.md for its streams).
  */
 #ifndef INTENTKV_H
 #define INTENTKV_H
@@ -111,7 +111,7 @@ typedef struct ikv_router_params {
   float default_score;     /* score of tokens no span covers (they compete as ATTEND) */
   ikv_score_mode score_mode;
   uint32_t topk_pages;     /* query-aware modes: ATTEND pages per KV head (0: budget only) */
-  const float *score_q;    /* query-aware modes: [batch][q_heads][head_dim] */
+  const float *score_q;    /* query-aware modes: [batch][q_heads][head_dim], host memory */
 } ikv_router_params;
 
 /* Scheduler tables, CSR over the batch (or over batch x kv_heads when
