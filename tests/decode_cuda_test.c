@@ -14,13 +14,7 @@
 #include "kernels/decode_cuda.h"
 #include "kernels/numeric.h"
 #include "tests/plan_fixture.h"
-
-static void require_gpu(void) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
-  if (n == 0 && getenv("IKV_REQUIRE_GPU")) fail_msg("no CUDA device but IKV_REQUIRE_GPU is set");
-  if (n == 0) skip();
-}
+#include "tests/require_gpu.h"
 
 #define CUDA_CHECK(call) assert_int_equal((call), cudaSuccess)
 

@@ -10,16 +10,10 @@
 #include "kernels/numeric.h"
 #include "kernels/quantize_cuda.h"
 #include "tests/cmocka_all.h"
+#include "tests/require_gpu.h"
 #include "tests/test_rng.h"
 
 #define CUDA_CHECK(call) assert_int_equal((call), cudaSuccess)
-
-static void require_gpu(void) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
-  if (n == 0 && getenv("IKV_REQUIRE_GPU")) fail_msg("no CUDA device but IKV_REQUIRE_GPU is set");
-  if (n == 0) skip();
-}
 
 typedef struct pools2 {
   ikv_geometry g;

@@ -11,17 +11,11 @@
 
 #include "runtime/intentkv.h"
 #include "tests/cmocka_all.h"
+#include "tests/require_gpu.h"
 #include "tests/test_rng.h"
 
 #define CUDA_CHECK(call) assert_int_equal((call), cudaSuccess)
 enum { L = 2, H = 2, HQ = 8, D = 128, P = 16, MAX_TOKENS = 512 };
-
-static void require_gpu(void) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
-  if (n == 0 && getenv("IKV_REQUIRE_GPU")) fail_msg("no CUDA device but IKV_REQUIRE_GPU is set");
-  if (n == 0) skip();
-}
 
 typedef struct twin { /* the same runtime on both backends */
   ikv_runtime *rt[2];

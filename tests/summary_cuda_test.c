@@ -11,17 +11,11 @@
 #include "kernels/page_summary.h"
 #include "kernels/summary_cuda.h"
 #include "tests/cmocka_all.h"
+#include "tests/require_gpu.h"
 #include "tests/test_rng.h"
 
 #define CUDA_CHECK(call) assert_int_equal((call), cudaSuccess)
 enum { H = 4, D = 128, P = 16, PAGES = 40, HQ = 16, N_MAX = PAGES * P };
-
-static void require_gpu(void) {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) n = 0;
-  if (n == 0 && getenv("IKV_REQUIRE_GPU")) fail_msg("no CUDA device but IKV_REQUIRE_GPU is set");
-  if (n == 0) skip();
-}
 
 static void summaries_and_scores_match_the_host(void **state) {
   (void)state;
