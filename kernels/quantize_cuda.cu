@@ -160,7 +160,19 @@ template <typename Src> __device__ void tile_write(const tile &t, int fill, int 
     for (uint32_t b = t.scale_bytes + lane(); b < t.bytes - (uint32_t)(t.scales - t.payload); b += 32)
       t.scales[b] = 0;
   const bool per_row = !t.keys && (t.prec == IKV_INT8 || t.prec == IKV_INT4);
-  if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
+  if ((t.prec == IKV_FP16 || t.prec == IKV_BF16) && D % 8 == 0) { /* 16 bytes a lane: rows are 16-byte aligned */
+    for (int x = lane(); x < n * D / 8; x += 32) {
+      const int r = x / (D / 8), c = x % (D / 8) * 8;
+      float in[8];
+      src.load8(r, c, in);
+      const params none = {0.0f, {0, 0}};
+      uint4 w;
+      uint16_t *h = reinterpret_cast<uint16_t *>(&w);
+#pragma unroll
+      for (int j = 0; j < 8; j++) h[j] = (uint16_t)encode(t, in[j], none);
+      *reinterpret_cast<uint4 *>(t.payload + ((size_t)(fill + r) * D + c) * 2) = w;
+    }
+  } else if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
     for (int x = lane(); x < n * D / 2; x += 32) {
       const int r = x / (D / 2), c = x % (D / 2) * 2;
       const params none = {0.0f, {0, 0}};
@@ -224,11 +236,28 @@ struct input_rows { /* the new tokens' rows of one head, in the input dtype */
   int dtype;
   size_t first_token;
   uint32_t H, D, h;
+  bool wide; /* 16-byte loads are aligned (see ikv_cuda_write_kv) */
   __device__ float operator()(int r, int c) const {
     const size_t i = ((first_token + r) * H + h) * D + c;
     if (dtype == IKV_DTYPE_F16) return ikv_f16_to_f32(reinterpret_cast<const uint16_t *>(x)[i]);
     if (dtype == IKV_DTYPE_BF16) return ikv_bf16_to_f32(reinterpret_cast<const uint16_t *>(x)[i]);
     return reinterpret_cast<const float *>(x)[i];
+  }
+  /* channels c .. c + 7 of row r */
+  __device__ void load8(int r, int c, float *out) const {
+    const size_t i = ((first_token + r) * H + h) * D + c;
+    if (!wide) {
+      for (int j = 0; j < 8; j++) out[j] = (*this)(r, c + j);
+    } else if (dtype == IKV_DTYPE_F32) {
+      const float4 a = reinterpret_cast<const float4 *>(reinterpret_cast<const float *>(x) + i)[0],
+                   b = reinterpret_cast<const float4 *>(reinterpret_cast<const float *>(x) + i)[1];
+      out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+    } else {
+      const uint4 w = *reinterpret_cast<const uint4 *>(reinterpret_cast<const uint16_t *>(x) + i);
+      const uint16_t *e = reinterpret_cast<const uint16_t *>(&w);
+#pragma unroll
+      for (int j = 0; j < 8; j++) out[j] = dtype == IKV_DTYPE_F16 ? ikv_f16_to_f32(e[j]) : ikv_bf16_to_f32(e[j]);
+    }
   }
 };
 
@@ -240,7 +269,7 @@ struct input_rows { /* the new tokens' rows of one head, in the input dtype */
  * one token and one tile a warp, all in parallel. */
 __global__ void __launch_bounds__(THREADS) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
                                                            const int64_t *slots, const uint8_t *precs, uint32_t n,
-                                                           uint32_t chunk) {
+                                                           uint32_t chunk, bool wide) {
   const uint32_t i0 = blockIdx.x * chunk, end = min(i0 + chunk, n), warp = threadIdx.x >> 5;
   for (uint32_t i = i0; i < end;) {
     const int64_t slot = slots[i], page = slot / g.P;
@@ -252,7 +281,7 @@ __global__ void __launch_bounds__(THREADS) write_kv_kernel(tile_geo g, const voi
       for (uint32_t t = blockIdx.y * WARPS + warp; t < 2 * g.H; t += WARPS * gridDim.y) {
         const uint32_t h = t >> 1;
         const bool keys = (t & 1) == 0;
-        const input_rows src = {keys ? k : v, dtype, i, g.H, g.D, h};
+        const input_rows src = {keys ? k : v, dtype, i, g.H, g.D, h, wide};
         tile_write(tile_at(g, prec, (int32_t)page, h, keys), (int)(slot % g.P), (int)len, src);
       }
     i += len;
@@ -264,6 +293,9 @@ __global__ void __launch_bounds__(THREADS) write_kv_kernel(tile_geo g, const voi
 struct tile_rows { /* a stored tile's rows, decoded */
   tile t;
   __device__ float operator()(int r, int c) const { return decode(t, code_get(t, r, c), group_get(t, group_of(t, r, c))); }
+  __device__ void load8(int r, int c, float *out) const {
+    for (int j = 0; j < 8; j++) out[j] = (*this)(r, c + j);
+  }
 };
 
 /* A block per move; its warps share the page's tiles. */
@@ -289,9 +321,11 @@ extern "C" ikv_status ikv_cuda_write_kv(const ikv_geometry *g, const ikv_layer_p
   if (ikv_geometry_check(g) != IKV_OK || (unsigned)dtype >= IKV_DTYPE_COUNT) return IKV_E_INVALID;
   if (!n) return IKV_OK;
   const uint32_t chunk = n / 2048 < 1 ? 1 : n / 2048 > 16 ? 16 : n / 2048; /* keeps >= 2048 blocks */
+  const size_t es = dtype == IKV_DTYPE_F32 ? 4 : 2;
+  const bool wide = (uintptr_t)k % 16 == 0 && (uintptr_t)v % 16 == 0 && g->head_dim % 8 == 0 && g->head_dim * es % 16 == 0;
   const uint32_t tile_blocks = chunk == 1 ? (2 * g->kv_heads + WARPS - 1) / WARPS : 1;
   write_kv_kernel<<<dim3((n + chunk - 1) / chunk, tile_blocks), THREADS, 0, (cudaStream_t)stream>>>(
-      make_geo(g, pools), k, v, dtype, slot_mapping, slot_precision, n, chunk);
+      make_geo(g, pools), k, v, dtype, slot_mapping, slot_precision, n, chunk, wide);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 

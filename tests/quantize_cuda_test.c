@@ -53,8 +53,11 @@ static void pools_compare(const pools2 *p, const char *what) {
   }
 }
 
-/* One write_kv call on both sides: n tokens of random K/V (dtype) into slots. */
-static void write_both(pools2 *p, test_rng *r, ikv_dtype dt, const int64_t *slots, const uint8_t *precs, uint32_t n) {
+/* One write_kv call on both sides: n tokens of random K/V (dtype) into
+ * slots; misaligned: the device inputs start one element past a 16-byte
+ * boundary (the kernel's narrow loads). */
+static void write_both_at(pools2 *p, test_rng *r, ikv_dtype dt, const int64_t *slots, const uint8_t *precs, uint32_t n,
+                          int misaligned) {
   const size_t count = (size_t)n * p->g.kv_heads * p->g.head_dim, es = dt == IKV_DTYPE_F32 ? 4 : 2;
   void *k = malloc(count * es), *v = malloc(count * es);
   for (size_t i = 0; i < count; i++) {
@@ -65,18 +68,24 @@ static void write_both(pools2 *p, test_rng *r, ikv_dtype dt, const int64_t *slot
   }
   assert_int_equal(ikv_ref_write_kv(&p->g, &p->host, k, v, dt, slots, precs, n), IKV_OK);
   void *dk, *dv, *ds, *dp;
-  CUDA_CHECK(cudaMalloc(&dk, count * es));
-  CUDA_CHECK(cudaMalloc(&dv, count * es));
+  const size_t shift = misaligned ? es : 0;
+  CUDA_CHECK(cudaMalloc(&dk, count * es + shift));
+  CUDA_CHECK(cudaMalloc(&dv, count * es + shift));
   CUDA_CHECK(cudaMalloc(&ds, sizeof(int64_t) * n));
   CUDA_CHECK(cudaMalloc(&dp, n));
-  CUDA_CHECK(cudaMemcpy(dk, k, count * es, cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemcpy(dv, v, count * es, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy((uint8_t *)dk + shift, k, count * es, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy((uint8_t *)dv + shift, v, count * es, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(ds, slots, sizeof(int64_t) * n, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dp, precs, n, cudaMemcpyHostToDevice));
-  assert_int_equal(ikv_cuda_write_kv(&p->g, &p->dev, dk, dv, dt, ds, dp, n, NULL), IKV_OK);
+  assert_int_equal(
+      ikv_cuda_write_kv(&p->g, &p->dev, (uint8_t *)dk + shift, (uint8_t *)dv + shift, dt, ds, dp, n, NULL), IKV_OK);
   CUDA_CHECK(cudaDeviceSynchronize());
   cudaFree(dk), cudaFree(dv), cudaFree(ds), cudaFree(dp);
   free(k), free(v);
+}
+
+static void write_both(pools2 *p, test_rng *r, ikv_dtype dt, const int64_t *slots, const uint8_t *precs, uint32_t n) {
+  write_both_at(p, r, dt, slots, precs, n, 0);
 }
 
 static void write_kv_matches_the_reference(void **state) {
@@ -91,7 +100,8 @@ static void write_kv_matches_the_reference(void **state) {
       pools_open(&p, (ikv_geometry){.layers = 1, .kv_heads = 2, .head_dim = dims[di], .page_size = P}, 12, &r);
       for (int q = 0; q < IKV_PRECISION_COUNT; q++) {
         ikv_dtype dt = (ikv_dtype)((q + di) % IKV_DTYPE_COUNT);
-        /* page 0: whole; page 1: one token at a time (refits); page 2: three runs */
+        /* page 0: whole; page 1: one token at a time (refits); page 2: runs
+         * from misaligned inputs */
         int64_t slots[64];
         uint8_t precs[64];
         for (uint32_t t = 0; t < P; t++) slots[t] = t, precs[t] = (uint8_t)q;
@@ -104,7 +114,7 @@ static void write_kv_matches_the_reference(void **state) {
         for (uint32_t t0 = 0; t0 < P;) {
           uint32_t n = 1 + rng_below(&r, P - t0);
           for (uint32_t t = 0; t < n; t++) slots[t] = 2 * P + t0 + t, precs[t] = (uint8_t)q;
-          write_both(&p, &r, dt, slots, precs, n);
+          write_both_at(&p, &r, dt, slots, precs, n, 1);
           t0 += n;
         }
         pools_compare(&p, ikv_precision_name(q));
