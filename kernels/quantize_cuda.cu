@@ -188,9 +188,18 @@ template <typename Src> __device__ void tile_write(const tile &t, int fill, int 
       for (int c = 2 * lane(); c < D; c += 2 * 32)
         codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
     }
-  } else if (t.prec == IKV_FP8_E4M3) { /* one group: the whole tile */
+  } else if (t.prec == IKV_FP8_E4M3) { /* one group: the whole tile; 8 values a lane where rows allow */
+    const bool wide = D % 8 == 0;
     float lo = INFINITY, hi = -INFINITY;
-    for (int x = lane(); x < n * D; x += 32) lo = fminf(lo, src(x / D, x % D)), hi = fmaxf(hi, src(x / D, x % D));
+    if (wide)
+      for (int x = lane(); x < n * D / 8; x += 32) {
+        float in[8];
+        src.load8(x / (D / 8), x % (D / 8) * 8, in);
+#pragma unroll
+        for (int j = 0; j < 8; j++) lo = fminf(lo, in[j]), hi = fmaxf(hi, in[j]);
+      }
+    else
+      for (int x = lane(); x < n * D; x += 32) lo = fminf(lo, src(x / D, x % D)), hi = fmaxf(hi, src(x / D, x % D));
     warp_range(lo, hi);
     const params old = group_get(t, 0);
     bool refit;
@@ -203,10 +212,22 @@ template <typename Src> __device__ void tile_write(const tile &t, int fill, int 
       }
     __syncwarp(); /* every lane has read the old scale */
     if (lane() == 0) group_set(t, 0, p);
-    for (int x = lane(); x < n * D / 2; x += 32) {
-      const int r = x / (D / 2), c = x % (D / 2) * 2;
-      codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
-    }
+    if (wide)
+      for (int x = lane(); x < n * D / 8; x += 32) {
+        const int r = x / (D / 8), c = x % (D / 8) * 8;
+        float in[8];
+        src.load8(r, c, in);
+        uint2 w;
+        uint8_t *b = reinterpret_cast<uint8_t *>(&w);
+#pragma unroll
+        for (int j = 0; j < 8; j++) b[j] = (uint8_t)encode(t, in[j], p);
+        *reinterpret_cast<uint2 *>(t.payload + (size_t)(fill + r) * D + c) = w; /* rows are 8-byte aligned */
+      }
+    else
+      for (int x = lane(); x < n * D / 2; x += 32) {
+        const int r = x / (D / 2), c = x % (D / 2) * 2;
+        codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
+      }
   } else { /* INT8 / INT4 keys: each channel its own group; a thread owns channel pairs */
     for (int c = 2 * lane(); c < D; c += 2 * 32) {
       params old[2], p[2];
