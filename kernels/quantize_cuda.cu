@@ -104,13 +104,11 @@ __device__ uint32_t encode(const tile &t, float x, params p) {
   }
 }
 
-/* Stores the codes of channels c and c + 1 (c even) of row r: a thread owns
- * whole channel pairs, so INT4 bytes are written whole. */
+/* Stores the 8- or 4-bit codes of channels c and c + 1 (c even) of row r: a
+ * thread owns whole channel pairs, so INT4 bytes are written whole. */
 __device__ void codes_put(const tile &t, int r, int c, uint32_t a, uint32_t b) {
   const size_t i = (size_t)r * t.D + c;
-  if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
-    reinterpret_cast<uint32_t *>(t.payload)[i / 2] = a | (b << 16); /* tiles are 4-byte aligned, c is even */
-  } else if (t.prec == IKV_INT4) {
+  if (t.prec == IKV_INT4) {
     t.payload[i / 2] = (uint8_t)(a | (b << 4));
   } else {
     t.payload[i] = (uint8_t)a, t.payload[i + 1] = (uint8_t)b;
@@ -118,6 +116,38 @@ __device__ void codes_put(const tile &t, int r, int c, uint32_t a, uint32_t b) {
 }
 
 __device__ int lane() { return threadIdx.x & 31; }
+
+/* Stores the codes of channels c .. c + 7 of row r (c a multiple of 8):
+ * one aligned store. */
+__device__ void codes_put8(const tile &t, int r, int c, const uint32_t *code) {
+  const size_t i = (size_t)r * t.D + c;
+  if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
+    uint4 w;
+    uint16_t *h = reinterpret_cast<uint16_t *>(&w);
+#pragma unroll
+    for (int j = 0; j < 8; j++) h[j] = (uint16_t)code[j];
+    *reinterpret_cast<uint4 *>(t.payload + 2 * i) = w;
+  } else if (t.prec == IKV_INT4) { /* even channels in the low nibbles */
+    uint32_t w = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) w |= (code[j] & 0xfu) << (4 * j);
+    *reinterpret_cast<uint32_t *>(t.payload + i / 2) = w;
+  } else {
+    uint2 w;
+    uint8_t *b = reinterpret_cast<uint8_t *>(&w);
+#pragma unroll
+    for (int j = 0; j < 8; j++) b[j] = (uint8_t)code[j];
+    *reinterpret_cast<uint2 *>(t.payload + i) = w;
+  }
+}
+
+/* Encodes and stores 8 values of row r from channel c. */
+__device__ void encode_put8(const tile &t, int r, int c, const float *in, params p) {
+  uint32_t code[8];
+#pragma unroll
+  for (int j = 0; j < 8; j++) code[j] = encode(t, in[j], p);
+  codes_put8(t, r, c, code);
+}
 
 /* The range of the values fed to a tile write, over the warp. */
 __device__ void warp_range(float &lo, float &hi) {
@@ -160,23 +190,36 @@ template <typename Src> __device__ void tile_write(const tile &t, int fill, int 
     for (uint32_t b = t.scale_bytes + lane(); b < t.bytes - (uint32_t)(t.scales - t.payload); b += 32)
       t.scales[b] = 0;
   const bool per_row = !t.keys && (t.prec == IKV_INT8 || t.prec == IKV_INT4);
-  if ((t.prec == IKV_FP16 || t.prec == IKV_BF16) && D % 8 == 0) { /* 16 bytes a lane: rows are 16-byte aligned */
+  /* head_dim is a multiple of 16 (ikv_geometry_check): rows split into
+   * aligned runs of 8 channels */
+  if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
     for (int x = lane(); x < n * D / 8; x += 32) {
       const int r = x / (D / 8), c = x % (D / 8) * 8;
       float in[8];
       src.load8(r, c, in);
-      const params none = {0.0f, {0, 0}};
-      uint4 w;
-      uint16_t *h = reinterpret_cast<uint16_t *>(&w);
-#pragma unroll
-      for (int j = 0; j < 8; j++) h[j] = (uint16_t)encode(t, in[j], none);
-      *reinterpret_cast<uint4 *>(t.payload + ((size_t)(fill + r) * D + c) * 2) = w;
+      encode_put8(t, fill + r, c, in, params{0.0f, {0, 0}});
     }
-  } else if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
-    for (int x = lane(); x < n * D / 2; x += 32) {
-      const int r = x / (D / 2), c = x % (D / 2) * 2;
-      const params none = {0.0f, {0, 0}};
-      codes_put(t, fill + r, c, encode(t, src(r, c), none), encode(t, src(r, c + 1), none));
+  } else if (per_row && D % 32 == 0) { /* INT8 / INT4 values, each token its own group: 4 lanes a row */
+    const int q = lane() & 3;
+    for (int r0 = 0; r0 < n; r0 += 8) {
+      const int r = r0 + (lane() >> 2);
+      float in[8], lo = INFINITY, hi = -INFINITY;
+      if (r < n)
+        for (int c = 8 * q; c < D; c += 32) {
+          src.load8(r, c, in);
+#pragma unroll
+          for (int j = 0; j < 8; j++) lo = fminf(lo, in[j]), hi = fmaxf(hi, in[j]);
+        }
+#pragma unroll
+      for (int off = 1; off < 4; off <<= 1) /* the row's 4 lanes */
+        lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off)), hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+      if (r >= n) continue;
+      const params p = fit_row(t, lo, hi);
+      if (q == 0) group_set(t, fill + r, p);
+      for (int c = 8 * q; c < D; c += 32) {
+        src.load8(r, c, in);
+        encode_put8(t, fill + r, c, in, p);
+      }
     }
   } else if (per_row) { /* INT8 / INT4 values: each token its own group */
     for (int r = 0; r < n; r++) {
@@ -188,18 +231,14 @@ template <typename Src> __device__ void tile_write(const tile &t, int fill, int 
       for (int c = 2 * lane(); c < D; c += 2 * 32)
         codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
     }
-  } else if (t.prec == IKV_FP8_E4M3) { /* one group: the whole tile; 8 values a lane where rows allow */
-    const bool wide = D % 8 == 0;
+  } else if (t.prec == IKV_FP8_E4M3) { /* one group: the whole tile */
     float lo = INFINITY, hi = -INFINITY;
-    if (wide)
-      for (int x = lane(); x < n * D / 8; x += 32) {
-        float in[8];
-        src.load8(x / (D / 8), x % (D / 8) * 8, in);
+    for (int x = lane(); x < n * D / 8; x += 32) {
+      float in[8];
+      src.load8(x / (D / 8), x % (D / 8) * 8, in);
 #pragma unroll
-        for (int j = 0; j < 8; j++) lo = fminf(lo, in[j]), hi = fmaxf(hi, in[j]);
-      }
-    else
-      for (int x = lane(); x < n * D; x += 32) lo = fminf(lo, src(x / D, x % D)), hi = fmaxf(hi, src(x / D, x % D));
+      for (int j = 0; j < 8; j++) lo = fminf(lo, in[j]), hi = fmaxf(hi, in[j]);
+    }
     warp_range(lo, hi);
     const params old = group_get(t, 0);
     bool refit;
@@ -212,22 +251,12 @@ template <typename Src> __device__ void tile_write(const tile &t, int fill, int 
       }
     __syncwarp(); /* every lane has read the old scale */
     if (lane() == 0) group_set(t, 0, p);
-    if (wide)
-      for (int x = lane(); x < n * D / 8; x += 32) {
-        const int r = x / (D / 8), c = x % (D / 8) * 8;
-        float in[8];
-        src.load8(r, c, in);
-        uint2 w;
-        uint8_t *b = reinterpret_cast<uint8_t *>(&w);
-#pragma unroll
-        for (int j = 0; j < 8; j++) b[j] = (uint8_t)encode(t, in[j], p);
-        *reinterpret_cast<uint2 *>(t.payload + (size_t)(fill + r) * D + c) = w; /* rows are 8-byte aligned */
-      }
-    else
-      for (int x = lane(); x < n * D / 2; x += 32) {
-        const int r = x / (D / 2), c = x % (D / 2) * 2;
-        codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
-      }
+    for (int x = lane(); x < n * D / 8; x += 32) {
+      const int r = x / (D / 8), c = x % (D / 8) * 8;
+      float in[8];
+      src.load8(r, c, in);
+      encode_put8(t, fill + r, c, in, p);
+    }
   } else { /* INT8 / INT4 keys: each channel its own group; a thread owns channel pairs */
     for (int c = 2 * lane(); c < D; c += 2 * 32) {
       params old[2], p[2];
@@ -343,7 +372,7 @@ extern "C" ikv_status ikv_cuda_write_kv(const ikv_geometry *g, const ikv_layer_p
   if (!n) return IKV_OK;
   const uint32_t chunk = n / 2048 < 1 ? 1 : n / 2048 > 16 ? 16 : n / 2048; /* keeps >= 2048 blocks */
   const size_t es = dtype == IKV_DTYPE_F32 ? 4 : 2;
-  const bool wide = (uintptr_t)k % 16 == 0 && (uintptr_t)v % 16 == 0 && g->head_dim % 8 == 0 && g->head_dim * es % 16 == 0;
+  const bool wide = (uintptr_t)k % 16 == 0 && (uintptr_t)v % 16 == 0 && g->head_dim * es % 16 == 0;
   const uint32_t tile_blocks = chunk == 1 ? (2 * g->kv_heads + WARPS - 1) / WARPS : 1;
   write_kv_kernel<<<dim3((n + chunk - 1) / chunk, tile_blocks), THREADS, 0, (cudaStream_t)stream>>>(
       make_geo(g, pools), k, v, dtype, slot_mapping, slot_precision, n, chunk, wide);

@@ -92,8 +92,8 @@ static void write_kv_matches_the_reference(void **state) {
   (void)state;
   require_gpu();
   test_rng r = {0x5eed0601};
-  const uint32_t dims[] = {64, 128}, pages[] = {16, 32};
-  for (int di = 0; di < 2; di++)
+  const uint32_t dims[] = {48, 64, 128}, pages[] = {16, 32}; /* 48: rows not a multiple of 32 */
+  for (int di = 0; di < 3; di++)
     for (int pi = 0; pi < 2; pi++) {
       const uint32_t P = pages[pi];
       pools2 p;
