@@ -11,42 +11,45 @@
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
 
-enum { D = 128, P = 16, HQ = 32, HKV = 8, CTX = 32768, RECENT_PAGES = 64, WARM = 3, STEPS = 10, REPLAYS = 20 };
+enum { D = 128, P = 16, HQ = 32, HKV = 8, RECENT_PAGES = 64, WARM = 3, STEPS = 10, REPLAYS = 20 };
+#define MAX_FP16_POOL (48ull << 30) /* configurations needing more fp16 pages are skipped */
 #define WRITE_TOKENS 65536u
 
 static const char usage[] =
-    "usage: ikv bench step [--json]\n\n"
+    "usage: ikv bench step [--json] [--context N]\n\n"
     "Runs the runtime on the CUDA backend (8 KV heads, 32 query heads, head_dim 128,\n"
     "16-token pages, fp16 K/V/q/out):\n"
     "  write_kv  65,536 new tokens of one layer (not the summaries' layer) into\n"
-    "            pages of each format; bytes\n"
-    "            moved = fp16 K and V read + page bytes written (scales included),\n"
-    "            against the device-to-device copy bandwidth (read + write)\n"
-    "  step      decode steps at 32K context, one new token per sequence: append,\n"
-    "            plan from scheduler tables, then write_kv and decode for every\n"
-    "            layer, step end. 'dense': every page in fp16. 'select': 12.5%\n"
-    "            of the pages (the first page and the last 64 in fp16, the rest\n"
-    "            of the budget spread over the middle, alternately fp8 and int4,\n"
-    "            downgraded by the warm-up steps). 'query': the router picks the\n"
-    "            same budget per KV head (16 sink tokens, the last 1024 tokens,\n"
-    "            the top 191 pages by Quest's bound from the GPU page summaries),\n"
-    "            pages read as stored. Batch 1 runs 32 layers; batch\n"
-    "            32 runs 8 layers (32 layers of fp16 pages would need 137 GB).\n"
-    "            wall: host clock from append to the stream's end (median of 10\n"
-    "            steps); gpu: the step's layers captured in a CUDA graph and\n"
-    "            replayed (median of 20), the plan build timed apart.\n";
+    "            pages of each format; bytes moved = fp16 K and V read + page\n"
+    "            bytes written (scales included), against the device-to-device\n"
+    "            copy bandwidth (read + write)\n"
+    "  step      decode steps at N context tokens (default 32768), one new token\n"
+    "            per sequence: append, plan, then write_kv and decode for every\n"
+    "            layer, step end. 'dense': every page in fp16 (scheduler tables).\n"
+    "            'select': 12.5% of the pages by tables (the first page and the\n"
+    "            last 64 in fp16, the rest of the budget spread over the middle,\n"
+    "            alternately fp8 and int4, downgraded by the warm-up steps).\n"
+    "            'query': the router picks the same budget per KV head (16 sink\n"
+    "            tokens, the last 1024 tokens, the top pages by Quest's bound\n"
+    "            from the GPU page summaries), pages read as stored.\n"
+    "            Batch 1 runs 32 layers; batch 32 runs 8 layers (at 32K, 32\n"
+    "            layers of fp16 pages need 137 GB); a configuration needing over\n"
+    "            48 GiB of fp16 pages is skipped. wall: host clock from append to\n"
+    "            the stream's end (median of 10 steps); gpu: the step's layers\n"
+    "            captured in a CUDA graph and replayed (median of 20); plan: the\n"
+    "            plan build alone.\n";
 
 typedef struct stepper {
   ikv_runtime *rt;
   ikv_plan *plan;
   cudaStream_t stream;
   ikv_seq_id seqs[32];
-  uint32_t batch, layers, ones[32];
+  uint32_t batch, layers, ctx, ones[32]; /* ctx: context tokens before the steps */
   int32_t *indptr, *page_index;
   uint8_t *precision;
   int64_t slots[32];
   uint8_t slot_precision[32];
-  void *k, *v, *q, *out; /* device; k and v hold CTX tokens */
+  void *k, *v, *q, *out; /* device; k and v hold ctx tokens */
   float *lse;
   float *score_q; /* host: the router's queries */
 } stepper;
@@ -136,7 +139,7 @@ static uint32_t seq_pages(const stepper *st, uint32_t i) {
  * fp16; the rest of a 12.5% budget at fixed places in the middle (fixed by
  * the initial context, so each is downgraded once), alternately fp8 and int4. */
 static void make_tables(stepper *st, int select) {
-  const uint32_t base_pages = CTX / P, budget = base_pages / 8, middle = budget - 1 - RECENT_PAGES;
+  const uint32_t base_pages = st->ctx / P, budget = base_pages / 8, middle = budget - 1 - RECENT_PAGES;
   const uint32_t span = base_pages - 1 - RECENT_PAGES; /* the middle of the initial context */
   int32_t e = 0;
   st->indptr[0] = 0;
@@ -157,19 +160,19 @@ static void make_tables(stepper *st, int select) {
   }
 }
 
-static void stepper_open(stepper *st, uint32_t batch, uint32_t layers) {
+static void stepper_open(stepper *st, uint32_t batch, uint32_t layers, uint32_t ctx) {
   memset(st, 0, sizeof(*st));
-  st->batch = batch, st->layers = layers;
-  const uint32_t pages = batch * (CTX / P + 8); /* room for the steps' new tokens */
+  st->batch = batch, st->layers = layers, st->ctx = ctx;
+  const uint32_t pages = batch * (ctx / P + 8); /* room for the steps' new tokens */
   ikv_runtime_config cfg = {.geometry = {.layers = layers, .kv_heads = HKV, .head_dim = D, .page_size = P},
                             .q_heads = HQ, .max_sequences = batch, .max_batch = batch, .max_plan_pages = 2 * pages,
                             .backend = IKV_BACKEND_CUDA};
   cfg.capacity[IKV_TIER_GPU][IKV_FP16] = pages;
-  cfg.capacity[IKV_TIER_GPU][IKV_FP8_E4M3] = cfg.capacity[IKV_TIER_GPU][IKV_INT4] = batch * (CTX / P / 16 + 8);
+  cfg.capacity[IKV_TIER_GPU][IKV_FP8_E4M3] = cfg.capacity[IKV_TIER_GPU][IKV_INT4] = batch * (ctx / P / 16 + 8);
   check(NULL, ikv_runtime_create(&cfg, &st->rt), "ikv_runtime_create");
   check(st->rt, ikv_plan_create(st->rt, &st->plan), "ikv_plan_create");
   BENCH_CUDA(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
-  const size_t kv = (size_t)CTX * HKV * D, qo = (size_t)batch * HQ * D;
+  const size_t kv = (size_t)ctx * HKV * D, qo = (size_t)batch * HQ * D;
   BENCH_CUDA(cudaMalloc(&st->k, sizeof(uint16_t) * kv));
   BENCH_CUDA(cudaMalloc(&st->v, sizeof(uint16_t) * kv));
   BENCH_CUDA(cudaMalloc(&st->q, sizeof(uint16_t) * qo));
@@ -182,11 +185,11 @@ static void stepper_open(stepper *st, uint32_t batch, uint32_t layers) {
   st->indptr = malloc(sizeof(int32_t) * (batch + 1));
   st->page_index = malloc(sizeof(int32_t) * pages);
   st->precision = malloc(pages);
-  /* the context: CTX random tokens per sequence, written in every layer */
-  int64_t *slots = malloc(sizeof(int64_t) * CTX);
-  uint8_t *precs = malloc(CTX);
+  /* the context: ctx random tokens per sequence, written in every layer */
+  int64_t *slots = malloc(sizeof(int64_t) * ctx);
+  uint8_t *precs = malloc(ctx);
   for (uint32_t i = 0; i < batch; i++) {
-    uint32_t n = CTX;
+    uint32_t n = ctx;
     st->ones[i] = 1;
     check(st->rt, ikv_seq_create(st->rt, IKV_FP16, &st->seqs[i]), "ikv_seq_create");
     check(st->rt, ikv_append(st->rt, &st->seqs[i], &n, 1, slots, precs), "ikv_append");
@@ -229,7 +232,7 @@ static step_result run_steps(stepper *st, variant var) {
   ikv_plan_request req = {.seqs = st->seqs, .batch = st->batch, .mode = var == QUERY ? IKV_PLAN_ROUTER : IKV_PLAN_TABLES};
   if (var == QUERY) /* the same budget as SELECT, chosen per KV head by Quest's bound */
     req.router = (ikv_router_params){.recent_tokens = RECENT_PAGES * P, .sink_tokens = P, .default_score = 0.5f,
-                                     .score_mode = IKV_SCORE_QUERY_BOUND, .topk_pages = CTX / P / 8 - 1 - RECENT_PAGES,
+                                     .score_mode = IKV_SCORE_QUERY_BOUND, .topk_pages = st->ctx / P / 8 - 1 - RECENT_PAGES,
                                      .score_q = st->score_q};
   for (int i = -WARM; i < STEPS; i++) {
     uint64_t t0 = bench_now_ns();
@@ -262,8 +265,9 @@ static step_result run_steps(stepper *st, variant var) {
   return r;
 }
 
-static void report_step(uint32_t batch, uint32_t layers, variant var, const step_result *r, double dense_gpu,
+static void report_step(const stepper *st, variant var, const step_result *r, double dense_gpu,
                         double dense_wall, double copy_bw, int json, int *first) {
+  const uint32_t batch = st->batch, layers = st->layers;
   double kv = (double)r->stats.bytes_read * layers, gbs = kv / (r->gpu_us * 1e-6) / 1e9;
   double share = (double)r->stats.bytes_read / (double)r->stats.bytes_dense_fp16;
   if (json)
@@ -271,7 +275,7 @@ static void report_step(uint32_t batch, uint32_t layers, variant var, const step
            "\"pages_read\": %u, \"kv_bytes_step\": %.0f, \"share_of_dense\": %.4f, \"plan_us\": %.1f, \"wall_us\": %.1f, "
            "\"gpu_us\": %.1f, \"gpu_us_per_layer\": %.2f, \"kv_gbs\": %.1f, \"fraction_of_copy\": %.3f, "
            "\"speedup_gpu\": %.2f, \"speedup_wall\": %.2f}",
-           *first ? "" : ", ", batch, layers, CTX, variant_name[var], r->stats.pages_selected, kv, share, r->plan_us, r->wall_us,
+           *first ? "" : ", ", batch, layers, st->ctx, variant_name[var], r->stats.pages_selected, kv, share, r->plan_us, r->wall_us,
            r->gpu_us, r->gpu_us / layers, gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us);
   else
     printf("step %5u %6u %-7s %7u %9.1f %6.1f%% %9.1f %10.1f %10.1f %8.2f %7.0f %6.2f %7.2fx %7.2fx\n", batch, layers,
@@ -283,6 +287,13 @@ static void report_step(uint32_t batch, uint32_t layers, variant var, const step
 int ikv_bench_step(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
   int json = ikv_has_flag(argc, argv, "--json"), first = 1;
+  uint32_t ctx = 32768;
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], "--context")) ctx = (uint32_t)strtoul(argv[i + 1], NULL, 10);
+  if (ctx < 4096 || ctx > (1u << 20) || ctx % P) {
+    fprintf(stderr, "ikv bench step: --context must be a multiple of %d in [4096, 1048576]\n", P);
+    return 2;
+  }
   int n_dev = 0;
   if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
     fprintf(stderr, "ikv bench step: no CUDA device\n");
@@ -315,13 +326,21 @@ int ikv_bench_step(int argc, char **argv) {
            "KV_MB", "share", "plan_us", "wall_us", "gpu_us", "us/layer", "GB/s", "copy", "gpu_x", "wall_x");
   const uint32_t batches[] = {1, 32}, layers[] = {32, 8};
   for (int b = 0; b < 2; b++) {
+    const uint64_t fp16_bytes = (uint64_t)batches[b] * (ctx / P + 8) * layers[b] * HKV * 2 * P * D * sizeof(uint16_t);
+    if (fp16_bytes > MAX_FP16_POOL) {
+      if (json) printf("%s{\"part\": \"step\", \"batch\": %u, \"layers\": %u, \"context\": %u, \"skipped\": \"fp16 pages exceed 48 GiB\"}",
+                       first ? "" : ", ", batches[b], layers[b], ctx);
+      else printf("step %5u %6u skipped: %.0f GB of fp16 pages\n", batches[b], layers[b], fp16_bytes / 1e9);
+      first = 0;
+      continue;
+    }
     stepper st;
-    stepper_open(&st, batches[b], layers[b]);
+    stepper_open(&st, batches[b], layers[b], ctx);
     step_result dense = run_steps(&st, DENSE);
-    report_step(batches[b], layers[b], DENSE, &dense, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
+    report_step(&st, DENSE, &dense, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
     for (variant v = SELECT; v <= QUERY; v++) {
       step_result r = run_steps(&st, v);
-      report_step(batches[b], layers[b], v, &r, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
+      report_step(&st, v, &r, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
     }
     fflush(stdout);
     stepper_close(&st);
