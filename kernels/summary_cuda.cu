@@ -33,15 +33,46 @@ __global__ void __launch_bounds__(THREADS) summarize_kernel(uint32_t P, uint32_t
   }
 }
 
-/* A thread per (page, KV head). */
+/* Lane 0's sum of the warp's values, folded as ikv_lanes_fold does. */
+__device__ float warp_fold(float v) {
+#pragma unroll
+  for (int off = IKV_SUMMARY_LANES / 2; off; off >>= 1) v = IKV_ADD(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return __shfl_sync(0xffffffffu, v, 0);
+}
+
+/* A warp per (page, KV head): lanes over channels, the host's order
+ * (kernels/page_summary.h). */
 __global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, ikv_cuda_summaries s, int bound,
                                                         const uint32_t *pages, uint32_t n, const float *q, uint32_t group,
                                                         float *scores) {
-  const uint32_t x = blockIdx.x * THREADS + threadIdx.x;
-  if (x >= n * H) return;
-  const uint32_t h = x / n, i = x % n;
+  const uint32_t w = blockIdx.x * (THREADS / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (w >= n * H) return; /* the whole warp */
+  const uint32_t h = w / n, i = w % n;
   const size_t at = ((size_t)pages[i] * H + h) * D;
-  scores[x] = ikv_summary_score(bound, s.kmin + at, s.kmax + at, s.ksum + at, q + (size_t)h * group * D, group, D);
+  const float *mn = s.kmin + at, *mx = s.kmax + at, *sum = s.ksum + at;
+  float best = -INFINITY;
+  for (uint32_t j = 0; j < group; j++) {
+    const float *qj = q + ((size_t)h * group + j) * D;
+    float a = 0.0f, b = 0.0f, c2 = 0.0f;
+    for (uint32_t c = lane; c < D; c += 32) {
+      if (bound) {
+        a = IKV_ADD(a, fmaxf(IKV_MUL(qj[c], mn[c]), IKV_MUL(qj[c], mx[c])));
+      } else {
+        a = IKV_ADD(a, IKV_MUL(qj[c], sum[c]));
+        b = IKV_ADD(b, IKV_MUL(qj[c], qj[c]));
+        c2 = IKV_ADD(c2, IKV_MUL(sum[c], sum[c]));
+      }
+    }
+    float sc;
+    if (bound) {
+      sc = warp_fold(a);
+    } else {
+      const float dot = warp_fold(a), qq = warp_fold(b), kk = warp_fold(c2);
+      sc = qq > 0.0f && kk > 0.0f ? IKV_DIV(dot, IKV_SQRT(IKV_MUL(qq, kk))) : 0.0f;
+    }
+    best = fmaxf(best, sc);
+  }
+  if (lane == 0) scores[w] = best;
 }
 
 extern "C" ikv_status ikv_cuda_summarize(const ikv_geometry *g, const ikv_cuda_summaries *s, const void *k,
@@ -61,8 +92,8 @@ extern "C" ikv_status ikv_cuda_score_pages(const ikv_geometry *g, const ikv_cuda
   if (!g || !s || (n && (!pages || !q || !scores))) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK || !group) return IKV_E_INVALID;
   if (!n) return IKV_OK;
-  const uint32_t threads = n * g->kv_heads;
-  score_kernel<<<(threads + THREADS - 1) / THREADS, THREADS, 0, (cudaStream_t)stream>>>(g->kv_heads, g->head_dim, *s,
+  const uint32_t warps = n * g->kv_heads, per_block = THREADS / 32;
+  score_kernel<<<(warps + per_block - 1) / per_block, THREADS, 0, (cudaStream_t)stream>>>(g->kv_heads, g->head_dim, *s,
                                                                                        bound, pages, n, q, group, scores);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
