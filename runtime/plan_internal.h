@@ -54,8 +54,9 @@ struct ikv_plan {
   uint8_t *sel_want, *cand_want;
   uint16_t *sel_lo, *sel_hi, *cand_lo, *cand_hi;
   uint8_t *head_sel; /* [kv_heads][pages] */
-  float *scores;
-  uint32_t *order;      /* [2 * pages]: candidates, then their ranking */
+  float *scores;        /* [kv_heads][candidates]: page scores of one sequence */
+  uint64_t *rank_keys;  /* [pages]: candidates by score (router.c) */
+  uint32_t *order;      /* [2 * pages]: candidates, then their page ids */
   uint32_t *span_order; /* [2 * spans]: SKIP spans, then spans by start */
   rt_chunk *chunks;
   ikv_span *spans;
