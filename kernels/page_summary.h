@@ -4,11 +4,14 @@
  * keys of one layer. The folds are shared by the CPU backend and the CUDA
  * kernels (host and device); the score is written here for the host in the
  * order the GPU's warps add (kernels/summary_cuda.cu), so both give the same
- * bits. Arithmetic is written out in round-to-nearest operations so the
- * device never fuses a multiply-add the host does not.
+ * bits. Device arithmetic is written out in round-to-nearest operations so
+ * the device never fuses a multiply-add the host does not (the host builds
+ * with ISO C, which does not contract).
  */
 #ifndef IKV_PAGE_SUMMARY_H
 #define IKV_PAGE_SUMMARY_H
+
+#include <stdlib.h>
 
 #include "kernels/numeric.h"
 
@@ -41,10 +44,16 @@ IKV_HD void ikv_summary_fold(float *mn, float *mx, float *sum, float x) {
  * per page on the GPU gives the host's bits. */
 #define IKV_SUMMARY_LANES 32
 
-#ifndef __CUDA_ARCH__
-static inline float ikv_lanes_fold(float *lane) {
+/* Host-only helpers (the CPU backend, the CUDA backend's host side). */
+#ifdef __CUDACC__
+#define IKV_HOST __host__ static inline
+#else
+#define IKV_HOST static inline
+#endif
+
+IKV_HOST float ikv_lanes_fold(float *lane) {
   for (int off = IKV_SUMMARY_LANES / 2; off; off >>= 1)
-    for (int l = 0; l < off; l++) lane[l] = IKV_ADD(lane[l], lane[l + off]);
+    for (int l = 0; l < off; l++) lane[l] = lane[l] + lane[l + off];
   return lane[0];
 }
 
@@ -52,8 +61,8 @@ static inline float ikv_lanes_fold(float *lane) {
  * query group q[group][D], the best over the group. bound != 0: the largest
  * q.k any key inside the page's per-channel box can reach (Quest's bound);
  * else the cosine of q with the page's mean key (0 for a zero vector). */
-static inline float ikv_summary_score(int bound, const float *mn, const float *mx, const float *sum, const float *q,
-                                      uint32_t group, uint32_t D) {
+IKV_HOST float ikv_summary_score(int bound, const float *mn, const float *mx, const float *sum, const float *q,
+                                 uint32_t group, uint32_t D) {
   float best = -INFINITY;
   for (uint32_t j = 0; j < group; j++) {
     const float *qj = q + (size_t)j * D;
@@ -61,11 +70,11 @@ static inline float ikv_summary_score(int bound, const float *mn, const float *m
     for (uint32_t c = 0; c < D; c++) {
       const uint32_t l = c % IKV_SUMMARY_LANES;
       if (bound) {
-        a[l] = IKV_ADD(a[l], fmaxf(IKV_MUL(qj[c], mn[c]), IKV_MUL(qj[c], mx[c])));
+        a[l] = a[l] + fmaxf(qj[c] * mn[c], qj[c] * mx[c]);
       } else {
-        a[l] = IKV_ADD(a[l], IKV_MUL(qj[c], sum[c]));
-        b[l] = IKV_ADD(b[l], IKV_MUL(qj[c], qj[c]));
-        c2[l] = IKV_ADD(c2[l], IKV_MUL(sum[c], sum[c]));
+        a[l] = a[l] + qj[c] * sum[c];
+        b[l] = b[l] + qj[c] * qj[c];
+        c2[l] = c2[l] + sum[c] * sum[c];
       }
     }
     float s;
@@ -73,12 +82,44 @@ static inline float ikv_summary_score(int bound, const float *mn, const float *m
       s = ikv_lanes_fold(a);
     } else {
       const float dot = ikv_lanes_fold(a), qq = ikv_lanes_fold(b), kk = ikv_lanes_fold(c2);
-      s = qq > 0.0f && kk > 0.0f ? IKV_DIV(dot, IKV_SQRT(IKV_MUL(qq, kk))) : 0.0f;
+      s = qq > 0.0f && kk > 0.0f ? dot / sqrtf(qq * kk) : 0.0f;
     }
     best = fmaxf(best, s);
   }
   return best;
 }
-#endif
+
+/* A rank key: ascending keys order candidates by descending score, ties by
+ * ascending candidate ordinal (the low half); -0 ties +0. */
+IKV_HD uint64_t ikv_rank_key(float score, uint32_t ordinal) {
+  uint32_t u = ikv_f32_bits(score == 0.0f ? 0.0f : score);
+  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* ascending with the float */
+  return ((uint64_t)~u << 32) | ordinal;
+}
+
+IKV_HOST int ikv_rank_key_cmp(const void *x, const void *y) {
+  uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+  return a < b ? -1 : a > b;
+}
+
+/* Puts the k smallest of key[0, n) first, in order, without sorting the
+ * rest: quickselect (keys are distinct), then a sort of the k. */
+IKV_HOST void ikv_rank_smallest(uint64_t *key, uint32_t n, uint32_t k) {
+  uint32_t lo = 0, hi = n;
+  while (lo < k && k < hi && hi - lo > 1) { /* until the boundary at k is in place */
+    const uint64_t pivot = key[lo + (hi - lo) / 2];
+    uint32_t lt = lo, gt = hi, i = lo;
+    while (i < gt) { /* three-way partition: below, equal, above the pivot */
+      uint64_t t = key[i];
+      if (t < pivot) key[i++] = key[lt], key[lt++] = t;
+      else if (t > pivot) key[i] = key[--gt], key[gt] = t;
+      else i++;
+    }
+    if (k < lt) hi = lt;
+    else if (k >= gt) lo = gt;
+    else break;
+  }
+  qsort(key, k < n ? k : n, sizeof(uint64_t), ikv_rank_key_cmp);
+}
 
 #endif /* IKV_PAGE_SUMMARY_H */

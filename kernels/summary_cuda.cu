@@ -44,7 +44,7 @@ __device__ float warp_fold(float v) {
  * (kernels/page_summary.h). */
 __global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, ikv_cuda_summaries s, int bound,
                                                         const uint32_t *pages, uint32_t n, const float *q, uint32_t group,
-                                                        float *scores) {
+                                                        uint64_t *keys) {
   const uint32_t w = blockIdx.x * (THREADS / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (w >= n * H) return; /* the whole warp */
   const uint32_t h = w / n, i = w % n;
@@ -72,7 +72,30 @@ __global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, 
     }
     best = fmaxf(best, sc);
   }
-  if (lane == 0) scores[w] = best;
+  if (lane == 0) keys[w] = ikv_rank_key(best, i);
+}
+
+#define RANK_THREADS 1024
+
+/* A block per row: the row in shared memory, padded to a power of two with
+ * the largest key, bitonic-sorted, its first `want` keys written back. */
+__global__ void __launch_bounds__(RANK_THREADS) rank_kernel(uint64_t *keys, uint32_t n, uint32_t padded, uint32_t want) {
+  extern __shared__ uint64_t row[];
+  uint64_t *k = keys + (size_t)blockIdx.x * n;
+  for (uint32_t i = threadIdx.x; i < padded; i += RANK_THREADS) row[i] = i < n ? k[i] : ~0ull;
+  __syncthreads();
+  for (uint32_t size = 2; size <= padded; size <<= 1)
+    for (uint32_t stride = size >> 1; stride; stride >>= 1) {
+      for (uint32_t i = threadIdx.x; i < padded; i += RANK_THREADS) {
+        const uint32_t j = i ^ stride;
+        if (j > i) {
+          const uint64_t a = row[i], b = row[j];
+          if ((a > b) == ((i & size) == 0)) row[i] = b, row[j] = a;
+        }
+      }
+      __syncthreads();
+    }
+  for (uint32_t i = threadIdx.x; i < want; i += RANK_THREADS) k[i] = row[i];
 }
 
 extern "C" ikv_status ikv_cuda_summarize(const ikv_geometry *g, const ikv_cuda_summaries *s, const void *k,
@@ -86,14 +109,28 @@ extern "C" ikv_status ikv_cuda_summarize(const ikv_geometry *g, const ikv_cuda_s
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 
-extern "C" ikv_status ikv_cuda_score_pages(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound,
-                                           const uint32_t *pages, uint32_t n, const float *q, uint32_t group,
-                                           float *scores, void *stream) {
-  if (!g || !s || (n && (!pages || !q || !scores))) return IKV_E_NULL;
+extern "C" ikv_status ikv_cuda_page_keys(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound,
+                                         const uint32_t *pages, uint32_t n, const float *q, uint32_t group,
+                                         uint64_t *keys, void *stream) {
+  if (!g || !s || (n && (!pages || !q || !keys))) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK || !group) return IKV_E_INVALID;
   if (!n) return IKV_OK;
   const uint32_t warps = n * g->kv_heads, per_block = THREADS / 32;
   score_kernel<<<(warps + per_block - 1) / per_block, THREADS, 0, (cudaStream_t)stream>>>(g->kv_heads, g->head_dim, *s,
-                                                                                       bound, pages, n, q, group, scores);
+                                                                                        bound, pages, n, q, group, keys);
+  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+}
+
+extern "C" ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_t n, uint32_t want, void *stream) {
+  if (n && !keys) return IKV_E_NULL;
+  if (want > n) return IKV_E_INVALID;
+  if (n > IKV_CUDA_RANK_MAX) return IKV_E_UNSUPPORTED;
+  if (!n || !heads || !want) return IKV_OK;
+  uint32_t padded = 2;
+  while (padded < n) padded <<= 1;
+  const int smem = (int)(padded * sizeof(uint64_t));
+  if (smem > 48 * 1024 && cudaFuncSetAttribute(rank_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+    return IKV_E_CUDA;
+  rank_kernel<<<heads, RANK_THREADS, smem, (cudaStream_t)stream>>>(keys, n, padded, want);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }

@@ -1,6 +1,6 @@
 /*
  * Page key summaries on the GPU: kept current as keys are written, and the
- * query-aware page scores computed from them. The same bits as the CPU
+ * query-aware page scores computed from them, ranked per KV head. The same bits as the CPU
  * backend's (the math is kernels/page_summary.h). Summaries are three device
  * arrays (min, max, sum), each [page id][kv_heads][head_dim] floats.
  * Asynchronous on the given stream, no allocation.
@@ -28,12 +28,21 @@ ikv_status ikv_cuda_summarize(const ikv_geometry *geometry, const ikv_cuda_summa
                               ikv_dtype dtype, const int64_t *slot_mapping, const uint32_t *pages, uint32_t n,
                               void *stream);
 
-/* scores[h * n + i] = the score of pages[i] for KV head h against q
- * ([q_heads][head_dim] floats, device), group = q_heads / kv_heads; bound as
- * in ikv_summary_score. pages and scores are device arrays. */
-ikv_status ikv_cuda_score_pages(const ikv_geometry *geometry, const ikv_cuda_summaries *summaries, int bound,
-                                const uint32_t *pages, uint32_t n, const float *q, uint32_t group, float *scores,
-                                void *stream);
+/* keys[h * n + i] = ikv_rank_key(score of pages[i] for KV head h, i)
+ * (kernels/page_summary.h) against q ([q_heads][head_dim] floats, device),
+ * group = q_heads / kv_heads; bound as in ikv_summary_score. pages and keys
+ * are device arrays. */
+ikv_status ikv_cuda_page_keys(const ikv_geometry *geometry, const ikv_cuda_summaries *summaries, int bound,
+                              const uint32_t *pages, uint32_t n, const float *q, uint32_t group, uint64_t *keys,
+                              void *stream);
+
+/* The largest n ikv_cuda_rank_keys sorts (in shared memory). */
+#define IKV_CUDA_RANK_MAX 8192
+
+/* Sorts each of the heads' rows of keys ([heads][n], device) in place, so
+ * keys[h * n + r] for r < want is row h's r-th smallest. n above
+ * IKV_CUDA_RANK_MAX: IKV_E_UNSUPPORTED (rank on the host). */
+ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_t n, uint32_t want, void *stream);
 
 #ifdef __cplusplus
 }

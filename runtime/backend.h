@@ -29,10 +29,12 @@ typedef struct rt_backend {
                           const ikv_page_id *pages, uint32_t n, void *stream);
   /* a copy-on-write copy's summary */
   void (*copy_summary)(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
-  /* scores[h * n + i]: pages[i] for KV head h against one sequence's queries
-   * q[q_heads][head_dim] (host); bound: Quest's bound, else mean-key cosine */
-  ikv_status (*score_pages)(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
-                            float *scores);
+  /* Ranks candidate pages[0, n) for every KV head against one sequence's
+   * queries q[q_heads][head_dim] (host); bound: Quest's bound, else mean-key
+   * cosine. keys[h * n + r], r < want: head h's r-th best, as
+   * ikv_rank_key(score, i) (kernels/page_summary.h); keys holds kv_heads * n. */
+  ikv_status (*rank_pages)(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
+                           uint32_t want, uint64_t *keys);
   /* a plan's buffers on the backend's side */
   ikv_status (*plan_open)(ikv_runtime *rt, ikv_plan *plan);
   void (*plan_close)(ikv_plan *plan);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels/decode_cuda.h"
+#include "kernels/page_summary.h"
 #include "kernels/quantize_cuda.h"
 #include "kernels/summary_cuda.h"
 #include "runtime/plan_internal.h"
@@ -26,7 +27,7 @@ struct cuda_state {
   cudaEvent_t caller_done;  /* recorded after the caller's write_kv and decode; the runtime's stream waits on it */
   int sm_count;
   staged slots, precs, pages; /* the last write_kv's slot mapping (one upload a step) and page ids */
-  staged q, scores;           /* page scoring: the queries up, the scores back */
+  staged q, keys;             /* page ranking: the queries up, the ranked keys back */
   ikv_cuda_summaries sum;
   ikv_cuda_move *d_move;
 };
@@ -149,7 +150,7 @@ void cuda_close(ikv_runtime *rt) {
   }
   if (!s) return;
   cudaFree(s->d_move), cudaFree(s->sum.kmin), cudaFree(s->sum.kmax), cudaFree(s->sum.ksum);
-  release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->scores);
+  release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->keys);
   if (s->ready) cudaEventDestroy(s->ready);
   if (s->caller_done) cudaEventDestroy(s->caller_done);
   if (s->stream) cudaStreamDestroy(s->stream);
@@ -231,25 +232,34 @@ void cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
   cudaEventRecord(s->ready, stream);
 }
 
-/* The router's page scores: one round trip (queries and page ids up, scores
- * back) per sequence, on the runtime's stream. */
-ikv_status cuda_score_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
-                            float *scores) {
+/* The router's ranking: one round trip per sequence (queries and page ids
+ * up, each head's best keys back), scored and sorted on the runtime's
+ * stream; rows longer than the GPU sort takes come back whole and are
+ * ranked on the host. */
+ikv_status cuda_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
+                           uint32_t want, uint64_t *keys) {
   cuda_state *s = state(rt);
   const ikv_geometry *g = &rt->cfg.geometry;
   if (!n) return IKV_OK;
-  const size_t out_bytes = sizeof(float) * g->kv_heads * n;
+  const size_t row = sizeof(uint64_t) * n;
   ikv_status st = stage(s, &s->pages, pages, sizeof(ikv_page_id) * n);
   if (st == IKV_OK) st = stage(s, &s->q, q, sizeof(float) * rt->cfg.q_heads * g->head_dim);
-  if (st == IKV_OK) st = reserve(&s->scores, out_bytes);
+  if (st == IKV_OK) st = reserve(&s->keys, row * g->kv_heads);
+  cudaStream_t stream = rt_stream(rt);
   if (st == IKV_OK)
-    st = ikv_cuda_score_pages(g, &s->sum, bound, (const uint32_t *)s->pages.d, n, (const float *)s->q.d,
-                              rt->cfg.q_heads / g->kv_heads, (float *)s->scores.d, rt_stream(rt));
+    st = ikv_cuda_page_keys(g, &s->sum, bound, (const uint32_t *)s->pages.d, n, (const float *)s->q.d,
+                            rt->cfg.q_heads / g->kv_heads, (uint64_t *)s->keys.d, stream);
   if (st != IKV_OK) return st;
-  if (!ok(cudaMemcpyAsync(s->scores.h, s->scores.d, out_bytes, cudaMemcpyDeviceToHost, s->stream)) ||
-      !ok(cudaStreamSynchronize(s->stream)))
+  const int on_gpu = ikv_cuda_rank_keys(g->kv_heads, (uint64_t *)s->keys.d, n, want, stream) == IKV_OK;
+  const size_t width = on_gpu ? sizeof(uint64_t) * want : row;
+  if (!ok(cudaMemcpy2DAsync(s->keys.h, row, s->keys.d, row, width, g->kv_heads, cudaMemcpyDeviceToHost, stream)) ||
+      !ok(cudaStreamSynchronize(stream)))
     return IKV_E_CUDA;
-  memcpy(scores, s->scores.h, out_bytes);
+  for (uint32_t h = 0; h < g->kv_heads; h++) {
+    uint64_t *kh = (uint64_t *)s->keys.h + (size_t)h * n;
+    if (!on_gpu) ikv_rank_smallest(kh, n, want);
+    memcpy(keys + (size_t)h * n, kh, sizeof(uint64_t) * want);
+  }
   return IKV_OK;
 }
 
@@ -331,6 +341,6 @@ ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, cons
 
 extern "C" const rt_backend rt_backend_cuda = {
     cuda_open,         cuda_close,      cuda_copy_page,       cuda_convert_page, cuda_write_kv,
-    cuda_summarize,    cuda_copy_summary, cuda_score_pages,   cuda_plan_open,    cuda_plan_close,
+    cuda_summarize,    cuda_copy_summary, cuda_rank_pages,    cuda_plan_open,    cuda_plan_close,
     cuda_pages_per_item, cuda_plan_publish, cuda_decode,
 };

@@ -67,8 +67,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->cand_lo = malloc(sizeof(uint16_t) * N);
   pl->cand_hi = malloc(sizeof(uint16_t) * N);
   pl->head_sel = malloc((size_t)H * N);
-  pl->scores = malloc(sizeof(float) * H * N);
-  pl->rank_keys = malloc(sizeof(uint64_t) * N);
+  pl->rank_keys = malloc(sizeof(uint64_t) * H * N);
   pl->order = malloc(sizeof(uint32_t) * 2 * N);
   pl->span_order = malloc(sizeof(uint32_t) * 2 * S);
   pl->chunks = malloc(sizeof(*pl->chunks) * (2 * S + 1));
@@ -77,7 +76,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   void *all[] = {pl->indptr, pl->seq_len, pl->slot, pl->page_index, pl->precision, pl->want, pl->first,
                  pl->last, pl->page, pl->work, pl->work_entries, pl->hints, pl->decisions, pl->touched,
                  pl->touched_stored, pl->touched_on_gpu, pl->page_want, pl->sel_want, pl->cand_want,
-                 pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->scores, pl->rank_keys, pl->order,
+                 pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->rank_keys, pl->order,
                  pl->span_order, pl->chunks, pl->spans, pl->span_ids};
   for (size_t i = 0; i < sizeof(all) / sizeof(*all); i++)
     if (!all[i]) {
@@ -109,7 +108,7 @@ void ikv_plan_destroy(ikv_plan *pl) {
   void *all[] = {pl->indptr, pl->seq_len, pl->slot, pl->page_index, pl->precision, pl->want, pl->first,
                  pl->last, pl->page, pl->work, pl->work_entries, pl->hints, pl->decisions, pl->touched,
                  pl->touched_stored, pl->touched_on_gpu, pl->page_want, pl->sel_want, pl->cand_want,
-                 pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->scores, pl->rank_keys, pl->order,
+                 pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->rank_keys, pl->order,
                  pl->span_order, pl->chunks, pl->spans, pl->span_ids};
   for (size_t i = 0; i < sizeof(all) / sizeof(*all); i++) free(all[i]);
   free(pl);

@@ -108,41 +108,6 @@ static void select_by_span_score(route *r) {
   }
 }
 
-/* A rank key: ascending keys order pages by descending score, ties by
- * ascending page index (the index is the low half). */
-static uint64_t rank_key(float score, uint32_t index) {
-  uint32_t u;
-  score = score == 0.0f ? 0.0f : score; /* -0 ties +0 */
-  memcpy(&u, &score, sizeof(u));
-  u = (u & 0x80000000u) ? ~u : (u | 0x80000000u); /* ascending with the float */
-  return ((uint64_t)~u << 32) | index;
-}
-
-static int by_key(const void *x, const void *y) {
-  uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-  return a < b ? -1 : a > b;
-}
-
-/* Puts the k smallest of key[0, n) first, in order, without sorting the
- * rest: quickselect (keys are distinct), then a sort of the k. */
-static void smallest_k(uint64_t *key, uint32_t n, uint32_t k) {
-  uint32_t lo = 0, hi = n;
-  while (lo < k && k < hi && hi - lo > 1) { /* until the boundary at k is in place */
-    const uint64_t pivot = key[lo + (hi - lo) / 2];
-    uint32_t lt = lo, gt = hi, i = lo;
-    while (i < gt) { /* three-way partition: below, equal, above the pivot */
-      uint64_t t = key[i];
-      if (t < pivot) key[i++] = key[lt], key[lt++] = t;
-      else if (t > pivot) key[i] = key[--gt], key[gt] = t;
-      else i++;
-    }
-    if (k < lt) hi = lt;
-    else if (k >= gt) lo = gt;
-    else break;
-  }
-  qsort(key, k < n ? k : n, sizeof(uint64_t), by_key);
-}
-
 /* Query-aware modes: candidate pages ranked per KV head by page score; each
  * head takes its top-k within the budgets. */
 static ikv_status select_by_query(route *r) {
@@ -165,16 +130,15 @@ static ikv_status select_by_query(route *r) {
   const float *q = rp->score_q + (size_t)r->b * rt->cfg.q_heads * D;
   ikv_page_id *cand_pages = pl->order + n_cand;
   for (uint32_t k = 0; k < n_cand; k++) cand_pages[k] = r->v.pages[pl->order[k]];
-  /* pl->scores[h * n_cand + k]: candidate k for head h, from the backend in one call */
-  ikv_status st = rt->be->score_pages(rt, rp->score_mode == IKV_SCORE_QUERY_BOUND, cand_pages, n_cand, q, pl->scores);
-  if (st != IKV_OK) return st;
+  /* rank_keys[h * n_cand + r]: head h's r-th best candidate, from the backend in one call */
   const uint32_t want = rp->topk_pages && rp->topk_pages < n_cand ? rp->topk_pages : n_cand;
+  ikv_status st = rt->be->rank_pages(rt, rp->score_mode == IKV_SCORE_QUERY_BOUND, cand_pages, n_cand, q, want,
+                                     pl->rank_keys);
+  if (st != IKV_OK) return st;
   for (uint32_t h = 0; h < H; h++) {
-    for (uint32_t k = 0; k < n_cand; k++) pl->rank_keys[k] = rank_key(pl->scores[(size_t)h * n_cand + k], pl->order[k]);
-    smallest_k(pl->rank_keys, n_cand, want);
     uint64_t tokens = r->tokens_used, bytes = r->bytes_used;
     for (uint32_t k = 0; k < want; k++) {
-      const uint32_t i = (uint32_t)pl->rank_keys[k];
+      const uint32_t i = pl->order[(uint32_t)pl->rank_keys[(size_t)h * n_cand + k]];
       uint64_t t = (uint64_t)(pl->cand_hi[i] - pl->cand_lo[i]) + 1, by = page_cost_bytes(r, i, pl->cand_want[i]);
       if ((rp->token_budget && tokens + t > rp->token_budget) || (rp->byte_budget && bytes + by > rp->byte_budget)) break;
       pl->head_sel[(size_t)h * N + i] = 1;

@@ -37,14 +37,14 @@ uint8_t *rt_page(const ikv_runtime *rt, uint32_t layer, ikv_tier tier, ikv_preci
 ikv_layer_pools rt_layer_pools(const ikv_runtime *rt, uint32_t layer, ikv_tier tier);
 
 /* scoring.c: the CPU backend's page key summaries and page scores (the
- * backend table's summarize, copy_summary and score_pages) */
+ * backend table's summarize, copy_summary and rank_pages) */
 ikv_status rt_summaries_create(ikv_runtime *rt);
 void rt_summaries_destroy(ikv_runtime *rt);
 ikv_status rt_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const int64_t *slots,
                         const ikv_page_id *pages, uint32_t n, void *stream);
 void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
-ikv_status rt_score_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
-                          float *scores);
+ikv_status rt_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
+                         uint32_t want, uint64_t *keys);
 
 /* intentquant.c: fidelity of each precision code (fp16/bf16 4, int8 3,
  * fp8 2, int4 1, skip and anything else 0); a table, as planning asks it

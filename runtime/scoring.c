@@ -57,14 +57,17 @@ void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
   memcpy(rt->ksum + dst * m, rt->ksum + src * m, sizeof(float) * m);
 }
 
-ikv_status rt_score_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
-                          float *scores) {
+ikv_status rt_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
+                         uint32_t want, uint64_t *keys) {
   const uint32_t H = rt->cfg.geometry.kv_heads, D = rt->cfg.geometry.head_dim, G = rt->cfg.q_heads / H;
-  for (uint32_t h = 0; h < H; h++)
+  for (uint32_t h = 0; h < H; h++) {
+    uint64_t *kh = keys + (size_t)h * n;
     for (uint32_t i = 0; i < n; i++) {
       const size_t at = (size_t)pages[i] * summary_size(rt) + (size_t)h * D;
-      scores[(size_t)h * n + i] =
-          ikv_summary_score(bound, rt->kmin + at, rt->kmax + at, rt->ksum + at, q + (size_t)h * G * D, G, D);
+      kh[i] = ikv_rank_key(
+          ikv_summary_score(bound, rt->kmin + at, rt->kmax + at, rt->ksum + at, q + (size_t)h * G * D, G, D), i);
     }
+    ikv_rank_smallest(kh, n, want);
+  }
   return IKV_OK;
 }

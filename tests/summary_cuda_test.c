@@ -2,7 +2,7 @@
  * scores computed from them carry the same bits as the host math of
  * kernels/page_summary.h (the CPU backend's): random keys in fp32/fp16/bf16,
  * pages started afresh and continued, runs of several tokens, outputs
- * poisoned first. */
+ * poisoned first; the GPU's per-head ranking equals the host's selection. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdlib.h>
@@ -77,33 +77,58 @@ static void summaries_and_scores_match_the_host(void **state) {
     }
   }
   /* scores of every page in a shuffled order, both modes */
-  float q[HQ * D], *want = malloc(sizeof(float) * H * PAGES), *d_q, *d_scores;
+  /* rank keys of every page in a shuffled order, both modes */
+  float q[HQ * D], *d_q;
+  uint64_t *want = malloc(sizeof(uint64_t) * H * PAGES), *keys = malloc(sizeof(uint64_t) * H * PAGES), *d_keys;
   rng_fill_gauss(&r, q, HQ * D, 1.0f);
   for (uint32_t i = 0; i < PAGES; i++) pages[i] = (i * 7 + 3) % PAGES;
   CUDA_CHECK(cudaMalloc((void **)&d_q, sizeof(q)));
-  CUDA_CHECK(cudaMalloc((void **)&d_scores, sizeof(float) * H * PAGES));
+  CUDA_CHECK(cudaMalloc((void **)&d_keys, sizeof(uint64_t) * H * PAGES));
   CUDA_CHECK(cudaMemcpy(d_q, q, sizeof(q), cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(d_pages, pages, sizeof(uint32_t) * PAGES, cudaMemcpyHostToDevice));
   for (int bound = 0; bound < 2; bound++) {
     for (uint32_t h = 0; h < H; h++)
       for (uint32_t i = 0; i < PAGES; i++) {
         const size_t at = pages[i] * m + h * D;
-        want[h * PAGES + i] = ikv_summary_score(bound, host[0] + at, host[1] + at, host[2] + at, q + h * (HQ / H) * D, HQ / H, D);
+        want[h * PAGES + i] = ikv_rank_key(
+            ikv_summary_score(bound, host[0] + at, host[1] + at, host[2] + at, q + h * (HQ / H) * D, HQ / H, D), i);
       }
-    CUDA_CHECK(cudaMemset(d_scores, 0xff, sizeof(float) * H * PAGES));
-    assert_int_equal(ikv_cuda_score_pages(&g, &dev, bound, d_pages, PAGES, d_q, HQ / H, d_scores, NULL), IKV_OK);
-    CUDA_CHECK(cudaMemcpy(got, d_scores, sizeof(float) * H * PAGES, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemset(d_keys, 0xff, sizeof(uint64_t) * H * PAGES));
+    assert_int_equal(ikv_cuda_page_keys(&g, &dev, bound, d_pages, PAGES, d_q, HQ / H, d_keys, NULL), IKV_OK);
+    CUDA_CHECK(cudaMemcpy(keys, d_keys, sizeof(uint64_t) * H * PAGES, cudaMemcpyDeviceToHost));
     for (uint32_t i = 0; i < H * PAGES; i++)
-      if (memcmp(&got[i], &want[i], sizeof(float))) fail_msg("bound %d: score %u: gpu %a, host %a", bound, i, got[i], want[i]);
+      if (keys[i] != want[i]) fail_msg("bound %d: key %u: gpu %016llx, host %016llx", bound, i,
+                                       (unsigned long long)keys[i], (unsigned long long)want[i]);
+    /* each head's best 7, then the whole row, against the host's selection */
+    for (uint32_t k = 7; k <= PAGES; k += PAGES - 7) {
+      assert_int_equal(ikv_cuda_rank_keys(H, d_keys, PAGES, k, NULL), IKV_OK);
+      CUDA_CHECK(cudaMemcpy(keys, d_keys, sizeof(uint64_t) * H * PAGES, cudaMemcpyDeviceToHost));
+      for (uint32_t h = 0; h < H; h++) {
+        ikv_rank_smallest(want + h * PAGES, PAGES, k);
+        assert_memory_equal(keys + h * PAGES, want + h * PAGES, sizeof(uint64_t) * k);
+      }
+    }
   }
+  /* a row longer than the GPU sort takes, with ties (equal scores rank by ordinal) */
+  const uint32_t big = IKV_CUDA_RANK_MAX + 1;
+  assert_int_equal(ikv_cuda_rank_keys(1, d_keys, big, 1, NULL), IKV_E_UNSUPPORTED);
+  for (uint32_t i = 0; i < PAGES; i++) want[i] = ikv_rank_key(i % 3 ? 1.0f : -0.0f, i), keys[i] = want[i];
+  CUDA_CHECK(cudaMemcpy(d_keys, keys, sizeof(uint64_t) * PAGES, cudaMemcpyHostToDevice));
+  assert_int_equal(ikv_cuda_rank_keys(1, d_keys, PAGES, PAGES, NULL), IKV_OK);
+  CUDA_CHECK(cudaMemcpy(keys, d_keys, sizeof(uint64_t) * PAGES, cudaMemcpyDeviceToHost));
+  for (uint32_t i = 1; i < PAGES; i++) assert_true(keys[i - 1] < keys[i]);
+  assert_int_equal((uint32_t)keys[0], 1); /* the first 1.0 */
+  assert_int_equal(ikv_rank_key(-0.0f, 5), ikv_rank_key(0.0f, 5));
   /* arguments */
   assert_int_equal(ikv_cuda_summarize(&g, NULL, d_k, IKV_DTYPE_F32, d_slots, d_pages, 1, NULL), IKV_E_NULL);
   assert_int_equal(ikv_cuda_summarize(&g, &dev, d_k, (ikv_dtype)7, d_slots, d_pages, 1, NULL), IKV_E_INVALID);
-  assert_int_equal(ikv_cuda_score_pages(&g, &dev, 1, d_pages, 1, d_q, 0, d_scores, NULL), IKV_E_INVALID);
-  assert_int_equal(ikv_cuda_score_pages(&g, &dev, 1, NULL, 1, d_q, 4, d_scores, NULL), IKV_E_NULL);
+  assert_int_equal(ikv_cuda_page_keys(&g, &dev, 1, d_pages, 1, d_q, 0, d_keys, NULL), IKV_E_INVALID);
+  assert_int_equal(ikv_cuda_page_keys(&g, &dev, 1, NULL, 1, d_q, 4, d_keys, NULL), IKV_E_NULL);
+  assert_int_equal(ikv_cuda_rank_keys(1, NULL, 4, 1, NULL), IKV_E_NULL);
+  assert_int_equal(ikv_cuda_rank_keys(1, d_keys, 4, 5, NULL), IKV_E_INVALID);
   for (int a = 0; a < 3; a++) cudaFree(*darr[a]), free(host[a]);
-  cudaFree(d_slots), cudaFree(d_pages), cudaFree(d_k), cudaFree(d_q), cudaFree(d_scores);
-  free(got), free(slots), free(pages), free(k), free(kf), free(k16), free(want);
+  cudaFree(d_slots), cudaFree(d_pages), cudaFree(d_k), cudaFree(d_q), cudaFree(d_keys);
+  free(got), free(slots), free(pages), free(k), free(kf), free(k16), free(want), free(keys);
 }
 
 int main(void) {
