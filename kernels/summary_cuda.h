@@ -39,8 +39,9 @@ ikv_status ikv_cuda_page_keys(const ikv_geometry *geometry, const ikv_cuda_summa
 /* The largest n ikv_cuda_rank_keys sorts (in shared memory). */
 #define IKV_CUDA_RANK_MAX 8192
 
-/* Sorts each of the heads' rows of keys ([heads][n], device) in place, so
- * keys[h * n + r] for r < want is row h's r-th smallest. n above
+/* Ranks each of the heads' rows of keys ([heads][n], device, distinct
+ * within a row) in place: keys[h * n + r] for r < want becomes row h's r-th
+ * smallest; the row's other entries are left unspecified. n above
  * IKV_CUDA_RANK_MAX: IKV_E_UNSUPPORTED (rank on the host). */
 ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_t n, uint32_t want, void *stream);
 

@@ -99,12 +99,14 @@ static void summaries_and_scores_match_the_host(void **state) {
     for (uint32_t i = 0; i < H * PAGES; i++)
       if (keys[i] != want[i]) fail_msg("bound %d: key %u: gpu %016llx, host %016llx", bound, i,
                                        (unsigned long long)keys[i], (unsigned long long)want[i]);
-    /* each head's best 7, then the whole row, against the host's selection */
+    /* each head's best 7, then the whole row, against the host's selection
+     * (a rank leaves the rest of its rows unspecified: start each afresh) */
     for (uint32_t k = 7; k <= PAGES; k += PAGES - 7) {
+      CUDA_CHECK(cudaMemcpy(d_keys, want, sizeof(uint64_t) * H * PAGES, cudaMemcpyHostToDevice));
       assert_int_equal(ikv_cuda_rank_keys(H, d_keys, PAGES, k, NULL), IKV_OK);
       CUDA_CHECK(cudaMemcpy(keys, d_keys, sizeof(uint64_t) * H * PAGES, cudaMemcpyDeviceToHost));
       for (uint32_t h = 0; h < H; h++) {
-        ikv_rank_smallest(want + h * PAGES, PAGES, k);
+        ikv_rank_smallest(want + h * PAGES, PAGES, k); /* a permutation of the row */
         assert_memory_equal(keys + h * PAGES, want + h * PAGES, sizeof(uint64_t) * k);
       }
     }
