@@ -266,6 +266,12 @@ static void needle_page_ranks_first(void **state) {
       assert_int_equal(pv->indptr[h + 1] - pv->indptr[h], 1);
       assert_int_equal(pv->page_index[pv->indptr[h]], needle);
     }
+    /* one page, read once per KV head: each entry reads that head's share */
+    ikv_plan_stats ps;
+    assert_int_equal(ikv_plan_get_stats(f.plan, &ps), IKV_OK);
+    assert_int_equal(ps.pages_selected, FX_H);
+    assert_int_equal(ps.bytes_read, ikv_page_layer_bytes(ikv_pt_geometry(ikv_runtime_pagetable(f.rt)),
+                                                         (ikv_precision)pv->precision[0]));
     assert_int_equal(decision_of(f.plan, id)->reason, IKV_REASON_ATTEND_PARTIAL);
     uint32_t order[1] = {s};
     assert_true(fx_decode_error(&f, order, 0) < 2e-3);
