@@ -13,8 +13,8 @@ typedef struct command {
 
 static const command commands[] = {
     {"info", ikv_cmd_info, "library version, build configuration, host and GPU topology"},
-    {"demo", ikv_cmd_demo, "the runtime driving agent sequences step by step (CPU backend)"},
-    {"bench", ikv_cmd_bench, "benchmarks (bench pagetable | plan | decode)"},
+    {"demo", ikv_cmd_demo, "the runtime driving agent sequences step by step (CUDA backend with a GPU, else CPU)"},
+    {"bench", ikv_cmd_bench, "benchmarks (bench pagetable | plan | decode | step)"},
     {"accuracy", ikv_cmd_accuracy, "accuracy of each page precision against FP64 attention"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(*commands))
