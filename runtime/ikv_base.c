@@ -16,6 +16,7 @@ static const char *const status_names[IKV_STATUS_COUNT] = {
     [IKV_E_PINNED] = "IKV_E_PINNED: page is pinned",
     [IKV_E_CUDA] = "IKV_E_CUDA: a CUDA call failed",
     [IKV_E_UNSUPPORTED] = "IKV_E_UNSUPPORTED: not supported by this build or device",
+    [IKV_E_IO] = "IKV_E_IO: reading or writing a file failed",
 };
 
 const char *ikv_status_str(ikv_status status) {

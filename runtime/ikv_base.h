@@ -42,6 +42,7 @@ typedef enum ikv_status {
   IKV_E_PINNED,          /* the page is pinned and cannot leave its tier */
   IKV_E_CUDA,            /* a CUDA call failed */
   IKV_E_UNSUPPORTED,     /* this build or device cannot do it */
+  IKV_E_IO,              /* reading or writing a file failed */
   IKV_STATUS_COUNT
 } ikv_status;
 

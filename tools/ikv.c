@@ -16,6 +16,8 @@ static const command commands[] = {
     {"demo", ikv_cmd_demo, "the runtime driving agent sequences step by step (CUDA backend with a GPU, else CPU)"},
     {"bench", ikv_cmd_bench, "benchmarks (bench pagetable | plan | decode | step)"},
     {"accuracy", ikv_cmd_accuracy, "accuracy of each page precision against FP64 attention"},
+    {"trace", ikv_cmd_trace, "synthetic agentic page-selection traces (trace gen)"},
+    {"sim", ikv_cmd_sim, "GPU page-cache hit rates of a trace per predictor and cache size"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(*commands))
 

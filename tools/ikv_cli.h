@@ -11,6 +11,8 @@ int ikv_cmd_info(int argc, char **argv);
 int ikv_cmd_demo(int argc, char **argv);
 int ikv_cmd_bench(int argc, char **argv);
 int ikv_cmd_accuracy(int argc, char **argv);
+int ikv_cmd_trace(int argc, char **argv);
+int ikv_cmd_sim(int argc, char **argv);
 int ikv_bench_pagetable(int argc, char **argv);
 int ikv_bench_plan(int argc, char **argv);
 int ikv_bench_decode(int argc, char **argv);

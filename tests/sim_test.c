@@ -1,0 +1,163 @@
+/* Traces and the hit-rate simulator: text round trips, malformed input
+ * refused with the line named, the classic LRU/Belady cases worked by hand,
+ * and invariants on a generated agentic trace (Belady bounds every
+ * predictor; LRU never loses hits as the cache grows). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/page_format.h"
+#include "pagetable/pagetable.h"
+#include "prefetch/sim.h"
+#include "tests/cmocka_all.h"
+
+static const ikv_geometry geo = {.layers = 2, .kv_heads = 2, .head_dim = 64, .page_size = 16};
+
+static ikv_trace generated(uint32_t steps) {
+  ikv_trace_gen_params gp = {.seed = 7, .sequences = 2, .steps = steps, .max_tokens = 80000, .geometry = geo};
+  ikv_trace t;
+  assert_int_equal(ikv_trace_generate(&gp, &t), IKV_OK);
+  return t;
+}
+
+static void text_round_trip(void **state) {
+  (void)state;
+  ikv_trace t = generated(30);
+  assert_int_equal(t.n_steps, 30);
+  assert_true(t.n_refs > 1000);
+  FILE *f = tmpfile();
+  assert_non_null(f);
+  assert_int_equal(ikv_trace_write(&t, f), IKV_OK);
+  rewind(f);
+  ikv_trace back;
+  assert_int_equal(ikv_trace_read(f, &back, NULL, 0), IKV_OK);
+  fclose(f);
+  assert_memory_equal(&back.geometry, &t.geometry, sizeof(ikv_geometry));
+  assert_int_equal(back.n_steps, t.n_steps);
+  assert_int_equal(back.n_refs, t.n_refs);
+  assert_memory_equal(back.step_start, t.step_start, sizeof(uint32_t) * (t.n_steps + 1));
+  for (size_t i = 0; i < t.n_refs; i++) {
+    assert_int_equal(back.refs[i].seq, t.refs[i].seq);
+    assert_int_equal(back.refs[i].page, t.refs[i].page);
+    assert_int_equal(back.refs[i].precision, t.refs[i].precision);
+    assert_int_equal(back.refs[i].kind, t.refs[i].kind);
+  }
+  ikv_trace_free(&back), ikv_trace_free(&t);
+}
+
+static void malformed_traces_are_refused(void **state) {
+  (void)state;
+  static const struct {
+    const char *text;
+    const char *line;
+  } bad[] = {
+      {"", "line 0"},
+      {"ikv-trace 2 layers=1 kv_heads=1 head_dim=64 page_size=16\n", "line 1"},
+      {"ikv-trace 1 layers=1 kv_heads=1 head_dim=60 page_size=16\n", "line 1"},
+      {"# c\nikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\n0 1 fp16 system\n", "line 3"},
+      {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\n0 1 fp12 system\n", "line 3"},
+      {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\n0 1 fp16 planet\n", "line 3"},
+      {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\n0 1 fp16 system x\n", "line 3"},
+      {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\nstep\n-1 1 fp16\n", "line 4"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+    FILE *f = tmpfile();
+    fputs(bad[i].text, f);
+    rewind(f);
+    ikv_trace t = {.n_steps = 77};
+    char err[128] = "";
+    assert_int_equal(ikv_trace_read(f, &t, err, sizeof(err)), IKV_E_INVALID);
+    fclose(f);
+    assert_int_equal(t.n_steps, 77); /* untouched */
+    if (strncmp(err, bad[i].line, strlen(bad[i].line))) fail_msg("case %zu: message '%s'", i, err);
+  }
+  assert_int_equal(ikv_trace_read(NULL, NULL, NULL, 0), IKV_E_NULL);
+  ikv_trace t;
+  assert_int_equal(ikv_trace_init(&t, &geo), IKV_OK);
+  assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){0, 0, IKV_FP16, IKV_SPAN_SYSTEM}), IKV_E_INVALID); /* no step */
+  assert_int_equal(ikv_trace_step(&t), IKV_OK);
+  assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){0, 0, IKV_SKIP, IKV_SPAN_SYSTEM}), IKV_E_PRECISION);
+  assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){0, 0, IKV_FP16, IKV_SPAN_KIND_COUNT}), IKV_E_INVALID);
+  assert_int_equal(t.n_refs, 0);
+  ikv_trace_free(&t);
+}
+
+/* Pages 0, 1, 2, 0, 1, 2, ... one a step, with room for two: LRU always
+ * evicts the page needed next (no hits); Belady keeps two pages and reads
+ * the third through (two hits in three after the cold start). */
+static void cyclic_reads_lru_and_belady(void **state) {
+  (void)state;
+  ikv_trace t;
+  assert_int_equal(ikv_trace_init(&t, &geo), IKV_OK);
+  enum { STEPS = 300 };
+  for (uint32_t s = 0; s < STEPS; s++) {
+    assert_int_equal(ikv_trace_step(&t), IKV_OK);
+    assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){0, s % 3, IKV_FP16, IKV_SPAN_DOCUMENT}), IKV_OK);
+  }
+  const uint64_t page = (uint64_t)geo.layers * ikv_page_layer_bytes(&geo, IKV_FP16);
+  ikv_sim_params p = {.cache_fraction = 2.0 / 3.0 + 1e-9, .link_gbs = 10.0, .step_us = 0.0};
+  ikv_sim_result lru, opt;
+  p.predictor = IKV_PREDICT_NONE;
+  assert_int_equal(ikv_sim_run(&t, &p, &lru), IKV_OK);
+  assert_int_equal(lru.refs, STEPS);
+  assert_int_equal(lru.hits, 0);
+  assert_int_equal(lru.bytes_demand, STEPS * page);
+  assert_true(lru.stall_us_per_step > 0.99 * page / 1e4 && lru.stall_us_per_step < 1.01 * page / 1e4);
+  p.predictor = IKV_PREDICT_BELADY; /* no time to prefetch: optimal replacement alone */
+  assert_int_equal(ikv_sim_run(&t, &p, &opt), IKV_OK);
+  assert_int_equal(opt.bytes_prefetch, 0);
+  assert_int_equal(opt.hits, 2 * (STEPS - 3) / 3);
+  /* with time to prefetch, Belady brings each page just before its step */
+  p.step_us = 1e6;
+  assert_int_equal(ikv_sim_run(&t, &p, &opt), IKV_OK);
+  assert_int_equal(opt.hits, STEPS - 1);
+  ikv_trace_free(&t);
+}
+
+static void invariants_on_an_agentic_trace(void **state) {
+  (void)state;
+  ikv_trace t = generated(80);
+  const double fractions[] = {0.05, 0.1, 0.2, 0.4};
+  ikv_sim_params p = {.link_gbs = 50.0, .step_us = 10000.0};
+  uint64_t last_lru_hits = 0;
+  for (int f = 0; f < 4; f++) {
+    ikv_sim_result r[IKV_PREDICTOR_COUNT];
+    p.cache_fraction = fractions[f];
+    for (int k = 0; k < IKV_PREDICTOR_COUNT; k++) {
+      p.predictor = (ikv_predictor)k;
+      assert_int_equal(ikv_sim_run(&t, &p, &r[k]), IKV_OK);
+      assert_int_equal(r[k].refs, t.n_refs);
+      assert_true(r[k].cache_bytes <= r[k].trace_bytes);
+      assert_true(r[k].hit_rate >= 0.0 && r[k].hit_rate <= 1.0);
+    }
+    for (int k = 0; k < IKV_PREDICTOR_COUNT; k++) assert_true(r[IKV_PREDICT_BELADY].hits >= r[k].hits);
+    assert_int_equal(r[IKV_PREDICT_NONE].bytes_prefetch, 0);
+    assert_true(r[IKV_PREDICT_NONE].hits >= last_lru_hits); /* LRU is a stack algorithm */
+    last_lru_hits = r[IKV_PREDICT_NONE].hits;
+  }
+  /* bad parameters change nothing and say so */
+  ikv_sim_result r = {.hits = 5};
+  p.predictor = IKV_PREDICT_NONE;
+  p.cache_fraction = 0.0;
+  assert_int_equal(ikv_sim_run(&t, &p, &r), IKV_E_INVALID);
+  p.cache_fraction = 1.5;
+  assert_int_equal(ikv_sim_run(&t, &p, &r), IKV_E_INVALID);
+  p.cache_fraction = 0.5, p.link_gbs = 0.0;
+  assert_int_equal(ikv_sim_run(&t, &p, &r), IKV_E_INVALID);
+  p.link_gbs = 50.0, p.predictor = IKV_PREDICTOR_COUNT;
+  assert_int_equal(ikv_sim_run(&t, &p, &r), IKV_E_INVALID);
+  assert_int_equal(r.hits, 5);
+  assert_int_equal(ikv_sim_run(NULL, &p, &r), IKV_E_NULL);
+  assert_string_equal(ikv_predictor_name(IKV_PREDICT_BELADY), "belady");
+  assert_null(ikv_predictor_name(IKV_PREDICTOR_COUNT));
+  ikv_trace_free(&t);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(text_round_trip),
+      cmocka_unit_test(malformed_traces_are_refused),
+      cmocka_unit_test(cyclic_reads_lru_and_belady),
+      cmocka_unit_test(invariants_on_an_agentic_trace),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
