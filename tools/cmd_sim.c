@@ -83,7 +83,10 @@ static void write_svg(FILE *f, const row *rows, int n_rows, const double *fr, in
 
 int ikv_cmd_sim(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
-  const char *path = arg_str(argc, argv, "--trace"), *csv = arg_str(argc, argv, "--csv"), *svg = arg_str(argc, argv, "--svg");
+  char b1[4096], b2[4096], b3[4096];
+  const char *path = ikv_user_path(arg_str(argc, argv, "--trace"), b1, sizeof(b1)),
+             *csv = ikv_user_path(arg_str(argc, argv, "--csv"), b2, sizeof(b2)),
+             *svg = ikv_user_path(arg_str(argc, argv, "--svg"), b3, sizeof(b3));
   const int json = ikv_has_flag(argc, argv, "--json");
   double fr[MAX_FRACTIONS] = {0.05, 0.1, 0.2, 0.3, 0.5};
   int n_fr = 5;

@@ -36,8 +36,9 @@ int ikv_cmd_trace(int argc, char **argv) {
     return 2;
   }
   const char *path = NULL;
+  char buf[4096];
   for (int i = 2; i + 1 < argc; i++)
-    if (!strcmp(argv[i], "--out")) path = argv[i + 1];
+    if (!strcmp(argv[i], "--out")) path = ikv_user_path(argv[i + 1], buf, sizeof(buf));
   ikv_trace_gen_params gp = {.geometry = {.layers = 32, .kv_heads = 8, .head_dim = 128, .page_size = 16}};
   uint32_t seed;
   if (!path || !arg_u32(argc, argv, "--seed", 1, &seed) || !arg_u32(argc, argv, "--sequences", 4, &gp.sequences) ||

@@ -1,5 +1,6 @@
 /* ikv: the intentkv command line. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/ikv_base.h"
@@ -32,6 +33,12 @@ int ikv_has_flag(int argc, char **argv, const char *flag) {
   for (int i = 1; i < argc; i++)
     if (!strcmp(argv[i], flag)) return 1;
   return 0;
+}
+
+const char *ikv_user_path(const char *path, char *buf, size_t cap) {
+  const char *cwd = getenv("BUILD_WORKING_DIRECTORY"); /* set by `bazel run` */
+  if (!path || path[0] == '/' || !cwd || (size_t)snprintf(buf, cap, "%s/%s", cwd, path) >= cap) return path;
+  return buf;
 }
 
 int ikv_wants_help(int argc, char **argv, const char *text) {

@@ -22,6 +22,9 @@ int ikv_bench_step(int argc, char **argv);
 int ikv_wants_help(int argc, char **argv, const char *usage);
 /* 1 if argv holds the flag. */
 int ikv_has_flag(int argc, char **argv, const char *flag);
+/* A relative path as the user meant it: under `bazel run` the tool runs in
+ * its runfiles, so the path is taken from BUILD_WORKING_DIRECTORY (into buf). */
+const char *ikv_user_path(const char *path, char *buf, size_t cap);
 
 /* For the tools' own calls, which cannot fail on their fixed inputs: if one
  * does, say which and why, and exit. */
