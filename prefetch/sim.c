@@ -199,7 +199,7 @@ ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_resu
     s.next_use = malloc(sizeof(uint32_t) * N), s.bytes = malloc(sizeof(uint64_t) * N);
     s.pinned = calloc(N, 1), s.resident = calloc(N, 1), s.guard = malloc(sizeof(uint32_t) * N);
     s.score = calloc(N, sizeof(float)), s.prev = malloc(sizeof(uint32_t) * N), s.next = malloc(sizeof(uint32_t) * N);
-    cand = malloc(sizeof(uint32_t) * (R < N ? R : N) + sizeof(uint32_t)), mark = calloc(N, 1);
+    cand = malloc(sizeof(uint32_t) * R), mark = calloc(N, 1); /* a step's reads, or distinct pages */
     if (!s.next_use || !s.bytes || !s.pinned || !s.resident || !s.guard || !s.score || !s.prev || !s.next || !cand || !mark)
       st = IKV_E_NO_MEMORY;
   }

@@ -111,6 +111,21 @@ static void cyclic_reads_lru_and_belady(void **state) {
   assert_int_equal(ikv_sim_run(&t, &p, &opt), IKV_OK);
   assert_int_equal(opt.hits, STEPS - 1);
   ikv_trace_free(&t);
+  /* one page read five times a step: a miss counts per read, the page is
+   * fetched once, and Belady's prefetch list may repeat it */
+  assert_int_equal(ikv_trace_init(&t, &geo), IKV_OK);
+  for (uint32_t s = 0; s < 10; s++) {
+    assert_int_equal(ikv_trace_step(&t), IKV_OK);
+    for (int k = 0; k < 5; k++) assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){3, 9, IKV_INT8, IKV_SPAN_MEMORY}), IKV_OK);
+  }
+  for (int k = 0; k < IKV_PREDICTOR_COUNT; k++) {
+    p.predictor = (ikv_predictor)k, p.cache_fraction = 1.0;
+    assert_int_equal(ikv_sim_run(&t, &p, &opt), IKV_OK);
+    assert_int_equal(opt.refs, 50);
+    assert_int_equal(opt.hits, 45);
+    assert_int_equal(opt.bytes_demand, (uint64_t)geo.layers * ikv_page_layer_bytes(&geo, IKV_INT8));
+  }
+  ikv_trace_free(&t);
 }
 
 static void invariants_on_an_agentic_trace(void **state) {
