@@ -24,6 +24,7 @@ typedef struct sim {
   uint32_t *next_use;  /* [id] the next step the page is read, as of now */
   uint64_t *bytes;     /* [id] */
   uint8_t *pinned;     /* [id] policy: system and memory pages */
+  uint8_t *born;       /* [id] 1: written on the GPU when first read (not fetched) */
   uint8_t *resident;   /* [id] */
   uint32_t *guard;     /* [id] step whose reads it serves: not evicted while that step is on */
   float *score;        /* [id] history: decayed read frequency */
@@ -35,26 +36,55 @@ typedef struct sim {
 
 /* ---- page ids ---------------------------------------------------------------- */
 
+/* Open addressing from a 64-bit key to a slot holding NONE until set. */
+typedef struct idmap {
+  uint64_t *key;
+  uint32_t *val;
+  size_t mask;
+} idmap;
+
+static int idmap_init(idmap *m, size_t n) {
+  size_t slots = 1024;
+  while (slots < 2 * n) slots <<= 1;
+  m->key = malloc(sizeof(uint64_t) * slots), m->val = malloc(sizeof(uint32_t) * slots), m->mask = slots - 1;
+  if (m->val) memset(m->val, 0xff, sizeof(uint32_t) * slots);
+  return m->key && m->val;
+}
+
+static uint32_t *idmap_at(idmap *m, uint64_t k) {
+  size_t h = (size_t)((k * 0x9e3779b97f4a7c15ull) >> 20) & m->mask;
+  while (m->val[h] != NONE && m->key[h] != k) h = (h + 1) & m->mask;
+  m->key[h] = k;
+  return &m->val[h];
+}
+
+/* Dense page ids; and which pages were born on the GPU: first read past
+ * every page their sequence had in earlier steps (tokens write_kv just
+ * wrote), rather than fetched. Pages of step 0 start on the host. */
 static ikv_status assign_ids(sim *s) {
   const ikv_trace *t = s->t;
-  size_t slots = 1024;
-  while (slots < 2 * t->n_refs) slots <<= 1;
-  uint64_t *key = malloc(sizeof(uint64_t) * slots);
-  uint32_t *val = malloc(sizeof(uint32_t) * slots);
-  if (!key || !val) {
-    free(key), free(val);
-    return IKV_E_NO_MEMORY;
+  idmap pages, seqs;
+  ikv_status st = idmap_init(&pages, t->n_refs) && idmap_init(&seqs, t->n_refs) ? IKV_OK : IKV_E_NO_MEMORY;
+  s->born = st == IKV_OK ? calloc(t->n_refs, 1) : NULL; /* by id; ids never outnumber refs */
+  if (st == IKV_OK && !s->born) st = IKV_E_NO_MEMORY;
+  for (uint32_t step = 0; st == IKV_OK && step < t->n_steps; step++) {
+    for (uint32_t r = t->step_start[step]; r < t->step_start[step + 1]; r++) {
+      const ikv_trace_ref *ref = &t->refs[r];
+      uint32_t *v = idmap_at(&pages, (uint64_t)ref->seq << 32 | ref->page);
+      if (*v == NONE) {
+        const uint32_t high = *idmap_at(&seqs, ref->seq); /* pages 0 .. high - 1 existed before this step */
+        *v = s->n_ids++;
+        s->born[*v] = step > 0 && high != NONE && ref->page >= high;
+      }
+      s->id[r] = *v;
+    }
+    for (uint32_t r = t->step_start[step]; r < t->step_start[step + 1]; r++) {
+      uint32_t *high = idmap_at(&seqs, t->refs[r].seq);
+      if (*high == NONE || t->refs[r].page + 1 > *high) *high = t->refs[r].page + 1;
+    }
   }
-  memset(val, 0xff, sizeof(uint32_t) * slots);
-  for (size_t i = 0; i < t->n_refs; i++) {
-    const uint64_t k = (uint64_t)t->refs[i].seq << 32 | t->refs[i].page;
-    size_t h = (size_t)((k * 0x9e3779b97f4a7c15ull) >> 20) & (slots - 1);
-    while (val[h] != NONE && key[h] != k) h = (h + 1) & (slots - 1);
-    if (val[h] == NONE) key[h] = k, val[h] = s->n_ids++;
-    s->id[i] = val[h];
-  }
-  free(key), free(val);
-  return IKV_OK;
+  free(pages.key), free(pages.val), free(seqs.key), free(seqs.val);
+  return st;
 }
 
 /* ---- the LRU list ------------------------------------------------------------ */
@@ -228,11 +258,21 @@ ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_resu
   double stall = 0.0;
   for (uint32_t step = 0; st == IKV_OK && step < t->n_steps; step++) {
     uint64_t demand = 0;
-    for (uint32_t r = t->step_start[step]; r < t->step_start[step + 1]; r++) { /* what this step finds */
+    const uint32_t r0 = t->step_start[step], r1 = t->step_start[step + 1];
+    for (uint32_t r = r0; r < r1; r++) /* what the step reads stays while it runs */
+      if (s.resident[s.id[r]]) s.guard[s.id[r]] = step;
+    for (uint32_t r = r0; r < r1; r++) { /* pages write_kv just made: in without a transfer */
+      const uint32_t i = s.id[r];
+      if (s.born[i] != 1) continue;
+      s.born[i] = 2;
+      if (!insert(&s, i, step)) s.guard[i] = step; /* written and read, not kept */
+    }
+    for (uint32_t r = r0; r < r1; r++) { /* what this step finds */
       const uint32_t i = s.id[r];
       out->refs++;
-      if (s.resident[i]) out->hits++, s.guard[i] = step; /* not evicted while the step runs */
+      if (s.resident[i] || s.born[i]) out->hits++;
     }
+    for (uint32_t r = r0; r < r1; r++) s.born[s.id[r]] = 0;
     for (uint32_t r = t->step_start[step]; r < t->step_start[step + 1]; r++) {
       const uint32_t i = s.id[r];
       s.next_use[i] = s.next_ref[r];
@@ -253,6 +293,7 @@ ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_resu
     double moved = 0.0;
     for (uint32_t k = 0; k < n; k++) {
       const uint32_t i = cand[k];
+      if (s.born[i]) continue; /* the next step writes it */
       if (s.resident[i]) {
         s.guard[i] = step + 1; /* keep what the next step will read */
         continue;
@@ -271,7 +312,7 @@ ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_resu
     out->hit_rate = (double)out->hits / (double)out->refs;
     out->stall_us_per_step = stall / t->n_steps;
   }
-  free(s.id), free(s.next_ref), free(s.next_use), free(s.bytes), free(s.pinned), free(s.resident), free(s.guard);
+  free(s.id), free(s.next_ref), free(s.next_use), free(s.bytes), free(s.pinned), free(s.born), free(s.resident), free(s.guard);
   free(s.score), free(s.prev), free(s.next), free(s.heap), free(cand), free(mark);
   return st;
 }

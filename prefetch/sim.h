@@ -3,8 +3,11 @@
  * replays a trace (prefetch/trace.h) under one predictor, with a link model
  * that turns the bytes fetched on demand into stall time.
  *
- * Each step: the pages the step reads that are resident are hits; the rest
- * are fetched on demand (their bytes over the link are stall time) and
+ * Each step: the pages the step reads that are resident are hits, and so
+ * are pages first read past every page their sequence had in earlier steps
+ * (appended tokens, written on the GPU: inserted without a transfer; the
+ * context of step 0 starts on the host); the rest are fetched on demand
+ * (their bytes over the link are stall time) and
  * inserted, evicting by the predictor's rule but never a page the step
  * reads. Then the predictor prefetches for the next step, up to what the
  * link moves during a step's compute (link_gbs x step_us), again evicting

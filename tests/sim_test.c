@@ -81,35 +81,49 @@ static void malformed_traces_are_refused(void **state) {
   ikv_trace_free(&t);
 }
 
-/* Pages 0, 1, 2, 0, 1, 2, ... one a step, with room for two: LRU always
- * evicts the page needed next (no hits); Belady keeps two pages and reads
- * the third through (two hits in three after the cold start). */
+/* Step 0 reads pages 0, 1, 2 (from the host); then one a step, 0, 1, 2,
+ * 0, ... with room for two: LRU keeps what step 0 left (two hits), then
+ * always evicts the page needed next; Belady keeps two pages and reads the
+ * third through; with time to prefetch, it brings each page just before
+ * its step. */
 static void cyclic_reads_lru_and_belady(void **state) {
   (void)state;
   ikv_trace t;
   assert_int_equal(ikv_trace_init(&t, &geo), IKV_OK);
-  enum { STEPS = 300 };
-  for (uint32_t s = 0; s < STEPS; s++) {
+  enum { STEPS = 301 };
+  assert_int_equal(ikv_trace_step(&t), IKV_OK);
+  for (uint32_t p = 0; p < 3; p++) assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){0, p, IKV_FP16, IKV_SPAN_DOCUMENT}), IKV_OK);
+  for (uint32_t s = 1; s < STEPS; s++) {
     assert_int_equal(ikv_trace_step(&t), IKV_OK);
-    assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){0, s % 3, IKV_FP16, IKV_SPAN_DOCUMENT}), IKV_OK);
+    assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){0, (s - 1) % 3, IKV_FP16, IKV_SPAN_DOCUMENT}), IKV_OK);
   }
   const uint64_t page = (uint64_t)geo.layers * ikv_page_layer_bytes(&geo, IKV_FP16);
   ikv_sim_params p = {.cache_fraction = 2.0 / 3.0 + 1e-9, .link_gbs = 10.0, .step_us = 0.0};
   ikv_sim_result lru, opt;
   p.predictor = IKV_PREDICT_NONE;
   assert_int_equal(ikv_sim_run(&t, &p, &lru), IKV_OK);
-  assert_int_equal(lru.refs, STEPS);
-  assert_int_equal(lru.hits, 0);
-  assert_int_equal(lru.bytes_demand, STEPS * page);
-  assert_true(lru.stall_us_per_step > 0.99 * page / 1e4 && lru.stall_us_per_step < 1.01 * page / 1e4);
+  assert_int_equal(lru.refs, STEPS + 2);
+  assert_int_equal(lru.hits, 2);
+  assert_int_equal(lru.bytes_demand, (lru.refs - lru.hits) * page);
+  assert_true(lru.stall_us_per_step > 0.99 * page / 1e4 && lru.stall_us_per_step < 1.01 * page / 1e4 * (STEPS + 2) / STEPS);
   p.predictor = IKV_PREDICT_BELADY; /* no time to prefetch: optimal replacement alone */
   assert_int_equal(ikv_sim_run(&t, &p, &opt), IKV_OK);
   assert_int_equal(opt.bytes_prefetch, 0);
-  assert_int_equal(opt.hits, 2 * (STEPS - 3) / 3);
-  /* with time to prefetch, Belady brings each page just before its step */
+  assert_int_equal(opt.hits, 2 * (STEPS - 1) / 3);
   p.step_us = 1e6;
   assert_int_equal(ikv_sim_run(&t, &p, &opt), IKV_OK);
   assert_int_equal(opt.hits, STEPS - 1);
+  ikv_trace_free(&t);
+  /* pages appended after step 0 were written on the GPU: hits, no transfer */
+  assert_int_equal(ikv_trace_init(&t, &geo), IKV_OK);
+  for (uint32_t s = 0; s < 20; s++) {
+    assert_int_equal(ikv_trace_step(&t), IKV_OK);
+    assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){1, s, IKV_FP16, IKV_SPAN_RECENT}), IKV_OK);
+  }
+  p.predictor = IKV_PREDICT_NONE, p.cache_fraction = 0.1;
+  assert_int_equal(ikv_sim_run(&t, &p, &lru), IKV_OK);
+  assert_int_equal(lru.hits, 19); /* all but step 0's page */
+  assert_int_equal(lru.bytes_demand, page);
   ikv_trace_free(&t);
   /* one page read five times a step: a miss counts per read, the page is
    * fetched once, and Belady's prefetch list may repeat it */
