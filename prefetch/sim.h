@@ -22,8 +22,10 @@ typedef enum ikv_predictor {
   IKV_PREDICT_NONE = 0, /* "lru_no_prefetch": demand fetch, least recently used leaves */
   IKV_PREDICT_HISTORY,  /* "history": pages of the last 8 steps by decayed frequency; LRU */
   IKV_PREDICT_POLICY,   /* "policy": history, and system/memory pages never leave once in */
-  IKV_PREDICT_BELADY,   /* "belady": knows the future: prefetches the next step's pages and
-                           evicts the page used farthest ahead (the upper bound) */
+  IKV_PREDICT_HINTS,    /* "hints": the scheduler's hints of the step first, then history */
+  IKV_PREDICT_BELADY,   /* "belady": knows the future: prefetches the next 8 steps' pages,
+                           soonest first, and evicts the page used farthest ahead (the
+                           reference the others are held to) */
   IKV_PREDICTOR_COUNT
 } ikv_predictor;
 

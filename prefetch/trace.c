@@ -18,6 +18,7 @@ void ikv_trace_free(ikv_trace *t) {
   if (!t) return;
   free(t->step_start);
   free(t->refs);
+  free(t->hints);
   memset(t, 0, sizeof(*t));
 }
 
@@ -53,17 +54,33 @@ ikv_status ikv_trace_push(ikv_trace *t, ikv_trace_ref ref) {
   return IKV_OK;
 }
 
+ikv_status ikv_trace_add_hint(ikv_trace *t, uint32_t seq, uint32_t first, uint32_t count) {
+  if (!t) return IKV_E_NULL;
+  if (!t->n_steps || !count || first + (uint64_t)count > UINT32_MAX) return IKV_E_INVALID;
+  if (t->n_hints == t->cap_hints) {
+    size_t cap = t->cap_hints ? 2 * t->cap_hints : 64;
+    ikv_trace_hint *h = realloc(t->hints, sizeof(ikv_trace_hint) * cap);
+    if (!h) return IKV_E_NO_MEMORY;
+    t->hints = h, t->cap_hints = cap;
+  }
+  t->hints[t->n_hints++] = (ikv_trace_hint){t->n_steps - 1, seq, first, count};
+  return IKV_OK;
+}
+
 ikv_status ikv_trace_write(const ikv_trace *t, FILE *out) {
   if (!t || !out) return IKV_E_NULL;
   const ikv_geometry *g = &t->geometry;
   fprintf(out, "ikv-trace 1 layers=%u kv_heads=%u head_dim=%u page_size=%u\n", g->layers, g->kv_heads, g->head_dim,
           g->page_size);
+  size_t h = 0;
   for (uint32_t s = 0; s < t->n_steps; s++) {
     fputs("step\n", out);
     for (uint32_t i = t->step_start[s]; i < t->step_start[s + 1]; i++) {
       const ikv_trace_ref *r = &t->refs[i];
       fprintf(out, "%u %u %s %s\n", r->seq, r->page, ikv_precision_name(r->precision), ikv_span_kind_name(r->kind));
     }
+    for (; h < t->n_hints && t->hints[h].step == s; h++)
+      fprintf(out, "hint %u %u %u\n", t->hints[h].seq, t->hints[h].first, t->hints[h].count);
   }
   return ferror(out) ? IKV_E_IO : IKV_OK;
 }
@@ -107,8 +124,15 @@ ikv_status ikv_trace_read(FILE *in, ikv_trace *out, char *err, size_t err_cap) {
       st = ikv_trace_step(&t);
       continue;
     }
-    unsigned seq, page;
+    unsigned seq, page, count;
     char prec[32], kind[32], extra;
+    if (!strncmp(line, "hint ", 5)) {
+      if (sscanf(line, "hint %u %u %u %c", &seq, &page, &count, &extra) != 3 || !count)
+        st = fail_line(err, err_cap, n, "expected 'hint <seq> <first page> <count>' (count >= 1)");
+      else if (!t.n_steps) st = fail_line(err, err_cap, n, "a hint before the first 'step'");
+      else st = ikv_trace_add_hint(&t, seq, page, count);
+      continue;
+    }
     if (sscanf(line, "%u %u %31s %31s %c", &seq, &page, prec, kind, &extra) != 4) {
       st = fail_line(err, err_cap, n, "expected 'step' or '<seq> <page> <precision> <kind>'");
       break;
@@ -140,6 +164,7 @@ enum { SYSTEM_TOKENS = 2048, MEMORY_TOKENS = 1024, DOCS = 8, DOC_TOKENS = 8192, 
        BURST_TOKENS = 2048, BURST_EVERY = 12, BURST_HOT_STEPS = 6, TOPIC_STEPS = 40, REREAD_EVERY = 9 };
 
 typedef struct agent {
+  uint32_t reread_from; /* the next re-read's first page in its document, drawn (and hinted) a step early */
   uint32_t tokens;     /* grows every step, and by a burst every BURST_EVERY steps */
   uint32_t topic;      /* the document the agent works on */
   uint32_t focus;      /* the page inside it the agent reads around */
@@ -181,7 +206,7 @@ ikv_status ikv_trace_generate(const ikv_trace_gen_params *gp, ikv_trace *out) {
   }
   uint64_t x = gp->seed * 0x9e3779b97f4a7c15ull + 1;
   for (uint32_t s = 0; s < gp->sequences; s++)
-    a[s] = (agent){start, below(&x, DOCS), below(&x, DOC_TOKENS / P), 0, 0};
+    a[s] = (agent){below(&x, DOC_TOKENS / P / 2), start, below(&x, DOCS), below(&x, DOC_TOKENS / P), 0, 0};
   const uint32_t doc_pages = DOC_TOKENS / P;
   for (uint32_t step = 0; step < gp->steps && st == IKV_OK; step++) {
     st = ikv_trace_step(&t);
@@ -205,9 +230,13 @@ ikv_status ikv_trace_generate(const ikv_trace_gen_params *gp, ikv_trace *out) {
       const uint32_t hi = lo + doc_pages / 4 < doc_pages ? lo + doc_pages / 4 : doc_pages;
       if (st == IKV_OK) st = push_range(&t, s, d0 + lo, d0 + hi, IKV_INT8, IKV_SPAN_DOCUMENT, seen);
       if (st == IKV_OK && step % REREAD_EVERY == 0) { /* another document re-read in part */
-        const uint32_t d = doc_page(P, (ag->topic + 1 + step / REREAD_EVERY) % DOCS), from = below(&x, doc_pages / 2);
-        st = push_range(&t, s, d + from, d + from + doc_pages / 8, IKV_INT8, IKV_SPAN_DOCUMENT, seen);
+        const uint32_t d = doc_page(P, (ag->topic + 1 + step / REREAD_EVERY) % DOCS);
+        st = push_range(&t, s, d + ag->reread_from, d + ag->reread_from + doc_pages / 8, IKV_INT8, IKV_SPAN_DOCUMENT, seen);
+        ag->reread_from = below(&x, doc_pages / 2);
       }
+      if (st == IKV_OK && (step + 1) % REREAD_EVERY == 0) /* the scheduler announces the next re-read */
+        st = ikv_trace_add_hint(&t, s, doc_page(P, (ag->topic + 1 + (step + 1) / REREAD_EVERY) % DOCS) + ag->reread_from,
+                                doc_pages / 8);
       if (st == IKV_OK && ag->burst_step + BURST_HOT_STEPS > step && ag->last_burst) /* the latest tool output */
         st = push_range(&t, s, ag->last_burst, ag->last_burst + BURST_TOKENS / P, IKV_FP8_E4M3, IKV_SPAN_TOOL_OUTPUT, seen);
       if (st == IKV_OK) /* the recent window */

