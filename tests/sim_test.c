@@ -41,6 +41,9 @@ static void text_round_trip(void **state) {
     assert_int_equal(back.refs[i].precision, t.refs[i].precision);
     assert_int_equal(back.refs[i].kind, t.refs[i].kind);
   }
+  assert_true(t.n_hints > 0);
+  assert_int_equal(back.n_hints, t.n_hints);
+  assert_memory_equal(back.hints, t.hints, sizeof(ikv_trace_hint) * t.n_hints);
   ikv_trace_free(&back), ikv_trace_free(&t);
 }
 
@@ -58,6 +61,9 @@ static void malformed_traces_are_refused(void **state) {
       {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\n0 1 fp16 planet\n", "line 3"},
       {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\n0 1 fp16 system x\n", "line 3"},
       {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\nstep\n-1 1 fp16\n", "line 4"},
+      {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nhint 0 1 2\n", "line 2"},
+      {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\nhint 0 1 0\n", "line 3"},
+      {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\nhint 0 1\n", "line 3"},
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
     FILE *f = tmpfile();
@@ -113,6 +119,25 @@ static void cyclic_reads_lru_and_belady(void **state) {
   p.step_us = 1e6;
   assert_int_equal(ikv_sim_run(&t, &p, &opt), IKV_OK);
   assert_int_equal(opt.hits, STEPS - 1);
+  ikv_trace_free(&t);
+  /* a hint during step 0 names page 3 (of the step-0 context, on the
+   * host), read at step 1: only the hints predictor (and Belady, which
+   * knows) has it in time */
+  assert_int_equal(ikv_trace_init(&t, &geo), IKV_OK);
+  assert_int_equal(ikv_trace_step(&t), IKV_OK);
+  for (uint32_t pg = 0; pg < 8; pg++)
+    if (pg != 3) assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){2, pg, IKV_FP16, IKV_SPAN_DOCUMENT}), IKV_OK);
+  assert_int_equal(ikv_trace_add_hint(&t, 2, 3, 1), IKV_OK);
+  assert_int_equal(ikv_trace_add_hint(&t, 2, 3, 0), IKV_E_INVALID);
+  assert_int_equal(ikv_trace_step(&t), IKV_OK);
+  assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){2, 3, IKV_FP16, IKV_SPAN_DOCUMENT}), IKV_OK);
+  p.cache_fraction = 1.0, p.step_us = 1e6;
+  const int expect[IKV_PREDICTOR_COUNT] = {[IKV_PREDICT_HINTS] = 1, [IKV_PREDICT_BELADY] = 1};
+  for (int k = 0; k < IKV_PREDICTOR_COUNT; k++) {
+    p.predictor = (ikv_predictor)k;
+    assert_int_equal(ikv_sim_run(&t, &p, &lru), IKV_OK);
+    if ((int)lru.hits != expect[k]) fail_msg("%s: %llu hits", ikv_predictor_name(k), (unsigned long long)lru.hits);
+  }
   ikv_trace_free(&t);
   /* pages appended after step 0 were written on the GPU: hits, no transfer */
   assert_int_equal(ikv_trace_init(&t, &geo), IKV_OK);
