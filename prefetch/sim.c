@@ -12,8 +12,8 @@
 enum { HISTORY_STEPS = 8, LOOKAHEAD_STEPS = 8 };
 static const float history_decay = 0.7f;
 
-static const char *const predictor_names[IKV_PREDICTOR_COUNT] = {"lru_no_prefetch", "history", "policy", "hints",
-                                                                  "belady"};
+static const char *const predictor_names[IKV_PREDICTOR_COUNT] = {"lru_no_prefetch", "history",   "policy",
+                                                                  "score_margin",    "hints",     "belady"};
 const char *ikv_predictor_name(int p) { return p >= 0 && p < IKV_PREDICTOR_COUNT ? predictor_names[p] : NULL; }
 
 typedef struct sim {
@@ -26,7 +26,8 @@ typedef struct sim {
   uint64_t *bytes;     /* [id] */
   uint8_t *pinned;     /* [id] policy: system and memory pages */
   uint8_t *born;       /* [id] 1: written on the GPU when first read (not fetched) */
-  uint32_t *hint_start, *hint_id; /* CSR by step: ids of the pages hinted during it (read at some point) */
+  /* per hint source, CSR by step: ids of the pages hinted during it (those read at some point) */
+  uint32_t *hint_start[IKV_HINT_SOURCE_COUNT], *hint_id[IKV_HINT_SOURCE_COUNT];
   uint8_t *resident;   /* [id] */
   uint32_t *guard;     /* [id] step whose reads it serves: not evicted while that step is on */
   float *score;        /* [id] history: decayed read frequency */
@@ -85,23 +86,29 @@ static ikv_status assign_ids(sim *s) {
       if (*high == NONE || t->refs[r].page + 1 > *high) *high = t->refs[r].page + 1;
     }
   }
-  /* the hinted pages that the trace reads at some point, by step */
-  size_t n_hinted = 0;
-  for (size_t h = 0; h < t->n_hints; h++) n_hinted += t->hints[h].count;
-  s->hint_start = st == IKV_OK ? calloc(t->n_steps + 1, sizeof(uint32_t)) : NULL;
-  s->hint_id = st == IKV_OK ? malloc(sizeof(uint32_t) * (n_hinted + 1)) : NULL;
-  if (st == IKV_OK && (!s->hint_start || !s->hint_id || n_hinted > UINT32_MAX)) st = IKV_E_NO_MEMORY;
-  uint32_t n = 0;
-  for (size_t h = 0; st == IKV_OK && h < t->n_hints; h++) {
-    const ikv_trace_hint *hn = &t->hints[h];
-    for (uint64_t p = hn->first; p < (uint64_t)hn->first + hn->count; p++) {
-      const uint32_t id = *idmap_at(&pages, (uint64_t)hn->seq << 32 | (uint32_t)p);
-      if (id != NONE) s->hint_id[n++] = id;
+  /* the hinted pages that the trace reads at some point, by source and step */
+  for (int src = 0; st == IKV_OK && src < IKV_HINT_SOURCE_COUNT; src++) {
+    size_t n_hinted = 0;
+    for (size_t h = 0; h < t->n_hints; h++) n_hinted += t->hints[h].source == (uint32_t)src ? t->hints[h].count : 0;
+    uint32_t *start = s->hint_start[src] = calloc(t->n_steps + 1, sizeof(uint32_t));
+    uint32_t *ids = s->hint_id[src] = malloc(sizeof(uint32_t) * (n_hinted + 1));
+    if (!start || !ids || n_hinted > UINT32_MAX) {
+      st = IKV_E_NO_MEMORY;
+      break;
     }
-    s->hint_start[hn->step + 1] = n;
+    uint32_t n = 0;
+    for (size_t h = 0; h < t->n_hints; h++) {
+      const ikv_trace_hint *hn = &t->hints[h];
+      if (hn->source != (uint32_t)src) continue;
+      for (uint64_t p = hn->first; p < (uint64_t)hn->first + hn->count; p++) {
+        const uint32_t id = *idmap_at(&pages, (uint64_t)hn->seq << 32 | (uint32_t)p);
+        if (id != NONE) ids[n++] = id;
+      }
+      start[hn->step + 1] = n;
+    }
+    for (uint32_t step = 1; step <= t->n_steps; step++)
+      if (start[step] < start[step - 1]) start[step] = start[step - 1];
   }
-  for (uint32_t step = 1; st == IKV_OK && step <= t->n_steps; step++)
-    if (s->hint_start[step] < s->hint_start[step - 1]) s->hint_start[step] = s->hint_start[step - 1];
   free(pages.key), free(pages.val), free(seqs.key), free(seqs.val);
   return st;
 }
@@ -222,11 +229,12 @@ static uint32_t predict(sim *s, uint32_t step, uint32_t *cand, uint8_t *mark) {
     for (uint32_t k = 0; k < n; k++) mark[cand[k]] = 0;
     return n;
   }
-  uint32_t n_hinted = 0;
-  if (s->p.predictor == IKV_PREDICT_HINTS) /* what the scheduler announced, first */
-    for (uint32_t k = s->hint_start[step]; k < s->hint_start[step + 1]; k++)
-      if (!mark[s->hint_id[k]]) mark[s->hint_id[k]] = 1, cand[n++] = s->hint_id[k];
-  n_hinted = n;
+  if (s->p.predictor == IKV_PREDICT_HINTS || s->p.predictor == IKV_PREDICT_MARGIN) { /* what the step said, first */
+    const int src = s->p.predictor == IKV_PREDICT_HINTS ? IKV_HINT_SCHEDULER : IKV_HINT_MARGIN;
+    for (uint32_t k = s->hint_start[src][step]; k < s->hint_start[src][step + 1]; k++)
+      if (!mark[s->hint_id[src][k]]) mark[s->hint_id[src][k]] = 1, cand[n++] = s->hint_id[src][k];
+  }
+  const uint32_t n_hinted = n;
   const uint32_t first = step + 1 > HISTORY_STEPS ? step + 1 - HISTORY_STEPS : 0;
   for (uint32_t st = first; st <= step; st++)
     for (uint32_t r = t->step_start[st]; r < t->step_start[st + 1]; r++)
@@ -338,6 +346,7 @@ ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_resu
     out->stall_us_per_step = stall / t->n_steps;
   }
   free(s.id), free(s.next_ref), free(s.next_use), free(s.bytes), free(s.pinned), free(s.born), free(s.resident), free(s.guard);
-  free(s.score), free(s.prev), free(s.next), free(s.heap), free(cand), free(mark), free(s.hint_start), free(s.hint_id);
+  free(s.score), free(s.prev), free(s.next), free(s.heap), free(cand), free(mark);
+  for (int src = 0; src < IKV_HINT_SOURCE_COUNT; src++) free(s.hint_start[src]), free(s.hint_id[src]);
   return st;
 }

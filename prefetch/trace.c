@@ -54,16 +54,19 @@ ikv_status ikv_trace_push(ikv_trace *t, ikv_trace_ref ref) {
   return IKV_OK;
 }
 
-ikv_status ikv_trace_add_hint(ikv_trace *t, uint32_t seq, uint32_t first, uint32_t count) {
+static const char *const hint_words[IKV_HINT_SOURCE_COUNT] = {"hint", "near"};
+
+ikv_status ikv_trace_add_hint(ikv_trace *t, ikv_hint_source source, uint32_t seq, uint32_t first, uint32_t count) {
   if (!t) return IKV_E_NULL;
-  if (!t->n_steps || !count || first + (uint64_t)count > UINT32_MAX) return IKV_E_INVALID;
+  if (!t->n_steps || !count || first + (uint64_t)count > UINT32_MAX || (unsigned)source >= IKV_HINT_SOURCE_COUNT)
+    return IKV_E_INVALID;
   if (t->n_hints == t->cap_hints) {
     size_t cap = t->cap_hints ? 2 * t->cap_hints : 64;
     ikv_trace_hint *h = realloc(t->hints, sizeof(ikv_trace_hint) * cap);
     if (!h) return IKV_E_NO_MEMORY;
     t->hints = h, t->cap_hints = cap;
   }
-  t->hints[t->n_hints++] = (ikv_trace_hint){t->n_steps - 1, seq, first, count};
+  t->hints[t->n_hints++] = (ikv_trace_hint){t->n_steps - 1, seq, first, count, source};
   return IKV_OK;
 }
 
@@ -80,7 +83,8 @@ ikv_status ikv_trace_write(const ikv_trace *t, FILE *out) {
       fprintf(out, "%u %u %s %s\n", r->seq, r->page, ikv_precision_name(r->precision), ikv_span_kind_name(r->kind));
     }
     for (; h < t->n_hints && t->hints[h].step == s; h++)
-      fprintf(out, "hint %u %u %u\n", t->hints[h].seq, t->hints[h].first, t->hints[h].count);
+      fprintf(out, "%s %u %u %u\n", hint_words[t->hints[h].source], t->hints[h].seq, t->hints[h].first,
+              t->hints[h].count);
   }
   return ferror(out) ? IKV_E_IO : IKV_OK;
 }
@@ -126,11 +130,13 @@ ikv_status ikv_trace_read(FILE *in, ikv_trace *out, char *err, size_t err_cap) {
     }
     unsigned seq, page, count;
     char prec[32], kind[32], extra;
-    if (!strncmp(line, "hint ", 5)) {
-      if (sscanf(line, "hint %u %u %u %c", &seq, &page, &count, &extra) != 3 || !count)
-        st = fail_line(err, err_cap, n, "expected 'hint <seq> <first page> <count>' (count >= 1)");
+    char word[8];
+    if (sscanf(line, "%7s", word) == 1 && (!strcmp(word, hint_words[0]) || !strcmp(word, hint_words[1]))) {
+      const ikv_hint_source src = strcmp(word, hint_words[0]) ? IKV_HINT_MARGIN : IKV_HINT_SCHEDULER;
+      if (sscanf(line + strlen(word), " %u %u %u %c", &seq, &page, &count, &extra) != 3 || !count)
+        st = fail_line(err, err_cap, n, "expected 'hint|near <seq> <first page> <count>' (count >= 1)");
       else if (!t.n_steps) st = fail_line(err, err_cap, n, "a hint before the first 'step'");
-      else st = ikv_trace_add_hint(&t, seq, page, count);
+      else st = ikv_trace_add_hint(&t, src, seq, page, count);
       continue;
     }
     if (sscanf(line, "%u %u %31s %31s %c", &seq, &page, prec, kind, &extra) != 4) {
@@ -161,7 +167,8 @@ static uint64_t next(uint64_t *x) {
 static uint32_t below(uint64_t *x, uint32_t n) { return n ? (uint32_t)(next(x) % n) : 0; }
 
 enum { SYSTEM_TOKENS = 2048, MEMORY_TOKENS = 1024, DOCS = 8, DOC_TOKENS = 8192, RECENT_TOKENS = 1024,
-       BURST_TOKENS = 2048, BURST_EVERY = 12, BURST_HOT_STEPS = 6, TOPIC_STEPS = 40, REREAD_EVERY = 9 };
+       BURST_TOKENS = 2048, BURST_EVERY = 12, BURST_HOT_STEPS = 6, TOPIC_STEPS = 40, REREAD_EVERY = 9,
+       NEAR_PAGES = 4 };
 
 typedef struct agent {
   uint32_t reread_from; /* the next re-read's first page in its document, drawn (and hinted) a step early */
@@ -229,13 +236,16 @@ ikv_status ikv_trace_generate(const ikv_trace_gen_params *gp, ikv_trace *out) {
       const uint32_t d0 = doc_page(P, ag->topic), lo = ag->focus > doc_pages / 8 ? ag->focus - doc_pages / 8 : 0;
       const uint32_t hi = lo + doc_pages / 4 < doc_pages ? lo + doc_pages / 4 : doc_pages;
       if (st == IKV_OK) st = push_range(&t, s, d0 + lo, d0 + hi, IKV_INT8, IKV_SPAN_DOCUMENT, seen);
+      if (st == IKV_OK && hi < doc_pages) /* the pages just past the window scored just under the cut */
+        st = ikv_trace_add_hint(&t, IKV_HINT_MARGIN, s, d0 + hi, hi + NEAR_PAGES <= doc_pages ? NEAR_PAGES : doc_pages - hi);
       if (st == IKV_OK && step % REREAD_EVERY == 0) { /* another document re-read in part */
         const uint32_t d = doc_page(P, (ag->topic + 1 + step / REREAD_EVERY) % DOCS);
         st = push_range(&t, s, d + ag->reread_from, d + ag->reread_from + doc_pages / 8, IKV_INT8, IKV_SPAN_DOCUMENT, seen);
         ag->reread_from = below(&x, doc_pages / 2);
       }
       if (st == IKV_OK && (step + 1) % REREAD_EVERY == 0) /* the scheduler announces the next re-read */
-        st = ikv_trace_add_hint(&t, s, doc_page(P, (ag->topic + 1 + (step + 1) / REREAD_EVERY) % DOCS) + ag->reread_from,
+        st = ikv_trace_add_hint(&t, IKV_HINT_SCHEDULER, s,
+                                doc_page(P, (ag->topic + 1 + (step + 1) / REREAD_EVERY) % DOCS) + ag->reread_from,
                                 doc_pages / 8);
       if (st == IKV_OK && ag->burst_step + BURST_HOT_STEPS > step && ag->last_burst) /* the latest tool output */
         st = push_range(&t, s, ag->last_burst, ag->last_burst + BURST_TOKENS / P, IKV_FP8_E4M3, IKV_SPAN_TOOL_OUTPUT, seen);

@@ -8,6 +8,7 @@
  *   step
  *   <seq> <page> <precision> <kind>      e.g. "3 517 int8 document"
  *   hint <seq> <first page> <count>      the scheduler says these come next
+ *   near <seq> <first page> <count>      scored just under the selection cut
  *   ...
  *   step
  *   ...
@@ -32,10 +33,18 @@ typedef struct ikv_trace_ref {
   uint8_t kind;      /* ikv_span_kind */
 } ikv_trace_ref;
 
-/* A scheduler hint given during a step: pages [first, first + count) of a
- * sequence will be read soon (e.g. a document it is about to re-read). */
+/* What a step said about pages it did not read: */
+typedef enum ikv_hint_source {
+  IKV_HINT_SCHEDULER = 0, /* "hint": the scheduler will read them soon (a document it
+                             is about to re-read) */
+  IKV_HINT_MARGIN,        /* "near": their query-aware scores fell just under the cut */
+  IKV_HINT_SOURCE_COUNT
+} ikv_hint_source;
+
+/* Pages [first, first + count) of a sequence, said during step `step`. */
 typedef struct ikv_trace_hint {
   uint32_t step, seq, first, count;
+  uint32_t source; /* ikv_hint_source */
 } ikv_trace_hint;
 
 typedef struct ikv_trace {
@@ -56,7 +65,8 @@ void ikv_trace_free(ikv_trace *trace);
 ikv_status ikv_trace_step(ikv_trace *trace);
 ikv_status ikv_trace_push(ikv_trace *trace, ikv_trace_ref ref);
 /* A hint in the current step (count >= 1). */
-ikv_status ikv_trace_add_hint(ikv_trace *trace, uint32_t seq, uint32_t first, uint32_t count);
+ikv_status ikv_trace_add_hint(ikv_trace *trace, ikv_hint_source source, uint32_t seq, uint32_t first,
+                              uint32_t count);
 
 /* Writes the text form. IKV_E_IO on a write error. */
 ikv_status ikv_trace_write(const ikv_trace *trace, FILE *out);
@@ -79,7 +89,8 @@ typedef struct ikv_trace_gen_params {
  * in overlapping chunks, and each re-read in part at intervals; tool-output
  * bursts appended every few steps and read hard for a few steps after; a
  * recent window of 1,024 tokens that grows with the sequence. The scheduler
- * announces each re-read one step ahead (a hint). */
+ * announces each re-read one step ahead (a hint); the pages just outside the
+ * topic window are the near misses of the selection. */
 ikv_status ikv_trace_generate(const ikv_trace_gen_params *params, ikv_trace *trace);
 
 #endif /* IKV_PREFETCH_TRACE_H */

@@ -64,6 +64,7 @@ static void malformed_traces_are_refused(void **state) {
       {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nhint 0 1 2\n", "line 2"},
       {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\nhint 0 1 0\n", "line 3"},
       {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\nhint 0 1\n", "line 3"},
+      {"ikv-trace 1 layers=1 kv_heads=1 head_dim=64 page_size=16\nstep\nnear 0 1 2 3\n", "line 3"},
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
     FILE *f = tmpfile();
@@ -127,8 +128,10 @@ static void cyclic_reads_lru_and_belady(void **state) {
   assert_int_equal(ikv_trace_step(&t), IKV_OK);
   for (uint32_t pg = 0; pg < 8; pg++)
     if (pg != 3) assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){2, pg, IKV_FP16, IKV_SPAN_DOCUMENT}), IKV_OK);
-  assert_int_equal(ikv_trace_add_hint(&t, 2, 3, 1), IKV_OK);
-  assert_int_equal(ikv_trace_add_hint(&t, 2, 3, 0), IKV_E_INVALID);
+  assert_int_equal(ikv_trace_add_hint(&t, IKV_HINT_SCHEDULER, 2, 3, 1), IKV_OK);
+  assert_int_equal(ikv_trace_add_hint(&t, IKV_HINT_SCHEDULER, 2, 3, 0), IKV_E_INVALID);
+  assert_int_equal(ikv_trace_add_hint(&t, IKV_HINT_SOURCE_COUNT, 2, 3, 1), IKV_E_INVALID);
+  assert_int_equal(ikv_trace_add_hint(&t, IKV_HINT_MARGIN, 2, 4, 1), IKV_OK); /* a near miss never read */
   assert_int_equal(ikv_trace_step(&t), IKV_OK);
   assert_int_equal(ikv_trace_push(&t, (ikv_trace_ref){2, 3, IKV_FP16, IKV_SPAN_DOCUMENT}), IKV_OK);
   p.cache_fraction = 1.0, p.step_us = 1e6;

@@ -11,8 +11,9 @@ static const char usage[] =
     "               [--fractions F,F,...] [--link-gbs X] [--step-us X]\n\n"
     "Replays a page-selection trace (ikv trace gen) against GPU caches holding\n"
     "a fraction of the trace's KV bytes (default 0.05,0.1,0.2,0.3,0.5) under each\n"
-    "predictor: lru_no_prefetch (the floor), history, policy, hints (the trace's\n"
-    "scheduler hints), and belady (knows the future: the reference). A link of --link-gbs GB/s (default 50) turns\n"
+    "predictor: lru_no_prefetch (the floor), history, policy, score_margin (pages\n"
+    "scored just under the cut), hints (the trace's scheduler hints), and belady\n"
+    "(knows the future: the reference). A link of --link-gbs GB/s (default 50) turns\n"
     "bytes fetched on demand into stall time; prefetches move during each step's\n"
     "compute (--step-us, default 10000). Prints hit rate, bytes host->GPU and\n"
     "stall per step; --json prints one object whose `results` lists a row per\n"
@@ -54,7 +55,8 @@ typedef struct row {
 } row;
 
 static void write_svg(FILE *f, const row *rows, int n_rows, const double *fr, int n_fr) {
-  static const char *const colors[IKV_PREDICTOR_COUNT] = {"#888888", "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728"};
+  static const char *const colors[IKV_PREDICTOR_COUNT] = {"#888888", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e",
+                                                           "#d62728"};
   const double W = 640, H = 420, L = 60, R = 170, T = 30, B = 50, xmax = fr[n_fr - 1] > 0 ? fr[n_fr - 1] : 1;
   fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\" "
              "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
