@@ -73,6 +73,15 @@ ikv_status ikv_span_add(ikv_runtime *rt, ikv_seq_id seq, const ikv_span *span, i
 ikv_status ikv_span_update(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id, const ikv_span *span);
 ikv_status ikv_span_remove(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id);
 
+/* The scheduler will read this span soon (e.g. a tool output it is about to
+ * feed back): the next plan's prefetch hints (ikv_plan_prefetch_hints) list
+ * the span's pages that are not on the GPU tier, ahead of the router's own.
+ * A hint lasts one successful ikv_plan_build; a span gone by then is passed
+ * over. At most IKV_MAX_SPAN_HINTS wait at once (IKV_E_CAPACITY); an unknown
+ * sequence or span is refused (IKV_E_UNKNOWN_SEQ, IKV_E_UNKNOWN_SPAN). */
+#define IKV_MAX_SPAN_HINTS 64
+ikv_status ikv_span_hint(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id);
+
 /* ---- the step ------------------------------------------------------------ */
 
 /* Reserves n_tokens[i] new tokens for seqs[i]; writes each token's slot and

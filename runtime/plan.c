@@ -73,11 +73,12 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->chunks = malloc(sizeof(*pl->chunks) * (2 * S + 1));
   pl->spans = malloc(sizeof(ikv_span) * S);
   pl->span_ids = malloc(sizeof(ikv_span_id) * S);
+  pl->extents = malloc(sizeof(ikv_page_extent) * N);
   void *all[] = {pl->indptr, pl->seq_len, pl->slot, pl->page_index, pl->precision, pl->want, pl->first,
                  pl->last, pl->page, pl->work, pl->work_entries, pl->hints, pl->decisions, pl->touched,
                  pl->touched_stored, pl->touched_on_gpu, pl->page_want, pl->sel_want, pl->cand_want,
                  pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->rank_keys, pl->order,
-                 pl->span_order, pl->chunks, pl->spans, pl->span_ids};
+                 pl->span_order, pl->chunks, pl->spans, pl->span_ids, pl->extents};
   for (size_t i = 0; i < sizeof(all) / sizeof(*all); i++)
     if (!all[i]) {
       ikv_plan_destroy(pl);
@@ -109,7 +110,7 @@ void ikv_plan_destroy(ikv_plan *pl) {
                  pl->last, pl->page, pl->work, pl->work_entries, pl->hints, pl->decisions, pl->touched,
                  pl->touched_stored, pl->touched_on_gpu, pl->page_want, pl->sel_want, pl->cand_want,
                  pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->rank_keys, pl->order,
-                 pl->span_order, pl->chunks, pl->spans, pl->span_ids};
+                 pl->span_order, pl->chunks, pl->spans, pl->span_ids, pl->extents};
   for (size_t i = 0; i < sizeof(all) / sizeof(*all); i++) free(all[i]);
   free(pl);
 }
@@ -375,6 +376,22 @@ static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
   return IKV_OK;
 }
 
+/* The spans the scheduler said it will read soon: their pages not on the GPU
+ * tier lead the prefetch hints (spans gone since are passed over). */
+static void scheduler_hints(ikv_runtime *rt, ikv_plan *pl) {
+  for (uint32_t h = 0; h < rt->n_span_hints; h++) {
+    uint32_t n;
+    if (ikv_pt_span_pages(rt->pt, rt->span_hints[h].seq, rt->span_hints[h].span, pl->extents, pl->scratch_pages, &n) !=
+        IKV_OK)
+      continue;
+    for (uint32_t i = 0; i < n && pl->n_hints < pl->cap_entries; i++) {
+      ikv_pt_page_info info;
+      if (ikv_pt_page_get_info(rt->pt, pl->extents[i].page, &info) == IKV_OK && info.slot[IKV_TIER_GPU] < 0)
+        pl->hints[pl->n_hints++] = pl->extents[i].page;
+    }
+  }
+}
+
 ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
   if (!rt) return IKV_E_NULL;
   if (!pl || !req) return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: NULL argument");
@@ -388,6 +405,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   if (req->mode == IKV_PLAN_TABLES && pl->view.per_kv_head && req->batch &&
       req->tables.indptr[req->batch * rt->cfg.geometry.kv_heads] < 0)
     return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: indptr");
+  scheduler_hints(rt, pl);
   for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++)
     st = req->mode == IKV_PLAN_TABLES ? tables_sequence(rt, pl, req, b) : rt_route_sequence(rt, pl, req, b);
   /* The common step changes no page: every entry resolves at once. */
@@ -418,6 +436,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     pl->n_entries = pl->n_rows = pl->view.batch = 0;
     return st;
   }
+  rt->n_span_hints = 0; /* served */
   rt->errmsg[0] = 0;
   return IKV_OK;
 }

@@ -39,6 +39,7 @@ struct ikv_plan {
   int32_t *work_entries;
   /* prefetch hints, decisions, statistics */
   ikv_page_id *hints;
+  ikv_page_extent *extents; /* [pages]: a hinted span's pages */
   uint32_t n_hints;
   ikv_span_decision *decisions;
   uint32_t n_decisions;

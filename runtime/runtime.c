@@ -153,6 +153,19 @@ ikv_status ikv_span_remove(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id) {
   return done(rt, ikv_pt_span_remove(rt->pt, seq, id), "ikv_span_remove");
 }
 
+ikv_status ikv_span_hint(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id) {
+  if (!rt) return IKV_E_NULL;
+  uint32_t n;
+  ikv_status st = ikv_pt_span_pages(rt->pt, seq, id, NULL, 0, &n); /* the span exists (its size: no matter) */
+  if (st != IKV_OK && st != IKV_E_CAPACITY) return done(rt, st, "ikv_span_hint");
+  if (rt->n_span_hints == IKV_MAX_SPAN_HINTS)
+    return rt_fail(rt, IKV_E_CAPACITY, "ikv_span_hint: %d hints wait for the next plan already", IKV_MAX_SPAN_HINTS);
+  rt->span_hints[rt->n_span_hints].seq = seq, rt->span_hints[rt->n_span_hints].span = id;
+  rt->n_span_hints++;
+  rt->errmsg[0] = 0;
+  return IKV_OK;
+}
+
 ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n_tokens, uint32_t batch,
                       int64_t *slot_mapping, uint8_t *slot_precision) {
   if (!rt) return IKV_E_NULL;

@@ -21,6 +21,11 @@ struct ikv_runtime {
   uint16_t *fill;                         /* [page] rows written */
   /* CPU backend: key summaries of score_layer, [page][kv_head][head_dim] */
   float *kmin, *kmax, *ksum;
+  struct {
+    ikv_seq_id seq;
+    ikv_span_id span;
+  } span_hints[IKV_MAX_SPAN_HINTS]; /* ikv_span_hint: read by the next plan */
+  uint32_t n_span_hints;
   ikv_runtime_stats stats;
   ikv_plan *active;
   char errmsg[256];

@@ -281,6 +281,34 @@ static void offload_fetch_and_evict(void **state) {
   assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
   assert_true(fx_decode_error(&f, order2, 0) < 2e-3);
   assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  /* the scheduler hints a span of a (now partly on the host): the next
+   * plan's prefetch hints lead with its pages off the GPU, once */
+  ikv_span sp = {0, 64, IKV_SPAN_TOOL_OUTPUT, IKV_POLICY_ATTEND, 0.5f, IKV_UNPINNED_PRECISION};
+  ikv_span_id sid;
+  assert_int_equal(ikv_span_add(f.rt, f.ids[a], &sp, &sid), IKV_OK);
+  assert_int_equal(ikv_span_hint(f.rt, f.ids[a], sid + 100), IKV_E_UNKNOWN_SPAN);
+  assert_int_equal(ikv_span_hint(f.rt, 999999, sid), IKV_E_UNKNOWN_SEQ);
+  assert_int_equal(ikv_span_hint(f.rt, f.ids[a], sid), IKV_OK);
+  req = router_request(&f.ids[b], 1, 0.0f);
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  const ikv_page_id *hinted = ikv_plan_prefetch_hints(f.plan, &n_hints);
+  uint32_t off_gpu = 0;
+  ikv_page_id a_pages[4];
+  assert_int_equal(ikv_pt_seq_pages(ikv_runtime_pagetable(f.rt), f.ids[a], 0, 4, a_pages), IKV_OK);
+  for (int i = 0; i < 4; i++) {
+    ikv_pt_page_info info;
+    assert_int_equal(ikv_pt_page_get_info(ikv_runtime_pagetable(f.rt), a_pages[i], &info), IKV_OK);
+    if (info.slot[IKV_TIER_GPU] < 0) assert_int_equal(hinted[off_gpu++], a_pages[i]); /* in logical order, first */
+  }
+  assert_true(off_gpu > 0 && n_hints >= off_gpu);
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  hinted = ikv_plan_prefetch_hints(f.plan, &n_hints);
+  for (uint32_t i = 0; i < n_hints; i++)
+    for (int k = 0; k < 4; k++) assert_true(hinted[i] != a_pages[k] || n_hints == 0); /* served once */
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  for (int i = 0; i < IKV_MAX_SPAN_HINTS; i++) assert_int_equal(ikv_span_hint(f.rt, f.ids[a], sid), IKV_OK);
+  assert_int_equal(ikv_span_hint(f.rt, f.ids[a], sid), IKV_E_CAPACITY);
   /* a plan bigger than the GPU tier is refused */
   ikv_seq_id all[3] = {f.ids[a], f.ids[b], f.ids[c]};
   req = router_request(all, 3, 0.0f);
