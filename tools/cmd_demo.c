@@ -14,10 +14,11 @@
 #include "kernels/attention_ref.h"
 #include "kernels/device_probe.h"
 #include "runtime/intentkv.h"
+#include "prefetch/trace_record.h"
 #include "tools/ikv_cli.h"
 
 static const char usage[] =
-    "usage: ikv demo [--json] [--agents N] [--tokens N] [--backend cpu|cuda]\n\n"
+    "usage: ikv demo [--json] [--agents N] [--tokens N] [--backend cpu|cuda] [--trace FILE]\n\n"
     "Runs the runtime end to end (on the CUDA backend when a GPU is present, else\n"
     "the CPU backend; --backend chooses): N agent sequences (default 3)\n"
     "of about --tokens tokens (default 32768) built from semantic spans, then decode\n"
@@ -25,6 +26,7 @@ static const char usage[] =
     "and skipped per span kind, the precision mix, KV bytes read against dense FP16,\n"
     "the attention output's relative error against dense FP64 attention over all\n"
     "tokens, and the router's reasons. --json prints one JSON object instead.\n"
+    "--trace FILE records each step's plan as a page-selection trace (ikv sim).\n"
     "Geometry: 2 layers, 2 KV heads, 8 query heads, head_dim 64, 16-token pages.\n";
 
 enum { LAYERS = 2, H = 2, HQ = 8, D = 64, P = 16, MAX_AGENTS = 8, MAX_SPANS = 24 };
@@ -279,7 +281,14 @@ int ikv_cmd_demo(int argc, char **argv) {
     printf("{\"demo\": \"router\", \"backend\": \"%s\", \"agents\": %u, \"tokens\": %u, \"steps\": [", d.cuda ? "cuda" : "cpu",
            d.n_agents, tokens);
   ikv_seq_id ids[MAX_AGENTS];
-  for (uint32_t b = 0; b < d.n_agents; b++) ids[b] = d.agents[b].id;
+  uint32_t agent_numbers[MAX_AGENTS];
+  for (uint32_t b = 0; b < d.n_agents; b++) ids[b] = d.agents[b].id, agent_numbers[b] = b;
+  char path_buf[4096];
+  const char *trace_path = NULL;
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], "--trace")) trace_path = ikv_user_path(argv[i + 1], path_buf, sizeof(path_buf));
+  ikv_trace trace;
+  if (trace_path) IKV_CLI_CHECK(ikv_trace_init(&trace, &cfg.geometry));
   size_t nq = (size_t)d.n_agents * HQ * D;
   float *q = malloc(sizeof(float) * nq), *out = malloc(sizeof(float) * nq), *lse = malloc(sizeof(float) * d.n_agents * HQ);
   double worst[3] = {0, 0, 0};
@@ -290,6 +299,7 @@ int ikv_cmd_demo(int argc, char **argv) {
     ikv_plan_request req = {.seqs = ids, .batch = d.n_agents, .mode = IKV_PLAN_ROUTER};
     req.router = (ikv_router_params){.memory_pressure = pressures[s], .recent_tokens = 1024, .sink_tokens = 4, .default_score = 0.3f};
     IKV_CLI_CHECK(ikv_plan_build(d.rt, d.plan, &req));
+    if (trace_path) IKV_CLI_CHECK(ikv_trace_record_plan(&trace, d.rt, d.plan, ids, agent_numbers));
     for (uint32_t b = 0; b < d.n_agents; b++)
       for (int j = 0; j < HQ; j++)
         for (int i = 0; i < D; i++)
@@ -322,10 +332,19 @@ int ikv_cmd_demo(int argc, char **argv) {
     printf("\nsummary: worst out_rel_err %.2e at pressure 0.0, %.2e at 0.5, %.2e at 0.9 (reading %.1f%% of dense fp16 bytes)\n",
            worst[0], worst[1], worst[2], 100.0 * ratio_at_09);
   free(q), free(out), free(lse);
+  int rc = 0;
+  if (trace_path) {
+    FILE *f = fopen(trace_path, "w");
+    ikv_status st = f ? ikv_trace_write(&trace, f) : IKV_E_IO;
+    if (f && fclose(f) != 0) st = IKV_E_IO;
+    if (st != IKV_OK) fprintf(stderr, "ikv demo: writing %s: %s\n", trace_path, ikv_status_str(st)), rc = 1;
+    else fprintf(stderr, "ikv demo: %u steps, %zu page reads -> %s\n", trace.n_steps, trace.n_refs, trace_path);
+    ikv_trace_free(&trace);
+  }
   for (uint32_t b = 0; b < d.n_agents; b++)
     for (int l = 0; l < LAYERS; l++) free(d.agents[b].k[l]), free(d.agents[b].v[l]);
   ikv_plan_destroy(d.plan);
   ikv_runtime_destroy(d.rt);
   if (d.cuda) cudaFree(d.dev_kv), cudaFree(d.dev_q), cudaFree(d.dev_out);
-  return 0;
+  return rc;
 }
