@@ -30,6 +30,16 @@ const char *ikv_reason_str(ikv_reason reason) {
 
 /* ---- the plan object ------------------------------------------------------ */
 
+/* The plan's host buffers: one list for checking their allocation and for
+ * freeing them. */
+#define PLAN_HOST_BUFFERS(X)                                                                                   \
+  X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(work)             \
+  X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)            \
+  X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(rank_keys) X(order)         \
+  X(span_order) X(chunks) X(spans) X(span_ids) X(extents)
+#define PLAN_MISSING(field) !pl->field ||
+#define PLAN_FREE(field) free(pl->field);
+
 ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   if (!rt || !out) return IKV_E_NULL;
   ikv_plan *pl = calloc(1, sizeof(*pl));
@@ -74,16 +84,10 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->spans = malloc(sizeof(ikv_span) * S);
   pl->span_ids = malloc(sizeof(ikv_span_id) * S);
   pl->extents = malloc(sizeof(ikv_page_extent) * N);
-  void *all[] = {pl->indptr, pl->seq_len, pl->slot, pl->page_index, pl->precision, pl->want, pl->first,
-                 pl->last, pl->page, pl->work, pl->work_entries, pl->hints, pl->decisions, pl->touched,
-                 pl->touched_stored, pl->touched_on_gpu, pl->page_want, pl->sel_want, pl->cand_want,
-                 pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->rank_keys, pl->order,
-                 pl->span_order, pl->chunks, pl->spans, pl->span_ids, pl->extents};
-  for (size_t i = 0; i < sizeof(all) / sizeof(*all); i++)
-    if (!all[i]) {
-      ikv_plan_destroy(pl);
-      return IKV_E_NO_MEMORY;
-    }
+  if (PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
+    ikv_plan_destroy(pl);
+    return IKV_E_NO_MEMORY;
+  }
   ikv_status st = rt->be->plan_open(rt, pl);
   if (st != IKV_OK) {
     ikv_plan_destroy(pl);
@@ -106,12 +110,7 @@ void ikv_plan_destroy(ikv_plan *pl) {
   if (!pl) return;
   if (pl->rt && pl->rt->active == pl) ikv_step_end(pl->rt, pl);
   if (pl->rt) pl->rt->be->plan_close(pl);
-  void *all[] = {pl->indptr, pl->seq_len, pl->slot, pl->page_index, pl->precision, pl->want, pl->first,
-                 pl->last, pl->page, pl->work, pl->work_entries, pl->hints, pl->decisions, pl->touched,
-                 pl->touched_stored, pl->touched_on_gpu, pl->page_want, pl->sel_want, pl->cand_want,
-                 pl->sel_lo, pl->sel_hi, pl->cand_lo, pl->cand_hi, pl->head_sel, pl->rank_keys, pl->order,
-                 pl->span_order, pl->chunks, pl->spans, pl->span_ids, pl->extents};
-  for (size_t i = 0; i < sizeof(all) / sizeof(*all); i++) free(all[i]);
+  PLAN_HOST_BUFFERS(PLAN_FREE)
   free(pl);
 }
 

@@ -67,6 +67,7 @@ void ikv_runtime_destroy(ikv_runtime *rt) {
   if (!rt) return;
   rt->be->close(rt);
   free(rt->fill);
+  free(rt->token_pages);
   ikv_pt_destroy(rt->pt);
   free(rt);
 }
@@ -155,9 +156,9 @@ ikv_status ikv_span_remove(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id) {
 
 ikv_status ikv_span_hint(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id) {
   if (!rt) return IKV_E_NULL;
-  uint32_t n;
-  ikv_status st = ikv_pt_span_pages(rt->pt, seq, id, NULL, 0, &n); /* the span exists (its size: no matter) */
-  if (st != IKV_OK && st != IKV_E_CAPACITY) return done(rt, st, "ikv_span_hint");
+  ikv_span span;
+  ikv_status st = ikv_pt_span_get(rt->pt, seq, id, &span); /* it exists */
+  if (st != IKV_OK) return done(rt, st, "ikv_span_hint");
   if (rt->n_span_hints == IKV_MAX_SPAN_HINTS)
     return rt_fail(rt, IKV_E_CAPACITY, "ikv_span_hint: %d hints wait for the next plan already", IKV_MAX_SPAN_HINTS);
   rt->span_hints[rt->n_span_hints].seq = seq, rt->span_hints[rt->n_span_hints].span = id;
@@ -210,8 +211,12 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
   if (n && (!k || !v || !slot_mapping || !slot_precision)) return rt_fail(rt, IKV_E_NULL, "ikv_write_kv: NULL argument");
   if (layer >= g->layers) return rt_fail(rt, IKV_E_RANGE, "ikv_write_kv: layer %u of %u", layer, g->layers);
   if ((unsigned)dtype >= IKV_DTYPE_COUNT) return rt_fail(rt, IKV_E_INVALID, "ikv_write_kv: dtype %d", (int)dtype);
-  ikv_page_id *pages = malloc(sizeof(ikv_page_id) * (n ? n : 1));
-  if (!pages) return rt_fail(rt, IKV_E_NO_MEMORY, "ikv_write_kv: out of memory");
+  if (n > rt->cap_token_pages) { /* grows with the largest write seen, then stays */
+    ikv_page_id *bigger = realloc(rt->token_pages, sizeof(ikv_page_id) * n);
+    if (!bigger) return rt_fail(rt, IKV_E_NO_MEMORY, "ikv_write_kv: out of memory");
+    rt->token_pages = bigger, rt->cap_token_pages = n;
+  }
+  ikv_page_id *pages = rt->token_pages;
   ikv_status st = IKV_OK;
   for (uint32_t i = 0; i < n && st == IKV_OK; i++) {
     int p = slot_precision[i];
@@ -234,7 +239,6 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
     }
     rt->errmsg[0] = 0;
   }
-  free(pages);
   return st;
 }
 

@@ -19,6 +19,8 @@ struct ikv_runtime {
   uint32_t max_pages;                     /* page ids are below this */
   uint8_t **pools;                        /* [layer][tier][precision] base, NULL if 0 pages */
   uint16_t *fill;                         /* [page] rows written */
+  ikv_page_id *token_pages;               /* write_kv: each token's page (scratch) */
+  uint32_t cap_token_pages;
   /* CPU backend: key summaries of score_layer, [page][kv_head][head_dim] */
   float *kmin, *kmax, *ksum;
   struct {

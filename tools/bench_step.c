@@ -287,9 +287,8 @@ static void report_step(const stepper *st, variant var, const step_result *r, do
 int ikv_bench_step(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
   int json = ikv_has_flag(argc, argv, "--json"), first = 1;
-  uint32_t ctx = 32768;
-  for (int i = 1; i + 1 < argc; i++)
-    if (!strcmp(argv[i], "--context")) ctx = (uint32_t)strtoul(argv[i + 1], NULL, 10);
+  uint32_t ctx;
+  if (!ikv_flag_u32(argc, argv, "--context", 32768, &ctx)) return 2;
   if (ctx < 4096 || ctx > (1u << 20) || ctx % P) {
     fprintf(stderr, "ikv bench step: --context must be a multiple of %d in [4096, 1048576]\n", P);
     return 2;

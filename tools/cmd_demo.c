@@ -226,18 +226,13 @@ static void print_step(const demo *d, int step, float pressure, const ikv_plan_s
   }
 }
 
-static uint32_t flag_value(int argc, char **argv, const char *flag, uint32_t fallback) {
-  for (int i = 1; i + 1 < argc; i++)
-    if (!strcmp(argv[i], flag)) return (uint32_t)strtoul(argv[i + 1], NULL, 10);
-  return fallback;
-}
-
 int ikv_cmd_demo(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
   int json = ikv_has_flag(argc, argv, "--json");
   demo d = {.rng = 0xde70de70ull};
-  d.n_agents = flag_value(argc, argv, "--agents", 3);
-  uint32_t tokens = flag_value(argc, argv, "--tokens", 32768);
+  uint32_t tokens;
+  if (!ikv_flag_u32(argc, argv, "--agents", 3, &d.n_agents) || !ikv_flag_u32(argc, argv, "--tokens", 32768, &tokens))
+    return 2;
   if (d.n_agents < 1 || d.n_agents > MAX_AGENTS || tokens < 30000 || tokens > 1u << 20) {
     fprintf(stderr, "ikv demo: --agents 1..%d, --tokens 30000..1048576\n", MAX_AGENTS);
     return 2;
@@ -245,8 +240,8 @@ int ikv_cmd_demo(int argc, char **argv) {
   int gpus = 0;
   ikv_gpu_count(&gpus);
   d.cuda = gpus > 0;
-  for (int i = 1; i + 1 < argc; i++)
-    if (!strcmp(argv[i], "--backend")) d.cuda = !strcmp(argv[i + 1], "cuda");
+  const char *backend = ikv_flag_value(argc, argv, "--backend");
+  if (backend) d.cuda = !strcmp(backend, "cuda");
   if (d.cuda && !gpus) {
     fprintf(stderr, "ikv demo: --backend cuda, but no CUDA device\n");
     return 2;
@@ -284,9 +279,7 @@ int ikv_cmd_demo(int argc, char **argv) {
   uint32_t agent_numbers[MAX_AGENTS];
   for (uint32_t b = 0; b < d.n_agents; b++) ids[b] = d.agents[b].id, agent_numbers[b] = b;
   char path_buf[4096];
-  const char *trace_path = NULL;
-  for (int i = 1; i + 1 < argc; i++)
-    if (!strcmp(argv[i], "--trace")) trace_path = ikv_user_path(argv[i + 1], path_buf, sizeof(path_buf));
+  const char *trace_path = ikv_user_path(ikv_flag_value(argc, argv, "--trace"), path_buf, sizeof(path_buf));
   ikv_trace trace;
   if (trace_path) IKV_CLI_CHECK(ikv_trace_init(&trace, &cfg.geometry));
   size_t nq = (size_t)d.n_agents * HQ * D;

@@ -22,12 +22,6 @@ static const char usage[] =
 
 #define MAX_FRACTIONS 16
 
-static const char *arg_str(int argc, char **argv, const char *name) {
-  for (int i = 1; i + 1 < argc; i++)
-    if (!strcmp(argv[i], name)) return argv[i + 1];
-  return NULL;
-}
-
 static int parse_fractions(const char *s, double *out) {
   int n = 0;
   while (s && *s && n < MAX_FRACTIONS) {
@@ -86,16 +80,16 @@ static void write_svg(FILE *f, const row *rows, int n_rows, const double *fr, in
 int ikv_cmd_sim(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
   char b1[4096], b2[4096], b3[4096];
-  const char *path = ikv_user_path(arg_str(argc, argv, "--trace"), b1, sizeof(b1)),
-             *csv = ikv_user_path(arg_str(argc, argv, "--csv"), b2, sizeof(b2)),
-             *svg = ikv_user_path(arg_str(argc, argv, "--svg"), b3, sizeof(b3));
+  const char *path = ikv_user_path(ikv_flag_value(argc, argv, "--trace"), b1, sizeof(b1)),
+             *csv = ikv_user_path(ikv_flag_value(argc, argv, "--csv"), b2, sizeof(b2)),
+             *svg = ikv_user_path(ikv_flag_value(argc, argv, "--svg"), b3, sizeof(b3));
   const int json = ikv_has_flag(argc, argv, "--json");
   double fr[MAX_FRACTIONS] = {0.05, 0.1, 0.2, 0.3, 0.5};
   int n_fr = 5;
   ikv_sim_params p = {.link_gbs = 50.0, .step_us = 10000.0};
-  const char *frs = arg_str(argc, argv, "--fractions");
-  if (!path || (frs && !(n_fr = parse_fractions(frs, fr))) || !parse_positive(arg_str(argc, argv, "--link-gbs"), &p.link_gbs) ||
-      !parse_positive(arg_str(argc, argv, "--step-us"), &p.step_us) || !(p.link_gbs > 0)) {
+  const char *frs = ikv_flag_value(argc, argv, "--fractions");
+  if (!path || (frs && !(n_fr = parse_fractions(frs, fr))) || !parse_positive(ikv_flag_value(argc, argv, "--link-gbs"), &p.link_gbs) ||
+      !parse_positive(ikv_flag_value(argc, argv, "--step-us"), &p.step_us) || !(p.link_gbs > 0)) {
     fputs(path ? "ikv sim: bad --fractions (0 < f <= 1, comma-separated), --link-gbs or --step-us\n"
                : "ikv sim: --trace FILE is required\n", stderr);
     return 2;

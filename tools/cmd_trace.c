@@ -14,35 +14,19 @@ static const char usage[] =
     "read hard for a few steps, and a 1,024-token recent window. Defaults: seed 1,\n"
     "4 sequences, 200 steps, sequences growing to 131072 tokens.\n";
 
-static int arg_u32(int argc, char **argv, const char *name, uint32_t def, uint32_t *out) {
-  *out = def;
-  for (int i = 1; i < argc; i++)
-    if (!strcmp(argv[i], name)) {
-      char *end;
-      unsigned long v = i + 1 < argc ? strtoul(argv[i + 1], &end, 10) : 0;
-      if (i + 1 >= argc || *end || v > UINT32_MAX) {
-        fprintf(stderr, "ikv trace gen: %s needs a number\n", name);
-        return 0;
-      }
-      *out = (uint32_t)v;
-    }
-  return 1;
-}
-
 int ikv_cmd_trace(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
   if (argc < 2 || strcmp(argv[1], "gen")) {
     fputs(usage, stderr);
     return 2;
   }
-  const char *path = NULL;
   char buf[4096];
-  for (int i = 2; i + 1 < argc; i++)
-    if (!strcmp(argv[i], "--out")) path = ikv_user_path(argv[i + 1], buf, sizeof(buf));
+  const char *path = ikv_user_path(ikv_flag_value(argc, argv, "--out"), buf, sizeof(buf));
   ikv_trace_gen_params gp = {.geometry = {.layers = 32, .kv_heads = 8, .head_dim = 128, .page_size = 16}};
   uint32_t seed;
-  if (!path || !arg_u32(argc, argv, "--seed", 1, &seed) || !arg_u32(argc, argv, "--sequences", 4, &gp.sequences) ||
-      !arg_u32(argc, argv, "--steps", 200, &gp.steps) || !arg_u32(argc, argv, "--tokens", 131072, &gp.max_tokens)) {
+  if (!path || !ikv_flag_u32(argc, argv, "--seed", 1, &seed) ||
+      !ikv_flag_u32(argc, argv, "--sequences", 4, &gp.sequences) || !ikv_flag_u32(argc, argv, "--steps", 200, &gp.steps) ||
+      !ikv_flag_u32(argc, argv, "--tokens", 131072, &gp.max_tokens)) {
     if (!path) fputs("ikv trace gen: --out FILE is required\n", stderr);
     return 2;
   }

@@ -35,6 +35,26 @@ int ikv_has_flag(int argc, char **argv, const char *flag) {
   return 0;
 }
 
+const char *ikv_flag_value(int argc, char **argv, const char *name) {
+  for (int i = 1; i + 1 < argc; i++)
+    if (!strcmp(argv[i], name)) return argv[i + 1];
+  return NULL;
+}
+
+int ikv_flag_u32(int argc, char **argv, const char *name, uint32_t fallback, uint32_t *out) {
+  const char *v = ikv_flag_value(argc, argv, name);
+  *out = fallback;
+  if (!v) return 1;
+  char *end;
+  unsigned long x = strtoul(v, &end, 10);
+  if (end == v || *end || x > UINT32_MAX) {
+    fprintf(stderr, "ikv: %s needs a number, not '%s'\n", name, v);
+    return 0;
+  }
+  *out = (uint32_t)x;
+  return 1;
+}
+
 const char *ikv_user_path(const char *path, char *buf, size_t cap) {
   const char *cwd = getenv("BUILD_WORKING_DIRECTORY"); /* set by `bazel run` */
   if (!path || path[0] == '/' || !cwd || (size_t)snprintf(buf, cap, "%s/%s", cwd, path) >= cap) return path;

@@ -22,6 +22,11 @@ int ikv_bench_step(int argc, char **argv);
 int ikv_wants_help(int argc, char **argv, const char *usage);
 /* 1 if argv holds the flag. */
 int ikv_has_flag(int argc, char **argv, const char *flag);
+/* The argument after `name` in argv, or NULL. */
+const char *ikv_flag_value(int argc, char **argv, const char *name);
+/* *out = the number after `name`, or fallback when absent; 0 (and a message
+ * on stderr) when what follows is not a number. */
+int ikv_flag_u32(int argc, char **argv, const char *name, uint32_t fallback, uint32_t *out);
 /* A relative path as the user meant it: under `bazel run` the tool runs in
  * its runfiles, so the path is taken from BUILD_WORKING_DIRECTORY (into buf). */
 const char *ikv_user_path(const char *path, char *buf, size_t cap);
