@@ -9,12 +9,7 @@
 
 #define NEVER UINT32_MAX
 #define NONE UINT32_MAX
-enum { HISTORY_STEPS = 8, LOOKAHEAD_STEPS = 8 };
-static const float history_decay = 0.7f;
-
-static const char *const predictor_names[IKV_PREDICTOR_COUNT] = {"lru_no_prefetch", "history",   "policy",
-                                                                  "score_margin",    "hints",     "belady"};
-const char *ikv_predictor_name(int p) { return p >= 0 && p < IKV_PREDICTOR_COUNT ? predictor_names[p] : NULL; }
+enum { LOOKAHEAD_STEPS = 8 };
 
 typedef struct sim {
   const ikv_trace *t;
@@ -30,7 +25,7 @@ typedef struct sim {
   uint32_t *hint_start[IKV_HINT_SOURCE_COUNT], *hint_id[IKV_HINT_SOURCE_COUNT];
   uint8_t *resident;   /* [id] */
   uint32_t *guard;     /* [id] step whose reads it serves: not evicted while that step is on */
-  float *score;        /* [id] history: decayed read frequency */
+  ikv_history *history; /* decayed read frequencies, the last steps' reads */
   uint32_t *prev, *next, head, tail; /* LRU list of resident pages, most recent at head */
   uint64_t *heap;      /* belady: (next_use << 32 | id), a max-heap with stale entries */
   size_t heap_n, heap_cap;
@@ -211,13 +206,6 @@ static void touch(sim *s, uint32_t i, uint32_t step) {
 
 /* ---- prefetch ------------------------------------------------------------------ */
 
-static int by_score_desc(const void *a, const void *b, void *ctx) {
-  const float *sc = ctx;
-  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-  if (sc[x] != sc[y]) return sc[x] > sc[y] ? -1 : 1;
-  return x < y ? -1 : x > y;
-}
-
 /* After step `step`: candidates for step + 1, best first, into cand. */
 static uint32_t predict(sim *s, uint32_t step, uint32_t *cand, uint8_t *mark) {
   const ikv_trace *t = s->t;
@@ -229,19 +217,14 @@ static uint32_t predict(sim *s, uint32_t step, uint32_t *cand, uint8_t *mark) {
     for (uint32_t k = 0; k < n; k++) mark[cand[k]] = 0;
     return n;
   }
+  const uint32_t *first = NULL;
+  uint32_t n_first = 0;
   if (s->p.predictor == IKV_PREDICT_HINTS || s->p.predictor == IKV_PREDICT_MARGIN) { /* what the step said, first */
     const int src = s->p.predictor == IKV_PREDICT_HINTS ? IKV_HINT_SCHEDULER : IKV_HINT_MARGIN;
-    for (uint32_t k = s->hint_start[src][step]; k < s->hint_start[src][step + 1]; k++)
-      if (!mark[s->hint_id[src][k]]) mark[s->hint_id[src][k]] = 1, cand[n++] = s->hint_id[src][k];
+    first = s->hint_id[src] + s->hint_start[src][step];
+    n_first = s->hint_start[src][step + 1] - s->hint_start[src][step];
   }
-  const uint32_t n_hinted = n;
-  const uint32_t first = step + 1 > HISTORY_STEPS ? step + 1 - HISTORY_STEPS : 0;
-  for (uint32_t st = first; st <= step; st++)
-    for (uint32_t r = t->step_start[st]; r < t->step_start[st + 1]; r++)
-      if (!mark[s->id[r]]) mark[s->id[r]] = 1, cand[n++] = s->id[r];
-  for (uint32_t k = 0; k < n; k++) mark[cand[k]] = 0;
-  qsort_r(cand + n_hinted, n - n_hinted, sizeof(uint32_t), by_score_desc, s->score);
-  return n;
+  return ikv_predict_next(s->history, first, n_first, cand, (uint32_t)t->n_refs);
 }
 
 ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_result *out) {
@@ -262,9 +245,13 @@ ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_resu
   if (st == IKV_OK) {
     s.next_use = malloc(sizeof(uint32_t) * N), s.bytes = malloc(sizeof(uint64_t) * N);
     s.pinned = calloc(N, 1), s.resident = calloc(N, 1), s.guard = malloc(sizeof(uint32_t) * N);
-    s.score = calloc(N, sizeof(float)), s.prev = malloc(sizeof(uint32_t) * N), s.next = malloc(sizeof(uint32_t) * N);
+    uint32_t widest = 1;
+    for (uint32_t step = 0; step < t->n_steps; step++)
+      if (t->step_start[step + 1] - t->step_start[step] > widest) widest = t->step_start[step + 1] - t->step_start[step];
+    if (ikv_history_create(N, widest, &s.history) != IKV_OK) st = IKV_E_NO_MEMORY;
+    s.prev = malloc(sizeof(uint32_t) * N), s.next = malloc(sizeof(uint32_t) * N);
     cand = malloc(sizeof(uint32_t) * R), mark = calloc(N, 1); /* a step's reads, or distinct pages */
-    if (!s.next_use || !s.bytes || !s.pinned || !s.resident || !s.guard || !s.score || !s.prev || !s.next || !cand || !mark)
+    if (!s.next_use || !s.bytes || !s.pinned || !s.resident || !s.guard || !s.history || !s.prev || !s.next || !cand || !mark)
       st = IKV_E_NO_MEMORY;
   }
   if (st == IKV_OK) {
@@ -310,7 +297,6 @@ ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_resu
     for (uint32_t r = t->step_start[step]; r < t->step_start[step + 1]; r++) {
       const uint32_t i = s.id[r];
       s.next_use[i] = s.next_ref[r];
-      s.score[i] += 1.0f;
       if (s.resident[i]) {
         touch(&s, i, step);
       } else if (s.guard[i] != step) { /* first read of a missing page this step */
@@ -320,8 +306,8 @@ ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_resu
     }
     stall += (double)demand / bytes_per_us;
     out->bytes_demand += demand;
-    for (uint32_t i = 0; i < N && p->predictor != IKV_PREDICT_NONE && p->predictor != IKV_PREDICT_BELADY; i++)
-      s.score[i] *= history_decay;
+    ikv_history_record(s.history, s.id + r0, r1 - r0);
+    ikv_history_end_step(s.history);
     if (p->predictor == IKV_PREDICT_NONE) continue;
     const uint32_t n = predict(&s, step, cand, mark);
     double moved = 0.0;
@@ -346,7 +332,7 @@ ikv_status ikv_sim_run(const ikv_trace *t, const ikv_sim_params *p, ikv_sim_resu
     out->stall_us_per_step = stall / t->n_steps;
   }
   free(s.id), free(s.next_ref), free(s.next_use), free(s.bytes), free(s.pinned), free(s.born), free(s.resident), free(s.guard);
-  free(s.score), free(s.prev), free(s.next), free(s.heap), free(cand), free(mark);
+  ikv_history_destroy(s.history), free(s.prev), free(s.next), free(s.heap), free(cand), free(mark);
   for (int src = 0; src < IKV_HINT_SOURCE_COUNT; src++) free(s.hint_start[src]), free(s.hint_id[src]);
   return st;
 }

@@ -16,23 +16,8 @@
 #ifndef IKV_PREFETCH_SIM_H
 #define IKV_PREFETCH_SIM_H
 
+#include "prefetch/predict.h"
 #include "prefetch/trace.h"
-
-typedef enum ikv_predictor {
-  IKV_PREDICT_NONE = 0, /* "lru_no_prefetch": demand fetch, least recently used leaves */
-  IKV_PREDICT_HISTORY,  /* "history": pages of the last 8 steps by decayed frequency; LRU */
-  IKV_PREDICT_POLICY,   /* "policy": history, and system/memory pages never leave once in */
-  IKV_PREDICT_MARGIN,   /* "score_margin": pages scored just under the cut first, then history */
-  IKV_PREDICT_HINTS,    /* "hints": the scheduler's hints of the step first, then history */
-  IKV_PREDICT_BELADY,   /* "belady": knows the future: prefetches the next 8 steps' pages,
-                           soonest first, and evicts the page used farthest ahead (the
-                           reference the others are held to) */
-  IKV_PREDICTOR_COUNT
-} ikv_predictor;
-
-/* "lru_no_prefetch", "history", "policy", "score_margin", "hints", "belady";
- * NULL if out of range. */
-const char *ikv_predictor_name(int predictor);
 
 typedef struct ikv_sim_params {
   double cache_fraction; /* (0, 1]: cache bytes over the bytes of every distinct page of the trace */

@@ -12,12 +12,34 @@
 extern "C" {
 #endif
 
+/* One page's bytes (every layer) from one tier to the other. */
+typedef struct rt_move {
+  ikv_tier from;
+  ikv_precision precision;
+  int32_t src_slot, dst_slot;
+} rt_move;
+
+/* What a batch of moves is for: it decides the stream and the accounting. */
+typedef enum rt_move_kind {
+  RT_MOVE_EVICT = 0, /* GPU -> host on the runtime's stream */
+  RT_MOVE_DEMAND,    /* host -> GPU on the runtime's stream, before the decode that needs it (timed: a stall) */
+  RT_MOVE_PREFETCH   /* host -> GPU on the prefetch stream, after the runtime's stream's work so far */
+} rt_move_kind;
+
 typedef struct rt_backend {
   ikv_status (*open)(ikv_runtime *rt); /* pools, page summaries and the backend's own state */
   void (*close)(ikv_runtime *rt);
-  /* a page's bytes in every layer: copy-on-write or a tier move */
-  void (*copy_page)(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier, int32_t dst_slot,
-                    ikv_precision precision);
+  /* a page's bytes in every layer, within the GPU tier (copy-on-write) */
+  void (*copy_page)(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision precision);
+  /* pages between tiers, batched; a RT_MOVE_PREFETCH batch is numbered
+   * `batch` (1, 2, ... in issue order) for batch_landed and await_batch */
+  ikv_status (*move_pages)(ikv_runtime *rt, rt_move_kind kind, const rt_move *moves, uint32_t n, uint32_t batch);
+  /* whether prefetch batch `batch` (and every one before it) has landed; never blocks */
+  int (*batch_landed)(ikv_runtime *rt, uint32_t batch);
+  /* the runtime's stream, hence the next decode, waits for prefetch batch `batch` */
+  ikv_status (*await_batch)(ikv_runtime *rt, uint32_t batch);
+  /* device time of the demand batches finished since the last call, in us; never blocks */
+  double (*take_stall_us)(ikv_runtime *rt);
   /* a page's bytes in every layer and tier after a precision move */
   ikv_status (*convert_page)(ikv_runtime *rt, const ikv_pt_move *move, uint32_t rows);
   /* write_kv once the runtime has checked the slots */

@@ -27,16 +27,19 @@ ikv_layer_pools rt_layer_pools(const ikv_runtime *rt, uint32_t layer, ikv_tier t
   return lp;
 }
 
+/* Pools: the host tier's from the host-tier allocator (aligned; nothing to
+ * bind to without a GPU), the stand-in GPU tier's from malloc. */
 static ikv_status cpu_open(ikv_runtime *rt) {
   size_t n = (size_t)rt->cfg.geometry.layers * IKV_TIER_COUNT * IKV_PRECISION_COUNT;
   rt->pools = calloc(n, sizeof(uint8_t *));
-  if (!rt->pools || rt_summaries_create(rt) != IKV_OK) return IKV_E_NO_MEMORY;
+  if (!rt->pools || rt_summaries_create(rt) != IKV_OK || ikv_host_tier_open(NULL, &rt->host) != IKV_OK)
+    return IKV_E_NO_MEMORY;
   for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
     for (int t = 0; t < IKV_TIER_COUNT; t++)
       for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
         size_t bytes = rt->page_bytes[p] * rt->cfg.capacity[t][p];
         if (!bytes) continue;
-        uint8_t *pool = malloc(bytes);
+        uint8_t *pool = t == IKV_TIER_HOST ? ikv_host_tier_alloc(rt->host, bytes) : malloc(bytes);
         if (!pool) return IKV_E_NO_MEMORY;
         rt->pools[rt_pool_index(rt, l, (ikv_tier)t, (ikv_precision)p)] = pool;
       }
@@ -45,17 +48,38 @@ static ikv_status cpu_open(ikv_runtime *rt) {
 
 static void cpu_close(ikv_runtime *rt) {
   rt_summaries_destroy(rt);
-  if (!rt->pools) return;
-  size_t n = (size_t)rt->cfg.geometry.layers * IKV_TIER_COUNT * IKV_PRECISION_COUNT;
-  for (size_t i = 0; i < n; i++) free(rt->pools[i]);
+  if (rt->pools)
+    for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
+      for (int t = 0; t < IKV_TIER_COUNT; t++)
+        for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+          uint8_t *pool = rt->pools[rt_pool_index(rt, l, (ikv_tier)t, (ikv_precision)p)];
+          if (t == IKV_TIER_HOST) ikv_host_tier_free(rt->host, pool, rt->page_bytes[p] * rt->cfg.capacity[t][p]);
+          else free(pool);
+        }
   free(rt->pools);
+  ikv_host_tier_close(rt->host);
 }
 
-static void cpu_copy_page(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier, int32_t dst_slot,
-                          ikv_precision p) {
+static void cpu_copy_page(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision p) {
   for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
-    memcpy(rt_page(rt, l, dst_tier, p, dst_slot), rt_page(rt, l, src_tier, p, src_slot), rt->page_bytes[p]);
+    memcpy(rt_page(rt, l, IKV_TIER_GPU, p, dst_slot), rt_page(rt, l, IKV_TIER_GPU, p, src_slot), rt->page_bytes[p]);
 }
+
+/* Moves land at once: prefetched pages are there before anything reads them. */
+static ikv_status cpu_move_pages(ikv_runtime *rt, rt_move_kind kind, const rt_move *m, uint32_t n, uint32_t batch) {
+  (void)kind, (void)batch;
+  for (uint32_t i = 0; i < n; i++) {
+    const ikv_tier to = m[i].from == IKV_TIER_GPU ? IKV_TIER_HOST : IKV_TIER_GPU;
+    for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
+      memcpy(rt_page(rt, l, to, m[i].precision, m[i].dst_slot), rt_page(rt, l, m[i].from, m[i].precision, m[i].src_slot),
+             rt->page_bytes[m[i].precision]);
+  }
+  return IKV_OK;
+}
+
+static int cpu_batch_landed(ikv_runtime *rt, uint32_t batch) { return (void)rt, (void)batch, 1; }
+static ikv_status cpu_await_batch(ikv_runtime *rt, uint32_t batch) { return (void)rt, (void)batch, IKV_OK; }
+static double cpu_take_stall_us(ikv_runtime *rt) { return (void)rt, 0.0; }
 
 static ikv_status cpu_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t rows) {
   for (int t = 0; t < IKV_TIER_COUNT; t++) {
@@ -121,6 +145,10 @@ const rt_backend rt_backend_cpu = {
     .open = cpu_open,
     .close = cpu_close,
     .copy_page = cpu_copy_page,
+    .move_pages = cpu_move_pages,
+    .batch_landed = cpu_batch_landed,
+    .await_batch = cpu_await_batch,
+    .take_stall_us = cpu_take_stall_us,
     .convert_page = cpu_convert_page,
     .write_kv = cpu_write_kv,
     .summarize = rt_summarize,

@@ -13,6 +13,8 @@
 
 namespace {
 
+enum { PREFETCH_EVENTS = 16, STALL_TIMERS = 16, MOVE_PIECES = 4096 };
+
 /* Host data bound for the device (or back): pinned staging and a device
  * buffer, grown on demand. */
 struct staged {
@@ -30,6 +32,16 @@ struct cuda_state {
   staged q, keys;             /* page ranking: the queries up, the ranked keys back */
   ikv_cuda_summaries sum;
   ikv_cuda_move *d_move;
+  /* tier moves */
+  cudaStream_t pf_stream;   /* prefetch copies */
+  cudaEvent_t moved;        /* on the runtime's stream: the prefetch stream waits for its evictions */
+  cudaEvent_t pf_done[PREFETCH_EVENTS]; /* batch b's event is pf_done[b % PREFETCH_EVENTS] */
+  uint32_t pf_last;         /* the latest batch issued (0: none) */
+  cudaEvent_t stall_begin[STALL_TIMERS], stall_end[STALL_TIMERS]; /* demand batches, a ring */
+  uint32_t stall_head, stall_tail;
+  void **dsts, **srcs; /* [MOVE_PIECES] one batched copy call */
+  size_t *sizes;
+  int batch_api;       /* cudaMemcpyBatchAsync works here */
 };
 
 struct cuda_plan {
@@ -71,6 +83,16 @@ cudaStream_t rt_stream(ikv_runtime *rt) {
   return s->stream;
 }
 
+/* The runtime's stream for work on page bytes: after the caller's last
+ * work and after every prefetch issued (a page it moves, converts or
+ * copies may still be landing). */
+cudaStream_t page_stream(ikv_runtime *rt) {
+  cuda_state *s = state(rt);
+  cudaStream_t stream = rt_stream(rt);
+  if (s->pf_last) cudaStreamWaitEvent(stream, s->pf_done[s->pf_last % PREFETCH_EVENTS], 0);
+  return stream;
+}
+
 ikv_status reserve(staged *st, size_t bytes) {
   if (bytes <= st->cap) return IKV_OK;
   cudaFreeHost(st->h), cudaFree(st->d);
@@ -108,13 +130,25 @@ ikv_status cuda_open(ikv_runtime *rt) {
   if (!s) return IKV_E_NO_MEMORY;
   rt->dev = s;
   int device = 0;
+  char bus_id[32];
   cudaGetDevice(&device);
   if (!ok(cudaDeviceGetAttribute(&s->sm_count, cudaDevAttrMultiProcessorCount, device)) ||
+      !ok(cudaDeviceGetPCIBusId(bus_id, sizeof(bus_id), device)) ||
       !ok(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking)) ||
+      !ok(cudaStreamCreateWithFlags(&s->pf_stream, cudaStreamNonBlocking)) ||
       !ok(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming)) ||
       !ok(cudaEventCreateWithFlags(&s->caller_done, cudaEventDisableTiming)) ||
+      !ok(cudaEventCreateWithFlags(&s->moved, cudaEventDisableTiming)) ||
       !ok(cudaMalloc(&s->d_move, sizeof(ikv_cuda_move))))
     return IKV_E_CUDA;
+  for (int i = 0; i < PREFETCH_EVENTS; i++)
+    if (!ok(cudaEventCreateWithFlags(&s->pf_done[i], cudaEventDisableTiming))) return IKV_E_CUDA;
+  for (int i = 0; i < STALL_TIMERS; i++)
+    if (!ok(cudaEventCreate(&s->stall_begin[i])) || !ok(cudaEventCreate(&s->stall_end[i]))) return IKV_E_CUDA;
+  s->dsts = (void **)malloc(sizeof(void *) * MOVE_PIECES), s->srcs = (void **)malloc(sizeof(void *) * MOVE_PIECES);
+  s->sizes = (size_t *)malloc(sizeof(size_t) * MOVE_PIECES);
+  s->batch_api = 1;
+  if (!s->dsts || !s->srcs || !s->sizes || ikv_host_tier_open(bus_id, &rt->host) != IKV_OK) return IKV_E_NO_MEMORY;
   const size_t summary = sizeof(float) * rt->max_pages * rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
   s->sum.pages = rt->max_pages;
   if (!ok(cudaMalloc(&s->sum.kmin, summary)) || !ok(cudaMalloc(&s->sum.kmax, summary)) ||
@@ -129,8 +163,15 @@ ikv_status cuda_open(ikv_runtime *rt) {
         size_t bytes = rt->page_bytes[p] * rt->cfg.capacity[t][p];
         if (!bytes) continue;
         void *pool = NULL;
-        cudaError_t e = t == IKV_TIER_GPU ? cudaMalloc(&pool, bytes) : cudaHostAlloc(&pool, bytes, cudaHostAllocDefault);
-        if (!ok(e)) return IKV_E_CUDA;
+        if (t == IKV_TIER_GPU) {
+          if (!ok(cudaMalloc(&pool, bytes))) return IKV_E_CUDA;
+        } else { /* on the GPU's NUMA node, then pinned for DMA */
+          if (!(pool = ikv_host_tier_alloc(rt->host, bytes))) return IKV_E_NO_MEMORY;
+          if (!ok(cudaHostRegister(pool, bytes, cudaHostRegisterDefault))) {
+            ikv_host_tier_free(rt->host, pool, bytes);
+            return IKV_E_CUDA;
+          }
+        }
         rt->pools[rt_pool_index(rt, l, (ikv_tier)t, (ikv_precision)p)] = (uint8_t *)pool;
       }
   return IKV_OK;
@@ -139,37 +180,141 @@ ikv_status cuda_open(ikv_runtime *rt) {
 void cuda_close(ikv_runtime *rt) {
   cuda_state *s = state(rt);
   if (s && s->stream) cudaStreamSynchronize(s->stream);
+  if (s && s->pf_stream) cudaStreamSynchronize(s->pf_stream);
   if (rt->pools) {
     for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
       for (int t = 0; t < IKV_TIER_COUNT; t++)
         for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
           uint8_t *pool = rt->pools[rt_pool_index(rt, l, (ikv_tier)t, (ikv_precision)p)];
-          if (pool) t == IKV_TIER_GPU ? cudaFree(pool) : cudaFreeHost(pool);
+          if (!pool) continue;
+          if (t == IKV_TIER_GPU) {
+            cudaFree(pool);
+          } else {
+            cudaHostUnregister(pool);
+            ikv_host_tier_free(rt->host, pool, rt->page_bytes[p] * rt->cfg.capacity[t][p]);
+          }
         }
     free(rt->pools);
   }
+  ikv_host_tier_close(rt->host);
   if (!s) return;
   cudaFree(s->d_move), cudaFree(s->sum.kmin), cudaFree(s->sum.kmax), cudaFree(s->sum.ksum);
   release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->keys);
-  if (s->ready) cudaEventDestroy(s->ready);
-  if (s->caller_done) cudaEventDestroy(s->caller_done);
+  free(s->dsts), free(s->srcs), free(s->sizes);
+  cudaEvent_t *events[] = {&s->ready, &s->caller_done, &s->moved};
+  for (cudaEvent_t *e : events)
+    if (*e) cudaEventDestroy(*e);
+  for (int i = 0; i < PREFETCH_EVENTS; i++)
+    if (s->pf_done[i]) cudaEventDestroy(s->pf_done[i]);
+  for (int i = 0; i < STALL_TIMERS; i++) {
+    if (s->stall_begin[i]) cudaEventDestroy(s->stall_begin[i]);
+    if (s->stall_end[i]) cudaEventDestroy(s->stall_end[i]);
+  }
   if (s->stream) cudaStreamDestroy(s->stream);
+  if (s->pf_stream) cudaStreamDestroy(s->pf_stream);
   free(s);
 }
 
-void cuda_copy_page(ikv_runtime *rt, ikv_tier src_tier, int32_t src_slot, ikv_tier dst_tier, int32_t dst_slot,
-                    ikv_precision p) {
-  cudaStream_t stream = rt_stream(rt);
+void cuda_copy_page(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision p) {
+  cudaStream_t stream = page_stream(rt);
   for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
-    cudaMemcpyAsync(rt_page(rt, l, dst_tier, p, dst_slot), rt_page(rt, l, src_tier, p, src_slot), rt->page_bytes[p],
-                    cudaMemcpyDefault, stream);
+    cudaMemcpyAsync(rt_page(rt, l, IKV_TIER_GPU, p, dst_slot), rt_page(rt, l, IKV_TIER_GPU, p, src_slot),
+                    rt->page_bytes[p], cudaMemcpyDeviceToDevice, stream);
   cudaEventRecord(state(rt)->ready, stream);
+}
+
+/* Up to MOVE_PIECES copies in one call: the batch API hands them to the copy
+ * engines together (one by one, 4-64 KB pieces stay far below link speed);
+ * where the driver lacks it, one call each. */
+ikv_status copy_pieces(cuda_state *s, uint32_t n, cudaStream_t stream) {
+  if (s->batch_api) {
+    cudaMemcpyAttributes attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+    attr.flags = cudaMemcpyFlagPreferOverlapWithCompute;
+    size_t attr_index = 0;
+    cudaError_t e = cudaMemcpyBatchAsync(s->dsts, s->srcs, s->sizes, n, &attr, &attr_index, 1, stream);
+    if (ok(e)) return IKV_OK;
+    if (e != cudaErrorNotSupported && e != cudaErrorInvalidValue) return IKV_E_CUDA;
+    cudaGetLastError();
+    s->batch_api = 0;
+  }
+  for (uint32_t i = 0; i < n; i++)
+    if (!ok(cudaMemcpyAsync(s->dsts[i], s->srcs[i], s->sizes[i], cudaMemcpyDefault, stream))) return IKV_E_CUDA;
+  return IKV_OK;
+}
+
+ikv_status cuda_move_pages(ikv_runtime *rt, rt_move_kind kind, const rt_move *m, uint32_t n, uint32_t batch) {
+  cuda_state *s = state(rt);
+  if (!n) return IKV_OK;
+  cudaStream_t stream = page_stream(rt);
+  if (kind == RT_MOVE_PREFETCH) { /* after the evictions that made its room */
+    if (!ok(cudaEventRecord(s->moved, stream)) || !ok(cudaStreamWaitEvent(s->pf_stream, s->moved, 0))) return IKV_E_CUDA;
+    stream = s->pf_stream;
+  }
+  const int timed = kind == RT_MOVE_DEMAND && s->stall_head - s->stall_tail < STALL_TIMERS;
+  if (timed && !ok(cudaEventRecord(s->stall_begin[s->stall_head % STALL_TIMERS], stream))) return IKV_E_CUDA;
+  const uint32_t layers = rt->cfg.geometry.layers;
+  uint32_t pieces = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const ikv_tier to = m[i].from == IKV_TIER_GPU ? IKV_TIER_HOST : IKV_TIER_GPU;
+    for (uint32_t l = 0; l < layers; l++) {
+      s->dsts[pieces] = rt_page(rt, l, to, m[i].precision, m[i].dst_slot);
+      s->srcs[pieces] = rt_page(rt, l, m[i].from, m[i].precision, m[i].src_slot);
+      s->sizes[pieces] = rt->page_bytes[m[i].precision];
+      if (++pieces == MOVE_PIECES || (i + 1 == n && l + 1 == layers)) {
+        ikv_status st = copy_pieces(s, pieces, stream);
+        if (st != IKV_OK) return st;
+        pieces = 0;
+      }
+    }
+  }
+  if (timed && !ok(cudaEventRecord(s->stall_end[s->stall_head++ % STALL_TIMERS], stream))) return IKV_E_CUDA;
+  if (kind == RT_MOVE_PREFETCH) {
+    if (!ok(cudaEventRecord(s->pf_done[batch % PREFETCH_EVENTS], stream))) return IKV_E_CUDA;
+    s->pf_last = batch;
+  } else if (kind == RT_MOVE_DEMAND && !ok(cudaEventRecord(s->ready, stream))) {
+    return IKV_E_CUDA;
+  }
+  return IKV_OK;
+}
+
+/* A batch's event slot may hold a later batch by now: asking that one is
+ * the conservative answer (batches land in issue order). */
+int cuda_batch_landed(ikv_runtime *rt, uint32_t batch) {
+  cudaError_t e = cudaEventQuery(state(rt)->pf_done[batch % PREFETCH_EVENTS]);
+  if (e == cudaErrorNotReady) cudaGetLastError();
+  return e == cudaSuccess;
+}
+
+ikv_status cuda_await_batch(ikv_runtime *rt, uint32_t batch) {
+  cuda_state *s = state(rt);
+  if (!ok(cudaStreamWaitEvent(s->stream, s->pf_done[batch % PREFETCH_EVENTS], 0)) ||
+      !ok(cudaEventRecord(s->ready, s->stream)))
+    return IKV_E_CUDA;
+  return IKV_OK;
+}
+
+double cuda_take_stall_us(ikv_runtime *rt) {
+  cuda_state *s = state(rt);
+  double us = 0.0;
+  for (; s->stall_tail != s->stall_head; s->stall_tail++) {
+    const uint32_t i = s->stall_tail % STALL_TIMERS;
+    float ms = 0.0f;
+    cudaError_t e = cudaEventQuery(s->stall_end[i]);
+    if (e == cudaErrorNotReady) {
+      cudaGetLastError();
+      break;
+    }
+    if (ok(e) && ok(cudaEventElapsedTime(&ms, s->stall_begin[i], s->stall_end[i]))) us += 1e3 * ms;
+  }
+  return us;
 }
 
 ikv_status cuda_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t rows) {
   cuda_state *s = state(rt);
   const ikv_geometry *g = &rt->cfg.geometry;
-  rt_stream(rt);
+  page_stream(rt);
   if (mv->old_slot[IKV_TIER_GPU] != IKV_NO_SLOT) {
     ikv_cuda_move m = {(uint8_t)mv->from, (uint8_t)mv->to, (uint16_t)rows, mv->old_slot[IKV_TIER_GPU],
                        mv->new_slot[IKV_TIER_GPU]};
@@ -340,7 +485,8 @@ ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, cons
 } // namespace
 
 extern "C" const rt_backend rt_backend_cuda = {
-    cuda_open,         cuda_close,      cuda_copy_page,       cuda_convert_page, cuda_write_kv,
-    cuda_summarize,    cuda_copy_summary, cuda_rank_pages,    cuda_plan_open,    cuda_plan_close,
-    cuda_pages_per_item, cuda_plan_publish, cuda_decode,
+    cuda_open,        cuda_close,         cuda_copy_page,     cuda_move_pages,   cuda_batch_landed,
+    cuda_await_batch, cuda_take_stall_us, cuda_convert_page,  cuda_write_kv,     cuda_summarize,
+    cuda_copy_summary, cuda_rank_pages,   cuda_plan_open,     cuda_plan_close,   cuda_pages_per_item,
+    cuda_plan_publish, cuda_decode,
 };

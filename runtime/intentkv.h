@@ -26,6 +26,8 @@
 #include "kernels/decode_plan.h"
 #include "kernels/quantize_ref.h"
 #include "pagetable/pagetable.h"
+#include "prefetch/host_tier.h"
+#include "prefetch/predict.h"
 #include "runtime/ikv_base.h"
 
 #ifdef __cplusplus
@@ -36,6 +38,16 @@ typedef struct ikv_runtime ikv_runtime;
 typedef struct ikv_plan ikv_plan;
 
 typedef enum ikv_backend { IKV_BACKEND_CPU = 0, IKV_BACKEND_CUDA } ikv_backend;
+
+/* The prefetcher (docs/prefetch.md): after each plan it predicts the next
+ * step's pages and copies those off the GPU tier there, host -> GPU, on its
+ * own stream; the next decode waits only for the copies of pages it reads. */
+typedef struct ikv_prefetch_config {
+  ikv_predictor predictor;  /* IKV_PREDICT_NONE (0): no prefetching; IKV_PREDICT_BELADY is refused
+                               (it needs the future) */
+  uint64_t bytes_per_step;  /* most bytes (all layers) copied after one plan; 0: no limit but the
+                               GPU tier's room */
+} ikv_prefetch_config;
 
 typedef struct ikv_runtime_config {
   ikv_geometry geometry;
@@ -48,6 +60,7 @@ typedef struct ikv_runtime_config {
   uint32_t max_plan_pages; /* selected pages per plan (plan buffers are preallocated) */
   uint32_t score_layer;    /* the layer whose keys feed the page summaries */
   ikv_backend backend;
+  ikv_prefetch_config prefetch;
 } ikv_runtime_config;
 
 ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **out);
@@ -58,6 +71,8 @@ const char *ikv_runtime_errmsg(const ikv_runtime *rt);
  * statistics). Change sequences and spans through the ikv_* calls below: they
  * keep page bytes and summaries in step with the table. */
 const ikv_pagetable *ikv_runtime_pagetable(const ikv_runtime *rt);
+/* Where the host tier's pools live (NUMA node nearest the GPU, or why not). */
+ikv_status ikv_runtime_host_placement(const ikv_runtime *rt, ikv_host_placement *out);
 
 /* ---- sequences and spans (delegating to the block-table manager) --------- */
 ikv_status ikv_seq_create(ikv_runtime *rt, ikv_precision precision, ikv_seq_id *out);
@@ -212,7 +227,15 @@ typedef struct ikv_plan_stats {
                                  an entry of a per-KV-head row reads that head's share) */
   uint64_t bytes_dense_fp16;  /* one layer, every page of every sequence in FP16 */
   uint32_t conversions;       /* pages downgraded by this plan */
-  uint32_t demand_fetches;    /* pages copied host -> GPU tier by this plan */
+  /* tiers (entries: as pages_selected counts them; bytes: all layers) */
+  uint32_t pages_hit;         /* entries whose page was on the GPU tier when the plan was built */
+  uint32_t pages_missed;      /* entries whose page was not: fetched on demand */
+  uint32_t demand_fetches;    /* pages copied host -> GPU by this plan before its decode (stalls) */
+  uint32_t prefetch_hits;     /* entries whose page a prefetch brought, landed in time */
+  uint32_t prefetch_late;     /* entries whose page a prefetch was still bringing: the decode waits for it */
+  uint32_t evictions;         /* pages this plan moved GPU -> host to make room (its own and its prefetches') */
+  uint32_t prefetched;        /* pages the prefetcher copied host -> GPU after this plan, for the next */
+  uint64_t bytes_h2d, bytes_d2h; /* bytes those moves copied, per direction */
 } ikv_plan_stats;
 ikv_status ikv_plan_get_stats(const ikv_plan *plan, ikv_plan_stats *out);
 
@@ -231,6 +254,10 @@ typedef struct ikv_runtime_stats {
   uint64_t pages_read, pages_hit, pages_missed; /* selected pages; hit = already on the GPU tier */
   uint64_t bytes_read;                          /* per layer, summed over steps */
   uint64_t conversions, demand_fetches, evictions, cow_copies;
+  uint64_t prefetched, prefetch_hits, prefetch_late; /* as in ikv_plan_stats, summed */
+  uint64_t bytes_h2d, bytes_d2h;                      /* tier moves, all layers */
+  double stall_us; /* CUDA: device time of demand fetches, counted once they finish (polled by
+                      ikv_step_end and ikv_runtime_get_stats, never waited for); CPU: 0 */
 } ikv_runtime_stats;
 ikv_status ikv_runtime_get_stats(const ikv_runtime *rt, ikv_runtime_stats *out);
 

@@ -7,7 +7,6 @@
 
 #include "runtime/plan_internal.h"
 
-#define UNSEEN 0xfe /* page_want of a page no row of the plan reads */
 
 static const char *const reason_names[IKV_REASON_COUNT] = {
     [IKV_REASON_SINKS] = "sink tokens: always read",
@@ -216,9 +215,9 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
                     uint32_t *absent) {
   const uint32_t H = rt->cfg.geometry.kv_heads, rows_per_seq = pl->view.per_kv_head ? H : 1;
   ikv_plan_stats *s = &pl->stats;
-  uint32_t conversions = s->conversions, fetches = s->demand_fetches, todo = 0, off_gpu = 0;
-  memset(s, 0, sizeof(*s));
-  s->conversions = conversions, s->demand_fetches = fetches;
+  uint32_t todo = 0, off_gpu = 0;
+  s->pages_skipped = 0, s->bytes_read = s->bytes_dense_fp16 = 0;
+  memset(s->pages_by_precision, 0, sizeof(s->pages_by_precision));
   for (uint32_t b = 0; b < req->batch; b++) {
     ikv_pt_seq_view v;
     ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
@@ -315,26 +314,6 @@ static ikv_status settle_pages(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
   return IKV_OK;
 }
 
-/* Moves the least recently used page of `prec` not in this plan to the host tier. */
-static ikv_status evict_one(ikv_runtime *rt, ikv_plan *pl, ikv_precision prec, uint32_t *cursor, uint32_t n_victims) {
-  ikv_page_id *victims = pl->order;
-  for (; *cursor < n_victims; (*cursor)++) {
-    ikv_page_id v = victims[*cursor];
-    ikv_pt_page_info info;
-    if (pl->page_want[v] != UNSEEN || ikv_pt_page_get_info(rt->pt, v, &info) != IKV_OK || info.precision != prec ||
-        info.slot[IKV_TIER_GPU] == IKV_NO_SLOT)
-      continue;
-    ikv_pt_copy copy;
-    if (ikv_pt_page_make_resident(rt->pt, v, IKV_TIER_HOST, &copy) != IKV_OK) continue; /* host pool full */
-    if (copy.bytes) rt->be->copy_page(rt, IKV_TIER_GPU, info.slot[IKV_TIER_GPU], IKV_TIER_HOST, copy.dst_slot, prec);
-    ikv_pt_page_release(rt->pt, v, IKV_TIER_GPU);
-    rt->stats.evictions++;
-    (*cursor)++;
-    return IKV_OK;
-  }
-  return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: no %s page can leave the GPU tier to make room", ikv_precision_name(prec));
-}
-
 /* Phase B: conversions, demand fetches (evicting as needed), recency. */
 static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
   for (uint32_t k = 0; k < pl->n_touched; k++) {
@@ -347,31 +326,31 @@ static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
     pl->stats.conversions++;
     rt->stats.conversions++;
   }
-  uint32_t cursor = 0, n_victims = 0, victims_listed = 0;
-  ikv_pt_stats ps;
-  ikv_pt_get_stats(rt->pt, &ps);
-  for (uint32_t k = 0; k < pl->n_touched; k++) {
-    if (pl->touched_on_gpu[k]) continue;
-    ikv_page_id p = pl->touched[k];
-    ikv_precision prec = (ikv_precision)pl->page_want[p];
-    if (!ps.pages_free[IKV_TIER_GPU][prec]) {
-      if (!victims_listed) { /* one LRU pass for the whole plan */
-        ikv_pt_evict_candidates(rt->pt, IKV_TIER_GPU, pl->order, 2 * pl->scratch_pages, &n_victims);
-        victims_listed = 1;
-      }
-      ikv_status st = evict_one(rt, pl, prec, &cursor, n_victims);
-      if (st != IKV_OK) return st;
-      ps.pages_free[IKV_TIER_GPU][prec]++;
+  /* fetches: room for all of them in one eviction batch, then one fetch batch */
+  uint32_t need[IKV_PRECISION_COUNT] = {0}, freed[IKV_PRECISION_COUNT], n_fetch = 0;
+  for (uint32_t k = 0; k < pl->n_touched; k++)
+    if (!pl->touched_on_gpu[k]) need[pl->page_want[pl->touched[k]]]++;
+  ikv_status st = rt_make_room(rt, pl, need, 1, freed);
+  for (int p = 0; p < IKV_PRECISION_COUNT && st == IKV_OK; p++)
+    if (freed[p] < need[p]) { /* what the cache keeps is a preference; this plan's reads are not */
+      st = rt_make_room(rt, pl, need, 0, freed);
+      break;
     }
-    ikv_pt_copy copy;
-    ikv_status st = ikv_pt_page_make_resident(rt->pt, p, IKV_TIER_GPU, &copy);
-    if (st != IKV_OK) return rt_fail(rt, st, "ikv_plan_build: fetching page %u: %s", p, ikv_status_str(st));
-    rt->be->copy_page(rt, IKV_TIER_HOST, copy.src_slot, IKV_TIER_GPU, copy.dst_slot, prec);
-    ps.pages_free[IKV_TIER_GPU][prec]--;
-    pl->stats.demand_fetches++;
-    rt->stats.demand_fetches++;
-    if (pl->n_hints < pl->cap_entries) pl->hints[pl->n_hints++] = p;
-  }
+  for (int p = 0; p < IKV_PRECISION_COUNT && st == IKV_OK; p++)
+    if (freed[p] < need[p])
+      st = rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: no %s page can leave the GPU tier to make room",
+                   ikv_precision_name(p));
+  if (st != IKV_OK) return st;
+  ikv_page_id *fetch = pl->order; /* free scratch here */
+  for (uint32_t k = 0; k < pl->n_touched; k++)
+    if (!pl->touched_on_gpu[k]) {
+      fetch[n_fetch++] = pl->touched[k];
+      if (pl->n_hints < pl->cap_entries) pl->hints[pl->n_hints++] = pl->touched[k];
+    }
+  st = rt_fetch(rt, pl, fetch, n_fetch, RT_MOVE_DEMAND);
+  if (st != IKV_OK) return st;
+  pl->stats.demand_fetches += n_fetch;
+  rt->stats.demand_fetches += n_fetch;
   return IKV_OK;
 }
 
@@ -398,6 +377,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   if (st != IKV_OK) return st;
   pl->n_entries = pl->n_rows = pl->n_decisions = pl->n_hints = pl->n_work = pl->n_touched = 0;
   memset(&pl->stats, 0, sizeof(pl->stats));
+  rt->build_seq++;
   pl->view.batch = req->batch;
   pl->view.per_kv_head = req->mode == IKV_PLAN_TABLES ? (req->tables.per_kv_head != 0)
                                                         : req->router.score_mode != IKV_SCORE_SPAN;
@@ -405,12 +385,16 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
       req->tables.indptr[req->batch * rt->cfg.geometry.kv_heads] < 0)
     return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: indptr");
   scheduler_hints(rt, pl);
+  pl->n_sched_hints = pl->n_hints;
   for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++)
     st = req->mode == IKV_PLAN_TABLES ? tables_sequence(rt, pl, req, b) : rt_route_sequence(rt, pl, req, b);
+  pl->n_margin_hints = pl->n_hints - pl->n_sched_hints;
+  for (uint32_t e = 0; e < pl->n_entries && st == IKV_OK; e++) rt->read_stamp[pl->page[e]] = rt->build_seq;
   /* The common step changes no page: every entry resolves at once. */
   uint32_t pending = 0, absent = 0;
   if (st == IKV_OK) resolve(rt, pl, req, 0, &pending, &absent);
   pl->misses = absent, pl->hits = pl->n_entries - absent;
+  pl->stats.pages_hit = pl->hits, pl->stats.pages_missed = pl->misses;
   if (st == IKV_OK && pending) st = settle_pages(rt, pl, req);
   if (st != IKV_OK) {
     pl->n_entries = pl->n_rows = pl->view.batch = 0;
@@ -420,6 +404,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     st = apply_effects(rt, pl);
     resolve(rt, pl, req, 1, &pending, &absent);
   }
+  if (st == IKV_OK) st = rt_await_landing(rt, pl);
   ikv_pt_pages_touch(rt->pt, pl->page, pl->n_entries);
   const uint32_t heads_per_row = pl->view.per_kv_head ? 1 : rt->cfg.geometry.kv_heads;
   ikv_plan_partition(&pl->view, pl->n_rows,
@@ -436,6 +421,8 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     return st;
   }
   rt->n_span_hints = 0; /* served */
+  rt->last_built = rt->build_seq;
+  rt_prefetch_next(rt, pl);
   rt->errmsg[0] = 0;
   return IKV_OK;
 }
@@ -475,6 +462,7 @@ ikv_status ikv_step_end(ikv_runtime *rt, ikv_plan *pl) {
   rt->stats.pages_hit += pl->hits;
   rt->stats.pages_missed += pl->misses;
   rt->stats.bytes_read += pl->stats.bytes_read;
+  rt_poll_stalls(rt);
   forget_touched(pl);
   rt->active = NULL;
   return IKV_OK;

@@ -12,6 +12,7 @@ extern "C" {
 /* Decode work is split into items of at most this many pages (split-KV). */
 #define IKV_WORK_PAGES 32u
 #define IKV_HINTS_PER_SEQ 8u
+#define UNSEEN 0xfe /* page_want of a page no row of the plan reads */
 
 /* A token range competing for the budget: an ATTEND span, the part of a
  * RECENT span outside the window, or tokens no span covers. */
@@ -38,9 +39,10 @@ struct ikv_plan {
   uint32_t n_work;
   int32_t *work_entries;
   /* prefetch hints, decisions, statistics */
-  ikv_page_id *hints;
+  ikv_page_id *hints; /* the scheduler's (n_sched_hints), the router's near misses
+                         (n_margin_hints), then pages fetched on demand */
   ikv_page_extent *extents; /* [pages]: a hinted span's pages */
-  uint32_t n_hints;
+  uint32_t n_hints, n_sched_hints, n_margin_hints;
   ikv_span_decision *decisions;
   uint32_t n_decisions;
   ikv_plan_stats stats;

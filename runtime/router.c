@@ -36,6 +36,12 @@ static uint32_t mark(const route *r, uint8_t *want, uint16_t *lo, uint16_t *hi, 
   return last - first + 1;
 }
 
+/* Pages of tokens [a, b) the GPU page cache keeps while this plan is the
+ * latest (sinks, recent window, ALWAYS and GLOBAL spans). */
+static void keep(const route *r, uint32_t a, uint32_t b) {
+  for (uint32_t i = a / r->P; a < b && i <= (b - 1) / r->P; i++) r->rt->keep_stamp[r->v.pages[i]] = r->rt->build_seq;
+}
+
 static uint64_t page_cost_bytes(const route *r, uint32_t i, uint8_t want) {
   return r->rt->page_bytes[rt_effective(want, r->v.precisions[i])];
 }
@@ -179,11 +185,13 @@ static ikv_status mandatory_and_chunks(route *r, uint32_t n_spans, uint32_t *n_s
   uint32_t window_start = rp->recent_tokens < L ? L - rp->recent_tokens : 0;
   if (sinks) {
     uint32_t n = mark(r, pl->sel_want, pl->sel_lo, pl->sel_hi, 0, sinks, ikv_intentquant(IKV_USE_SINK, pressure));
+    keep(r, 0, sinks);
     st = decide(r, 0, IKV_SPAN_KIND_COUNT, IKV_REASON_SINKS, n, 0, ikv_intentquant(IKV_USE_SINK, pressure), NULL);
   }
   if (st == IKV_OK && rp->recent_tokens && L) {
     uint8_t prec = ikv_intentquant(IKV_USE_RECENT, pressure);
     uint32_t n = mark(r, pl->sel_want, pl->sel_lo, pl->sel_hi, window_start, L, prec);
+    keep(r, window_start, L);
     st = decide(r, 0, IKV_SPAN_KIND_COUNT, IKV_REASON_RECENT_WINDOW, n, 0, prec, NULL);
   }
   *n_skip = 0;
@@ -196,6 +204,7 @@ static ikv_status mandatory_and_chunks(route *r, uint32_t n_spans, uint32_t *n_s
         uint8_t prec = sp->pinned_precision != IKV_UNPINNED_PRECISION ? (uint8_t)sp->pinned_precision
                                                                        : ikv_intentquant(IKV_USE_ALWAYS, pressure);
         uint32_t n = mark(r, pl->sel_want, pl->sel_lo, pl->sel_hi, sp->start, sp->end, prec);
+        keep(r, sp->start, sp->end);
         st = decide(r, pl->span_ids[s], sp->kind,
                     sp->policy == IKV_POLICY_ALWAYS ? IKV_REASON_ALWAYS : IKV_REASON_GLOBAL, n, 0, prec, NULL);
         break;

@@ -28,6 +28,12 @@ static ikv_status done(ikv_runtime *rt, ikv_status st, const char *what) {
 const char *ikv_runtime_errmsg(const ikv_runtime *rt) { return rt ? rt->errmsg : "no runtime"; }
 const ikv_pagetable *ikv_runtime_pagetable(const ikv_runtime *rt) { return rt ? rt->pt : NULL; }
 
+ikv_status ikv_runtime_host_placement(const ikv_runtime *rt, ikv_host_placement *out) {
+  if (!rt || !out) return IKV_E_NULL;
+  *out = *ikv_host_tier_placement(rt->host);
+  return IKV_OK;
+}
+
 ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **out) {
   if (!config || !out) return IKV_E_NULL;
   if (config->backend != IKV_BACKEND_CPU && config->backend != IKV_BACKEND_CUDA) return IKV_E_INVALID;
@@ -38,6 +44,8 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
   if (!config->max_batch || !config->max_plan_pages || config->window < 0 || config->sinks < 0 ||
       !(config->softmax_scale >= 0.0f) || !isfinite(config->softmax_scale))
     return IKV_E_INVALID;
+  if ((unsigned)config->prefetch.predictor >= IKV_PREDICTOR_COUNT || config->prefetch.predictor == IKV_PREDICT_BELADY)
+    return IKV_E_INVALID; /* Belady needs the future: the simulator's alone */
   ikv_runtime *rt = calloc(1, sizeof(*rt));
   if (!rt) return IKV_E_NO_MEMORY;
   rt->cfg = *config;
@@ -54,6 +62,7 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) rt->page_bytes[p] = ikv_page_layer_bytes(g, (ikv_precision)p);
   ikv_status st = ikv_pt_create(&pc, &rt->pt);
   if (st == IKV_OK) st = rt->be->open(rt);
+  if (st == IKV_OK) st = rt_tiering_open(rt);
   if (st == IKV_OK) st = (rt->fill = calloc(rt->max_pages, sizeof(uint16_t))) ? IKV_OK : IKV_E_NO_MEMORY;
   if (st != IKV_OK) {
     ikv_runtime_destroy(rt);
@@ -66,6 +75,7 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
 void ikv_runtime_destroy(ikv_runtime *rt) {
   if (!rt) return;
   rt->be->close(rt);
+  rt_tiering_close(rt);
   free(rt->fill);
   free(rt->token_pages);
   ikv_pt_destroy(rt->pt);
@@ -124,19 +134,18 @@ ikv_status ikv_seq_offload(ikv_runtime *rt, ikv_seq_id seq, uint32_t first, uint
       return rt_fail(rt, IKV_E_CAPACITY, "ikv_seq_offload: %u %s pages, %u free host slots", need[p],
                      ikv_precision_name(p), ps.pages_free[IKV_TIER_HOST][p]);
   /* the view's pointers die with the first move: copy the page ids out */
+  ikv_page_id *pages = rt->victims; /* scratch: pages on the GPU tier, at most gpu_pages */
+  uint32_t n = 0;
   for (uint32_t i = first; i < first + count; i++) {
     ikv_page_id page;
-    ikv_pt_seq_pages(rt->pt, seq, i, 1, &page);
     ikv_pt_page_info info;
+    ikv_pt_seq_pages(rt->pt, seq, i, 1, &page);
     ikv_pt_page_get_info(rt->pt, page, &info);
-    if (info.slot[IKV_TIER_GPU] == IKV_NO_SLOT) continue;
-    ikv_pt_copy copy;
-    ikv_pt_page_make_resident(rt->pt, page, IKV_TIER_HOST, &copy);
-    if (copy.bytes) rt->be->copy_page(rt, IKV_TIER_GPU, info.slot[IKV_TIER_GPU], IKV_TIER_HOST, copy.dst_slot, info.precision);
-    ikv_pt_page_release(rt->pt, page, IKV_TIER_GPU);
+    if (info.slot[IKV_TIER_GPU] != IKV_NO_SLOT) pages[n++] = page;
   }
-  rt->errmsg[0] = 0;
-  return IKV_OK;
+  st = rt_evict(rt, NULL, pages, n, NULL);
+  if (st == IKV_OK) rt->errmsg[0] = 0;
+  return st;
 }
 
 ikv_status ikv_span_add(ikv_runtime *rt, ikv_seq_id seq, const ikv_span *span, ikv_span_id *out) {
@@ -193,7 +202,7 @@ ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n
       return rt_fail(rt, st, "ikv_append: sequence %u of the batch: %s", b, ikv_status_str(st));
     }
     if (cow.bytes) {
-      rt->be->copy_page(rt, IKV_TIER_GPU, cow.src_slot, IKV_TIER_GPU, cow.dst_slot, cow.precision);
+      rt->be->copy_page(rt, cow.src_slot, cow.dst_slot, cow.precision);
       rt->be->copy_summary(rt, cow.dst_page, cow.src_page);
       rt->fill[cow.dst_page] = rt->fill[cow.src_page];
       rt->stats.cow_copies++;
@@ -236,6 +245,8 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
     for (uint32_t i = 0; i < n; i++) {
       uint32_t offset = (uint32_t)(slot_mapping[i] % g->page_size);
       rt->fill[pages[i]] = offset == 0 ? 1 : (uint16_t)(offset + 1 > rt->fill[pages[i]] ? offset + 1 : rt->fill[pages[i]]);
+      /* a host copy of a page written here is stale: drop it, so eviction copies the new bytes */
+      if (i == 0 || pages[i] != pages[i - 1]) ikv_pt_page_release(rt->pt, pages[i], IKV_TIER_HOST);
     }
     rt->errmsg[0] = 0;
   }

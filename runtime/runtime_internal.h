@@ -29,6 +29,21 @@ struct ikv_runtime {
   } span_hints[IKV_MAX_SPAN_HINTS]; /* ikv_span_hint: read by the next plan */
   uint32_t n_span_hints;
   ikv_runtime_stats stats;
+  ikv_host_tier *host; /* where the host tier's pools come from */
+  /* tiering.c: the GPU page cache and the prefetcher */
+  uint32_t build_seq, last_built; /* plan builds begun; the last one that succeeded */
+  uint32_t *read_stamp;  /* [page] build_seq of the last plan reading it (or prefetch protecting it) */
+  uint32_t *keep_stamp;  /* [page] build_seq of the last plan reading it as a sink, ALWAYS, GLOBAL
+                            or recent-window page: not evicted while that plan is the latest */
+  uint32_t *landing;     /* [page] prefetch batch bringing it to the GPU tier; 0: none pending */
+  uint32_t batches, landed; /* prefetch batches issued; every batch up to `landed` has landed */
+  ikv_history *history;
+  ikv_page_id *victims;  /* [gpu_pages] scratch: eviction candidates */
+  uint32_t gpu_pages;    /* pages the GPU tier holds, all precisions */
+  uint32_t *cand;        /* [cap_cand] scratch: predicted pages */
+  uint32_t cap_cand;
+  rt_move *moves;        /* [gpu_pages] scratch: one batch */
+  uint32_t *pairs;       /* [4 * gpu_pages] scratch: victims with their LRU rank */
   ikv_plan *active;
   char errmsg[256];
 };
@@ -52,6 +67,33 @@ ikv_status rt_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const i
 void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
 ikv_status rt_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
                          uint32_t want, uint64_t *keys);
+
+/* tiering.c: the GPU page cache (intent-aware LRU eviction, batched moves)
+ * and the prefetcher */
+ikv_status rt_tiering_open(ikv_runtime *rt);
+void rt_tiering_close(ikv_runtime *rt);
+/* Frees GPU slots so that need[p] more pages of each precision fit, moving
+ * victims to the host tier in one batch: least recently used pages first,
+ * never a page the plan being built reads, and with spare_kept none the
+ * latest plan keeps (sinks, ALWAYS, GLOBAL, recent window); among the
+ * oldest, lower history scores leave first. freed[p] (optional): the slots
+ * now free for the need, up to need[p]. */
+ikv_status rt_make_room(ikv_runtime *rt, ikv_plan *pl, const uint32_t need[IKV_PRECISION_COUNT], int spare_kept,
+                        uint32_t freed[IKV_PRECISION_COUNT]);
+/* Moves pages[0, n) off the GPU tier (bytes copied where the host tier has
+ * no copy yet) in one batch; passes over pages gone, not on the GPU, pinned,
+ * or with no room in the host pool. pl: the plan being built, or NULL. */
+ikv_status rt_evict(ikv_runtime *rt, ikv_plan *pl, const ikv_page_id *pages, uint32_t n, uint32_t *evicted);
+/* Copies pages[0, n) (not on the GPU tier; room made) host -> GPU as `kind`. */
+ikv_status rt_fetch(ikv_runtime *rt, ikv_plan *pl, const ikv_page_id *pages, uint32_t n, rt_move_kind kind);
+/* The plan's entries whose page is still landing: counted, and the decode
+ * made to wait for the latest batch among them (only those). */
+ikv_status rt_await_landing(ikv_runtime *rt, ikv_plan *pl);
+/* After a successful build: the history learns the plan, and the
+ * prefetcher copies the predicted pages of the next step. */
+void rt_prefetch_next(ikv_runtime *rt, ikv_plan *pl);
+/* Polls finished stall timings into the statistics. */
+void rt_poll_stalls(ikv_runtime *rt);
 
 /* intentquant.c: fidelity of each precision code (fp16/bf16 4, int8 3,
  * fp8 2, int4 1, skip and anything else 0); a table, as planning asks it
