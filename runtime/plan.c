@@ -421,7 +421,6 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     return st;
   }
   rt->n_span_hints = 0; /* served */
-  rt->last_built = rt->build_seq;
   rt_prefetch_next(rt, pl);
   rt->errmsg[0] = 0;
   return IKV_OK;

@@ -31,10 +31,10 @@ struct ikv_runtime {
   ikv_runtime_stats stats;
   ikv_host_tier *host; /* where the host tier's pools come from */
   /* tiering.c: the GPU page cache and the prefetcher */
-  uint32_t build_seq, last_built; /* plan builds begun; the last one that succeeded */
+  uint32_t build_seq; /* plan builds begun */
   uint32_t *read_stamp;  /* [page] build_seq of the last plan reading it (or prefetch protecting it) */
   uint32_t *keep_stamp;  /* [page] build_seq of the last plan reading it as a sink, ALWAYS, GLOBAL
-                            or recent-window page: not evicted while that plan is the latest */
+                            or recent-window page (0: none): kept a few plans (tiering.c) */
   uint32_t *landing;     /* [page] prefetch batch bringing it to the GPU tier; 0: none pending */
   uint32_t batches, landed; /* prefetch batches issued; every batch up to `landed` has landed */
   ikv_history *history;
@@ -44,6 +44,7 @@ struct ikv_runtime {
   uint32_t cap_cand;
   rt_move *moves;        /* [gpu_pages] scratch: one batch */
   uint32_t *pairs;       /* [4 * gpu_pages] scratch: victims with their LRU rank */
+  uint8_t *mark;         /* [page] scratch, all 0 between uses */
   ikv_plan *active;
   char errmsg[256];
 };
@@ -74,8 +75,9 @@ ikv_status rt_tiering_open(ikv_runtime *rt);
 void rt_tiering_close(ikv_runtime *rt);
 /* Frees GPU slots so that need[p] more pages of each precision fit, moving
  * victims to the host tier in one batch: least recently used pages first,
- * never a page the plan being built reads, and with spare_kept none the
- * latest plan keeps (sinks, ALWAYS, GLOBAL, recent window); among the
+ * never a page the plan being built reads nor a partly filled one, and with
+ * spare_kept none the last few plans keep (sinks, ALWAYS, GLOBAL, recent
+ * window); among the
  * oldest, lower history scores leave first. freed[p] (optional): the slots
  * now free for the need, up to need[p]. */
 ikv_status rt_make_room(ikv_runtime *rt, ikv_plan *pl, const uint32_t need[IKV_PRECISION_COUNT], int spare_kept,

@@ -19,15 +19,16 @@ ikv_status rt_tiering_open(ikv_runtime *rt) {
   rt->victims = malloc(sizeof(ikv_page_id) * (rt->gpu_pages + 1));
   rt->moves = malloc(sizeof(rt_move) * (rt->gpu_pages + 1));
   rt->cand = malloc(sizeof(uint32_t) * (rt->cap_cand + 1));
+  rt->mark = calloc(rt->max_pages, 1);
   rt->pairs = malloc(sizeof(uint32_t) * 4 * ((size_t)rt->gpu_pages + 1));
-  if (!rt->read_stamp || !rt->keep_stamp || !rt->landing || !rt->victims || !rt->moves || !rt->cand || !rt->pairs)
+  if (!rt->read_stamp || !rt->keep_stamp || !rt->landing || !rt->victims || !rt->moves || !rt->cand || !rt->pairs || !rt->mark)
     return IKV_E_NO_MEMORY;
   /* the history orders victims too, so it is kept with or without prefetching */
   return ikv_history_create(rt->max_pages, rt->cfg.max_plan_pages, &rt->history);
 }
 
 void rt_tiering_close(ikv_runtime *rt) {
-  free(rt->read_stamp), free(rt->keep_stamp), free(rt->landing), free(rt->victims), free(rt->moves), free(rt->cand), free(rt->pairs);
+  free(rt->read_stamp), free(rt->keep_stamp), free(rt->landing), free(rt->victims), free(rt->moves), free(rt->cand), free(rt->pairs), free(rt->mark);
   ikv_history_destroy(rt->history);
 }
 
@@ -56,7 +57,7 @@ ikv_status rt_evict(ikv_runtime *rt, ikv_plan *pl, const ikv_page_id *pages, uin
       continue; /* gone, not on the GPU, pinned, or the host pool is full */
     if (copy.bytes) {
       rt->moves[moved++] = (rt_move){IKV_TIER_GPU, info.precision, info.slot[IKV_TIER_GPU], copy.dst_slot};
-      bytes += (uint64_t)rt->cfg.geometry.layers * copy.bytes;
+      bytes += copy.bytes; /* all layers */
     }
     ikv_pt_page_release(rt->pt, pages[i], IKV_TIER_GPU);
     rt->landing[pages[i]] = 0; /* the backend orders the eviction after any copy still bringing it */
@@ -76,9 +77,14 @@ static int still_landing(ikv_runtime *rt, ikv_page_id p) {
   return rt->landing[p] != 0;
 }
 
+/* Never a partly filled page: its sequence appends there, on the GPU tier.
+ * With spare_kept, none a plan among the last KEEP_PLANS kept (a sequence
+ * left out of a batch or two keeps its sinks, prompt and recent window). */
+enum { KEEP_PLANS = 4 };
 static int evictable(const ikv_runtime *rt, const ikv_plan *pl, ikv_page_id p, int spare_kept) {
+  const int kept = rt->keep_stamp[p] && rt->build_seq - rt->keep_stamp[p] < KEEP_PLANS;
   return pl->page_want[p] == UNSEEN && rt->read_stamp[p] != rt->build_seq &&
-         !(spare_kept && (rt->keep_stamp[p] == rt->build_seq || rt->keep_stamp[p] == rt->last_built));
+         rt->fill[p] == rt->cfg.geometry.page_size && !(spare_kept && kept);
 }
 
 /* Victims in eviction order: the oldest evictable pages, twice as many as
@@ -145,7 +151,7 @@ ikv_status rt_fetch(ikv_runtime *rt, ikv_plan *pl, const ikv_page_id *pages, uin
     }
     if (!copy.bytes) continue;
     rt->moves[moved++] = (rt_move){IKV_TIER_HOST, copy.precision, copy.src_slot, copy.dst_slot};
-    bytes += (uint64_t)rt->cfg.geometry.layers * copy.bytes;
+    bytes += copy.bytes; /* all layers */
     if (kind == RT_MOVE_PREFETCH) rt->landing[pages[i]] = rt->batches + 1;
   }
   return issue(rt, pl, kind, moved, bytes);
@@ -185,20 +191,30 @@ void rt_prefetch_next(ikv_runtime *rt, ikv_plan *pl) {
   if (predictor == IKV_PREDICT_HINTS) first = pl->hints, n_first = pl->n_sched_hints;
   if (predictor == IKV_PREDICT_MARGIN) first = pl->hints + pl->n_sched_hints, n_first = pl->n_margin_hints;
   const uint32_t n = ikv_predict_next(rt->history, first, n_first, rt->cand, rt->cap_cand);
-  /* choose within the byte budget; what the next step reads stays */
+  /* What the next step should find, best first, while the GPU tier holds
+   * it beside this plan's pages: the resident are protected, the rest
+   * chosen for copying within the byte budget; lower-ranked candidates stay
+   * evictable (as in the simulator, which evicts them for better ones). */
+  uint32_t held[IKV_PRECISION_COUNT] = {0}, need[IKV_PRECISION_COUNT] = {0}, chosen = 0;
+  for (uint32_t e = 0; e < pl->n_entries; e++) /* this plan's distinct pages */
+    if (!rt->mark[pl->page[e]]) rt->mark[pl->page[e]] = 1, held[pl->precision[e]]++;
+  for (uint32_t e = 0; e < pl->n_entries; e++) rt->mark[pl->page[e]] = 0;
   const uint64_t budget = rt->cfg.prefetch.bytes_per_step ? rt->cfg.prefetch.bytes_per_step : UINT64_MAX;
-  uint32_t need[IKV_PRECISION_COUNT] = {0}, chosen = 0;
   uint64_t bytes = 0;
   for (uint32_t k = 0; k < n; k++) {
     const ikv_page_id p = rt->cand[k];
     ikv_pt_page_info info;
-    if (ikv_pt_page_get_info(rt->pt, p, &info) != IKV_OK) continue; /* freed since */
-    rt->read_stamp[p] = rt->build_seq;                              /* not a victim now */
-    if (info.slot[IKV_TIER_GPU] != IKV_NO_SLOT) continue;
-    const uint64_t b = (uint64_t)rt->cfg.geometry.layers * rt->page_bytes[info.precision];
-    if (bytes + b > budget || chosen == rt->gpu_pages) break;
-    bytes += b, need[info.precision]++;
-    rt->cand[chosen++] = p; /* in place: chosen <= k */
+    if (ikv_pt_page_get_info(rt->pt, p, &info) != IKV_OK || rt->read_stamp[p] == rt->build_seq ||
+        held[info.precision] >= rt->cfg.capacity[IKV_TIER_GPU][info.precision])
+      continue; /* freed since, read by this plan, or no room left for its precision */
+    if (info.slot[IKV_TIER_GPU] == IKV_NO_SLOT) {
+      const uint64_t b = (uint64_t)rt->cfg.geometry.layers * rt->page_bytes[info.precision];
+      if (bytes + b > budget) break;
+      bytes += b, need[info.precision]++;
+      rt->cand[chosen++] = p; /* in place: chosen <= k */
+    }
+    rt->read_stamp[p] = rt->build_seq; /* not a victim now */
+    held[info.precision]++;
   }
   uint32_t room[IKV_PRECISION_COUNT];
   if (!chosen || rt_make_room(rt, pl, need, 1, room) != IKV_OK) return;
