@@ -102,7 +102,9 @@ ikv_status ikv_span_hint(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id);
 /* Reserves n_tokens[i] new tokens for seqs[i]; writes each token's slot and
  * page precision (concatenated over the batch) into slot_mapping and
  * slot_precision, both sum(n_tokens) long. Copy-on-write copies of shared
- * pages happen here, in every layer. All or nothing. */
+ * pages happen here, in every layer. New pages go to the GPU tier, which
+ * makes room by evicting as a plan does (ikv_plan_build); such moves lose
+ * nothing if the append then fails. Otherwise all or nothing. */
 ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n_tokens,
                       uint32_t batch, int64_t *slot_mapping, uint8_t *slot_precision);
 

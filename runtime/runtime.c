@@ -176,6 +176,28 @@ ikv_status ikv_span_hint(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id) {
   return IKV_OK;
 }
 
+/* Room on the GPU tier for the batch's new pages and copy-on-write copies,
+ * evicting as a plan does (what the cache keeps, only if nothing else can go). */
+static ikv_status room_to_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n_tokens, uint32_t batch) {
+  const uint32_t P = rt->cfg.geometry.page_size;
+  uint32_t need[IKV_PRECISION_COUNT] = {0}, freed[IKV_PRECISION_COUNT];
+  for (uint32_t b = 0; b < batch; b++) {
+    ikv_pt_seq_info info;
+    ikv_pt_seq_get_info(rt->pt, seqs[b], &info);
+    if (!n_tokens[b]) continue;
+    need[info.precision] += (uint32_t)(((uint64_t)info.tokens + n_tokens[b] + P - 1) / P - (info.tokens + P - 1) / P);
+    ikv_page_id last;
+    ikv_pt_page_info page;
+    if (info.tokens % P && ikv_pt_seq_pages(rt->pt, seqs[b], info.pages - 1, 1, &last) == IKV_OK &&
+        ikv_pt_page_get_info(rt->pt, last, &page) == IKV_OK && page.refcount > 1)
+      need[page.precision]++;
+  }
+  ikv_status st = rt_make_room(rt, NULL, need, 1, freed);
+  for (int p = 0; p < IKV_PRECISION_COUNT && st == IKV_OK; p++)
+    if (freed[p] < need[p]) return rt_make_room(rt, NULL, need, 0, NULL);
+  return st;
+}
+
 ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n_tokens, uint32_t batch,
                       int64_t *slot_mapping, uint8_t *slot_precision) {
   if (!rt) return IKV_E_NULL;
@@ -188,6 +210,7 @@ ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n
     if (ikv_pt_seq_get_info(rt->pt, seqs[b], &info) != IKV_OK)
       return rt_fail(rt, IKV_E_UNKNOWN_SEQ, "ikv_append: sequence %u of the batch is unknown", b);
   }
+  if ((st = room_to_append(rt, seqs, n_tokens, batch)) != IKV_OK) return st;
   uint64_t at = 0;
   for (uint32_t b = 0; b < batch; b++) {
     ikv_pt_copy cow;

@@ -79,7 +79,7 @@ void rt_tiering_close(ikv_runtime *rt);
  * spare_kept none the last few plans keep (sinks, ALWAYS, GLOBAL, recent
  * window); among the
  * oldest, lower history scores leave first. freed[p] (optional): the slots
- * now free for the need, up to need[p]. */
+ * now free for the need, up to need[p]. pl: the plan being built, or NULL. */
 ikv_status rt_make_room(ikv_runtime *rt, ikv_plan *pl, const uint32_t need[IKV_PRECISION_COUNT], int spare_kept,
                         uint32_t freed[IKV_PRECISION_COUNT]);
 /* Moves pages[0, n) off the GPU tier (bytes copied where the host tier has

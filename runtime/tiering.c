@@ -83,7 +83,7 @@ static int still_landing(ikv_runtime *rt, ikv_page_id p) {
 enum { KEEP_PLANS = 4 };
 static int evictable(const ikv_runtime *rt, const ikv_plan *pl, ikv_page_id p, int spare_kept) {
   const int kept = rt->keep_stamp[p] && rt->build_seq - rt->keep_stamp[p] < KEEP_PLANS;
-  return pl->page_want[p] == UNSEEN && rt->read_stamp[p] != rt->build_seq &&
+  return (!pl || pl->page_want[p] == UNSEEN) && rt->read_stamp[p] != rt->build_seq &&
          rt->fill[p] == rt->cfg.geometry.page_size && !(spare_kept && kept);
 }
 
