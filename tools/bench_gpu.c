@@ -14,6 +14,18 @@ void bench_cuda_ok(cudaError_t e, const char *what) {
   exit(1);
 }
 
+void bench_ikv_ok(const ikv_runtime *rt, ikv_status st, const char *what) {
+  if (st == IKV_OK) return;
+  fprintf(stderr, "ikv bench: %s: %s (%s)\n", what, ikv_status_str(st), rt ? ikv_runtime_errmsg(rt) : "");
+  exit(1);
+}
+
+float bench_elapsed_ms(cudaEvent_t a, cudaEvent_t b) {
+  float ms;
+  BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
+  return ms;
+}
+
 double bench_copy_bandwidth(void *scratch) {
   const size_t bytes = 2ull << 30;
   cudaEvent_t a, b;

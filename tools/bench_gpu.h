@@ -5,9 +5,16 @@
 #include <cuda_runtime_api.h>
 #include <stddef.h>
 
+#include "runtime/intentkv.h"
+
 /* Exits with the CUDA error and what failed unless e is cudaSuccess. */
 void bench_cuda_ok(cudaError_t e, const char *what);
 #define BENCH_CUDA(call) bench_cuda_ok((call), #call)
+
+/* Exits with the status and the runtime's message unless st is IKV_OK. */
+void bench_ikv_ok(const ikv_runtime *rt, ikv_status st, const char *what);
+/* Milliseconds between two recorded events. */
+float bench_elapsed_ms(cudaEvent_t a, cudaEvent_t b);
 
 /* Device-to-device copy bandwidth (bytes read + written per second), the
  * median of 7 timed 2 GiB copies inside scratch (at least 4 GiB). */

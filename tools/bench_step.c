@@ -54,17 +54,6 @@ typedef struct stepper {
   float *score_q; /* host: the router's queries */
 } stepper;
 
-static void check(ikv_runtime *rt, ikv_status st, const char *what) {
-  if (st == IKV_OK) return;
-  fprintf(stderr, "ikv bench step: %s: %s (%s)\n", what, ikv_status_str(st), rt ? ikv_runtime_errmsg(rt) : "");
-  exit(1);
-}
-
-static float elapsed_ms(cudaEvent_t a, cudaEvent_t b) {
-  float ms;
-  BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
-  return ms;
-}
 
 /* Median GPU time of a graph's replays, in microseconds. */
 static double replay_us(cudaGraphExec_t exec, cudaStream_t s) {
@@ -77,7 +66,7 @@ static double replay_us(cudaGraphExec_t exec, cudaStream_t s) {
     BENCH_CUDA(cudaGraphLaunch(exec, s));
     BENCH_CUDA(cudaEventRecord(b, s));
     BENCH_CUDA(cudaEventSynchronize(b));
-    if (r >= 0) samples[r] = 1e3 * elapsed_ms(a, b);
+    if (r >= 0) samples[r] = 1e3 * bench_elapsed_ms(a, b);
   }
   cudaEventDestroy(a), cudaEventDestroy(b);
   return bench_median(samples, REPLAYS);
@@ -92,22 +81,22 @@ static void bench_write_kv(ikv_precision p, const void *k, const void *v, double
                             .score_layer = 1, .backend = IKV_BACKEND_CUDA};
   cfg.capacity[IKV_TIER_GPU][p] = WRITE_TOKENS / P;
   ikv_runtime *rt = NULL;
-  check(NULL, ikv_runtime_create(&cfg, &rt), "ikv_runtime_create");
+  bench_ikv_ok(NULL, ikv_runtime_create(&cfg, &rt), "ikv_runtime_create");
   ikv_seq_id seq;
-  check(rt, ikv_seq_create(rt, p, &seq), "ikv_seq_create");
+  bench_ikv_ok(rt, ikv_seq_create(rt, p, &seq), "ikv_seq_create");
   int64_t *slots = malloc(sizeof(int64_t) * WRITE_TOKENS);
   uint8_t *precs = malloc(WRITE_TOKENS);
   uint32_t n = WRITE_TOKENS;
-  check(rt, ikv_append(rt, &seq, &n, 1, slots, precs), "ikv_append");
+  bench_ikv_ok(rt, ikv_append(rt, &seq, &n, 1, slots, precs), "ikv_append");
   cudaStream_t s;
   BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   /* once eagerly (uploads the slot mapping), then captured and replayed */
-  check(rt, ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F16, slots, precs, n, s), "ikv_write_kv");
+  bench_ikv_ok(rt, ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F16, slots, precs, n, s), "ikv_write_kv");
   BENCH_CUDA(cudaStreamSynchronize(s));
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  check(rt, ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F16, slots, precs, n, s), "ikv_write_kv (capture)");
+  bench_ikv_ok(rt, ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F16, slots, precs, n, s), "ikv_write_kv (capture)");
   BENCH_CUDA(cudaStreamEndCapture(s, &graph));
   BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
   double us = replay_us(exec, s);
@@ -131,7 +120,7 @@ static void bench_write_kv(ikv_precision p, const void *k, const void *v, double
 
 static uint32_t seq_pages(const stepper *st, uint32_t i) {
   ikv_pt_seq_info info;
-  check(st->rt, ikv_pt_seq_get_info(ikv_runtime_pagetable(st->rt), st->seqs[i], &info), "ikv_pt_seq_get_info");
+  bench_ikv_ok(st->rt, ikv_pt_seq_get_info(ikv_runtime_pagetable(st->rt), st->seqs[i], &info), "ikv_pt_seq_get_info");
   return info.pages;
 }
 
@@ -169,8 +158,8 @@ static void stepper_open(stepper *st, uint32_t batch, uint32_t layers, uint32_t 
                             .backend = IKV_BACKEND_CUDA};
   cfg.capacity[IKV_TIER_GPU][IKV_FP16] = pages;
   cfg.capacity[IKV_TIER_GPU][IKV_FP8_E4M3] = cfg.capacity[IKV_TIER_GPU][IKV_INT4] = batch * (ctx / P / 16 + 8);
-  check(NULL, ikv_runtime_create(&cfg, &st->rt), "ikv_runtime_create");
-  check(st->rt, ikv_plan_create(st->rt, &st->plan), "ikv_plan_create");
+  bench_ikv_ok(NULL, ikv_runtime_create(&cfg, &st->rt), "ikv_runtime_create");
+  bench_ikv_ok(st->rt, ikv_plan_create(st->rt, &st->plan), "ikv_plan_create");
   BENCH_CUDA(cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking));
   const size_t kv = (size_t)ctx * HKV * D, qo = (size_t)batch * HQ * D;
   BENCH_CUDA(cudaMalloc(&st->k, sizeof(uint16_t) * kv));
@@ -191,10 +180,10 @@ static void stepper_open(stepper *st, uint32_t batch, uint32_t layers, uint32_t 
   for (uint32_t i = 0; i < batch; i++) {
     uint32_t n = ctx;
     st->ones[i] = 1;
-    check(st->rt, ikv_seq_create(st->rt, IKV_FP16, &st->seqs[i]), "ikv_seq_create");
-    check(st->rt, ikv_append(st->rt, &st->seqs[i], &n, 1, slots, precs), "ikv_append");
+    bench_ikv_ok(st->rt, ikv_seq_create(st->rt, IKV_FP16, &st->seqs[i]), "ikv_seq_create");
+    bench_ikv_ok(st->rt, ikv_append(st->rt, &st->seqs[i], &n, 1, slots, precs), "ikv_append");
     for (uint32_t l = 0; l < layers; l++)
-      check(st->rt, ikv_write_kv(st->rt, l, st->k, st->v, IKV_DTYPE_F16, slots, precs, n, st->stream), "ikv_write_kv");
+      bench_ikv_ok(st->rt, ikv_write_kv(st->rt, l, st->k, st->v, IKV_DTYPE_F16, slots, precs, n, st->stream), "ikv_write_kv");
   }
   BENCH_CUDA(cudaStreamSynchronize(st->stream));
   free(slots), free(precs);
@@ -211,9 +200,9 @@ static void stepper_close(stepper *st) {
 /* The layers of the step in flight: write the new token, decode. */
 static void run_layers(stepper *st) {
   for (uint32_t l = 0; l < st->layers; l++) {
-    check(st->rt, ikv_write_kv(st->rt, l, st->k, st->v, IKV_DTYPE_F16, st->slots, st->slot_precision, st->batch, st->stream),
+    bench_ikv_ok(st->rt, ikv_write_kv(st->rt, l, st->k, st->v, IKV_DTYPE_F16, st->slots, st->slot_precision, st->batch, st->stream),
           "ikv_write_kv");
-    check(st->rt, ikv_decode(st->rt, st->plan, l, st->q, st->out, st->lse, IKV_DTYPE_F16, st->stream), "ikv_decode");
+    bench_ikv_ok(st->rt, ikv_decode(st->rt, st->plan, l, st->q, st->out, st->lse, IKV_DTYPE_F16, st->stream), "ikv_decode");
   }
 }
 
@@ -236,13 +225,13 @@ static step_result run_steps(stepper *st, variant var) {
                                      .score_q = st->score_q};
   for (int i = -WARM; i < STEPS; i++) {
     uint64_t t0 = bench_now_ns();
-    check(st->rt, ikv_append(st->rt, st->seqs, st->ones, st->batch, st->slots, st->slot_precision), "ikv_append");
+    bench_ikv_ok(st->rt, ikv_append(st->rt, st->seqs, st->ones, st->batch, st->slots, st->slot_precision), "ikv_append");
     if (var != QUERY) {
       make_tables(st, var == SELECT);
       req.tables = (ikv_plan_tables){.indptr = st->indptr, .page_index = st->page_index, .precision = st->precision};
     }
     uint64_t t1 = bench_now_ns();
-    check(st->rt, ikv_plan_build(st->rt, st->plan, &req), "ikv_plan_build");
+    bench_ikv_ok(st->rt, ikv_plan_build(st->rt, st->plan, &req), "ikv_plan_build");
     uint64_t t2 = bench_now_ns();
     run_layers(st);
     BENCH_CUDA(cudaStreamSynchronize(st->stream));
@@ -255,9 +244,9 @@ static step_result run_steps(stepper *st, variant var) {
       BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
       r.gpu_us = replay_us(exec, st->stream);
       cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
-      check(st->rt, ikv_plan_get_stats(st->plan, &r.stats), "ikv_plan_get_stats");
+      bench_ikv_ok(st->rt, ikv_plan_get_stats(st->plan, &r.stats), "ikv_plan_get_stats");
     }
-    check(st->rt, ikv_step_end(st->rt, st->plan), "ikv_step_end");
+    bench_ikv_ok(st->rt, ikv_step_end(st->rt, st->plan), "ikv_step_end");
     uint64_t t3 = bench_now_ns();
     if (i >= 0) wall[i] = (double)(t3 - t0) / 1e3, plan[i] = (double)(t2 - t1) / 1e3;
   }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "kernels/device_probe.h"
+#include "prefetch/host_tier.h"
 #include "runtime/ikv_base.h"
 #include "tools/ikv_cli.h"
 
@@ -46,17 +47,6 @@ static void print_build(void) {
   print_nccl();
 }
 
-static void print_numa_of(hwloc_const_nodeset_t nodeset) {
-  int first = 1;
-  unsigned id;
-  hwloc_bitmap_foreach_begin(id, nodeset) {
-    printf("%s%u", first ? "" : ",", id);
-    first = 0;
-  }
-  hwloc_bitmap_foreach_end();
-  if (first) printf("unknown");
-}
-
 static void print_host(hwloc_topology_t topo) {
   int packages = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE);
   int numa = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE);
@@ -75,7 +65,7 @@ static void print_host(hwloc_topology_t topo) {
     printf("  flat topology: host-tier memory is not NUMA-bound (nothing to bind to)\n");
 }
 
-static void print_gpus(hwloc_topology_t topo) {
+static void print_gpus(void) {
   int n = 0;
   printf("GPUs\n");
   if (ikv_gpu_count(&n) != IKV_OK || n == 0) {
@@ -88,16 +78,12 @@ static void print_gpus(hwloc_topology_t topo) {
       printf("  gpu %d: could not be queried\n", d);
       continue;
     }
-    printf("  gpu %d: %s, sm_%d%d, %d SMs, %.1f GiB, pci %s, nearest NUMA node ", d, info.name,
-           info.cc_major, info.cc_minor, info.sm_count, (double)info.total_memory / (1u << 30),
-           info.pci_bus_id);
-    hwloc_obj_t pci = hwloc_get_pcidev_by_busidstring(topo, info.pci_bus_id);
-    hwloc_obj_t near = pci ? hwloc_get_non_io_ancestor_obj(topo, pci) : NULL;
-    if (near)
-      print_numa_of(near->nodeset);
-    else
-      printf("unknown (PCI locality not reported)");
-    printf("\n");
+    printf("  gpu %d: %s, sm_%d%d, %d SMs, %.1f GiB, pci %s\n", d, info.name, info.cc_major, info.cc_minor,
+           info.sm_count, (double)info.total_memory / (1u << 30), info.pci_bus_id);
+    ikv_host_tier *tier; /* where the CUDA backend would put this GPU's host tier */
+    if (ikv_host_tier_open(info.pci_bus_id, &tier) == IKV_OK)
+      printf("    host tier: %s\n", ikv_host_tier_placement(tier)->detail);
+    ikv_host_tier_close(tier);
   }
 }
 
@@ -110,15 +96,13 @@ int ikv_cmd_info(int argc, char **argv) {
     printf("host topology: hwloc could not start\n");
     return 1;
   }
-  /* PCI devices are needed to place each GPU next to its NUMA node. */
-  hwloc_topology_set_io_types_filter(topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
   if (hwloc_topology_load(topo)) {
     printf("host topology: hwloc could not read it\n");
     hwloc_topology_destroy(topo);
     return 1;
   }
   print_host(topo);
-  print_gpus(topo);
+  print_gpus();
   hwloc_topology_destroy(topo);
   return 0;
 }

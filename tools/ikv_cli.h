@@ -17,6 +17,7 @@ int ikv_bench_pagetable(int argc, char **argv);
 int ikv_bench_plan(int argc, char **argv);
 int ikv_bench_decode(int argc, char **argv);
 int ikv_bench_step(int argc, char **argv);
+int ikv_bench_prefetch(int argc, char **argv);
 
 /* 1 if argv holds -h or --help (after printing usage to stdout). */
 int ikv_wants_help(int argc, char **argv, const char *usage);
