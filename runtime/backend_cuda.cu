@@ -253,7 +253,7 @@ ikv_status cuda_move_pages(ikv_runtime *rt, rt_move_kind kind, const rt_move *m,
     stream = s->pf_stream;
   }
   const int timed = kind == RT_MOVE_DEMAND && s->stall_head - s->stall_tail < STALL_TIMERS;
-  if (timed && !ok(cudaEventRecord(s->stall_begin[s->stall_head % STALL_TIMERS], stream))) return IKV_E_CUDA;
+  int started = 0;
   const uint32_t layers = rt->cfg.geometry.layers;
   uint32_t pieces = 0;
   for (uint32_t i = 0; i < n; i++) {
@@ -263,6 +263,9 @@ ikv_status cuda_move_pages(ikv_runtime *rt, rt_move_kind kind, const rt_move *m,
       s->srcs[pieces] = rt_page(rt, l, m[i].from, m[i].precision, m[i].src_slot);
       s->sizes[pieces] = rt->page_bytes[m[i].precision];
       if (++pieces == MOVE_PIECES || (i + 1 == n && l + 1 == layers)) {
+        /* the clock starts with the first copy, not with the host's listing */
+        if (timed && !started++ && !ok(cudaEventRecord(s->stall_begin[s->stall_head % STALL_TIMERS], stream)))
+          return IKV_E_CUDA;
         ikv_status st = copy_pieces(s, pieces, stream);
         if (st != IKV_OK) return st;
         pieces = 0;

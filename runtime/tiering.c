@@ -10,6 +10,7 @@
 #include "runtime/plan_internal.h"
 
 ikv_status rt_tiering_open(ikv_runtime *rt) {
+  rt->build_seq = 1; /* stamps of 0 name no plan */
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) rt->gpu_pages += rt->cfg.capacity[IKV_TIER_GPU][p];
   const uint64_t cand = (uint64_t)(IKV_HISTORY_STEPS + 1) * rt->cfg.max_plan_pages + IKV_MAX_SPAN_HINTS;
   rt->cap_cand = cand < rt->max_pages ? (uint32_t)cand : rt->max_pages;

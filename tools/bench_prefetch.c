@@ -28,13 +28,15 @@ static const char usage[] =
     "                running on another stream; median of 7\n"
     "  trace         a synthetic agentic trace (`ikv trace gen`; default 2\n"
     "                sequences, 60 steps, growing to 131,072 tokens; pages all\n"
-    "                fp16) replayed for real with a GPU tier of 10% of its pages\n"
-    "                (the host tier holds them all): hit rate and stall per step\n"
-    "                (device time of demand fetches) per predictor, beside `ikv\n"
-    "                sim` on the same trace with the link speed and step time\n"
-    "                measured here; the prefetcher's budget is the same in both\n"
-    "                (link GB/s x step time). Each replay starts with the\n"
-    "                context on the host.\n";
+    "                fp16) replayed for real with a GPU tier of 10% of the KV\n"
+    "                (every page of the sequences; at least what a step reads)\n"
+    "                and a host tier holding it all: hit rate and stall per\n"
+    "                step (device time of demand fetches) per predictor, beside\n"
+    "                `ikv sim` on the same trace with the same cache bytes, the\n"
+    "                link speed of the demand fetch above and the step time\n"
+    "                measured without prefetching; the prefetcher's budget is\n"
+    "                the same in both (link GB/s x step time). Each replay\n"
+    "                starts with the context on the host.\n";
 
 /* ---- transfers --------------------------------------------------------------- */
 
@@ -95,10 +97,11 @@ typedef struct kv_src {
   uint8_t precs[CHUNK];
 } kv_src;
 
-/* n new tokens for a sequence, written in every layer (in chunks). */
-static void grow(ikv_runtime *rt, ikv_seq_id seq, uint32_t n, kv_src *src, cudaStream_t s) {
+/* n new tokens for a sequence, written in every layer, in chunks of at most
+ * `chunk` tokens (appends make room on the GPU tier for a chunk at a time). */
+static void grow(ikv_runtime *rt, ikv_seq_id seq, uint32_t n, uint32_t chunk, kv_src *src, cudaStream_t s) {
   for (uint32_t done = 0; done < n;) {
-    uint32_t m = n - done < CHUNK ? n - done : CHUNK;
+    uint32_t m = n - done < chunk ? n - done : chunk;
     bench_ikv_ok(rt, ikv_append(rt, &seq, &m, 1, src->slots, src->precs), "ikv_append");
     for (uint32_t l = 0; l < LAYERS; l++)
       bench_ikv_ok(rt, ikv_write_kv(rt, l, src->k, src->v, IKV_DTYPE_F16, src->slots, src->precs, m, s), "ikv_write_kv");
@@ -126,7 +129,7 @@ static double runtime_fetch_gbs(kv_src *src, cudaStream_t s) {
   bench_ikv_ok(NULL, ikv_runtime_create(&cfg, &rt), "ikv_runtime_create");
   bench_ikv_ok(rt, ikv_plan_create(rt, &plan), "ikv_plan_create");
   bench_ikv_ok(rt, ikv_seq_create(rt, IKV_FP16, &seq), "ikv_seq_create");
-  grow(rt, seq, PAGES * P, src, s);
+  grow(rt, seq, PAGES * P, CHUNK, src, s);
   BENCH_CUDA(cudaStreamSynchronize(s));
   int32_t indptr[2], index[PAGES];
   uint8_t prec[PAGES];
@@ -171,7 +174,7 @@ static void interference(copy_bufs *c, kv_src *src, int json, int *first) {
   bench_ikv_ok(rt, ikv_plan_create(rt, &plan), "ikv_plan_create");
   for (int i = 0; i < SEQS; i++) {
     bench_ikv_ok(rt, ikv_seq_create(rt, IKV_FP16, &seqs[i]), "ikv_seq_create");
-    grow(rt, seqs[i], PAGES * P, src, c->s);
+    grow(rt, seqs[i], PAGES * P, CHUNK, src, c->s);
   }
   int32_t indptr[SEQS + 1], *index = malloc(sizeof(int32_t) * SEQS * PAGES);
   uint8_t *prec = malloc(SEQS * PAGES);
@@ -261,10 +264,11 @@ static void replay(const ikv_trace *t, uint32_t n_seqs, uint32_t gpu_pages, uint
   BENCH_CUDA(cudaEventCreate(&b));
   ikv_seq_id *seqs = malloc(sizeof(ikv_seq_id) * n_seqs), *batch = malloc(sizeof(ikv_seq_id) * n_seqs);
   uint32_t *pages = calloc(n_seqs, sizeof(uint32_t));
+  const uint32_t chunk = gpu_pages / 4 * P < CHUNK ? gpu_pages / 4 * P : CHUNK;
   for (uint32_t i = 0; i < n_seqs; i++) { /* the context of step 0, then all of it to the host */
     bench_ikv_ok(rt, ikv_seq_create(rt, IKV_FP16, &seqs[i]), "ikv_seq_create");
     pages[i] = seq_pages_at(t, i, 0);
-    grow(rt, seqs[i], pages[i] * P, src, s);
+    grow(rt, seqs[i], pages[i] * P, chunk, src, s);
     BENCH_CUDA(cudaStreamSynchronize(s));
     bench_ikv_ok(rt, ikv_seq_offload(rt, seqs[i], 0, pages[i]), "ikv_seq_offload");
   }
@@ -287,7 +291,7 @@ static void replay(const ikv_trace *t, uint32_t n_seqs, uint32_t gpu_pages, uint
     for (uint32_t i = 0; i < n_seqs; i++) {
       const uint32_t want = seq_pages_at(t, i, step);
       if (!want) continue;
-      if (want > pages[i]) grow(rt, seqs[i], (want - pages[i]) * P, src, s), pages[i] = want; /* written on the GPU */
+      if (want > pages[i]) grow(rt, seqs[i], (want - pages[i]) * P, chunk, src, s), pages[i] = want; /* written on the GPU */
       const uint32_t first = e;
       for (uint32_t r = t->step_start[step]; r < t->step_start[step + 1]; r++)
         if (t->refs[r].seq == i) index[e++] = (int32_t)t->refs[r].page;
@@ -350,8 +354,9 @@ static void trace_part(uint32_t n_seqs, uint32_t steps, uint32_t tokens, uint64_
                              .geometry = {.layers = LAYERS, .kv_heads = HKV, .head_dim = D, .page_size = P}};
   ikv_trace t;
   bench_ikv_ok(NULL, ikv_trace_generate(&gp, &t), "ikv_trace_generate");
-  /* one precision, so both sides move the same bytes; the page counts */
-  uint32_t distinct = 0, host_pages = 0, widest = 1;
+  /* one precision, so both sides move the same bytes; the page counts: of
+   * the KV (every page of every sequence), and those the trace reads */
+  uint32_t distinct = 0, kv_pages = 0, widest = 1;
   uint8_t *seen = NULL;
   for (uint32_t i = 0; i < n_seqs; i++) {
     uint32_t hi = 0;
@@ -361,17 +366,23 @@ static void trace_part(uint32_t n_seqs, uint32_t steps, uint32_t tokens, uint64_
     memset(seen, 0, hi + 1);
     for (size_t r = 0; r < t.n_refs; r++)
       if (t.refs[r].seq == i) distinct += !seen[t.refs[r].page], seen[t.refs[r].page] = 1;
-    host_pages += hi + 1;
+    kv_pages += hi;
   }
   free(seen);
   for (size_t r = 0; r < t.n_refs; r++) t.refs[r].precision = IKV_FP16;
   for (uint32_t st = 0; st < t.n_steps; st++)
     if (t.step_start[st + 1] - t.step_start[st] > widest) widest = t.step_start[st + 1] - t.step_start[st];
-  const double fraction = 0.1;
-  const uint32_t gpu_pages = (uint32_t)(fraction * distinct) + n_seqs; /* + the partly filled pages */
+  /* the GPU tier: 10% of the KV, and never less than a step reads (the
+   * decode needs its pages there; the simulator can read through) */
+  uint32_t gpu_pages = kv_pages / 10 + n_seqs; /* + the partly filled pages */
+  if (gpu_pages < widest + n_seqs) gpu_pages = widest + n_seqs;
+  const double fraction = (double)gpu_pages / distinct < 1.0 ? (double)gpu_pages / distinct : 1.0;
+  const uint32_t host_pages = kv_pages + n_seqs;
   if (!json)
-    printf("trace: %u sequences, %u steps, up to %u tokens; %u distinct pages (%.1f GB); GPU tier %u pages\n", n_seqs,
-           steps, tokens, distinct, distinct * 2.0 * LAYERS * P * HKV * D * 2 / 1e9, gpu_pages);
+    printf("trace: %u sequences, %u steps, up to %u tokens: %u pages of KV (%.1f GB), %u read at least once; GPU tier "
+           "%u pages (%.3f of the KV, %.3f of the pages read)\n",
+           n_seqs, steps, tokens, kv_pages, kv_pages * 2.0 * LAYERS * P * HKV * D * 2 / 1e9, distinct, gpu_pages,
+           (double)gpu_pages / kv_pages, fraction);
   replay_result none;
   replay(&t, n_seqs, gpu_pages, host_pages, widest, (ikv_prefetch_config){IKV_PREDICT_NONE, 0}, src, &none);
   const double step_us = none.compute_us;
@@ -384,13 +395,13 @@ static void trace_part(uint32_t n_seqs, uint32_t steps, uint32_t tokens, uint64_
     ikv_sim_result sim;
     bench_ikv_ok(NULL, ikv_sim_run(&t, &sp, &sim), "ikv_sim_run");
     if (json)
-      printf("%s{\"part\": \"trace\", \"predictor\": \"%s\", \"cache_fraction\": %g, \"real_hit_rate\": %.4f, "
+      printf("%s{\"part\": \"trace\", \"predictor\": \"%s\", \"cache_fraction_of_read_pages\": %.4f, \"real_hit_rate\": %.4f, "
              "\"sim_hit_rate\": %.4f, \"real_stall_us_per_step\": %.1f, \"sim_stall_us_per_step\": %.1f, "
              "\"real_compute_us\": %.1f, \"real_h2d_mb_per_step\": %.1f, \"prefetched_pages\": %llu, "
-             "\"late_pages\": %llu, \"link_gbs\": %.1f, \"step_us\": %.1f}",
+             "\"late_pages\": %llu, \"link_gbs\": %.1f, \"step_us\": %.1f, \"gpu_pages\": %u, \"kv_pages\": %u}",
              *first ? "" : ", ", ikv_predictor_name(preds[k]), fraction, real.hit_rate, sim.hit_rate,
              real.stall_us_per_step, sim.stall_us_per_step, real.compute_us, real.bytes_h2d_per_step / 1e6,
-             (unsigned long long)real.prefetched, (unsigned long long)real.late, link_gbs, step_us);
+             (unsigned long long)real.prefetched, (unsigned long long)real.late, link_gbs, step_us, gpu_pages, kv_pages);
     else
       printf("trace %-16s hit real %.4f sim %.4f | stall/step real %9.1f us sim %9.1f us | compute %8.1f us | "
              "prefetched %llu late %llu\n",
@@ -405,9 +416,9 @@ int ikv_bench_prefetch(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
   const int json = ikv_has_flag(argc, argv, "--json");
   uint32_t seqs, steps, tokens, seed;
-  if (ikv_flag_u32(argc, argv, "--seqs", 2, &seqs) || ikv_flag_u32(argc, argv, "--steps", 60, &steps) ||
-      ikv_flag_u32(argc, argv, "--tokens", 131072, &tokens) || ikv_flag_u32(argc, argv, "--seed", 1, &seed) || !seqs ||
-      !steps) {
+  if (!ikv_flag_u32(argc, argv, "--seqs", 2, &seqs) || !ikv_flag_u32(argc, argv, "--steps", 60, &steps) ||
+      !ikv_flag_u32(argc, argv, "--tokens", 131072, &tokens) || !ikv_flag_u32(argc, argv, "--seed", 1, &seed) ||
+      !seqs || !steps) {
     fputs(usage, stderr);
     return 2;
   }
