@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/copy_cuda.h"
 #include "kernels/decode_cuda.h"
 #include "kernels/page_summary.h"
 #include "kernels/quantize_cuda.h"
@@ -14,6 +15,12 @@
 namespace {
 
 enum { PREFETCH_EVENTS = 16, STALL_TIMERS = 16, MOVE_PIECES = 4096 };
+/* Host -> GPU pieces below SM_COPY_BELOW bytes (a page of one layer in a
+ * quantized format) are copied by SM_COPY_BLOCKS thread blocks reading the
+ * pinned host tier (kernels/copy_cuda.h): the copy engines are slow on small
+ * pieces. Their descriptors sit in mapped pinned memory, a ring of
+ * SM_COPY_SLOTS lists, each reused once the copy reading it has run. */
+enum { SM_COPY_BELOW = 32768, SM_COPY_BLOCKS = 16, SM_COPY_SLOTS = 8 };
 
 /* Host data bound for the device (or back): pinned staging and a device
  * buffer, grown on demand. */
@@ -42,6 +49,10 @@ struct cuda_state {
   void **dsts, **srcs; /* [MOVE_PIECES] one batched copy call */
   size_t *sizes;
   int batch_api;       /* cudaMemcpyBatchAsync works here */
+  int sm_copy;         /* the device reads pinned host memory through host pointers */
+  ikv_copy_piece *ring; /* [SM_COPY_SLOTS][MOVE_PIECES], mapped pinned */
+  cudaEvent_t ring_done[SM_COPY_SLOTS];
+  uint32_t ring_next;
 };
 
 struct cuda_plan {
@@ -148,6 +159,13 @@ ikv_status cuda_open(ikv_runtime *rt) {
   s->dsts = (void **)malloc(sizeof(void *) * MOVE_PIECES), s->srcs = (void **)malloc(sizeof(void *) * MOVE_PIECES);
   s->sizes = (size_t *)malloc(sizeof(size_t) * MOVE_PIECES);
   s->batch_api = 1;
+  if (!ok(cudaDeviceGetAttribute(&s->sm_copy, cudaDevAttrCanUseHostPointerForRegisteredMem, device))) return IKV_E_CUDA;
+  if (s->sm_copy) {
+    if (!ok(cudaHostAlloc((void **)&s->ring, sizeof(ikv_copy_piece) * SM_COPY_SLOTS * MOVE_PIECES, cudaHostAllocMapped)))
+      return IKV_E_CUDA;
+    for (int i = 0; i < SM_COPY_SLOTS; i++)
+      if (!ok(cudaEventCreateWithFlags(&s->ring_done[i], cudaEventDisableTiming))) return IKV_E_CUDA;
+  }
   if (!s->dsts || !s->srcs || !s->sizes || ikv_host_tier_open(bus_id, &rt->host) != IKV_OK) return IKV_E_NO_MEMORY;
   const size_t summary = sizeof(float) * rt->max_pages * rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
   s->sum.pages = rt->max_pages;
@@ -201,6 +219,9 @@ void cuda_close(ikv_runtime *rt) {
   cudaFree(s->d_move), cudaFree(s->sum.kmin), cudaFree(s->sum.kmax), cudaFree(s->sum.ksum);
   release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->keys);
   free(s->dsts), free(s->srcs), free(s->sizes);
+  cudaFreeHost(s->ring);
+  for (int i = 0; i < SM_COPY_SLOTS; i++)
+    if (s->ring_done[i]) cudaEventDestroy(s->ring_done[i]);
   cudaEvent_t *events[] = {&s->ready, &s->caller_done, &s->moved};
   for (cudaEvent_t *e : events)
     if (*e) cudaEventDestroy(*e);
@@ -244,39 +265,82 @@ ikv_status copy_pieces(cuda_state *s, uint32_t n, cudaStream_t stream) {
   return IKV_OK;
 }
 
+/* A free descriptor list of the ring, or NULL if the next one is still
+ * being read (then the copy engines take the pieces: the host never waits). */
+ikv_copy_piece *ring_slot(cuda_state *s) {
+  if (!s->sm_copy) return NULL;
+  cudaError_t e = cudaEventQuery(s->ring_done[s->ring_next % SM_COPY_SLOTS]);
+  if (e == cudaErrorNotReady) cudaGetLastError();
+  return ok(e) ? s->ring + (size_t)(s->ring_next % SM_COPY_SLOTS) * MOVE_PIECES : NULL;
+}
+
+/* One move_pages call: its stream, and the stall clock of a demand batch,
+ * started with the first copy (not with the host's listing of pieces). */
+struct mover {
+  cuda_state *s;
+  cudaStream_t stream;
+  int timed, started;
+};
+
+ikv_status mover_start(mover *mv) {
+  if (!mv->timed || mv->started++) return IKV_OK;
+  cuda_state *s = mv->s;
+  return ok(cudaEventRecord(s->stall_begin[s->stall_head % STALL_TIMERS], mv->stream)) ? IKV_OK : IKV_E_CUDA;
+}
+
+/* The ring's current list, n pieces, by the SMs. */
+ikv_status flush_sm(mover *mv, uint32_t n) {
+  cuda_state *s = mv->s;
+  ikv_status st = mover_start(mv);
+  if (st == IKV_OK) st = ikv_cuda_copy_pieces(s->ring + (size_t)(s->ring_next % SM_COPY_SLOTS) * MOVE_PIECES, n,
+                                              SM_COPY_BLOCKS, mv->stream);
+  if (st == IKV_OK && !ok(cudaEventRecord(s->ring_done[s->ring_next++ % SM_COPY_SLOTS], mv->stream))) st = IKV_E_CUDA;
+  return st;
+}
+
+ikv_status flush_dma(mover *mv, uint32_t n) {
+  ikv_status st = mover_start(mv);
+  return st == IKV_OK ? copy_pieces(mv->s, n, mv->stream) : st;
+}
+
 ikv_status cuda_move_pages(ikv_runtime *rt, rt_move_kind kind, const rt_move *m, uint32_t n, uint32_t batch) {
   cuda_state *s = state(rt);
   if (!n) return IKV_OK;
-  cudaStream_t stream = page_stream(rt);
+  mover mv = {s, page_stream(rt), kind == RT_MOVE_DEMAND && s->stall_head - s->stall_tail < STALL_TIMERS, 0};
   if (kind == RT_MOVE_PREFETCH) { /* after the evictions that made its room */
-    if (!ok(cudaEventRecord(s->moved, stream)) || !ok(cudaStreamWaitEvent(s->pf_stream, s->moved, 0))) return IKV_E_CUDA;
-    stream = s->pf_stream;
+    if (!ok(cudaEventRecord(s->moved, mv.stream)) || !ok(cudaStreamWaitEvent(s->pf_stream, s->moved, 0)))
+      return IKV_E_CUDA;
+    mv.stream = s->pf_stream;
   }
-  const int timed = kind == RT_MOVE_DEMAND && s->stall_head - s->stall_tail < STALL_TIMERS;
-  int started = 0;
   const uint32_t layers = rt->cfg.geometry.layers;
-  uint32_t pieces = 0;
-  for (uint32_t i = 0; i < n; i++) {
+  uint32_t dma = 0, sm = 0;
+  ikv_copy_piece *list = NULL;
+  ikv_status st = IKV_OK;
+  for (uint32_t i = 0; i < n && st == IKV_OK; i++) {
     const ikv_tier to = m[i].from == IKV_TIER_GPU ? IKV_TIER_HOST : IKV_TIER_GPU;
-    for (uint32_t l = 0; l < layers; l++) {
-      s->dsts[pieces] = rt_page(rt, l, to, m[i].precision, m[i].dst_slot);
-      s->srcs[pieces] = rt_page(rt, l, m[i].from, m[i].precision, m[i].src_slot);
-      s->sizes[pieces] = rt->page_bytes[m[i].precision];
-      if (++pieces == MOVE_PIECES || (i + 1 == n && l + 1 == layers)) {
-        /* the clock starts with the first copy, not with the host's listing */
-        if (timed && !started++ && !ok(cudaEventRecord(s->stall_begin[s->stall_head % STALL_TIMERS], stream)))
-          return IKV_E_CUDA;
-        ikv_status st = copy_pieces(s, pieces, stream);
-        if (st != IKV_OK) return st;
-        pieces = 0;
+    const size_t bytes = rt->page_bytes[m[i].precision];
+    const int small = to == IKV_TIER_GPU && bytes < SM_COPY_BELOW;
+    for (uint32_t l = 0; l < layers && st == IKV_OK; l++) {
+      void *dst = rt_page(rt, l, to, m[i].precision, m[i].dst_slot);
+      const void *src = rt_page(rt, l, m[i].from, m[i].precision, m[i].src_slot);
+      if (small && !list) list = ring_slot(s);
+      if (small && list) {
+        list[sm++] = ikv_copy_piece{src, dst, bytes};
+        if (sm == MOVE_PIECES) st = flush_sm(&mv, sm), sm = 0, list = NULL;
+      } else {
+        s->dsts[dma] = dst, s->srcs[dma] = const_cast<void *>(src), s->sizes[dma] = bytes;
+        if (++dma == MOVE_PIECES) st = flush_dma(&mv, dma), dma = 0;
       }
     }
   }
-  if (timed && !ok(cudaEventRecord(s->stall_end[s->stall_head++ % STALL_TIMERS], stream))) return IKV_E_CUDA;
+  if (st == IKV_OK && sm) st = flush_sm(&mv, sm);
+  if (st == IKV_OK && dma) st = flush_dma(&mv, dma);
+  if (st != IKV_OK) return st;
+  if (mv.timed && !ok(cudaEventRecord(s->stall_end[s->stall_head++ % STALL_TIMERS], mv.stream))) return IKV_E_CUDA;
   if (kind == RT_MOVE_PREFETCH) {
-    if (!ok(cudaEventRecord(s->pf_done[batch % PREFETCH_EVENTS], stream))) return IKV_E_CUDA;
+    if (!ok(cudaEventRecord(s->pf_done[batch % PREFETCH_EVENTS], mv.stream))) return IKV_E_CUDA;
     s->pf_last = batch;
-  } else if (kind == RT_MOVE_DEMAND && !ok(cudaEventRecord(s->ready, stream))) {
+  } else if (kind == RT_MOVE_DEMAND && !ok(cudaEventRecord(s->ready, mv.stream))) {
     return IKV_E_CUDA;
   }
   return IKV_OK;

@@ -4,13 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/copy_cuda.h"
 #include "prefetch/sim.h"
 #include "runtime/intentkv.h"
 #include "tools/bench_gpu.h"
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
 
-enum { D = 128, P = 16, HQ = 32, HKV = 8, LAYERS = 32, REPS = 7, CHUNK = 4096, BATCH_PIECES = 4096 };
+enum { D = 128, P = 16, HQ = 32, HKV = 8, LAYERS = 32, REPS = 7, CHUNK = 4096, BATCH_PIECES = 4096, SM_BLOCKS = 16 };
+/* How a copy of many pieces is issued. */
+typedef enum copy_way { ONE_CALL_EACH = 0, BATCHED_DMA, SM_COPY } copy_way;
+static const char *const way_names[] = {"one call each", "batched", "SM copy (16 blocks)"};
 #define COPY_BYTES (1ull << 30)
 
 static const char usage[] =
@@ -19,13 +23,16 @@ static const char usage[] =
     "head_dim 128, 16-token fp16 pages: 64 KiB a page and layer):\n"
     "  transfer      host -> GPU: the pinned peak (one 1 GiB cudaMemcpyAsync from\n"
     "                pinned memory), then 1 GiB in scattered page-sized pieces\n"
-    "                (16 and 64 KiB) one cudaMemcpyAsync each against batched\n"
-    "                (cudaMemcpyBatchAsync, as the runtime moves pages), and the\n"
+    "                (16 and 64 KiB): one cudaMemcpyAsync each, batched\n"
+    "                (cudaMemcpyBatchAsync), and by 16 thread blocks reading\n"
+    "                the pinned memory (kernels/copy_cuda.h; the runtime copies\n"
+    "                pieces under 32 KiB so, larger ones batched), and the\n"
     "                runtime's own demand fetch of 512 pages (1 GiB), timed on\n"
     "                the GPU; median of 7\n"
     "  interference  a decode step (32 layers, 4 sequences of 16K tokens, fp16,\n"
-    "                a CUDA graph) alone and with a batched 1 GiB page copy\n"
-    "                running on another stream; median of 7\n"
+    "                a CUDA graph) alone and with a 1 GiB page copy running on\n"
+    "                another stream (64 KiB pieces batched; 16 KiB pieces by\n"
+    "                the SMs); median of 7\n"
     "  trace         a synthetic agentic trace (`ikv trace gen`; default 2\n"
     "                sequences, 60 steps, growing to 131,072 tokens; pages all\n"
     "                fp16) replayed for real with a GPU tier of 10% of the KV\n"
@@ -42,20 +49,24 @@ static const char usage[] =
 
 typedef struct copy_bufs {
   uint8_t *host, *dev; /* COPY_BYTES each: pinned, device */
+  ikv_copy_piece *desc; /* mapped pinned: SM_COPY's list */
   cudaStream_t s;
   cudaEvent_t a, b;
 } copy_bufs;
 
 /* 1 GiB in pieces of `piece` bytes at shuffled places on both sides. */
-static void enqueue_pieces(copy_bufs *c, size_t piece, int batched, cudaStream_t s) {
+static void enqueue_pieces(copy_bufs *c, size_t piece, copy_way way, cudaStream_t s) {
   const size_t n = COPY_BYTES / piece;
   static void *dsts[BATCH_PIECES], *srcs[BATCH_PIECES];
   static size_t sizes[BATCH_PIECES];
   for (size_t i = 0, k = 0; i < n; i++) {
     const size_t at = (i * 7919) % n; /* n is a power of 2: a prime stride visits every piece once, out of order */
     dsts[k] = c->dev + ((n - 1 - at) * piece), srcs[k] = c->host + at * piece, sizes[k] = piece;
-    if (!batched) BENCH_CUDA(cudaMemcpyAsync(dsts[k], srcs[k], piece, cudaMemcpyHostToDevice, s));
-    else if (++k == BATCH_PIECES || i + 1 == n) {
+    if (way == SM_COPY) {
+      c->desc[i] = (ikv_copy_piece){srcs[k], dsts[k], piece};
+    } else if (way == ONE_CALL_EACH) {
+      BENCH_CUDA(cudaMemcpyAsync(dsts[k], srcs[k], piece, cudaMemcpyHostToDevice, s));
+    } else if (++k == BATCH_PIECES || i + 1 == n) {
       struct cudaMemcpyAttributes attr;
       memset(&attr, 0, sizeof(attr));
       attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
@@ -65,15 +76,18 @@ static void enqueue_pieces(copy_bufs *c, size_t piece, int batched, cudaStream_t
       k = 0;
     }
   }
+  if (way == SM_COPY && ikv_cuda_copy_pieces(c->desc, (uint32_t)n, SM_BLOCKS, s) != IKV_OK)
+    bench_cuda_ok(cudaErrorLaunchFailure, "ikv_cuda_copy_pieces");
 }
 
 /* piece 0: one copy of the whole buffer. Median GB/s of REPS. */
-static double copy_gbs(copy_bufs *c, size_t piece, int batched) {
+static double copy_gbs(copy_bufs *c, size_t piece, copy_way way) {
   double samples[REPS];
   for (int r = -1; r < REPS; r++) {
+    BENCH_CUDA(cudaStreamSynchronize(c->s)); /* the SM copy's list is rewritten */
     BENCH_CUDA(cudaEventRecord(c->a, c->s));
     if (!piece) BENCH_CUDA(cudaMemcpyAsync(c->dev, c->host, COPY_BYTES, cudaMemcpyHostToDevice, c->s));
-    else enqueue_pieces(c, piece, batched, c->s);
+    else enqueue_pieces(c, piece, way, c->s);
     BENCH_CUDA(cudaEventRecord(c->b, c->s));
     BENCH_CUDA(cudaEventSynchronize(c->b));
     if (r >= 0) samples[r] = COPY_BYTES / (bench_elapsed_ms(c->a, c->b) * 1e-3) / 1e9;
@@ -201,12 +215,13 @@ static void interference(copy_bufs *c, kv_src *src, int json, int *first) {
   BENCH_CUDA(cudaStreamCreateWithFlags(&copier, cudaStreamNonBlocking));
   BENCH_CUDA(cudaEventCreate(&ca));
   BENCH_CUDA(cudaEventCreate(&cb));
-  double alone[REPS], with[REPS], copy[REPS];
+  double alone[REPS], with[2][REPS], copy[2][REPS];
+  const copy_way ways[2] = {BATCHED_DMA, SM_COPY};
   for (int r = -1; r < REPS; r++)
-    for (int busy = 0; busy < 2; busy++) {
+    for (int busy = 0; busy < 3; busy++) {
       if (busy) { /* the copy starts first and outlasts the step */
         BENCH_CUDA(cudaEventRecord(ca, copier));
-        enqueue_pieces(c, 65536, 1, copier);
+        enqueue_pieces(c, busy == 1 ? 65536 : 16384, ways[busy - 1], copier);
         BENCH_CUDA(cudaEventRecord(cb, copier));
       }
       BENCH_CUDA(cudaEventRecord(c->a, c->s));
@@ -214,13 +229,23 @@ static void interference(copy_bufs *c, kv_src *src, int json, int *first) {
       BENCH_CUDA(cudaEventRecord(c->b, c->s));
       BENCH_CUDA(cudaDeviceSynchronize());
       if (r < 0) continue;
-      (busy ? with : alone)[r] = 1e3 * bench_elapsed_ms(c->a, c->b);
-      if (busy) copy[r] = COPY_BYTES / (bench_elapsed_ms(ca, cb) * 1e-3) / 1e9;
+      if (!busy) {
+        alone[r] = 1e3 * bench_elapsed_ms(c->a, c->b);
+      } else {
+        with[busy - 1][r] = 1e3 * bench_elapsed_ms(c->a, c->b);
+        copy[busy - 1][r] = COPY_BYTES / (bench_elapsed_ms(ca, cb) * 1e-3) / 1e9;
+      }
     }
-  const double t0 = bench_median(alone, REPS), t1 = bench_median(with, REPS);
+  const double t0 = bench_median(alone, REPS);
   report(json, first, "interference", "decode step alone (us)", t0, "us", 1.0);
-  report(json, first, "interference", "decode step with a 1 GiB page copy (us)", t1, "us", t1 / t0);
-  report(json, first, "interference", "the copy meanwhile (GB/s)", bench_median(copy, REPS), "gbs", 0.0);
+  for (int w = 0; w < 2; w++) {
+    char what[96];
+    const double t1 = bench_median(with[w], REPS);
+    snprintf(what, sizeof(what), "decode step, 1 GiB of %s pages meanwhile (us)", w ? "16 KiB SM-copied" : "64 KiB DMA");
+    report(json, first, "interference", what, t1, "us", t1 / t0);
+    snprintf(what, sizeof(what), "that copy meanwhile (GB/s)");
+    report(json, first, "interference", what, bench_median(copy[w], REPS), "gbs", 0.0);
+  }
   cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
   cudaStreamDestroy(copier), cudaEventDestroy(ca), cudaEventDestroy(cb);
   cudaFree(q), cudaFree(out), cudaFree(lse);
@@ -429,6 +454,7 @@ int ikv_bench_prefetch(int argc, char **argv) {
   copy_bufs c;
   BENCH_CUDA(cudaHostAlloc((void **)&c.host, COPY_BYTES, cudaHostAllocDefault));
   BENCH_CUDA(cudaMalloc((void **)&c.dev, COPY_BYTES));
+  BENCH_CUDA(cudaHostAlloc((void **)&c.desc, sizeof(ikv_copy_piece) * (COPY_BYTES / 16384), cudaHostAllocMapped));
   memset(c.host, 0x3c, COPY_BYTES);
   BENCH_CUDA(cudaStreamCreateWithFlags(&c.s, cudaStreamNonBlocking));
   BENCH_CUDA(cudaEventCreate(&c.a));
@@ -451,14 +477,14 @@ int ikv_bench_prefetch(int argc, char **argv) {
     printf("ikv bench prefetch on %s, %s; host tier %s\n%-12s %-44s %10s %-8s %6s\n", prop.name, date, where.detail,
            "part", "what", "value", "unit", "of peak");
   int first = 1;
-  const double peak = copy_gbs(&c, 0, 0);
+  const double peak = copy_gbs(&c, 0, ONE_CALL_EACH);
   report(json, &first, "transfer", "pinned peak: one 1 GiB copy", peak, "gbs", 1.0);
   const size_t pieces[] = {16384, 65536};
   for (int i = 0; i < 2; i++)
-    for (int batched = 0; batched < 2; batched++) {
+    for (int way = ONE_CALL_EACH; way <= SM_COPY; way++) {
       char what[64];
-      snprintf(what, sizeof(what), "%zu KiB pieces, %s", pieces[i] / 1024, batched ? "batched" : "one call each");
-      const double gbs = copy_gbs(&c, pieces[i], batched);
+      snprintf(what, sizeof(what), "%zu KiB pieces, %s", pieces[i] / 1024, way_names[way]);
+      const double gbs = copy_gbs(&c, pieces[i], (copy_way)way);
       report(json, &first, "transfer", what, gbs, "gbs", gbs / peak);
     }
   const double fetch = runtime_fetch_gbs(&src, c.s);
@@ -466,7 +492,7 @@ int ikv_bench_prefetch(int argc, char **argv) {
   interference(&c, &src, json, &first);
   trace_part(seqs, steps, tokens, seed, fetch, &src, json, &first);
   if (json) printf("]}\n");
-  cudaFreeHost(c.host), cudaFree(c.dev), cudaFree(src.k), cudaFree(src.v);
+  cudaFreeHost(c.host), cudaFreeHost(c.desc), cudaFree(c.dev), cudaFree(src.k), cudaFree(src.v);
   cudaStreamDestroy(c.s), cudaEventDestroy(c.a), cudaEventDestroy(c.b);
   return 0;
 }
