@@ -16,11 +16,14 @@ namespace {
 
 enum { PREFETCH_EVENTS = 16, STALL_TIMERS = 16, MOVE_PIECES = 4096 };
 /* Host -> GPU pieces below SM_COPY_BELOW bytes (a page of one layer in a
- * quantized format) are copied by SM_COPY_BLOCKS thread blocks reading the
- * pinned host tier (kernels/copy_cuda.h): the copy engines are slow on small
- * pieces. Their descriptors sit in mapped pinned memory, a ring of
+ * quantized format) are copied by thread blocks reading the pinned host tier
+ * (kernels/copy_cuda.h): the copy engines are slow on small pieces. A demand
+ * fetch holds the step up anyway and takes 64 blocks (0.93 of the link on
+ * H100 for 16 KiB pieces); a prefetch runs beside the decode and takes 16
+ * (0.67 of the link, the decode 4% slower; 64 blocks would slow it 30%:
+ * docs/results.md). Descriptors sit in mapped pinned memory, a ring of
  * SM_COPY_SLOTS lists, each reused once the copy reading it has run. */
-enum { SM_COPY_BELOW = 32768, SM_COPY_BLOCKS = 16, SM_COPY_SLOTS = 8 };
+enum { SM_COPY_BELOW = 32768, SM_COPY_BLOCKS_DEMAND = 64, SM_COPY_BLOCKS_PREFETCH = 16, SM_COPY_SLOTS = 8 };
 
 /* Host data bound for the device (or back): pinned staging and a device
  * buffer, grown on demand. */
@@ -280,6 +283,7 @@ struct mover {
   cuda_state *s;
   cudaStream_t stream;
   int timed, started;
+  uint32_t sm_blocks;
 };
 
 ikv_status mover_start(mover *mv) {
@@ -293,7 +297,7 @@ ikv_status flush_sm(mover *mv, uint32_t n) {
   cuda_state *s = mv->s;
   ikv_status st = mover_start(mv);
   if (st == IKV_OK) st = ikv_cuda_copy_pieces(s->ring + (size_t)(s->ring_next % SM_COPY_SLOTS) * MOVE_PIECES, n,
-                                              SM_COPY_BLOCKS, mv->stream);
+                                              mv->sm_blocks, mv->stream);
   if (st == IKV_OK && !ok(cudaEventRecord(s->ring_done[s->ring_next++ % SM_COPY_SLOTS], mv->stream))) st = IKV_E_CUDA;
   return st;
 }
@@ -306,7 +310,8 @@ ikv_status flush_dma(mover *mv, uint32_t n) {
 ikv_status cuda_move_pages(ikv_runtime *rt, rt_move_kind kind, const rt_move *m, uint32_t n, uint32_t batch) {
   cuda_state *s = state(rt);
   if (!n) return IKV_OK;
-  mover mv = {s, page_stream(rt), kind == RT_MOVE_DEMAND && s->stall_head - s->stall_tail < STALL_TIMERS, 0};
+  mover mv = {s, page_stream(rt), kind == RT_MOVE_DEMAND && s->stall_head - s->stall_tail < STALL_TIMERS, 0,
+              kind == RT_MOVE_PREFETCH ? SM_COPY_BLOCKS_PREFETCH : SM_COPY_BLOCKS_DEMAND};
   if (kind == RT_MOVE_PREFETCH) { /* after the evictions that made its room */
     if (!ok(cudaEventRecord(s->moved, mv.stream)) || !ok(cudaStreamWaitEvent(s->pf_stream, s->moved, 0)))
       return IKV_E_CUDA;

@@ -11,10 +11,10 @@
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
 
-enum { D = 128, P = 16, HQ = 32, HKV = 8, LAYERS = 32, REPS = 7, CHUNK = 4096, BATCH_PIECES = 4096, SM_BLOCKS = 16 };
+enum { D = 128, P = 16, HQ = 32, HKV = 8, LAYERS = 32, REPS = 7, CHUNK = 4096, BATCH_PIECES = 4096 };
 /* How a copy of many pieces is issued. */
 typedef enum copy_way { ONE_CALL_EACH = 0, BATCHED_DMA, SM_COPY } copy_way;
-static const char *const way_names[] = {"one call each", "batched", "SM copy (16 blocks)"};
+static const char *const way_names[] = {"one call each", "batched", "SM copy"};
 #define COPY_BYTES (1ull << 30)
 
 static const char usage[] =
@@ -24,7 +24,7 @@ static const char usage[] =
     "  transfer      host -> GPU: the pinned peak (one 1 GiB cudaMemcpyAsync from\n"
     "                pinned memory), then 1 GiB in scattered page-sized pieces\n"
     "                (16 and 64 KiB): one cudaMemcpyAsync each, batched\n"
-    "                (cudaMemcpyBatchAsync), and by 16 thread blocks reading\n"
+    "                (cudaMemcpyBatchAsync), and by 16-64 thread blocks reading\n"
     "                the pinned memory (kernels/copy_cuda.h; the runtime copies\n"
     "                pieces under 32 KiB so, larger ones batched), and the\n"
     "                runtime's own demand fetch of 512 pages (1 GiB), timed on\n"
@@ -32,7 +32,7 @@ static const char usage[] =
     "  interference  a decode step (32 layers, 4 sequences of 16K tokens, fp16,\n"
     "                a CUDA graph) alone and with a 1 GiB page copy running on\n"
     "                another stream (64 KiB pieces batched; 16 KiB pieces by\n"
-    "                the SMs); median of 7\n"
+    "                16-64 SM blocks); median of 7\n"
     "  trace         a synthetic agentic trace (`ikv trace gen`; default 2\n"
     "                sequences, 60 steps, growing to 131,072 tokens; pages all\n"
     "                fp16) replayed for real with a GPU tier of 10% of the KV\n"
@@ -50,6 +50,7 @@ static const char usage[] =
 typedef struct copy_bufs {
   uint8_t *host, *dev; /* COPY_BYTES each: pinned, device */
   ikv_copy_piece *desc; /* mapped pinned: SM_COPY's list */
+  uint32_t sm_blocks;   /* SM_COPY's thread blocks */
   cudaStream_t s;
   cudaEvent_t a, b;
 } copy_bufs;
@@ -76,7 +77,7 @@ static void enqueue_pieces(copy_bufs *c, size_t piece, copy_way way, cudaStream_
       k = 0;
     }
   }
-  if (way == SM_COPY && ikv_cuda_copy_pieces(c->desc, (uint32_t)n, SM_BLOCKS, s) != IKV_OK)
+  if (way == SM_COPY && ikv_cuda_copy_pieces(c->desc, (uint32_t)n, c->sm_blocks, s) != IKV_OK)
     bench_cuda_ok(cudaErrorLaunchFailure, "ikv_cuda_copy_pieces");
 }
 
@@ -172,7 +173,7 @@ static void report(int json, int *first, const char *part, const char *what, dou
     printf("%s{\"part\": \"%s\", \"what\": \"%s\", \"%s\": %.2f, \"fraction\": %.3f}", *first ? "" : ", ", part,
            what, unit, value, of_peak);
   else
-    printf("%-12s %-44s %10.2f %-8s %6.3f\n", part, what, value, unit, of_peak);
+    printf("%-12s %-54s %10.2f %-8s %6.3f\n", part, what, value, unit, of_peak);
   *first = 0;
 }
 
@@ -215,13 +216,15 @@ static void interference(copy_bufs *c, kv_src *src, int json, int *first) {
   BENCH_CUDA(cudaStreamCreateWithFlags(&copier, cudaStreamNonBlocking));
   BENCH_CUDA(cudaEventCreate(&ca));
   BENCH_CUDA(cudaEventCreate(&cb));
-  double alone[REPS], with[2][REPS], copy[2][REPS];
-  const copy_way ways[2] = {BATCHED_DMA, SM_COPY};
+  /* busy: nothing, 64 KiB pieces batched, 16 KiB pieces by 16, 32, 64 blocks */
+  enum { BUSY = 5 };
+  double took[BUSY][REPS], copy[BUSY][REPS];
   for (int r = -1; r < REPS; r++)
-    for (int busy = 0; busy < 3; busy++) {
+    for (int busy = 0; busy < BUSY; busy++) {
       if (busy) { /* the copy starts first and outlasts the step */
+        c->sm_blocks = 16u << (busy - 2);
         BENCH_CUDA(cudaEventRecord(ca, copier));
-        enqueue_pieces(c, busy == 1 ? 65536 : 16384, ways[busy - 1], copier);
+        enqueue_pieces(c, busy == 1 ? 65536 : 16384, busy == 1 ? BATCHED_DMA : SM_COPY, copier);
         BENCH_CUDA(cudaEventRecord(cb, copier));
       }
       BENCH_CUDA(cudaEventRecord(c->a, c->s));
@@ -229,22 +232,18 @@ static void interference(copy_bufs *c, kv_src *src, int json, int *first) {
       BENCH_CUDA(cudaEventRecord(c->b, c->s));
       BENCH_CUDA(cudaDeviceSynchronize());
       if (r < 0) continue;
-      if (!busy) {
-        alone[r] = 1e3 * bench_elapsed_ms(c->a, c->b);
-      } else {
-        with[busy - 1][r] = 1e3 * bench_elapsed_ms(c->a, c->b);
-        copy[busy - 1][r] = COPY_BYTES / (bench_elapsed_ms(ca, cb) * 1e-3) / 1e9;
-      }
+      took[busy][r] = 1e3 * bench_elapsed_ms(c->a, c->b);
+      if (busy) copy[busy][r] = COPY_BYTES / (bench_elapsed_ms(ca, cb) * 1e-3) / 1e9;
     }
-  const double t0 = bench_median(alone, REPS);
+  const double t0 = bench_median(took[0], REPS);
   report(json, first, "interference", "decode step alone (us)", t0, "us", 1.0);
-  for (int w = 0; w < 2; w++) {
+  for (int busy = 1; busy < BUSY; busy++) {
     char what[96];
-    const double t1 = bench_median(with[w], REPS);
-    snprintf(what, sizeof(what), "decode step, 1 GiB of %s pages meanwhile (us)", w ? "16 KiB SM-copied" : "64 KiB DMA");
+    const double t1 = bench_median(took[busy], REPS);
+    if (busy == 1) snprintf(what, sizeof(what), "decode step, 64 KiB pages batched meanwhile");
+    else snprintf(what, sizeof(what), "decode step, 16 KiB pages by %u SM blocks meanwhile", 16u << (busy - 2));
     report(json, first, "interference", what, t1, "us", t1 / t0);
-    snprintf(what, sizeof(what), "that copy meanwhile (GB/s)");
-    report(json, first, "interference", what, bench_median(copy[w], REPS), "gbs", 0.0);
+    report(json, first, "interference", "  that copy meanwhile", bench_median(copy[busy], REPS), "gbs", 0.0);
   }
   cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
   cudaStreamDestroy(copier), cudaEventDestroy(ca), cudaEventDestroy(cb);
@@ -356,6 +355,7 @@ static void replay(const ikv_trace *t, uint32_t n_seqs, uint32_t gpu_pages, uint
     bench_ikv_ok(rt, ikv_runtime_get_stats(rt, &after), "stats");
     /* the decode waited for this step's demand fetches: the rest is compute */
     compute[step] = 1e3 * bench_elapsed_ms(a, b) - (after.stall_us - before.stall_us);
+    if (compute[step] < 0.0) compute[step] = 0.0; /* two clocks */
     for (uint32_t k = 0; k < n_hinted; k++) ikv_span_remove(rt, hinted_seq[k], hinted[k]);
   }
   BENCH_CUDA(cudaDeviceSynchronize());
@@ -474,19 +474,21 @@ int ikv_bench_prefetch(int argc, char **argv) {
   if (json)
     printf("{\"device\": \"%s\", \"date\": \"%s\", \"host_tier\": \"%s\", \"rows\": [", prop.name, date, where.detail);
   else
-    printf("ikv bench prefetch on %s, %s; host tier %s\n%-12s %-44s %10s %-8s %6s\n", prop.name, date, where.detail,
+    printf("ikv bench prefetch on %s, %s; host tier %s\n%-12s %-54s %10s %-8s %6s\n", prop.name, date, where.detail,
            "part", "what", "value", "unit", "of peak");
   int first = 1;
   const double peak = copy_gbs(&c, 0, ONE_CALL_EACH);
   report(json, &first, "transfer", "pinned peak: one 1 GiB copy", peak, "gbs", 1.0);
   const size_t pieces[] = {16384, 65536};
   for (int i = 0; i < 2; i++)
-    for (int way = ONE_CALL_EACH; way <= SM_COPY; way++) {
-      char what[64];
-      snprintf(what, sizeof(what), "%zu KiB pieces, %s", pieces[i] / 1024, way_names[way]);
-      const double gbs = copy_gbs(&c, pieces[i], (copy_way)way);
-      report(json, &first, "transfer", what, gbs, "gbs", gbs / peak);
-    }
+    for (int way = ONE_CALL_EACH; way <= SM_COPY; way++)
+      for (c.sm_blocks = 16; c.sm_blocks <= (way == SM_COPY ? 64u : 16u); c.sm_blocks *= 2) {
+        char what[64];
+        snprintf(what, sizeof(what), "%zu KiB pieces, %s", pieces[i] / 1024, way_names[way]);
+        if (way == SM_COPY) snprintf(what + strlen(what), sizeof(what) - strlen(what), " (%u blocks)", c.sm_blocks);
+        const double gbs = copy_gbs(&c, pieces[i], (copy_way)way);
+        report(json, &first, "transfer", what, gbs, "gbs", gbs / peak);
+      }
   const double fetch = runtime_fetch_gbs(&src, c.s);
   report(json, &first, "transfer", "runtime demand fetch, 512 pages x 32 layers", fetch, "gbs", fetch / peak);
   interference(&c, &src, json, &first);
