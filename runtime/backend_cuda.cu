@@ -311,7 +311,7 @@ ikv_status cuda_move_pages(ikv_runtime *rt, rt_move_kind kind, const rt_move *m,
   cuda_state *s = state(rt);
   if (!n) return IKV_OK;
   mover mv = {s, page_stream(rt), kind == RT_MOVE_DEMAND && s->stall_head - s->stall_tail < STALL_TIMERS, 0,
-              kind == RT_MOVE_PREFETCH ? SM_COPY_BLOCKS_PREFETCH : SM_COPY_BLOCKS_DEMAND};
+              kind == RT_MOVE_PREFETCH ? (uint32_t)SM_COPY_BLOCKS_PREFETCH : (uint32_t)SM_COPY_BLOCKS_DEMAND};
   if (kind == RT_MOVE_PREFETCH) { /* after the evictions that made its room */
     if (!ok(cudaEventRecord(s->moved, mv.stream)) || !ok(cudaStreamWaitEvent(s->pf_stream, s->moved, 0)))
       return IKV_E_CUDA;
