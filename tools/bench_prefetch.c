@@ -27,8 +27,8 @@ static const char usage[] =
     "                (cudaMemcpyBatchAsync), and by 16-64 thread blocks reading\n"
     "                the pinned memory (kernels/copy_cuda.h; the runtime copies\n"
     "                pieces under 32 KiB so, larger ones batched), and the\n"
-    "                runtime's own demand fetch of 512 pages (1 GiB), timed on\n"
-    "                the GPU; median of 7\n"
+    "                runtime's own demand fetch of 64 and 512 pages (128 MiB,\n"
+    "                1 GiB), timed on the GPU; median of 7\n"
     "  interference  a decode step (32 layers, 4 sequences of 16K tokens, fp16,\n"
     "                a CUDA graph) alone and with a 1 GiB page copy running on\n"
     "                another stream (64 KiB pieces batched; 16 KiB pieces by\n"
@@ -40,7 +40,8 @@ static const char usage[] =
     "                and a host tier holding it all: hit rate and stall per\n"
     "                step (device time of demand fetches) per predictor, beside\n"
     "                `ikv sim` on the same trace with the same cache bytes, the\n"
-    "                link speed of the demand fetch above and the step time\n"
+    "                link speed of the 64-page demand fetch above (about what a\n"
+    "                step fetches) and the step time\n"
     "                measured without prefetching; the prefetcher's budget is\n"
     "                the same in both (link GB/s x step time). Each replay\n"
     "                starts with the context on the host.\n";
@@ -133,10 +134,11 @@ static void dense_tables(uint32_t batch, uint32_t pages, int32_t *indptr, int32_
   }
 }
 
-/* The runtime's demand fetch of 512 pages offloaded just before: GB/s from
- * the device time it reports (ikv_runtime_stats.stall_us). */
-static double runtime_fetch_gbs(kv_src *src, cudaStream_t s) {
-  enum { PAGES = 512 };
+/* The runtime's demand fetch of `pages` pages offloaded just before: GB/s
+ * from the device time it reports (ikv_runtime_stats.stall_us). */
+enum { MAX_FETCH = 512 };
+static double runtime_fetch_gbs(uint32_t pages, kv_src *src, cudaStream_t s) {
+  const uint32_t PAGES = pages;
   ikv_runtime_config cfg = llama_config(PAGES, PAGES, 1, PAGES);
   ikv_runtime *rt;
   ikv_plan *plan;
@@ -146,8 +148,8 @@ static double runtime_fetch_gbs(kv_src *src, cudaStream_t s) {
   bench_ikv_ok(rt, ikv_seq_create(rt, IKV_FP16, &seq), "ikv_seq_create");
   grow(rt, seq, PAGES * P, CHUNK, src, s);
   BENCH_CUDA(cudaStreamSynchronize(s));
-  int32_t indptr[2], index[PAGES];
-  uint8_t prec[PAGES];
+  int32_t indptr[2], index[MAX_FETCH];
+  uint8_t prec[MAX_FETCH];
   dense_tables(1, PAGES, indptr, index, prec);
   ikv_plan_request req = {.seqs = &seq, .batch = 1, .mode = IKV_PLAN_TABLES,
                           .tables = {.indptr = indptr, .page_index = index, .precision = prec}};
@@ -489,8 +491,16 @@ int ikv_bench_prefetch(int argc, char **argv) {
         const double gbs = copy_gbs(&c, pieces[i], (copy_way)way);
         report(json, &first, "transfer", what, gbs, "gbs", gbs / peak);
       }
-  const double fetch = runtime_fetch_gbs(&src, c.s);
-  report(json, &first, "transfer", "runtime demand fetch, 512 pages x 32 layers", fetch, "gbs", fetch / peak);
+  /* 64 pages: what a step of the trace below fetches on demand, about; the
+   * simulator's link speed */
+  double fetch = 0.0;
+  for (uint32_t pages = 64; pages <= MAX_FETCH; pages *= 8) {
+    char what[64];
+    snprintf(what, sizeof(what), "runtime demand fetch, %u pages x 32 layers", pages);
+    const double gbs = runtime_fetch_gbs(pages, &src, c.s);
+    report(json, &first, "transfer", what, gbs, "gbs", gbs / peak);
+    if (pages == 64) fetch = gbs;
+  }
   interference(&c, &src, json, &first);
   trace_part(seqs, steps, tokens, seed, fetch, &src, json, &first);
   if (json) printf("]}\n");
