@@ -32,7 +32,8 @@ ikv_status ikv_plan_check(const ikv_geometry *g, const ikv_layer_pools *pools,
       int p = plan->precision[e];
       if (!ikv_precision_valid(p) || !pools->base[p]) return IKV_E_PRECISION;
       if (plan->page_slot[e] < 0 || (uint32_t)plan->page_slot[e] >= pools->pages[p]) return IKV_E_RANGE;
-      if (plan->first[e] > plan->last[e] || plan->last[e] >= P) return IKV_E_RANGE;
+      if (plan->last[e] >= P || (plan->first[e] > plan->last[e] && plan->first[e] != plan->last[e] + 1))
+        return IKV_E_RANGE;
       if (plan->page_index[e] < 0 ||
           (int64_t)plan->page_index[e] * P + plan->last[e] >= plan->seq_len[b])
         return IKV_E_RANGE;
@@ -121,6 +122,7 @@ ikv_status ikv_ref_decode(const ikv_geometry *g, const ikv_layer_pools *pools,
         }
         int32_t part_end = part + (int32_t)step < end ? part + (int32_t)step : end;
         for (int32_t e = part; e < part_end; e++) {
+          if (plan->first[e] > plan->last[e]) continue; /* an empty entry */
           ikv_precision prec = (ikv_precision)plan->precision[e];
           const uint8_t *page = (const uint8_t *)pools->base[prec] +
                                 (size_t)plan->page_slot[e] * ikv_page_layer_bytes(g, prec);

@@ -24,7 +24,9 @@ typedef struct ikv_decode_plan {
   const int32_t *page_index; /* [nnz] logical page index: token t of the entry sits at
                                 position page_index * page_size + t */
   const uint16_t *first;     /* [nnz] first valid token offset in the page */
-  const uint16_t *last;      /* [nnz] last valid token offset (inclusive), first <= last */
+  const uint16_t *last;      /* [nnz] last valid token offset (inclusive), first <= last;
+                                first == last + 1: an empty entry, read as nothing (device
+                                selection leaves the entries it does not fill so) */
   const int32_t *seq_len;    /* [batch] tokens; the query sits at position seq_len - 1,
                                 and every selected token lies before seq_len */
 } ikv_decode_plan;

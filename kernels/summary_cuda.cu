@@ -134,3 +134,50 @@ extern "C" ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_
   rank_kernel<<<heads, RANK_THREADS, smem, (cudaStream_t)stream>>>(keys, n, padded, want);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
+
+namespace {
+
+constexpr int SCATTER_THREADS = 256;
+
+__global__ void __launch_bounds__(SCATTER_THREADS) scatter_kernel(ikv_cuda_selection s) {
+  __shared__ uint8_t chosen[IKV_CUDA_RANK_MAX];
+  const uint32_t row = blockIdx.x, b = row / s.kv_heads, h = row % s.kv_heads;
+  const uint32_t off = s.seq_off[b], n = s.seq_off[b + 1] - off, want = n < s.k ? n : s.k;
+  const uint64_t *keys = s.keys + (size_t)s.kv_heads * off + (size_t)h * n;
+  for (uint32_t i = threadIdx.x; i < n; i += SCATTER_THREADS) chosen[i] = 0;
+  __syncthreads();
+  for (uint32_t r = threadIdx.x; r < want; r += SCATTER_THREADS) chosen[(uint32_t)keys[r]] = 1; /* the ordinal */
+  __syncthreads();
+  if (threadIdx.x >= 32) return; /* one warp places them, in candidate order */
+  const uint32_t lane = threadIdx.x, below = (1u << lane) - 1u;
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+    const int32_t base = s.reserved[row * IKV_PRECISION_COUNT + p];
+    if (base < 0) continue;
+    uint32_t placed = 0, of_p = 0;
+    for (uint32_t j0 = 0; j0 < n; j0 += 32) {
+      const uint32_t j = j0 + lane;
+      const bool mine = j < n && s.cand[off + j].precision == p, take = mine && chosen[j];
+      const uint32_t took = __ballot_sync(0xffffffffu, take), had = __ballot_sync(0xffffffffu, mine);
+      if (take) {
+        const ikv_select_candidate c = s.cand[off + j];
+        const int32_t e = base + (int32_t)(placed + __popc(took & below));
+        s.page_slot[e] = c.slot, s.page_index[e] = c.page_index, s.first[e] = c.first, s.last[e] = c.last;
+      }
+      placed += __popc(took), of_p += __popc(had);
+    }
+    const uint32_t reserved = of_p < s.k ? of_p : s.k;
+    for (uint32_t e = placed + lane; e < reserved; e += 32) s.first[base + e] = 1, s.last[base + e] = 0;
+  }
+}
+
+} // namespace
+
+extern "C" ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *sel, void *stream) {
+  if (!sel) return IKV_E_NULL;
+  if (!sel->batch || !sel->kv_heads) return IKV_OK;
+  if (!sel->seq_off || !sel->cand || !sel->keys || !sel->reserved || !sel->page_slot || !sel->page_index ||
+      !sel->first || !sel->last)
+    return IKV_E_NULL;
+  scatter_kernel<<<sel->batch * sel->kv_heads, SCATTER_THREADS, 0, (cudaStream_t)stream>>>(*sel);
+  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+}

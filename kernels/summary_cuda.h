@@ -45,6 +45,36 @@ ikv_status ikv_cuda_page_keys(const ikv_geometry *geometry, const ikv_cuda_summa
  * IKV_CUDA_RANK_MAX: IKV_E_UNSUPPORTED (rank on the host). */
 ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_t n, uint32_t want, void *stream);
 
+/* Device selection: a page the GPU may pick for a plan, and where a plan
+ * entry for it points. */
+typedef struct ikv_select_candidate {
+  uint32_t page;        /* page id (its summaries) */
+  int32_t slot;         /* slot in the GPU pool of its precision */
+  int32_t page_index;   /* logical page index in its sequence */
+  uint16_t first, last; /* valid tokens */
+  uint8_t precision;    /* stored */
+} ikv_select_candidate;
+
+/* One plan's device selection (every array on the device). */
+typedef struct ikv_cuda_selection {
+  uint32_t batch, kv_heads, k;       /* k: pages per KV head */
+  const uint32_t *seq_off;           /* [batch + 1]: sequence b's candidates are [seq_off[b], seq_off[b + 1]) */
+  const ikv_select_candidate *cand;
+  const uint64_t *keys;              /* sequence b's rows at keys + kv_heads * seq_off[b], row h n_b further
+                                        each, ranked by ikv_cuda_rank_keys (the best min(k, n_b) first) */
+  const int32_t *reserved;           /* [batch * kv_heads][IKV_PRECISION_COUNT]: the row's first entry
+                                        reserved for candidates of that precision (min(k, candidates of it)
+                                        entries), -1 for none */
+  int32_t *page_slot, *page_index;   /* the plan's entries, written at reserved places */
+  uint16_t *first, *last;
+} ikv_cuda_selection;
+
+/* Row (b, h) takes its best min(k, n_b) candidates and writes each, in
+ * candidate order, into the next reserved entry of its precision; reserved
+ * entries left over become empty (first 1, last 0: they read nothing). At
+ * most IKV_CUDA_RANK_MAX candidates a sequence. */
+ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *selection, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -64,6 +64,13 @@ struct cuda_plan {
   void *buf[10];
   void *ws;
   size_t ws_bytes;
+  /* device selection: candidates, reserved entries, rank keys (device) */
+  uint32_t *d_seq_off, *d_pages;
+  ikv_select_candidate *d_cand;
+  int32_t *d_reserved;
+  uint64_t *d_keys;
+  int select;                 /* this plan's layer-0 decode selects first */
+  uint32_t *h_seq_off;        /* the candidates per sequence, for the launches */
 };
 
 cuda_state *state(const ikv_runtime *rt) { return (cuda_state *)rt->dev; }
@@ -496,6 +503,14 @@ ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
   /* partials: every item, every KV head, every query head of the group */
   cp->ws_bytes = items * g->kv_heads * (rt->cfg.q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
   if (!ok(cudaMalloc(&cp->ws, cp->ws_bytes))) return IKV_E_CUDA;
+  const size_t N = pl->scratch_pages;
+  cp->h_seq_off = (uint32_t *)malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
+  if (!cp->h_seq_off) return IKV_E_NO_MEMORY;
+  if (!ok(cudaMalloc(&cp->d_seq_off, sizeof(uint32_t) * (pl->cap_batch + 1))) ||
+      !ok(cudaMalloc(&cp->d_pages, sizeof(uint32_t) * N)) || !ok(cudaMalloc(&cp->d_cand, sizeof(ikv_select_candidate) * N)) ||
+      !ok(cudaMalloc(&cp->d_reserved, sizeof(int32_t) * rows * IKV_PRECISION_COUNT)) ||
+      !ok(cudaMalloc(&cp->d_keys, sizeof(uint64_t) * N * g->kv_heads)))
+    return IKV_E_CUDA;
   return IKV_OK;
 }
 
@@ -504,7 +519,8 @@ void cuda_plan_close(ikv_plan *pl) {
   if (!cp) return;
   for (int i = 0; i < 10; i++) cudaFree(cp->buf[i]);
   cudaFree(cp->ws);
-  free(cp->h_row_items);
+  cudaFree(cp->d_seq_off), cudaFree(cp->d_pages), cudaFree(cp->d_cand), cudaFree(cp->d_reserved), cudaFree(cp->d_keys);
+  free(cp->h_row_items), free(cp->h_seq_off);
   free(cp);
   pl->dev = NULL;
 }
@@ -542,13 +558,50 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
   dp->row_items = (const int32_t *)cp->buf[9];
   dp->rows = rows;
   dp->n_items = pl->n_work;
+  cp->select = pl->dsel && pl->n_dsel;
+  if (cp->select) { /* what the GPU ranks at layer 0's decode */
+    const uint32_t B = pl->view.batch;
+    memcpy(cp->h_seq_off, pl->dsel_seq, sizeof(uint32_t) * (B + 1));
+    if (!ok(cudaMemcpyAsync(cp->d_seq_off, pl->dsel_seq, sizeof(uint32_t) * (B + 1), cudaMemcpyHostToDevice, s->stream)) ||
+        !ok(cudaMemcpyAsync(cp->d_pages, pl->dsel_pages, sizeof(uint32_t) * pl->n_dsel, cudaMemcpyHostToDevice, s->stream)) ||
+        !ok(cudaMemcpyAsync(cp->d_cand, pl->dsel_cand, sizeof(ikv_select_candidate) * pl->n_dsel, cudaMemcpyHostToDevice,
+                            s->stream)) ||
+        !ok(cudaMemcpyAsync(cp->d_reserved, pl->dsel_reserved, sizeof(int32_t) * rows * IKV_PRECISION_COUNT,
+                            cudaMemcpyHostToDevice, s->stream)))
+      return IKV_E_CUDA;
+  }
   return ok(cudaEventRecord(s->ready, s->stream)) ? IKV_OK : IKV_E_CUDA;
+}
+
+/* Device selection, on the caller's stream before layer 0's decode: each
+ * sequence's candidates scored and ranked per KV head, then the best written
+ * into the plan's reserved entries. */
+ikv_status select_on_device(ikv_runtime *rt, const ikv_plan *pl, cudaStream_t stream) {
+  const cuda_plan *cp = (const cuda_plan *)pl->dev;
+  const ikv_geometry *g = &rt->cfg.geometry;
+  const uint32_t B = pl->view.batch, group = rt->cfg.q_heads / g->kv_heads;
+  for (uint32_t b = 0; b < B; b++) {
+    const uint32_t off = cp->h_seq_off[b], n = cp->h_seq_off[b + 1] - off;
+    if (!n) continue;
+    uint64_t *keys = cp->d_keys + (size_t)g->kv_heads * off;
+    ikv_status st = ikv_cuda_page_keys(g, &state(rt)->sum, pl->dsel_bound, cp->d_pages + off, n,
+                                       pl->dsel_q + (size_t)b * rt->cfg.q_heads * g->head_dim, group, keys, stream);
+    if (st == IKV_OK) st = ikv_cuda_rank_keys(g->kv_heads, keys, n, n < pl->dsel_k ? n : pl->dsel_k, stream);
+    if (st != IKV_OK) return st;
+  }
+  ikv_cuda_selection sel = {B, g->kv_heads, pl->dsel_k, cp->d_seq_off, cp->d_cand, cp->d_keys, cp->d_reserved,
+                            (int32_t *)cp->buf[1], (int32_t *)cp->buf[3], (uint16_t *)cp->buf[4], (uint16_t *)cp->buf[5]};
+  return ikv_cuda_select_scatter(&sel, stream);
 }
 
 ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, const void *q, void *out, float *lse,
                        ikv_dtype dtype, void *stream) {
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
   wait_ready(rt, stream);
+  if (cp->select && layer == 0) {
+    ikv_status st = select_on_device(rt, pl, (cudaStream_t)stream);
+    if (st != IKV_OK) return st;
+  }
   ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
   return caller_enqueued(rt, stream, ikv_cuda_decode(&rt->cfg.geometry, &lp, &cp->dp, &rt->attn, q, out, lse, dtype,
                                                      cp->ws, cp->ws_bytes, stream));

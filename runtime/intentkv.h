@@ -137,7 +137,21 @@ typedef struct ikv_router_params {
   float default_score;     /* score of tokens no span covers (they compete as ATTEND) */
   ikv_score_mode score_mode;
   uint32_t topk_pages;     /* query-aware modes: ATTEND pages per KV head (0: budget only) */
-  const float *score_q;    /* query-aware modes: [batch][q_heads][head_dim], host memory */
+  const float *score_q;    /* query-aware modes: [batch][q_heads][head_dim] floats, host memory
+                              (device memory with select_on_device) */
+  /* Query-aware modes on the CUDA backend: the GPU scores and ranks the
+   * candidates and writes each KV head's topk_pages best straight into the
+   * plan's device arrays, in ikv_decode of layer 0 (on its stream, before
+   * that decode, every time layer 0 is decoded: a captured graph replays
+   * it); the host never waits for a score. score_q is then device memory,
+   * written before layer 0's decode in stream order. Candidates are the
+   * ATTEND pages on the GPU tier when the plan is built (at most 8,192 a
+   * sequence), read as stored; budgets do not apply to them (topk_pages > 0
+   * required). Each KV-head row reserves min(topk_pages, candidates of a
+   * precision) entries per stored precision; entries the GPU does not fill
+   * read nothing, and the plan's statistics count reserved entries (an upper
+   * bound). CPU backend: IKV_E_UNSUPPORTED. */
+  uint32_t select_on_device;
 } ikv_router_params;
 
 /* Scheduler tables, CSR over the batch (or over batch x kv_heads when
@@ -204,6 +218,9 @@ typedef enum ikv_reason {
   IKV_REASON_ATTEND_BUDGET,       /* ATTEND: no page fit the budget */
   IKV_REASON_ATTEND_PRESSURE,     /* ATTEND: score band is SKIP at this memory pressure */
   IKV_REASON_ATTEND_NOT_TOPK,     /* query-aware: no page ranked in the top-k of any KV head */
+  IKV_REASON_ATTEND_ON_DEVICE,    /* select_on_device: pages_selected of its pages are candidates
+                                     the GPU ranks (it reads its top-k per KV head among them),
+                                     pages_skipped are not (off the GPU tier) */
   IKV_REASON_SKIP_POLICY,         /* SKIP span: not read */
   IKV_REASON_SKIP_SHARED_PAGE,    /* SKIP span, but some of its tokens sit inside the mask
                                      of a page read for another span */

@@ -18,6 +18,7 @@ static const char *const reason_names[IKV_REASON_COUNT] = {
     [IKV_REASON_ATTEND_BUDGET] = "ATTEND: no page fit the budget",
     [IKV_REASON_ATTEND_PRESSURE] = "ATTEND: its score band is skipped at this memory pressure",
     [IKV_REASON_ATTEND_NOT_TOPK] = "ATTEND: no page in any KV head's top-k",
+    [IKV_REASON_ATTEND_ON_DEVICE] = "ATTEND: candidates for the GPU's top-k per KV head",
     [IKV_REASON_SKIP_POLICY] = "SKIP span: not read",
     [IKV_REASON_SKIP_SHARED_PAGE] = "SKIP span: some tokens read inside a page shared with a read span",
     [IKV_REASON_SCHEDULER_TABLES] = "scheduler tables",
@@ -35,7 +36,7 @@ const char *ikv_reason_str(ikv_reason reason) {
   X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(work)             \
   X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)            \
   X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(rank_keys) X(order)         \
-  X(span_order) X(chunks) X(spans) X(span_ids) X(extents)
+  X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages) X(dsel_reserved)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
 
@@ -83,6 +84,10 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->spans = malloc(sizeof(ikv_span) * S);
   pl->span_ids = malloc(sizeof(ikv_span_id) * S);
   pl->extents = malloc(sizeof(ikv_page_extent) * N);
+  pl->dsel_seq = malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
+  pl->dsel_cand = malloc(sizeof(ikv_select_candidate) * N);
+  pl->dsel_pages = malloc(sizeof(uint32_t) * N);
+  pl->dsel_reserved = malloc(sizeof(int32_t) * pl->cap_rows * IKV_PRECISION_COUNT);
   if (PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
     ikv_plan_destroy(pl);
     return IKV_E_NO_MEMORY;
@@ -150,6 +155,12 @@ static ikv_status check_request(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_re
     return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: score_mode %d", (int)rp->score_mode);
   if (rp->score_mode != IKV_SCORE_SPAN && !rp->score_q && req->batch)
     return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: query-aware scoring needs score_q");
+  if (rp->select_on_device && rp->score_mode == IKV_SCORE_SPAN)
+    return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: select_on_device needs a query-aware score_mode");
+  if (rp->select_on_device && !rp->topk_pages)
+    return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: select_on_device needs topk_pages > 0");
+  if (rp->select_on_device && rt->cfg.backend != IKV_BACKEND_CUDA)
+    return rt_fail(rt, IKV_E_UNSUPPORTED, "ikv_plan_build: select_on_device needs the CUDA backend");
   return IKV_OK;
 }
 
@@ -378,6 +389,12 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   pl->n_entries = pl->n_rows = pl->n_decisions = pl->n_hints = pl->n_work = pl->n_touched = 0;
   memset(&pl->stats, 0, sizeof(pl->stats));
   rt->build_seq++;
+  pl->dsel = req->mode == IKV_PLAN_ROUTER && req->router.select_on_device;
+  pl->n_dsel = 0, pl->dsel_seq[0] = 0;
+  if (pl->dsel) {
+    pl->dsel_k = req->router.topk_pages, pl->dsel_q = req->router.score_q;
+    pl->dsel_bound = req->router.score_mode == IKV_SCORE_QUERY_BOUND;
+  }
   pl->view.batch = req->batch;
   pl->view.per_kv_head = req->mode == IKV_PLAN_TABLES ? (req->tables.per_kv_head != 0)
                                                         : req->router.score_mode != IKV_SCORE_SPAN;

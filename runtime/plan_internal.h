@@ -3,6 +3,7 @@
 #ifndef IKV_PLAN_INTERNAL_H
 #define IKV_PLAN_INTERNAL_H
 
+#include "kernels/summary_cuda.h"
 #include "runtime/runtime_internal.h"
 
 #ifdef __cplusplus
@@ -64,6 +65,14 @@ struct ikv_plan {
   ikv_span *spans;
   ikv_span_id *span_ids;
   uint32_t scratch_pages, scratch_spans;
+  /* device selection (router select_on_device): the candidates the GPU
+   * ranks, per sequence (CSR by dsel_seq), and each row's reserved entries */
+  int dsel, dsel_bound;
+  uint32_t dsel_k, n_dsel;
+  const float *dsel_q;                /* device */
+  uint32_t *dsel_seq, *dsel_pages;    /* [batch + 1], [candidates] */
+  ikv_select_candidate *dsel_cand;    /* [candidates] */
+  int32_t *dsel_reserved;             /* [rows][IKV_PRECISION_COUNT], -1: none */
 };
 
 /* Appends one entry to the plan (the caller checked capacity). */

@@ -18,6 +18,8 @@ typedef struct route {
   ikv_pt_seq_view v;
   uint32_t P, b, n_chunks, hints;
   uint64_t tokens_used, bytes_used;
+  /* device selection: this sequence's candidates of each precision, and the first of them */
+  uint32_t dsel_count[IKV_PRECISION_COUNT], dsel_first[IKV_PRECISION_COUNT];
 } route;
 
 static uint16_t min16(uint16_t a, uint16_t b) { return a < b ? a : b; }
@@ -114,13 +116,10 @@ static void select_by_span_score(route *r) {
   }
 }
 
-/* Query-aware modes: candidate pages ranked per KV head by page score; each
- * head takes its top-k within the budgets. */
-static ikv_status select_by_query(route *r) {
+/* Marks the ATTEND chunks' pages as candidates (cand_*); pressure bands
+ * that skip a chunk say so. */
+static void mark_candidates(route *r) {
   ikv_plan *pl = r->plan;
-  ikv_runtime *rt = r->rt;
-  const ikv_router_params *rp = r->rp;
-  const uint32_t N = r->v.n_pages, H = rt->cfg.geometry.kv_heads, D = rt->cfg.geometry.head_dim;
   for (uint32_t c = 0; c < r->n_chunks; c++) {
     rt_chunk *ch = &pl->chunks[c];
     if (ch->precision == IKV_SKIP) {
@@ -129,6 +128,67 @@ static ikv_status select_by_query(route *r) {
     }
     mark(r, pl->cand_want, pl->cand_lo, pl->cand_hi, ch->start, ch->end, ch->precision);
   }
+}
+
+/* Device selection: the candidates on the GPU tier (not already read for a
+ * mandatory rule) go to the GPU, which ranks them at decode time; each row
+ * reserves entries for them (emit_rows). They stay on the GPU for the step. */
+static ikv_status offer_to_device(route *r) {
+  ikv_plan *pl = r->plan;
+  ikv_runtime *rt = r->rt;
+  const uint32_t N = r->v.n_pages, base = pl->n_dsel;
+  mark_candidates(r);
+  memset(pl->head_sel, 0, (size_t)rt->cfg.geometry.kv_heads * N);
+  memset(r->dsel_count, 0, sizeof(r->dsel_count));
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) r->dsel_first[p] = UINT32_MAX;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < N; i++)
+    n += pl->cand_want[i] != IKV_SKIP && pl->sel_want[i] == IKV_SKIP && r->v.gpu_slots[i] != IKV_NO_SLOT;
+  if (n > IKV_CUDA_RANK_MAX)
+    return rt_fail(rt, IKV_E_UNSUPPORTED, "ikv_plan_build: sequence %u: %u candidates; the GPU ranks at most %d",
+                   r->b, n, IKV_CUDA_RANK_MAX);
+  if (base + n > pl->scratch_pages)
+    return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: %u candidates over the batch; a plan holds %u", base + n,
+                   pl->scratch_pages);
+  for (uint32_t i = 0; i < N; i++) {
+    if (pl->cand_want[i] == IKV_SKIP || pl->sel_want[i] != IKV_SKIP || r->v.gpu_slots[i] == IKV_NO_SLOT) continue;
+    const uint8_t prec = r->v.precisions[i];
+    if (r->dsel_first[prec] == UINT32_MAX) r->dsel_first[prec] = pl->n_dsel;
+    r->dsel_count[prec]++;
+    pl->dsel_pages[pl->n_dsel] = r->v.pages[i];
+    pl->dsel_cand[pl->n_dsel++] = (ikv_select_candidate){r->v.pages[i], r->v.gpu_slots[i], (int32_t)i,
+                                                         pl->cand_lo[i], pl->cand_hi[i], prec};
+    rt->read_stamp[r->v.pages[i]] = rt->build_seq; /* the GPU may read it: it stays */
+  }
+  pl->dsel_seq[r->b + 1] = pl->n_dsel;
+  for (uint32_t c = 0; c < r->n_chunks; c++) {
+    rt_chunk *ch = &pl->chunks[c];
+    if (ch->precision == IKV_SKIP) {
+      pl->decisions[ch->decision].pages_skipped += (ch->end - 1) / r->P - ch->start / r->P + 1;
+      continue;
+    }
+    uint32_t offered = 0, total = 0, mandatory = 0;
+    for (uint32_t i = ch->start / r->P; i <= (ch->end - 1) / r->P; i++, total++) {
+      mandatory += pl->sel_want[i] != IKV_SKIP;
+      offered += pl->sel_want[i] == IKV_SKIP && r->v.gpu_slots[i] != IKV_NO_SLOT;
+    }
+    ikv_span_decision *d = &pl->decisions[ch->decision];
+    d->pages_selected += offered + mandatory;
+    d->pages_skipped += total - offered - mandatory;
+    d->precision = rt_best(d->precision, offered + mandatory ? ch->precision : IKV_SKIP);
+    d->reason = IKV_REASON_ATTEND_ON_DEVICE;
+  }
+  return IKV_OK;
+}
+
+/* Query-aware modes: candidate pages ranked per KV head by page score; each
+ * head takes its top-k within the budgets. */
+static ikv_status select_by_query(route *r) {
+  ikv_plan *pl = r->plan;
+  ikv_runtime *rt = r->rt;
+  const ikv_router_params *rp = r->rp;
+  const uint32_t N = r->v.n_pages, H = rt->cfg.geometry.kv_heads, D = rt->cfg.geometry.head_dim;
+  mark_candidates(r);
   uint32_t n_cand = 0;
   for (uint32_t i = 0; i < N; i++)
     if (pl->cand_want[i] != IKV_SKIP && pl->sel_want[i] == IKV_SKIP) pl->order[n_cand++] = i;
@@ -290,11 +350,32 @@ static ikv_status skip_spans(route *r, uint32_t n_skip, int query_mode) {
   return st;
 }
 
+/* Device selection: each row's entries reserved for the GPU's picks, per
+ * precision, standing in as copies of the first candidate of that precision
+ * until the GPU writes them (so settling and partitioning see real pages). */
+static uint32_t reserved_per_row(const route *r) {
+  uint32_t n = 0;
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) n += r->dsel_count[p] < r->rp->topk_pages ? r->dsel_count[p] : r->rp->topk_pages;
+  return n;
+}
+
+static void push_reserved(route *r) {
+  ikv_plan *pl = r->plan;
+  int32_t *reserved = pl->dsel_reserved + (size_t)pl->n_rows * IKV_PRECISION_COUNT;
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+    const uint32_t n = r->dsel_count[p] < r->rp->topk_pages ? r->dsel_count[p] : r->rp->topk_pages;
+    reserved[p] = n ? (int32_t)pl->n_entries : -1;
+    const ikv_select_candidate *c = n ? &pl->dsel_cand[r->dsel_first[p]] : NULL;
+    for (uint32_t k = 0; k < n; k++) plan_push(pl, c->page, c->page_index, c->first, c->last, c->precision);
+  }
+}
+
 static ikv_status emit_rows(route *r, int query_mode) {
   ikv_plan *pl = r->plan;
   const uint32_t N = r->v.n_pages, H = r->rt->cfg.geometry.kv_heads;
-  uint32_t rows = query_mode ? H : 1, need = 0;
-  if (pl->n_entries + rows * N > pl->cap_entries) /* count only when it might not fit */
+  const int dsel = r->rp->select_on_device != 0;
+  uint32_t rows = query_mode ? H : 1, need = dsel ? rows * reserved_per_row(r) : 0;
+  if (pl->n_entries + rows * N + need > pl->cap_entries) /* count only when it might not fit */
     for (uint32_t h = 0; h < rows; h++)
       for (uint32_t i = 0; i < N; i++)
         need += pl->sel_want[i] != IKV_SKIP || (query_mode && pl->head_sel[(size_t)h * N + i]);
@@ -331,6 +412,7 @@ static ikv_status emit_rows(route *r, int query_mode) {
       }
       plan_push(pl, r->v.pages[i], (int32_t)i, lo, hi, want);
     }
+    if (dsel) push_reserved(r);
     pl->indptr[++pl->n_rows] = (int32_t)pl->n_entries;
   }
   return IKV_OK;
@@ -365,7 +447,8 @@ ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_req
     }
   int query_mode = req->router.score_mode != IKV_SCORE_SPAN;
   if (st == IKV_OK) {
-    if (query_mode) st = select_by_query(&r);
+    if (req->router.select_on_device) st = offer_to_device(&r);
+    else if (query_mode) st = select_by_query(&r);
     else select_by_span_score(&r);
     if (st == IKV_OK) st = skip_spans(&r, n_skip, query_mode);
   }

@@ -199,7 +199,7 @@ static void invalid_plans_are_refused(void **state) {
   f->last[0] = 16; /* past the page */
   EXPECT(IKV_E_RANGE);
   f->last[0] = l0;
-  f->first[0] = (uint16_t)(l0 + 1); /* first after last */
+  f->first[0] = (uint16_t)(l0 + 2); /* first past last + 1 (last + 1 is the empty entry) */
   EXPECT(IKV_E_RANGE);
   f->first[0] = f0;
   int32_t s0 = f->slot[0];

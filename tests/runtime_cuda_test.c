@@ -2,7 +2,8 @@
  * CPU backend fed the same operations: appends, write_kv, router plans,
  * scheduler-table downgrades (GPU requantize), offload and demand fetch,
  * copy-on-write after a fork, query-aware routing from page summaries kept
- * on the GPU; every layer's decode compared (and the pages the router chose),
+ * on the GPU, ranked on the host or selected on the GPU itself (no round
+ * trip); every layer's decode compared (and the pages the router chose),
  * and a CUDA graph of a step's decodes replayed against the eager result. */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -141,6 +142,32 @@ static void cuda_backend_matches_cpu(void **state) {
   /* pressure 0.8: the router downgrades pages (GPU requantize vs the reference) */
   twin_grow(&t, 0, 1);
   twin_step(&t, router(t.seq[0], 2, 0.8f), router(t.seq[1], 2, 0.8f), 0);
+  /* device selection: the GPU scores and ranks the candidates and writes
+   * each head's top-2 into the plan itself (at layer 0's decode, also inside
+   * the captured graph); the pages stored at several precisions after the
+   * downgrades leave reserved entries empty. The CPU ranks on the host: the
+   * outputs agree only if the same pages win. */
+  float dsel_q[2 * HQ * D];
+  void *d_dsel_q;
+  rng_fill_gauss(&t.rng, dsel_q, 2 * HQ * D, 1.0f);
+  CUDA_CHECK(cudaMalloc(&d_dsel_q, sizeof(dsel_q)));
+  CUDA_CHECK(cudaMemcpy(d_dsel_q, dsel_q, sizeof(dsel_q), cudaMemcpyHostToDevice));
+  for (int mode = IKV_SCORE_QUERY_BOUND; mode <= IKV_SCORE_MEAN_COSINE; mode++) {
+    ikv_plan_request host = router(t.seq[0], 2, 0.0f), dev = router(t.seq[1], 2, 0.0f);
+    host.router.score_mode = dev.router.score_mode = (ikv_score_mode)mode;
+    host.router.topk_pages = dev.router.topk_pages = 2;
+    host.router.score_q = dsel_q;
+    dev.router.score_q = (const float *)d_dsel_q, dev.router.select_on_device = 1;
+    twin_step(&t, host, dev, mode == IKV_SCORE_QUERY_BOUND);
+  }
+  ikv_plan_request bad = router(t.seq[1], 2, 0.0f);
+  bad.router.score_q = (const float *)d_dsel_q, bad.router.select_on_device = 1;
+  assert_int_equal(ikv_plan_build(t.rt[1], t.plan[1], &bad), IKV_E_INVALID); /* span scores: nothing to rank */
+  bad.router.score_mode = IKV_SCORE_QUERY_BOUND;
+  assert_int_equal(ikv_plan_build(t.rt[1], t.plan[1], &bad), IKV_E_INVALID); /* no topk_pages */
+  bad.router.topk_pages = 2, bad.seqs = t.seq[0];
+  assert_int_equal(ikv_plan_build(t.rt[0], t.plan[0], &bad), IKV_E_UNSUPPORTED); /* the CPU backend */
+  cudaFree(d_dsel_q);
   /* scheduler tables: int4 for the first pages of sequence 1 */
   int32_t indptr[2] = {0, 3}, index[3] = {0, 1, 4};
   uint8_t prec[3] = {IKV_INT4, IKV_INT4, IKV_INT8};

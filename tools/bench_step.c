@@ -31,7 +31,12 @@ static const char usage[] =
     "            alternately fp8 and int4, downgraded by the warm-up steps).\n"
     "            'query': the router picks the same budget per KV head (16 sink\n"
     "            tokens, the last 1024 tokens, the top pages by Quest's bound\n"
-    "            from the GPU page summaries), pages read as stored.\n"
+    "            from the GPU page summaries), pages read as stored, ranked\n"
+    "            on the GPU and sent back (a round trip per sequence).\n"
+    "            'device': the same choice made on the GPU and written into\n"
+    "            the plan there (select_on_device: no round trip; it runs in\n"
+    "            layer 0's decode, inside the graph); sel_us: its GPU time\n"
+    "            (layer 0's decode less layer 1's).\n"
     "            Batch 1 runs 32 layers; batch 32 runs 8 layers (at 32K, 32\n"
     "            layers of fp16 pages need 137 GB); a configuration needing over\n"
     "            48 GiB of fp16 pages is skipped. wall: host clock from append to\n"
@@ -52,6 +57,7 @@ typedef struct stepper {
   void *k, *v, *q, *out; /* device; k and v hold ctx tokens */
   float *lse;
   float *score_q; /* host: the router's queries */
+  float *d_score_q; /* the same on the device (device selection) */
 } stepper;
 
 
@@ -171,6 +177,8 @@ static void stepper_open(stepper *st, uint32_t batch, uint32_t layers, uint32_t 
   st->score_q = malloc(sizeof(float) * qo);
   uint64_t x = 0x5c0e;
   for (size_t i = 0; i < qo; i++) x ^= x << 13, x ^= x >> 7, x ^= x << 17, st->score_q[i] = (float)((x >> 40) * 0x1.0p-23) - 1.0f;
+  BENCH_CUDA(cudaMalloc((void **)&st->d_score_q, sizeof(float) * qo));
+  BENCH_CUDA(cudaMemcpy(st->d_score_q, st->score_q, sizeof(float) * qo, cudaMemcpyHostToDevice));
   st->indptr = malloc(sizeof(int32_t) * (batch + 1));
   st->page_index = malloc(sizeof(int32_t) * pages);
   st->precision = malloc(pages);
@@ -193,6 +201,7 @@ static void stepper_close(stepper *st) {
   cudaFree(st->k), cudaFree(st->v), cudaFree(st->q), cudaFree(st->out), cudaFree(st->lse);
   cudaStreamDestroy(st->stream);
   free(st->indptr), free(st->page_index), free(st->precision), free(st->score_q);
+  cudaFree(st->d_score_q);
   ikv_plan_destroy(st->plan);
   ikv_runtime_destroy(st->rt);
 }
@@ -208,25 +217,42 @@ static void run_layers(stepper *st) {
 
 typedef struct step_result {
   double wall_us, plan_us, gpu_us;
+  double select_us; /* device: the selection's GPU time (layer 0's decode less layer 1's) */
   ikv_plan_stats stats;
 } step_result;
 
-typedef enum variant { DENSE, SELECT, QUERY } variant;
-static const char *const variant_name[] = {"dense", "select", "query"};
+typedef enum variant { DENSE, SELECT, QUERY, DEVICE } variant;
+static const char *const variant_name[] = {"dense", "select", "query", "device"};
+
+/* Median GPU time of one layer's decode alone, captured and replayed. */
+static double layer_us(stepper *st, uint32_t layer) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  BENCH_CUDA(cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal));
+  bench_ikv_ok(st->rt, ikv_decode(st->rt, st->plan, layer, st->q, st->out, st->lse, IKV_DTYPE_F16, st->stream), "ikv_decode");
+  BENCH_CUDA(cudaStreamEndCapture(st->stream, &graph));
+  BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  const double us = replay_us(exec, st->stream);
+  cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
+  return us;
+}
 
 /* Warm-up steps, STEPS timed steps, then the last step's layers as a graph. */
 static step_result run_steps(stepper *st, variant var) {
   step_result r;
   double wall[STEPS], plan[STEPS];
-  ikv_plan_request req = {.seqs = st->seqs, .batch = st->batch, .mode = var == QUERY ? IKV_PLAN_ROUTER : IKV_PLAN_TABLES};
-  if (var == QUERY) /* the same budget as SELECT, chosen per KV head by Quest's bound */
+  const int routed = var == QUERY || var == DEVICE;
+  ikv_plan_request req = {.seqs = st->seqs, .batch = st->batch, .mode = routed ? IKV_PLAN_ROUTER : IKV_PLAN_TABLES};
+  if (routed) /* the same budget as SELECT, chosen per KV head by Quest's bound, on the host or the GPU */
     req.router = (ikv_router_params){.recent_tokens = RECENT_PAGES * P, .sink_tokens = P, .default_score = 0.5f,
                                      .score_mode = IKV_SCORE_QUERY_BOUND, .topk_pages = st->ctx / P / 8 - 1 - RECENT_PAGES,
-                                     .score_q = st->score_q};
+                                     .score_q = var == DEVICE ? st->d_score_q : st->score_q,
+                                     .select_on_device = var == DEVICE};
+  r.select_us = 0.0;
   for (int i = -WARM; i < STEPS; i++) {
     uint64_t t0 = bench_now_ns();
     bench_ikv_ok(st->rt, ikv_append(st->rt, st->seqs, st->ones, st->batch, st->slots, st->slot_precision), "ikv_append");
-    if (var != QUERY) {
+    if (!routed) {
       make_tables(st, var == SELECT);
       req.tables = (ikv_plan_tables){.indptr = st->indptr, .page_index = st->page_index, .precision = st->precision};
     }
@@ -244,6 +270,7 @@ static step_result run_steps(stepper *st, variant var) {
       BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
       r.gpu_us = replay_us(exec, st->stream);
       cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
+      if (var == DEVICE) r.select_us = layer_us(st, 0) - layer_us(st, 1);
       bench_ikv_ok(st->rt, ikv_plan_get_stats(st->plan, &r.stats), "ikv_plan_get_stats");
     }
     bench_ikv_ok(st->rt, ikv_step_end(st->rt, st->plan), "ikv_step_end");
@@ -263,13 +290,13 @@ static void report_step(const stepper *st, variant var, const step_result *r, do
     printf("%s{\"part\": \"step\", \"batch\": %u, \"layers\": %u, \"context\": %u, \"variant\": \"%s\", "
            "\"pages_read\": %u, \"kv_bytes_step\": %.0f, \"share_of_dense\": %.4f, \"plan_us\": %.1f, \"wall_us\": %.1f, "
            "\"gpu_us\": %.1f, \"gpu_us_per_layer\": %.2f, \"kv_gbs\": %.1f, \"fraction_of_copy\": %.3f, "
-           "\"speedup_gpu\": %.2f, \"speedup_wall\": %.2f}",
+           "\"speedup_gpu\": %.2f, \"speedup_wall\": %.2f, \"select_us\": %.1f}",
            *first ? "" : ", ", batch, layers, st->ctx, variant_name[var], r->stats.pages_selected, kv, share, r->plan_us, r->wall_us,
-           r->gpu_us, r->gpu_us / layers, gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us);
+           r->gpu_us, r->gpu_us / layers, gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us, r->select_us);
   else
-    printf("step %5u %6u %-7s %7u %9.1f %6.1f%% %9.1f %10.1f %10.1f %8.2f %7.0f %6.2f %7.2fx %7.2fx\n", batch, layers,
+    printf("step %5u %6u %-7s %7u %9.1f %6.1f%% %9.1f %10.1f %10.1f %8.2f %7.0f %6.2f %7.2fx %7.2fx %7.1f\n", batch, layers,
            variant_name[var], r->stats.pages_selected, kv / 1e6, 100 * share, r->plan_us, r->wall_us, r->gpu_us, r->gpu_us / layers,
-           gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us);
+           gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us, r->select_us);
   *first = 0;
 }
 
@@ -310,8 +337,8 @@ int ikv_bench_step(int argc, char **argv) {
   cudaFree(k), cudaFree(v);
 
   if (!json)
-    printf("step %5s %6s %-7s %7s %9s %7s %9s %10s %10s %8s %7s %6s %8s %8s\n", "batch", "layers", "variant", "pages",
-           "KV_MB", "share", "plan_us", "wall_us", "gpu_us", "us/layer", "GB/s", "copy", "gpu_x", "wall_x");
+    printf("step %5s %6s %-7s %7s %9s %7s %9s %10s %10s %8s %7s %6s %8s %8s %7s\n", "batch", "layers", "variant", "pages",
+           "KV_MB", "share", "plan_us", "wall_us", "gpu_us", "us/layer", "GB/s", "copy", "gpu_x", "wall_x", "sel_us");
   const uint32_t batches[] = {1, 32}, layers[] = {32, 8};
   for (int b = 0; b < 2; b++) {
     const uint64_t fp16_bytes = (uint64_t)batches[b] * (ctx / P + 8) * layers[b] * HKV * 2 * P * D * sizeof(uint16_t);
@@ -326,7 +353,7 @@ int ikv_bench_step(int argc, char **argv) {
     stepper_open(&st, batches[b], layers[b], ctx);
     step_result dense = run_steps(&st, DENSE);
     report_step(&st, DENSE, &dense, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
-    for (variant v = SELECT; v <= QUERY; v++) {
+    for (variant v = SELECT; v <= DEVICE; v++) {
       step_result r = run_steps(&st, v);
       report_step(&st, v, &r, dense.gpu_us, dense.wall_us, copy_bw, json, &first);
     }
