@@ -137,36 +137,63 @@ extern "C" ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_
 
 namespace {
 
-constexpr int SCATTER_THREADS = 256;
+constexpr int SCATTER_THREADS = 256, SCATTER_WARPS = SCATTER_THREADS / 32;
 
+/* Exclusive prefix over the block of one count per thread (returned), and the total. */
+__device__ uint32_t block_scan(uint32_t x, uint32_t *warp_sums, uint32_t *total) {
+  const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint32_t incl = x;
+#pragma unroll
+  for (int off = 1; off < 32; off <<= 1) {
+    const uint32_t y = __shfl_up_sync(0xffffffffu, incl, off);
+    if (lane >= (uint32_t)off) incl += y;
+  }
+  __syncthreads(); /* warp_sums may hold the previous scan */
+  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads();
+  uint32_t before = 0, all = 0;
+  for (int w = 0; w < SCATTER_WARPS; w++) before += w < (int)warp ? warp_sums[w] : 0, all += warp_sums[w];
+  *total = all;
+  return before + incl - x;
+}
+
+/* Each thread owns a contiguous run of the row's candidates; per precision,
+ * a block scan places its chosen ones after those of the threads before. */
 __global__ void __launch_bounds__(SCATTER_THREADS) scatter_kernel(ikv_cuda_selection s) {
-  __shared__ uint8_t chosen[IKV_CUDA_RANK_MAX];
+  __shared__ uint8_t chosen[IKV_CUDA_RANK_MAX], prec[IKV_CUDA_RANK_MAX];
+  __shared__ uint32_t warp_sums[SCATTER_WARPS];
   const uint32_t row = blockIdx.x, b = row / s.kv_heads, h = row % s.kv_heads;
   const uint32_t off = s.seq_off[b], n = s.seq_off[b + 1] - off, want = n < s.k ? n : s.k;
   const uint64_t *keys = s.keys + (size_t)s.kv_heads * off + (size_t)h * n;
-  for (uint32_t i = threadIdx.x; i < n; i += SCATTER_THREADS) chosen[i] = 0;
+  for (uint32_t i = threadIdx.x; i < n; i += SCATTER_THREADS) chosen[i] = 0, prec[i] = s.cand[off + i].precision;
   __syncthreads();
   for (uint32_t r = threadIdx.x; r < want; r += SCATTER_THREADS) chosen[(uint32_t)keys[r]] = 1; /* the ordinal */
   __syncthreads();
-  if (threadIdx.x >= 32) return; /* one warp places them, in candidate order */
-  const uint32_t lane = threadIdx.x, below = (1u << lane) - 1u;
+  const uint32_t per = (n + SCATTER_THREADS - 1) / SCATTER_THREADS, lo = threadIdx.x * per;
+  const uint32_t hi = lo + per < n ? lo + per : n;
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
     const int32_t base = s.reserved[row * IKV_PRECISION_COUNT + p];
-    if (base < 0) continue;
-    uint32_t placed = 0, of_p = 0;
-    for (uint32_t j0 = 0; j0 < n; j0 += 32) {
-      const uint32_t j = j0 + lane;
-      const bool mine = j < n && s.cand[off + j].precision == p, take = mine && chosen[j];
-      const uint32_t took = __ballot_sync(0xffffffffu, take), had = __ballot_sync(0xffffffffu, mine);
-      if (take) {
-        const ikv_select_candidate c = s.cand[off + j];
-        const int32_t e = base + (int32_t)(placed + __popc(took & below));
+    if (base < 0) continue; /* block-uniform */
+    uint32_t mine = 0, of_p = 0;
+    for (uint32_t i = lo; i < hi; i++) mine += chosen[i] && prec[i] == p, of_p += prec[i] == p;
+    uint32_t placed, candidates;
+    uint32_t at = block_scan(mine, warp_sums, &placed);
+    block_scan(of_p, warp_sums, &candidates);
+    for (uint32_t i = lo; i < hi; i++)
+      if (chosen[i] && prec[i] == p) {
+        const ikv_select_candidate c = s.cand[off + i];
+        const int32_t e = base + (int32_t)at++;
         s.page_slot[e] = c.slot, s.page_index[e] = c.page_index, s.first[e] = c.first, s.last[e] = c.last;
       }
-      placed += __popc(took), of_p += __popc(had);
+    const uint32_t reserved = candidates < s.k ? candidates : s.k;
+    for (uint32_t e = placed + threadIdx.x; e < reserved; e += SCATTER_THREADS) s.first[base + e] = 1, s.last[base + e] = 0;
+    /* the items over the unfilled tail end where the filled part does */
+    const int32_t *g = s.groups + (row * IKV_PRECISION_COUNT + p) * 3;
+    const uint32_t group_end = (uint32_t)g[2], filled_to = group_end - (reserved - placed);
+    for (int32_t i = g[0] + (int32_t)threadIdx.x; g[0] >= 0 && i < g[0] + g[1]; i += SCATTER_THREADS) {
+      const uint32_t begin = s.items[i].begin, cut = begin + s.pages_per_item < group_end ? begin + s.pages_per_item : group_end;
+      s.items[i].end = cut < filled_to ? cut : (filled_to > begin ? filled_to : begin);
     }
-    const uint32_t reserved = of_p < s.k ? of_p : s.k;
-    for (uint32_t e = placed + lane; e < reserved; e += 32) s.first[base + e] = 1, s.last[base + e] = 0;
   }
 }
 
@@ -176,8 +203,9 @@ extern "C" ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *sel, voi
   if (!sel) return IKV_E_NULL;
   if (!sel->batch || !sel->kv_heads) return IKV_OK;
   if (!sel->seq_off || !sel->cand || !sel->keys || !sel->reserved || !sel->page_slot || !sel->page_index ||
-      !sel->first || !sel->last)
+      !sel->first || !sel->last || !sel->groups || !sel->items)
     return IKV_E_NULL;
+  if (!sel->pages_per_item) return IKV_E_INVALID;
   scatter_kernel<<<sel->batch * sel->kv_heads, SCATTER_THREADS, 0, (cudaStream_t)stream>>>(*sel);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }

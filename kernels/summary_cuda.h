@@ -8,6 +8,7 @@
 #ifndef IKV_SUMMARY_CUDA_H
 #define IKV_SUMMARY_CUDA_H
 
+#include "kernels/decode_plan.h"
 #include "kernels/quantize_ref.h"
 
 #ifdef __cplusplus
@@ -67,11 +68,19 @@ typedef struct ikv_cuda_selection {
                                         entries), -1 for none */
   int32_t *page_slot, *page_index;   /* the plan's entries, written at reserved places */
   uint16_t *first, *last;
+  /* the work items of each row's precision groups holding reserved entries
+   * (which close their group in the partition): [rows][IKV_PRECISION_COUNT][3]
+   * = first item (-1: none), items, the group's end position; items were cut
+   * every pages_per_item positions */
+  const int32_t *groups;
+  ikv_work_item *items;
+  uint32_t pages_per_item;
 } ikv_cuda_selection;
 
 /* Row (b, h) takes its best min(k, n_b) candidates and writes each, in
  * candidate order, into the next reserved entry of its precision; reserved
- * entries left over become empty (first 1, last 0: they read nothing). At
+ * entries left over become empty (first 1, last 0), and the items over them
+ * end early (empty items read nothing), so they cost no decode work. At
  * most IKV_CUDA_RANK_MAX candidates a sequence. */
 ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *selection, void *stream);
 

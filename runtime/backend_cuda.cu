@@ -67,7 +67,7 @@ struct cuda_plan {
   /* device selection: candidates, reserved entries, rank keys (device) */
   uint32_t *d_seq_off, *d_pages;
   ikv_select_candidate *d_cand;
-  int32_t *d_reserved;
+  int32_t *d_reserved, *d_groups;
   uint64_t *d_keys;
   int select;                 /* this plan's layer-0 decode selects first */
   uint32_t *h_seq_off;        /* the candidates per sequence, for the launches */
@@ -509,6 +509,7 @@ ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
   if (!ok(cudaMalloc(&cp->d_seq_off, sizeof(uint32_t) * (pl->cap_batch + 1))) ||
       !ok(cudaMalloc(&cp->d_pages, sizeof(uint32_t) * N)) || !ok(cudaMalloc(&cp->d_cand, sizeof(ikv_select_candidate) * N)) ||
       !ok(cudaMalloc(&cp->d_reserved, sizeof(int32_t) * rows * IKV_PRECISION_COUNT)) ||
+      !ok(cudaMalloc(&cp->d_groups, sizeof(int32_t) * 3 * rows * IKV_PRECISION_COUNT)) ||
       !ok(cudaMalloc(&cp->d_keys, sizeof(uint64_t) * N * g->kv_heads)))
     return IKV_E_CUDA;
   return IKV_OK;
@@ -519,7 +520,7 @@ void cuda_plan_close(ikv_plan *pl) {
   if (!cp) return;
   for (int i = 0; i < 10; i++) cudaFree(cp->buf[i]);
   cudaFree(cp->ws);
-  cudaFree(cp->d_seq_off), cudaFree(cp->d_pages), cudaFree(cp->d_cand), cudaFree(cp->d_reserved), cudaFree(cp->d_keys);
+  cudaFree(cp->d_seq_off), cudaFree(cp->d_pages), cudaFree(cp->d_cand), cudaFree(cp->d_reserved), cudaFree(cp->d_groups), cudaFree(cp->d_keys);
   free(cp->h_row_items), free(cp->h_seq_off);
   free(cp);
   pl->dev = NULL;
@@ -567,6 +568,8 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
         !ok(cudaMemcpyAsync(cp->d_cand, pl->dsel_cand, sizeof(ikv_select_candidate) * pl->n_dsel, cudaMemcpyHostToDevice,
                             s->stream)) ||
         !ok(cudaMemcpyAsync(cp->d_reserved, pl->dsel_reserved, sizeof(int32_t) * rows * IKV_PRECISION_COUNT,
+                            cudaMemcpyHostToDevice, s->stream)) ||
+        !ok(cudaMemcpyAsync(cp->d_groups, pl->dsel_groups, sizeof(int32_t) * 3 * rows * IKV_PRECISION_COUNT,
                             cudaMemcpyHostToDevice, s->stream)))
       return IKV_E_CUDA;
   }
@@ -589,8 +592,20 @@ ikv_status select_on_device(ikv_runtime *rt, const ikv_plan *pl, cudaStream_t st
     if (st == IKV_OK) st = ikv_cuda_rank_keys(g->kv_heads, keys, n, n < pl->dsel_k ? n : pl->dsel_k, stream);
     if (st != IKV_OK) return st;
   }
-  ikv_cuda_selection sel = {B, g->kv_heads, pl->dsel_k, cp->d_seq_off, cp->d_cand, cp->d_keys, cp->d_reserved,
-                            (int32_t *)cp->buf[1], (int32_t *)cp->buf[3], (uint16_t *)cp->buf[4], (uint16_t *)cp->buf[5]};
+  ikv_cuda_selection sel = {B,
+                            g->kv_heads,
+                            pl->dsel_k,
+                            cp->d_seq_off,
+                            cp->d_cand,
+                            cp->d_keys,
+                            cp->d_reserved,
+                            (int32_t *)cp->buf[1],
+                            (int32_t *)cp->buf[3],
+                            (uint16_t *)cp->buf[4],
+                            (uint16_t *)cp->buf[5],
+                            cp->d_groups,
+                            (ikv_work_item *)cp->buf[7],
+                            pl->pages_per_item};
   return ikv_cuda_select_scatter(&sel, stream);
 }
 

@@ -36,7 +36,7 @@ const char *ikv_reason_str(ikv_reason reason) {
   X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(work)             \
   X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)            \
   X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(rank_keys) X(order)         \
-  X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages) X(dsel_reserved)
+  X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages) X(dsel_reserved) X(dsel_groups)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
 
@@ -88,6 +88,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->dsel_cand = malloc(sizeof(ikv_select_candidate) * N);
   pl->dsel_pages = malloc(sizeof(uint32_t) * N);
   pl->dsel_reserved = malloc(sizeof(int32_t) * pl->cap_rows * IKV_PRECISION_COUNT);
+  pl->dsel_groups = malloc(sizeof(int32_t) * 3 * pl->cap_rows * IKV_PRECISION_COUNT);
   if (PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
     ikv_plan_destroy(pl);
     return IKV_E_NO_MEMORY;
@@ -365,6 +366,18 @@ static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
   return IKV_OK;
 }
 
+/* Device selection: the items of each row's precision groups, for the GPU to
+ * end early over reserved entries it leaves empty. */
+static void reserved_groups(ikv_plan *pl) {
+  int32_t *g = pl->dsel_groups;
+  for (uint32_t i = 0; i < pl->n_rows * IKV_PRECISION_COUNT; i++) g[3 * i] = -1, g[3 * i + 1] = g[3 * i + 2] = 0;
+  for (uint32_t i = 0; i < pl->n_work; i++) { /* ordered by row, then precision */
+    int32_t *x = g + 3 * ((size_t)pl->work[i].row * IKV_PRECISION_COUNT + pl->work[i].precision);
+    if (x[0] < 0) x[0] = (int32_t)i;
+    x[1]++, x[2] = (int32_t)pl->work[i].end;
+  }
+}
+
 /* The spans the scheduler said it will read soon: their pages not on the GPU
  * tier lead the prefetch hints (spans gone since are passed over). */
 static void scheduler_hints(ikv_runtime *rt, ikv_plan *pl) {
@@ -424,9 +437,10 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   if (st == IKV_OK) st = rt_await_landing(rt, pl);
   ikv_pt_pages_touch(rt->pt, pl->page, pl->n_entries);
   const uint32_t heads_per_row = pl->view.per_kv_head ? 1 : rt->cfg.geometry.kv_heads;
-  ikv_plan_partition(&pl->view, pl->n_rows,
-                     rt->be->pages_per_item(rt, pl->n_rows, heads_per_row, pl->n_rows ? pl->n_entries / pl->n_rows + 1 : 1),
-                     pl->work_entries, pl->work, &pl->n_work);
+  pl->pages_per_item =
+      rt->be->pages_per_item(rt, pl->n_rows, heads_per_row, pl->n_rows ? pl->n_entries / pl->n_rows + 1 : 1);
+  ikv_plan_partition(&pl->view, pl->n_rows, pl->pages_per_item, pl->work_entries, pl->work, &pl->n_work);
+  if (pl->dsel) reserved_groups(pl);
   if (st == IKV_OK) {
     st = rt->be->plan_publish(rt, pl);
     if (st != IKV_OK) rt_fail(rt, st, "ikv_plan_build: publishing the plan: %s", ikv_status_str(st));

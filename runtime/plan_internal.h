@@ -73,6 +73,8 @@ struct ikv_plan {
   uint32_t *dsel_seq, *dsel_pages;    /* [batch + 1], [candidates] */
   ikv_select_candidate *dsel_cand;    /* [candidates] */
   int32_t *dsel_reserved;             /* [rows][IKV_PRECISION_COUNT], -1: none */
+  int32_t *dsel_groups;               /* [rows][IKV_PRECISION_COUNT][3]: ikv_cuda_selection.groups */
+  uint32_t pages_per_item;            /* the partition's cut */
 };
 
 /* Appends one entry to the plan (the caller checked capacity). */
