@@ -40,26 +40,50 @@ __device__ float warp_fold(float v) {
   return __shfl_sync(0xffffffffu, v, 0);
 }
 
+/* Sequences side by side: sequence b holds candidates [off[b], off[b + 1])
+ * of the concatenated page list, and its keys sit at H * off[b] as
+ * [H][n_b]. off NULL: one sequence of n. */
+struct segments {
+  const uint32_t *off;
+  uint32_t count, n;
+};
+
+__device__ __forceinline__ void segment_of(const segments &sg, uint32_t i, uint32_t *b, uint32_t *off, uint32_t *n) {
+  if (!sg.off) {
+    *b = 0, *off = 0, *n = sg.n;
+    return;
+  }
+  uint32_t lo = 0, hi = sg.count; /* the last b with off[b] <= i */
+  while (hi - lo > 1) {
+    const uint32_t mid = (lo + hi) / 2;
+    if (sg.off[mid] <= i) lo = mid;
+    else hi = mid;
+  }
+  *b = lo, *off = sg.off[lo], *n = sg.off[lo + 1] - sg.off[lo];
+}
+
 /* A warp per (page, KV head): lanes over channels, the host's order
  * (kernels/page_summary.h). */
 __global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, ikv_cuda_summaries s, int bound,
-                                                        const uint32_t *pages, uint32_t n, const float *q, uint32_t group,
-                                                        uint64_t *keys) {
+                                                        const uint32_t *pages, segments sg, const float *q,
+                                                        size_t q_stride, uint32_t group, uint64_t *keys) {
   const uint32_t w = blockIdx.x * (THREADS / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (w >= n * H) return; /* the whole warp */
-  const uint32_t h = w / n, i = w % n;
+  if (w >= sg.n * H) return; /* the whole warp */
+  const uint32_t h = w / sg.n, i = w % sg.n;
+  uint32_t b, off, n;
+  segment_of(sg, i, &b, &off, &n);
   const size_t at = ((size_t)pages[i] * H + h) * D;
   const float *mn = s.kmin + at, *mx = s.kmax + at, *sum = s.ksum + at;
   float best = -INFINITY;
   for (uint32_t j = 0; j < group; j++) {
-    const float *qj = q + ((size_t)h * group + j) * D;
-    float a = 0.0f, b = 0.0f, c2 = 0.0f;
+    const float *qj = q + b * q_stride + ((size_t)h * group + j) * D;
+    float a = 0.0f, bb = 0.0f, c2 = 0.0f;
     for (uint32_t c = lane; c < D; c += 32) {
       if (bound) {
         a = IKV_ADD(a, fmaxf(IKV_MUL(qj[c], mn[c]), IKV_MUL(qj[c], mx[c])));
       } else {
         a = IKV_ADD(a, IKV_MUL(qj[c], sum[c]));
-        b = IKV_ADD(b, IKV_MUL(qj[c], qj[c]));
+        bb = IKV_ADD(bb, IKV_MUL(qj[c], qj[c]));
         c2 = IKV_ADD(c2, IKV_MUL(sum[c], sum[c]));
       }
     }
@@ -67,21 +91,26 @@ __global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, 
     if (bound) {
       sc = warp_fold(a);
     } else {
-      const float dot = warp_fold(a), qq = warp_fold(b), kk = warp_fold(c2);
+      const float dot = warp_fold(a), qq = warp_fold(bb), kk = warp_fold(c2);
       sc = qq > 0.0f && kk > 0.0f ? IKV_DIV(dot, IKV_SQRT(IKV_MUL(qq, kk))) : 0.0f;
     }
     best = fmaxf(best, sc);
   }
-  if (lane == 0) keys[w] = ikv_rank_key(best, i);
+  if (lane == 0) keys[(size_t)H * off + (size_t)h * n + (i - off)] = ikv_rank_key(best, i - off);
 }
 
 #define RANK_THREADS 1024
 
-/* A block per row: the row in shared memory, padded to a power of two with
- * the largest key, bitonic-sorted, its first `want` keys written back. */
-__global__ void __launch_bounds__(RANK_THREADS) rank_kernel(uint64_t *keys, uint32_t n, uint32_t padded, uint32_t want) {
+/* A block per row (sequence blockIdx.x / H, head blockIdx.x % H): the row in
+ * shared memory, padded to a power of two with the largest key,
+ * bitonic-sorted, its first `want` keys written back. */
+__global__ void __launch_bounds__(RANK_THREADS) rank_kernel(uint64_t *keys, uint32_t H, segments sg, uint32_t want) {
   extern __shared__ uint64_t row[];
-  uint64_t *k = keys + (size_t)blockIdx.x * n;
+  const uint32_t b = blockIdx.x / H, h = blockIdx.x % H;
+  const uint32_t off = sg.off ? sg.off[b] : 0, n = sg.off ? sg.off[b + 1] - off : sg.n;
+  uint32_t padded = 2;
+  while (padded < n) padded <<= 1;
+  uint64_t *k = keys + (size_t)H * off + (size_t)h * n;
   for (uint32_t i = threadIdx.x; i < padded; i += RANK_THREADS) row[i] = i < n ? k[i] : ~0ull;
   __syncthreads();
   for (uint32_t size = 2; size <= padded; size <<= 1)
@@ -89,13 +118,13 @@ __global__ void __launch_bounds__(RANK_THREADS) rank_kernel(uint64_t *keys, uint
       for (uint32_t i = threadIdx.x; i < padded; i += RANK_THREADS) {
         const uint32_t j = i ^ stride;
         if (j > i) {
-          const uint64_t a = row[i], b = row[j];
-          if ((a > b) == ((i & size) == 0)) row[i] = b, row[j] = a;
+          const uint64_t a = row[i], c = row[j];
+          if ((a > c) == ((i & size) == 0)) row[i] = c, row[j] = a;
         }
       }
       __syncthreads();
     }
-  for (uint32_t i = threadIdx.x; i < want; i += RANK_THREADS) k[i] = row[i];
+  for (uint32_t i = threadIdx.x; i < want && i < n; i += RANK_THREADS) k[i] = row[i];
 }
 
 extern "C" ikv_status ikv_cuda_summarize(const ikv_geometry *g, const ikv_cuda_summaries *s, const void *k,
@@ -109,16 +138,50 @@ extern "C" ikv_status ikv_cuda_summarize(const ikv_geometry *g, const ikv_cuda_s
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 
+namespace {
+
+ikv_status launch_scores(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound, const uint32_t *pages,
+                         segments sg, const float *q, size_t q_stride, uint32_t group, uint64_t *keys, void *stream) {
+  const uint32_t warps = sg.n * g->kv_heads, per_block = THREADS / 32;
+  score_kernel<<<(warps + per_block - 1) / per_block, THREADS, 0, (cudaStream_t)stream>>>(
+      g->kv_heads, g->head_dim, *s, bound, pages, sg, q, q_stride, group, keys);
+  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+}
+
+/* longest: the longest row, for the shared memory */
+ikv_status launch_rank(uint64_t *keys, uint32_t heads, segments sg, uint32_t rows, uint32_t longest, uint32_t want,
+                       void *stream) {
+  uint32_t padded = 2;
+  while (padded < longest) padded <<= 1;
+  const int smem = (int)(padded * sizeof(uint64_t));
+  if (smem > 48 * 1024 && cudaFuncSetAttribute(rank_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+    return IKV_E_CUDA;
+  rank_kernel<<<rows * heads, RANK_THREADS, smem, (cudaStream_t)stream>>>(keys, heads, sg, want);
+  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+}
+
+} // namespace
+
 extern "C" ikv_status ikv_cuda_page_keys(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound,
                                          const uint32_t *pages, uint32_t n, const float *q, uint32_t group,
                                          uint64_t *keys, void *stream) {
   if (!g || !s || (n && (!pages || !q || !keys))) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK || !group) return IKV_E_INVALID;
   if (!n) return IKV_OK;
-  const uint32_t warps = n * g->kv_heads, per_block = THREADS / 32;
-  score_kernel<<<(warps + per_block - 1) / per_block, THREADS, 0, (cudaStream_t)stream>>>(g->kv_heads, g->head_dim, *s,
-                                                                                        bound, pages, n, q, group, keys);
-  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+  return launch_scores(g, s, bound, pages, segments{NULL, 1, n}, q, 0, group, keys, stream);
+}
+
+extern "C" ikv_status ikv_cuda_page_keys_batch(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound,
+                                               const uint32_t *pages, const uint32_t *seq_off,
+                                               const uint32_t *seq_off_host, uint32_t batch, const float *q,
+                                               uint32_t q_heads, uint64_t *keys, void *stream) {
+  if (!g || !s || (batch && (!seq_off || !seq_off_host))) return IKV_E_NULL;
+  if (ikv_geometry_check(g) != IKV_OK || !q_heads || q_heads % g->kv_heads) return IKV_E_INVALID;
+  const uint32_t n = batch ? seq_off_host[batch] : 0;
+  if (!n) return IKV_OK;
+  if (!pages || !q || !keys) return IKV_E_NULL;
+  return launch_scores(g, s, bound, pages, segments{seq_off, batch, n}, q, (size_t)q_heads * g->head_dim,
+                       q_heads / g->kv_heads, keys, stream);
 }
 
 extern "C" ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_t n, uint32_t want, void *stream) {
@@ -126,13 +189,20 @@ extern "C" ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_
   if (want > n) return IKV_E_INVALID;
   if (n > IKV_CUDA_RANK_MAX) return IKV_E_UNSUPPORTED;
   if (!n || !heads || !want) return IKV_OK;
-  uint32_t padded = 2;
-  while (padded < n) padded <<= 1;
-  const int smem = (int)(padded * sizeof(uint64_t));
-  if (smem > 48 * 1024 && cudaFuncSetAttribute(rank_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
-    return IKV_E_CUDA;
-  rank_kernel<<<heads, RANK_THREADS, smem, (cudaStream_t)stream>>>(keys, n, padded, want);
-  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+  return launch_rank(keys, heads, segments{NULL, 1, n}, 1, n, want, stream);
+}
+
+extern "C" ikv_status ikv_cuda_rank_keys_batch(uint32_t heads, uint64_t *keys, const uint32_t *seq_off,
+                                               const uint32_t *seq_off_host, uint32_t batch, uint32_t want,
+                                               void *stream) {
+  if (batch && (!seq_off || !seq_off_host)) return IKV_E_NULL;
+  uint32_t longest = 0;
+  for (uint32_t b = 0; b < batch; b++)
+    if (seq_off_host[b + 1] - seq_off_host[b] > longest) longest = seq_off_host[b + 1] - seq_off_host[b];
+  if (longest > IKV_CUDA_RANK_MAX) return IKV_E_UNSUPPORTED;
+  if (!longest || !heads || !want) return IKV_OK;
+  if (!keys) return IKV_E_NULL;
+  return launch_rank(keys, heads, segments{seq_off, batch, seq_off_host[batch]}, batch, longest, want, stream);
 }
 
 namespace {

@@ -37,6 +37,15 @@ ikv_status ikv_cuda_page_keys(const ikv_geometry *geometry, const ikv_cuda_summa
                               const uint32_t *pages, uint32_t n, const float *q, uint32_t group, uint64_t *keys,
                               void *stream);
 
+/* ikv_cuda_page_keys for `batch` sequences in one launch: sequence b's
+ * candidates are pages[seq_off[b], seq_off[b + 1]) (seq_off on the device,
+ * seq_off_host the same numbers on the host), its queries
+ * q + b * q_heads * head_dim, its keys keys + kv_heads * seq_off[b] laid out
+ * [kv_heads][n_b], ordinals counted within the sequence. */
+ikv_status ikv_cuda_page_keys_batch(const ikv_geometry *geometry, const ikv_cuda_summaries *summaries, int bound,
+                                    const uint32_t *pages, const uint32_t *seq_off, const uint32_t *seq_off_host,
+                                    uint32_t batch, const float *q, uint32_t q_heads, uint64_t *keys, void *stream);
+
 /* The largest n ikv_cuda_rank_keys sorts (in shared memory). */
 #define IKV_CUDA_RANK_MAX 8192
 
@@ -45,6 +54,10 @@ ikv_status ikv_cuda_page_keys(const ikv_geometry *geometry, const ikv_cuda_summa
  * smallest; the row's other entries are left unspecified. n above
  * IKV_CUDA_RANK_MAX: IKV_E_UNSUPPORTED (rank on the host). */
 ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_t n, uint32_t want, void *stream);
+/* Every sequence's rows of ikv_cuda_page_keys_batch ranked in one launch,
+ * the best min(want, n_b) first. */
+ikv_status ikv_cuda_rank_keys_batch(uint32_t heads, uint64_t *keys, const uint32_t *seq_off,
+                                    const uint32_t *seq_off_host, uint32_t batch, uint32_t want, void *stream);
 
 /* Device selection: a page the GPU may pick for a plan, and where a plan
  * entry for it points. */

@@ -582,16 +582,11 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
 ikv_status select_on_device(ikv_runtime *rt, const ikv_plan *pl, cudaStream_t stream) {
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
   const ikv_geometry *g = &rt->cfg.geometry;
-  const uint32_t B = pl->view.batch, group = rt->cfg.q_heads / g->kv_heads;
-  for (uint32_t b = 0; b < B; b++) {
-    const uint32_t off = cp->h_seq_off[b], n = cp->h_seq_off[b + 1] - off;
-    if (!n) continue;
-    uint64_t *keys = cp->d_keys + (size_t)g->kv_heads * off;
-    ikv_status st = ikv_cuda_page_keys(g, &state(rt)->sum, pl->dsel_bound, cp->d_pages + off, n,
-                                       pl->dsel_q + (size_t)b * rt->cfg.q_heads * g->head_dim, group, keys, stream);
-    if (st == IKV_OK) st = ikv_cuda_rank_keys(g->kv_heads, keys, n, n < pl->dsel_k ? n : pl->dsel_k, stream);
-    if (st != IKV_OK) return st;
-  }
+  const uint32_t B = pl->view.batch;
+  ikv_status st = ikv_cuda_page_keys_batch(g, &state(rt)->sum, pl->dsel_bound, cp->d_pages, cp->d_seq_off, cp->h_seq_off,
+                                           B, pl->dsel_q, rt->cfg.q_heads, cp->d_keys, stream);
+  if (st == IKV_OK) st = ikv_cuda_rank_keys_batch(g->kv_heads, cp->d_keys, cp->d_seq_off, cp->h_seq_off, B, pl->dsel_k, stream);
+  if (st != IKV_OK) return st;
   ikv_cuda_selection sel = {B,
                             g->kv_heads,
                             pl->dsel_k,

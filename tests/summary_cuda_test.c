@@ -111,6 +111,42 @@ static void summaries_and_scores_match_the_host(void **state) {
       }
     }
   }
+  /* three sequences in one launch (one of a single page), each with its own
+   * queries: the keys and the ranking of each, as if alone */
+  {
+    const uint32_t off[4] = {0, 1, PAGES / 3, PAGES}, *d_off;
+    float q3[3 * HQ * D], *d_q3;
+    rng_fill_gauss(&r, q3, 3 * HQ * D, 1.0f);
+    CUDA_CHECK(cudaMalloc((void **)&d_off, sizeof(off)));
+    CUDA_CHECK(cudaMalloc((void **)&d_q3, sizeof(q3)));
+    CUDA_CHECK(cudaMemcpy((void *)d_off, off, sizeof(off), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d_q3, q3, sizeof(q3), cudaMemcpyHostToDevice));
+    for (uint32_t b = 0; b < 3; b++)
+      for (uint32_t h = 0; h < H; h++)
+        for (uint32_t i = off[b]; i < off[b + 1]; i++) {
+          const size_t at = pages[i] * m + h * D, n_b = off[b + 1] - off[b];
+          want[H * off[b] + h * n_b + (i - off[b])] = ikv_rank_key(
+              ikv_summary_score(1, host[0] + at, host[1] + at, host[2] + at, q3 + (b * HQ + h * (HQ / H)) * D, HQ / H, D),
+              i - off[b]);
+        }
+    CUDA_CHECK(cudaMemset(d_keys, 0xff, sizeof(uint64_t) * H * PAGES));
+    assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, d_off, off, 3, d_q3, HQ, d_keys, NULL), IKV_OK);
+    CUDA_CHECK(cudaMemcpy(keys, d_keys, sizeof(uint64_t) * H * PAGES, cudaMemcpyDeviceToHost));
+    assert_memory_equal(keys, want, sizeof(uint64_t) * H * PAGES);
+    assert_int_equal(ikv_cuda_rank_keys_batch(H, d_keys, d_off, off, 3, 5, NULL), IKV_OK);
+    CUDA_CHECK(cudaMemcpy(keys, d_keys, sizeof(uint64_t) * H * PAGES, cudaMemcpyDeviceToHost));
+    for (uint32_t b = 0; b < 3; b++)
+      for (uint32_t h = 0; h < H; h++) {
+        const uint32_t n_b = off[b + 1] - off[b], k = n_b < 5 ? n_b : 5;
+        uint64_t *row = want + H * off[b] + h * n_b;
+        ikv_rank_smallest(row, n_b, k);
+        assert_memory_equal(keys + H * off[b] + h * n_b, row, sizeof(uint64_t) * k);
+      }
+    assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, NULL, off, 3, d_q3, HQ, d_keys, NULL), IKV_E_NULL);
+    assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, d_off, off, 3, d_q3, HQ + 1, d_keys, NULL),
+                     IKV_E_INVALID);
+    cudaFree((void *)d_off), cudaFree(d_q3);
+  }
   /* a row longer than the GPU sort takes, with ties (equal scores rank by ordinal) */
   const uint32_t big = IKV_CUDA_RANK_MAX + 1;
   assert_int_equal(ikv_cuda_rank_keys(1, d_keys, big, 1, NULL), IKV_E_UNSUPPORTED);
