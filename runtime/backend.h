@@ -42,6 +42,16 @@ typedef struct rt_backend {
   double (*take_stall_us)(ikv_runtime *rt);
   /* a page's bytes in every layer and tier after a precision move */
   ikv_status (*convert_page)(ikv_runtime *rt, const ikv_pt_move *move, uint32_t rows);
+  /* the step's slot mapping at append (slots, precisions and each token's
+   * page), where write_kv and summarize find it on the device */
+  ikv_status (*stage_tokens)(ikv_runtime *rt, const int64_t *slots, const uint8_t *precisions,
+                             const ikv_page_id *pages, uint32_t n);
+  /* CUDA graphs across steps: the caller's stream waits for the runtime's
+   * uploads and moves (enter), and the runtime's later moves for the
+   * stream's work (leave); the key of what a captured step depends on */
+  ikv_status (*stream_enter)(ikv_runtime *rt, void *stream);
+  ikv_status (*stream_leave)(ikv_runtime *rt, void *stream);
+  ikv_status (*graph_key)(const ikv_runtime *rt, const ikv_plan *plan, uint64_t *key);
   /* write_kv once the runtime has checked the slots */
   ikv_status (*write_kv)(ikv_runtime *rt, uint32_t layer, const void *k, const void *v, ikv_dtype dtype,
                          const int64_t *slots, const uint8_t *precisions, uint32_t n, void *stream);

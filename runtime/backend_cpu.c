@@ -77,6 +77,16 @@ static ikv_status cpu_move_pages(ikv_runtime *rt, rt_move_kind kind, const rt_mo
   return IKV_OK;
 }
 
+/* Nothing to stage, no streams to order, no graphs. */
+static ikv_status cpu_stage_tokens(ikv_runtime *rt, const int64_t *slots, const uint8_t *precs, const ikv_page_id *pages,
+                                   uint32_t n) {
+  return (void)rt, (void)slots, (void)precs, (void)pages, (void)n, IKV_OK;
+}
+static ikv_status cpu_stream(ikv_runtime *rt, void *stream) { return (void)rt, (void)stream, IKV_OK; }
+static ikv_status cpu_graph_key(const ikv_runtime *rt, const ikv_plan *plan, uint64_t *key) {
+  return (void)rt, (void)plan, (void)key, IKV_E_UNSUPPORTED;
+}
+
 static int cpu_batch_landed(ikv_runtime *rt, uint32_t batch) { return (void)rt, (void)batch, 1; }
 static ikv_status cpu_await_batch(ikv_runtime *rt, uint32_t batch) { return (void)rt, (void)batch, IKV_OK; }
 static double cpu_take_stall_us(ikv_runtime *rt) { return (void)rt, 0.0; }
@@ -149,6 +159,10 @@ const rt_backend rt_backend_cpu = {
     .batch_landed = cpu_batch_landed,
     .await_batch = cpu_await_batch,
     .take_stall_us = cpu_take_stall_us,
+    .stage_tokens = cpu_stage_tokens,
+    .stream_enter = cpu_stream,
+    .stream_leave = cpu_stream,
+    .graph_key = cpu_graph_key,
     .convert_page = cpu_convert_page,
     .write_kv = cpu_write_kv,
     .summarize = rt_summarize,

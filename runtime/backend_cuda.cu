@@ -39,7 +39,7 @@ struct cuda_state {
   cudaEvent_t caller_done;  /* recorded after the caller's write_kv and decode; the runtime's stream waits on it */
   int sm_count;
   staged slots, precs, pages; /* the last write_kv's slot mapping (one upload a step) and page ids */
-  staged q, keys;             /* page ranking: the queries up, the ranked keys back */
+  staged q, keys, candidates; /* page ranking: the queries and candidate pages up, the ranked keys back */
   ikv_cuda_summaries sum;
   ikv_cuda_move *d_move;
   /* tier moves */
@@ -227,7 +227,7 @@ void cuda_close(ikv_runtime *rt) {
   ikv_host_tier_close(rt->host);
   if (!s) return;
   cudaFree(s->d_move), cudaFree(s->sum.kmin), cudaFree(s->sum.kmax), cudaFree(s->sum.ksum);
-  release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->keys);
+  release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->keys), release(&s->candidates);
   free(s->dsts), free(s->srcs), free(s->sizes);
   cudaFreeHost(s->ring);
   for (int i = 0; i < SM_COPY_SLOTS; i++)
@@ -418,6 +418,45 @@ ikv_status cuda_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t ro
   return IKV_OK;
 }
 
+ikv_status cuda_stage_tokens(ikv_runtime *rt, const int64_t *slots, const uint8_t *precs, const ikv_page_id *pages,
+                             uint32_t n) {
+  cuda_state *s = state(rt);
+  if (!n) return IKV_OK;
+  ikv_status st = stage(s, &s->slots, slots, sizeof(int64_t) * n);
+  if (st == IKV_OK) st = stage(s, &s->precs, precs, n);
+  if (st == IKV_OK) st = stage(s, &s->pages, pages, sizeof(ikv_page_id) * n);
+  return st;
+}
+
+ikv_status cuda_stream_enter(ikv_runtime *rt, void *stream) {
+  if (capturing(stream)) return IKV_OK;
+  return ok(cudaStreamWaitEvent((cudaStream_t)stream, state(rt)->ready, 0)) ? IKV_OK : IKV_E_CUDA;
+}
+
+ikv_status cuda_stream_leave(ikv_runtime *rt, void *stream) {
+  if (capturing(stream)) return IKV_OK;
+  return caller_enqueued(rt, stream, IKV_OK);
+}
+
+/* What a captured step's kernels were launched with: launch shapes and the
+ * device buffers they read (FNV-1a over the values). */
+ikv_status cuda_graph_key(const ikv_runtime *rt, const ikv_plan *pl, uint64_t *key) {
+  const cuda_state *s = state(rt);
+  const cuda_plan *cp = (const cuda_plan *)pl->dev;
+  uint32_t longest = 0;
+  for (uint32_t b = 0; cp->select && b < pl->view.batch; b++)
+    if (cp->h_seq_off[b + 1] - cp->h_seq_off[b] > longest) longest = cp->h_seq_off[b + 1] - cp->h_seq_off[b];
+  const uint64_t parts[] = {(uintptr_t)pl, pl->view.batch, pl->view.per_kv_head, pl->n_rows, pl->n_work,
+                            pl->n_entries, (uint64_t)cp->select, cp->select ? pl->n_dsel : 0, longest,
+                            cp->select ? pl->dsel_k : 0, (uintptr_t)pl->dsel_q, (uintptr_t)s->slots.d,
+                            (uintptr_t)s->precs.d, (uintptr_t)s->pages.d, s->slots.bytes, s->pages.bytes};
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (uint64_t x : parts)
+    for (int byte = 0; byte < 8; byte++) h = (h ^ ((x >> (8 * byte)) & 0xff)) * 0x100000001b3ull;
+  *key = h;
+  return IKV_OK;
+}
+
 /* k, v: device arrays; slots and precisions: the host arrays ikv_append
  * filled (checked by the runtime), uploaded once while they stay the same
  * (the other layers reuse them). */
@@ -466,12 +505,12 @@ ikv_status cuda_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages,
   const ikv_geometry *g = &rt->cfg.geometry;
   if (!n) return IKV_OK;
   const size_t row = sizeof(uint64_t) * n;
-  ikv_status st = stage(s, &s->pages, pages, sizeof(ikv_page_id) * n);
+  ikv_status st = stage(s, &s->candidates, pages, sizeof(ikv_page_id) * n);
   if (st == IKV_OK) st = stage(s, &s->q, q, sizeof(float) * rt->cfg.q_heads * g->head_dim);
   if (st == IKV_OK) st = reserve(&s->keys, row * g->kv_heads);
   cudaStream_t stream = rt_stream(rt);
   if (st == IKV_OK)
-    st = ikv_cuda_page_keys(g, &s->sum, bound, (const uint32_t *)s->pages.d, n, (const float *)s->q.d,
+    st = ikv_cuda_page_keys(g, &s->sum, bound, (const uint32_t *)s->candidates.d, n, (const float *)s->q.d,
                             rt->cfg.q_heads / g->kv_heads, (uint64_t *)s->keys.d, stream);
   if (st != IKV_OK) return st;
   const int on_gpu = ikv_cuda_rank_keys(g->kv_heads, (uint64_t *)s->keys.d, n, want, stream) == IKV_OK;
@@ -620,8 +659,9 @@ ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, cons
 } // namespace
 
 extern "C" const rt_backend rt_backend_cuda = {
-    cuda_open,        cuda_close,         cuda_copy_page,     cuda_move_pages,   cuda_batch_landed,
-    cuda_await_batch, cuda_take_stall_us, cuda_convert_page,  cuda_write_kv,     cuda_summarize,
-    cuda_copy_summary, cuda_rank_pages,   cuda_plan_open,     cuda_plan_close,   cuda_pages_per_item,
-    cuda_plan_publish, cuda_decode,
+    cuda_open,         cuda_close,        cuda_copy_page,     cuda_move_pages,  cuda_batch_landed,
+    cuda_await_batch,  cuda_take_stall_us, cuda_convert_page, cuda_stage_tokens, cuda_stream_enter,
+    cuda_stream_leave, cuda_graph_key,    cuda_write_kv,      cuda_summarize,   cuda_copy_summary,
+    cuda_rank_pages,   cuda_plan_open,    cuda_plan_close,    cuda_pages_per_item, cuda_plan_publish,
+    cuda_decode,
 };

@@ -268,6 +268,23 @@ ikv_status ikv_decode(ikv_runtime *rt, const ikv_plan *plan, uint32_t layer, con
  * history are accounted. */
 ikv_status ikv_step_end(ikv_runtime *rt, ikv_plan *plan);
 
+/* ---- CUDA graphs across steps (CUDA backend) ------------------------------
+ * A step's write_kv and decode calls, captured once on a stream, can be
+ * replayed in later steps while ikv_step_graph_key gives the same key: each
+ * step's slot mapping is uploaded at ikv_append and its plan at
+ * ikv_plan_build into the device buffers the captured kernels read, and the
+ * key covers what the launches depend on (plan shape, device selection's
+ * sizes, those buffers). Inputs (k, v, q, score_q) and outputs must stay at
+ * the addresses captured. A step: ikv_append, ikv_plan_build,
+ * ikv_step_graph_key (capture afresh if it changed), ikv_stream_enter,
+ * cudaGraphLaunch, ikv_stream_leave, ikv_step_end; capture between enter and
+ * leave the same way. The CPU backend: IKV_E_UNSUPPORTED (the key). */
+ikv_status ikv_step_graph_key(const ikv_runtime *rt, const ikv_plan *plan, uint64_t *key);
+/* The stream waits for the runtime's uploads and page moves (enter); the
+ * runtime's later moves wait for the stream's work (leave). */
+ikv_status ikv_stream_enter(ikv_runtime *rt, void *stream);
+ikv_status ikv_stream_leave(ikv_runtime *rt, void *stream);
+
 typedef struct ikv_runtime_stats {
   uint64_t steps;
   uint64_t pages_read, pages_hit, pages_missed; /* selected pages; hit = already on the GPU tier */

@@ -176,6 +176,40 @@ ikv_status ikv_span_hint(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id) {
   return IKV_OK;
 }
 
+/* rt->token_pages[i]: the page of token i's slot (grown to the largest call,
+ * then kept). IKV_E_RANGE for a slot no page on the GPU tier owns. */
+static ikv_status find_token_pages(ikv_runtime *rt, const int64_t *slots, const uint8_t *precs, uint32_t n,
+                                   const char *what) {
+  const uint32_t P = rt->cfg.geometry.page_size;
+  if (n > rt->cap_token_pages) {
+    ikv_page_id *bigger = realloc(rt->token_pages, sizeof(ikv_page_id) * n);
+    if (!bigger) return rt_fail(rt, IKV_E_NO_MEMORY, "%s: out of memory", what);
+    rt->token_pages = bigger, rt->cap_token_pages = n;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    int p = precs[i];
+    if (!ikv_precision_valid(p) || slots[i] < 0 ||
+        ikv_pt_slot_owner(rt->pt, IKV_TIER_GPU, (ikv_precision)p, (int32_t)(slots[i] / P), &rt->token_pages[i]) != IKV_OK)
+      return rt_fail(rt, IKV_E_RANGE, "%s: token %u: slot %lld (%s) belongs to no page on the GPU tier", what, i,
+                     (long long)slots[i], ikv_precision_name(p) ? ikv_precision_name(p) : "bad precision");
+  }
+  return IKV_OK;
+}
+
+/* Bookkeeping of tokens written at slots (pages in rt->token_pages): rows
+ * filled, and a host copy of a written page dropped (stale), so eviction
+ * copies the new bytes. Idempotent: ikv_append does it for the tokens it
+ * reserves (a step replayed as a CUDA graph writes them without the host),
+ * ikv_write_kv again. */
+static void note_written(ikv_runtime *rt, const int64_t *slots, uint32_t n) {
+  const ikv_page_id *pages = rt->token_pages;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t offset = (uint32_t)(slots[i] % rt->cfg.geometry.page_size);
+    rt->fill[pages[i]] = offset == 0 ? 1 : (uint16_t)(offset + 1 > rt->fill[pages[i]] ? offset + 1 : rt->fill[pages[i]]);
+    if (i == 0 || pages[i] != pages[i - 1]) ikv_pt_page_release(rt->pt, pages[i], IKV_TIER_HOST);
+  }
+}
+
 /* Room on the GPU tier for the batch's new pages and copy-on-write copies,
  * evicting as a plan does (what the cache keeps, only if nothing else can go). */
 static ikv_status room_to_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n_tokens, uint32_t batch) {
@@ -232,6 +266,12 @@ ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n
     }
     at += n_tokens[b];
   }
+  /* the step's slot mapping, known now: bookkept, and on the device before
+   * the step's write_kv (which a replayed graph runs without the host) */
+  st = find_token_pages(rt, slot_mapping, slot_precision, (uint32_t)at, "ikv_append");
+  if (st == IKV_OK) note_written(rt, slot_mapping, (uint32_t)at);
+  if (st == IKV_OK) st = rt->be->stage_tokens(rt, slot_mapping, slot_precision, rt->token_pages, (uint32_t)at);
+  if (st != IKV_OK) return rt_fail(rt, st, "ikv_append: staging the slot mapping: %s", ikv_status_str(st));
   rt->errmsg[0] = 0;
   return IKV_OK;
 }
@@ -243,21 +283,8 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
   if (n && (!k || !v || !slot_mapping || !slot_precision)) return rt_fail(rt, IKV_E_NULL, "ikv_write_kv: NULL argument");
   if (layer >= g->layers) return rt_fail(rt, IKV_E_RANGE, "ikv_write_kv: layer %u of %u", layer, g->layers);
   if ((unsigned)dtype >= IKV_DTYPE_COUNT) return rt_fail(rt, IKV_E_INVALID, "ikv_write_kv: dtype %d", (int)dtype);
-  if (n > rt->cap_token_pages) { /* grows with the largest write seen, then stays */
-    ikv_page_id *bigger = realloc(rt->token_pages, sizeof(ikv_page_id) * n);
-    if (!bigger) return rt_fail(rt, IKV_E_NO_MEMORY, "ikv_write_kv: out of memory");
-    rt->token_pages = bigger, rt->cap_token_pages = n;
-  }
+  ikv_status st = find_token_pages(rt, slot_mapping, slot_precision, n, "ikv_write_kv");
   ikv_page_id *pages = rt->token_pages;
-  ikv_status st = IKV_OK;
-  for (uint32_t i = 0; i < n && st == IKV_OK; i++) {
-    int p = slot_precision[i];
-    if (!ikv_precision_valid(p) || slot_mapping[i] < 0 ||
-        ikv_pt_slot_owner(rt->pt, IKV_TIER_GPU, (ikv_precision)p, (int32_t)(slot_mapping[i] / g->page_size),
-                          &pages[i]) != IKV_OK)
-      st = rt_fail(rt, IKV_E_RANGE, "ikv_write_kv: token %u: slot %lld (%s) belongs to no page on the GPU tier", i,
-                   (long long)slot_mapping[i], ikv_precision_name(p) ? ikv_precision_name(p) : "bad precision");
-  }
   if (st == IKV_OK) {
     st = rt->be->write_kv(rt, layer, k, v, dtype, slot_mapping, slot_precision, n, stream);
     if (st == IKV_OK && layer == rt->cfg.score_layer)
@@ -265,12 +292,7 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
     if (st != IKV_OK) rt_fail(rt, st, "ikv_write_kv: %s", ikv_status_str(st));
   }
   if (st == IKV_OK) {
-    for (uint32_t i = 0; i < n; i++) {
-      uint32_t offset = (uint32_t)(slot_mapping[i] % g->page_size);
-      rt->fill[pages[i]] = offset == 0 ? 1 : (uint16_t)(offset + 1 > rt->fill[pages[i]] ? offset + 1 : rt->fill[pages[i]]);
-      /* a host copy of a page written here is stale: drop it, so eviction copies the new bytes */
-      if (i == 0 || pages[i] != pages[i - 1]) ikv_pt_page_release(rt->pt, pages[i], IKV_TIER_HOST);
-    }
+    note_written(rt, slot_mapping, n);
     rt->errmsg[0] = 0;
   }
   return st;
@@ -284,6 +306,21 @@ ikv_status ikv_decode(ikv_runtime *rt, const ikv_plan *plan, uint32_t layer, con
   if ((unsigned)dtype >= IKV_DTYPE_COUNT) return rt_fail(rt, IKV_E_INVALID, "ikv_decode: dtype %d", (int)dtype);
   if (ikv_plan_view(plan)->batch && (!q || !out || !lse)) return rt_fail(rt, IKV_E_NULL, "ikv_decode: NULL argument");
   return done(rt, rt->be->decode(rt, plan, layer, q, out, lse, dtype, stream), "ikv_decode");
+}
+
+ikv_status ikv_step_graph_key(const ikv_runtime *rt, const ikv_plan *plan, uint64_t *key) {
+  if (!rt || !plan || !key) return IKV_E_NULL;
+  return rt->be->graph_key(rt, plan, key);
+}
+
+ikv_status ikv_stream_enter(ikv_runtime *rt, void *stream) {
+  if (!rt) return IKV_E_NULL;
+  return done(rt, rt->be->stream_enter(rt, stream), "ikv_stream_enter");
+}
+
+ikv_status ikv_stream_leave(ikv_runtime *rt, void *stream) {
+  if (!rt) return IKV_E_NULL;
+  return done(rt, rt->be->stream_leave(rt, stream), "ikv_stream_leave");
 }
 
 ikv_status ikv_runtime_get_stats(const ikv_runtime *rt, ikv_runtime_stats *out) {

@@ -211,7 +211,153 @@ static void cuda_backend_matches_cpu(void **state) {
   twin_close(&t);
 }
 
+/* Two CUDA runtimes fed the same steps: one runs each step eagerly, the
+ * other replays one captured graph of a step (write_kv and decode of every
+ * layer) for as long as ikv_step_graph_key holds; every step's outputs must
+ * be the same bytes. Scheduler tables of a fixed shape, then the router with
+ * selection on the GPU (which the graph replays with each step's queries). */
+static void graph_replays_across_steps(void **state) {
+  (void)state;
+  require_gpu();
+  enum { SEQS = 2, STEPS = 6 };
+  ikv_runtime_config c = {.geometry = {.layers = L, .kv_heads = H, .head_dim = D, .page_size = P}, .q_heads = HQ,
+                          .max_sequences = 4, .max_batch = SEQS, .max_plan_pages = 1024, .backend = IKV_BACKEND_CUDA};
+  c.capacity[IKV_TIER_GPU][IKV_FP16] = 64;
+  ikv_runtime *rt[2];
+  ikv_plan *plan[2];
+  ikv_seq_id seq[2][SEQS];
+  for (int r = 0; r < 2; r++) {
+    assert_int_equal(ikv_runtime_create(&c, &rt[r]), IKV_OK);
+    assert_int_equal(ikv_plan_create(rt[r], &plan[r]), IKV_OK);
+    for (int b = 0; b < SEQS; b++) assert_int_equal(ikv_seq_create(rt[r], IKV_FP16, &seq[r][b]), IKV_OK);
+  }
+  test_rng rng = {0x5eed0a11};
+  const size_t kv = (size_t)MAX_TOKENS * H * D, nq = (size_t)SEQS * HQ * D;
+  float *host = malloc(sizeof(float) * kv), *out[2];
+  void *dk, *dv, *dq, *dsq, *dout[2];
+  float *dlse;
+  CUDA_CHECK(cudaMalloc(&dk, sizeof(float) * kv));
+  CUDA_CHECK(cudaMalloc(&dv, sizeof(float) * kv));
+  CUDA_CHECK(cudaMalloc(&dq, sizeof(float) * nq));
+  CUDA_CHECK(cudaMalloc(&dsq, sizeof(float) * nq));
+  CUDA_CHECK(cudaMalloc((void **)&dlse, sizeof(float) * L * SEQS * HQ));
+  for (int r = 0; r < 2; r++) {
+    CUDA_CHECK(cudaMalloc(&dout[r], sizeof(float) * L * nq));
+    out[r] = malloc(sizeof(float) * L * nq);
+  }
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  /* the context: 200 tokens each, written eagerly */
+  const uint32_t ctx[SEQS] = {200, 200};
+  int64_t slots[2][512];
+  uint8_t precs[2][512];
+  for (int r = 0; r < 2; r++)
+    assert_int_equal(ikv_append(rt[r], seq[r], ctx, SEQS, slots[r], precs[r]), IKV_OK);
+  for (uint32_t l = 0; l < L; l++) {
+    rng_fill_gauss(&rng, host, 400 * H * D, 1.0f);
+    CUDA_CHECK(cudaMemcpy(dk, host, sizeof(float) * 400 * H * D, cudaMemcpyHostToDevice));
+    rng_fill_gauss(&rng, host, 400 * H * D, 1.0f);
+    CUDA_CHECK(cudaMemcpy(dv, host, sizeof(float) * 400 * H * D, cudaMemcpyHostToDevice));
+    for (int r = 0; r < 2; r++)
+      assert_int_equal(ikv_write_kv(rt[r], l, dk, dv, IKV_DTYPE_F32, slots[r], precs[r], 400, s), IKV_OK);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  int32_t indptr[SEQS + 1] = {0, 3, 6}, index[6];
+  uint8_t prec[6] = {IKV_FP16, IKV_FP16, IKV_FP16, IKV_FP16, IKV_FP16, IKV_FP16};
+  const uint32_t ones[SEQS] = {1, 1};
+  uint32_t tokens = ctx[0];
+  for (int mode = 0; mode < 2; mode++) { /* 0: tables, 1: router selecting on the GPU */
+    if (mode) { /* to 224 tokens: the next steps keep the candidates (the pages before the 32-token window) */
+      const uint32_t top[SEQS] = {224 - tokens, 224 - tokens};
+      for (int r = 0; r < 2; r++) assert_int_equal(ikv_append(rt[r], seq[r], top, SEQS, slots[r], precs[r]), IKV_OK);
+      for (uint32_t l = 0; l < L; l++)
+        for (int r = 0; r < 2; r++)
+          assert_int_equal(ikv_write_kv(rt[r], l, dk, dv, IKV_DTYPE_F32, slots[r], precs[r], 2 * top[0], s), IKV_OK);
+      tokens = 224;
+    }
+    cudaGraphExec_t exec = NULL;
+    uint64_t captured_key = 0;
+    int captures = 0;
+    for (int step = 0; step < STEPS; step++) {
+      for (int r = 0; r < 2; r++) assert_int_equal(ikv_append(rt[r], seq[r], ones, SEQS, slots[r], precs[r]), IKV_OK);
+      rng_fill_gauss(&rng, host, 2 * H * D, 1.0f); /* the new tokens' K and V, and the queries, in place */
+      CUDA_CHECK(cudaMemcpy(dk, host, sizeof(float) * 2 * H * D, cudaMemcpyHostToDevice));
+      rng_fill_gauss(&rng, host, 2 * H * D, 1.0f);
+      CUDA_CHECK(cudaMemcpy(dv, host, sizeof(float) * 2 * H * D, cudaMemcpyHostToDevice));
+      rng_fill_gauss(&rng, host, nq, 1.0f);
+      CUDA_CHECK(cudaMemcpy(dq, host, sizeof(float) * nq, cudaMemcpyHostToDevice));
+      rng_fill_gauss(&rng, host, nq, 1.0f);
+      CUDA_CHECK(cudaMemcpy(dsq, host, sizeof(float) * nq, cudaMemcpyHostToDevice));
+      tokens++;
+      const uint32_t last = (tokens + P - 1) / P - 1;
+      for (int b = 0; b < SEQS; b++) index[3 * b] = 0, index[3 * b + 1] = 3 + step, index[3 * b + 2] = (int32_t)last;
+      for (int r = 0; r < 2; r++) {
+        ikv_plan_request req = {.seqs = seq[r], .batch = SEQS, .mode = mode ? IKV_PLAN_ROUTER : IKV_PLAN_TABLES};
+        if (mode)
+          req.router = (ikv_router_params){.recent_tokens = 32, .default_score = 0.5f, .score_mode = IKV_SCORE_QUERY_BOUND,
+                                           .topk_pages = 2, .score_q = (const float *)dsq, .select_on_device = 1};
+        else
+          req.tables = (ikv_plan_tables){.indptr = indptr, .page_index = index, .precision = prec};
+        assert_int_equal(ikv_plan_build(rt[r], plan[r], &req), IKV_OK);
+      }
+      CUDA_CHECK(cudaMemset(dout[0], 0xff, sizeof(float) * L * nq)); /* poison */
+      CUDA_CHECK(cudaMemset(dout[1], 0xff, sizeof(float) * L * nq));
+      for (uint32_t l = 0; l < L; l++) { /* runtime 0: eager */
+        assert_int_equal(ikv_write_kv(rt[0], l, dk, dv, IKV_DTYPE_F32, slots[0], precs[0], SEQS, s), IKV_OK);
+        assert_int_equal(ikv_decode(rt[0], plan[0], l, dq, (float *)dout[0] + l * nq, dlse, IKV_DTYPE_F32, s), IKV_OK);
+      }
+      uint64_t key;
+      assert_int_equal(ikv_step_graph_key(rt[1], plan[1], &key), IKV_OK);
+      assert_int_equal(ikv_stream_enter(rt[1], s), IKV_OK);
+      if (!exec || key != captured_key) { /* runtime 1: capture the step once, replay it after */
+        cudaGraph_t graph;
+        if (exec) cudaGraphExecDestroy(exec);
+        CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        for (uint32_t l = 0; l < L; l++) {
+          assert_int_equal(ikv_write_kv(rt[1], l, dk, dv, IKV_DTYPE_F32, slots[1], precs[1], SEQS, s), IKV_OK);
+          assert_int_equal(ikv_decode(rt[1], plan[1], l, dq, (float *)dout[1] + l * nq, dlse, IKV_DTYPE_F32, s), IKV_OK);
+        }
+        CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+        CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        cudaGraphDestroy(graph);
+        captured_key = key, captures++;
+      }
+      CUDA_CHECK(cudaGraphLaunch(exec, s));
+      assert_int_equal(ikv_stream_leave(rt[1], s), IKV_OK);
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      for (int r = 0; r < 2; r++) {
+        CUDA_CHECK(cudaMemcpy(out[r], dout[r], sizeof(float) * L * nq, cudaMemcpyDeviceToHost));
+        assert_int_equal(ikv_step_end(rt[r], plan[r]), IKV_OK);
+      }
+      for (size_t i = 0; i < L * nq; i++) assert_false(isnan(out[0][i]));
+      if (memcmp(out[0], out[1], sizeof(float) * L * nq)) fail_msg("mode %d, step %d: the replay differs", mode, step);
+    }
+    assert_int_equal(captures, 1); /* the shape held: one capture served every step */
+    cudaGraphExecDestroy(exec);
+  }
+  /* a new page changes what selection on the GPU launches: the key moves */
+  uint64_t before, after;
+  ikv_plan_request req = {.seqs = seq[1], .batch = SEQS, .mode = IKV_PLAN_ROUTER};
+  req.router = (ikv_router_params){.recent_tokens = 32, .default_score = 0.5f, .score_mode = IKV_SCORE_QUERY_BOUND,
+                                   .topk_pages = 2, .score_q = (const float *)dsq, .select_on_device = 1};
+  assert_int_equal(ikv_plan_build(rt[1], plan[1], &req), IKV_OK);
+  assert_int_equal(ikv_step_graph_key(rt[1], plan[1], &before), IKV_OK);
+  assert_int_equal(ikv_step_end(rt[1], plan[1]), IKV_OK);
+  const uint32_t page[SEQS] = {P, P};
+  assert_int_equal(ikv_append(rt[1], seq[1], page, SEQS, slots[1], precs[1]), IKV_OK);
+  assert_int_equal(ikv_plan_build(rt[1], plan[1], &req), IKV_OK);
+  assert_int_equal(ikv_step_graph_key(rt[1], plan[1], &after), IKV_OK);
+  assert_true(before != after);
+  assert_int_equal(ikv_step_end(rt[1], plan[1]), IKV_OK);
+  assert_int_equal(ikv_step_graph_key(NULL, plan[1], &after), IKV_E_NULL);
+  cudaStreamDestroy(s);
+  cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dsq), cudaFree(dlse), cudaFree(dout[0]), cudaFree(dout[1]);
+  free(host), free(out[0]), free(out[1]);
+  for (int r = 0; r < 2; r++) ikv_plan_destroy(plan[r]), ikv_runtime_destroy(rt[r]);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(cuda_backend_matches_cpu)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(cuda_backend_matches_cpu),
+                                     cmocka_unit_test(graph_replays_across_steps)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
