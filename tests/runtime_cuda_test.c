@@ -300,8 +300,8 @@ static void graph_replays_across_steps(void **state) {
           req.tables = (ikv_plan_tables){.indptr = indptr, .page_index = index, .precision = prec};
         assert_int_equal(ikv_plan_build(rt[r], plan[r], &req), IKV_OK);
       }
-      CUDA_CHECK(cudaMemset(dout[0], 0xff, sizeof(float) * L * nq)); /* poison */
-      CUDA_CHECK(cudaMemset(dout[1], 0xff, sizeof(float) * L * nq));
+      CUDA_CHECK(cudaMemsetAsync(dout[0], 0xff, sizeof(float) * L * nq, s)); /* poison, in the stream's order */
+      CUDA_CHECK(cudaMemsetAsync(dout[1], 0xff, sizeof(float) * L * nq, s));
       for (uint32_t l = 0; l < L; l++) { /* runtime 0: eager */
         assert_int_equal(ikv_write_kv(rt[0], l, dk, dv, IKV_DTYPE_F32, slots[0], precs[0], SEQS, s), IKV_OK);
         assert_int_equal(ikv_decode(rt[0], plan[0], l, dq, (float *)dout[0] + l * nq, dlse, IKV_DTYPE_F32, s), IKV_OK);
@@ -330,7 +330,9 @@ static void graph_replays_across_steps(void **state) {
         assert_int_equal(ikv_step_end(rt[r], plan[r]), IKV_OK);
       }
       for (size_t i = 0; i < L * nq; i++) assert_false(isnan(out[0][i]));
-      if (memcmp(out[0], out[1], sizeof(float) * L * nq)) fail_msg("mode %d, step %d: the replay differs", mode, step);
+      for (size_t i = 0; i < L * nq; i++)
+        if (memcmp(&out[0][i], &out[1][i], sizeof(float)))
+          fail_msg("mode %d, step %d: replay out[%zu] %a, eager %a", mode, step, i, out[1][i], out[0][i]);
     }
     assert_int_equal(captures, 1); /* the shape held: one capture served every step */
     cudaGraphExecDestroy(exec);
