@@ -36,7 +36,9 @@ static const char usage[] =
     "            'device': the same choice made on the GPU and written into\n"
     "            the plan there (select_on_device: no round trip; it runs in\n"
     "            layer 0's decode, inside the graph); sel_us: its GPU time\n"
-    "            (layer 0's decode less layer 1's).\n"
+    "            (layer 0's decode less layer 1's). graph_wall: 10 more steps,\n"
+    "            each replaying one captured step (write_kv and decode of\n"
+    "            every layer) while ikv_step_graph_key holds; cap: captures.\n"
     "            Batch 1 runs 32 layers; batch 32 runs 8 layers (at 32K, 32\n"
     "            layers of fp16 pages need 137 GB); a configuration needing over\n"
     "            48 GiB of fp16 pages is skipped. wall: host clock from append to\n"
@@ -217,6 +219,8 @@ static void run_layers(stepper *st) {
 
 typedef struct step_result {
   double wall_us, plan_us, gpu_us;
+  double graph_wall_us; /* the same steps replaying one captured step while its graph key holds */
+  int captures;
   double select_us; /* device: the selection's GPU time (layer 0's decode less layer 1's) */
   ikv_plan_stats stats;
 } step_result;
@@ -278,6 +282,39 @@ static step_result run_steps(stepper *st, variant var) {
     if (i >= 0) wall[i] = (double)(t3 - t0) / 1e3, plan[i] = (double)(t2 - t1) / 1e3;
   }
   r.wall_us = bench_median(wall, STEPS), r.plan_us = bench_median(plan, STEPS);
+  /* the same steps again, each replaying a graph captured once (afresh only
+   * when ikv_step_graph_key changes) */
+  cudaGraphExec_t exec = NULL;
+  uint64_t captured = 0;
+  r.captures = 0;
+  for (int i = 0; i < STEPS; i++) {
+    uint64_t t0 = bench_now_ns(), key;
+    bench_ikv_ok(st->rt, ikv_append(st->rt, st->seqs, st->ones, st->batch, st->slots, st->slot_precision), "ikv_append");
+    if (!routed) {
+      make_tables(st, var == SELECT);
+      req.tables = (ikv_plan_tables){.indptr = st->indptr, .page_index = st->page_index, .precision = st->precision};
+    }
+    bench_ikv_ok(st->rt, ikv_plan_build(st->rt, st->plan, &req), "ikv_plan_build");
+    bench_ikv_ok(st->rt, ikv_step_graph_key(st->rt, st->plan, &key), "ikv_step_graph_key");
+    bench_ikv_ok(st->rt, ikv_stream_enter(st->rt, st->stream), "ikv_stream_enter");
+    if (!exec || key != captured) {
+      cudaGraph_t graph;
+      if (exec) cudaGraphExecDestroy(exec);
+      BENCH_CUDA(cudaStreamBeginCapture(st->stream, cudaStreamCaptureModeThreadLocal));
+      run_layers(st);
+      BENCH_CUDA(cudaStreamEndCapture(st->stream, &graph));
+      BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+      cudaGraphDestroy(graph);
+      captured = key, r.captures++;
+    }
+    BENCH_CUDA(cudaGraphLaunch(exec, st->stream));
+    bench_ikv_ok(st->rt, ikv_stream_leave(st->rt, st->stream), "ikv_stream_leave");
+    BENCH_CUDA(cudaStreamSynchronize(st->stream));
+    bench_ikv_ok(st->rt, ikv_step_end(st->rt, st->plan), "ikv_step_end");
+    wall[i] = (double)(bench_now_ns() - t0) / 1e3;
+  }
+  cudaGraphExecDestroy(exec);
+  r.graph_wall_us = bench_median(wall, STEPS);
   return r;
 }
 
@@ -290,13 +327,16 @@ static void report_step(const stepper *st, variant var, const step_result *r, do
     printf("%s{\"part\": \"step\", \"batch\": %u, \"layers\": %u, \"context\": %u, \"variant\": \"%s\", "
            "\"pages_read\": %u, \"kv_bytes_step\": %.0f, \"share_of_dense\": %.4f, \"plan_us\": %.1f, \"wall_us\": %.1f, "
            "\"gpu_us\": %.1f, \"gpu_us_per_layer\": %.2f, \"kv_gbs\": %.1f, \"fraction_of_copy\": %.3f, "
-           "\"speedup_gpu\": %.2f, \"speedup_wall\": %.2f, \"select_us\": %.1f}",
+           "\"speedup_gpu\": %.2f, \"speedup_wall\": %.2f, \"select_us\": %.1f, \"graph_wall_us\": %.1f, "
+           "\"graph_captures\": %d, \"speedup_graph_wall\": %.2f}",
            *first ? "" : ", ", batch, layers, st->ctx, variant_name[var], r->stats.pages_selected, kv, share, r->plan_us, r->wall_us,
-           r->gpu_us, r->gpu_us / layers, gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us, r->select_us);
+           r->gpu_us, r->gpu_us / layers, gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us, r->select_us,
+           r->graph_wall_us, r->captures, dense_wall / r->graph_wall_us);
   else
-    printf("step %5u %6u %-7s %7u %9.1f %6.1f%% %9.1f %10.1f %10.1f %8.2f %7.0f %6.2f %7.2fx %7.2fx %7.1f\n", batch, layers,
-           variant_name[var], r->stats.pages_selected, kv / 1e6, 100 * share, r->plan_us, r->wall_us, r->gpu_us, r->gpu_us / layers,
-           gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us, r->select_us);
+    printf("step %5u %6u %-7s %7u %9.1f %6.1f%% %9.1f %10.1f %10.1f %8.2f %7.0f %6.2f %7.2fx %7.2fx %7.1f %10.1f %3d\n", batch,
+           layers, variant_name[var], r->stats.pages_selected, kv / 1e6, 100 * share, r->plan_us, r->wall_us, r->gpu_us,
+           r->gpu_us / layers, gbs, gbs * 1e9 / copy_bw, dense_gpu / r->gpu_us, dense_wall / r->wall_us, r->select_us,
+           r->graph_wall_us, r->captures);
   *first = 0;
 }
 
@@ -337,8 +377,9 @@ int ikv_bench_step(int argc, char **argv) {
   cudaFree(k), cudaFree(v);
 
   if (!json)
-    printf("step %5s %6s %-7s %7s %9s %7s %9s %10s %10s %8s %7s %6s %8s %8s %7s\n", "batch", "layers", "variant", "pages",
-           "KV_MB", "share", "plan_us", "wall_us", "gpu_us", "us/layer", "GB/s", "copy", "gpu_x", "wall_x", "sel_us");
+    printf("step %5s %6s %-7s %7s %9s %7s %9s %10s %10s %8s %7s %6s %8s %8s %7s %10s %3s\n", "batch", "layers", "variant",
+           "pages", "KV_MB", "share", "plan_us", "wall_us", "gpu_us", "us/layer", "GB/s", "copy", "gpu_x", "wall_x", "sel_us",
+           "graph_wall", "cap");
   const uint32_t batches[] = {1, 32}, layers[] = {32, 8};
   for (int b = 0; b < 2; b++) {
     const uint64_t fp16_bytes = (uint64_t)batches[b] * (ctx / P + 8) * layers[b] * HKV * 2 * P * D * sizeof(uint16_t);
