@@ -125,6 +125,23 @@ static void grow(ikv_runtime *rt, ikv_seq_id seq, uint32_t n, uint32_t chunk, kv
   }
 }
 
+/* A decode's device query (random), output and LSE for `batch` sequences. */
+typedef struct decode_io {
+  void *q, *out;
+  float *lse;
+} decode_io;
+
+static decode_io decode_io_alloc(uint32_t batch, unsigned long long seed) {
+  decode_io io;
+  BENCH_CUDA(cudaMalloc(&io.q, sizeof(uint16_t) * batch * HQ * D));
+  BENCH_CUDA(cudaMalloc(&io.out, sizeof(uint16_t) * batch * HQ * D));
+  BENCH_CUDA(cudaMalloc((void **)&io.lse, sizeof(float) * batch * HQ));
+  bench_fill_random_f16(io.q, (size_t)batch * HQ * D, seed);
+  return io;
+}
+
+static void decode_io_free(decode_io *io) { cudaFree(io->q), cudaFree(io->out), cudaFree(io->lse); }
+
 /* Pages [0, pages) of each of the batch's sequences, fp16 (dense tables). */
 static void dense_tables(uint32_t batch, uint32_t pages, int32_t *indptr, int32_t *index, uint8_t *prec) {
   indptr[0] = 0;
@@ -199,18 +216,13 @@ static void interference(copy_bufs *c, kv_src *src, int json, int *first) {
   ikv_plan_request req = {.seqs = seqs, .batch = SEQS, .mode = IKV_PLAN_TABLES,
                           .tables = {.indptr = indptr, .page_index = index, .precision = prec}};
   bench_ikv_ok(rt, ikv_plan_build(rt, plan, &req), "ikv_plan_build");
-  void *q, *out;
-  float *lse;
-  BENCH_CUDA(cudaMalloc(&q, sizeof(uint16_t) * SEQS * HQ * D));
-  BENCH_CUDA(cudaMalloc(&out, sizeof(uint16_t) * SEQS * HQ * D));
-  BENCH_CUDA(cudaMalloc((void **)&lse, sizeof(float) * SEQS * HQ));
-  bench_fill_random_f16(q, SEQS * HQ * D, 21);
+  decode_io io = decode_io_alloc(SEQS, 21);
   BENCH_CUDA(cudaDeviceSynchronize()); /* the plan's uploads, before capturing */
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   BENCH_CUDA(cudaStreamBeginCapture(c->s, cudaStreamCaptureModeThreadLocal));
   for (uint32_t l = 0; l < LAYERS; l++)
-    bench_ikv_ok(rt, ikv_decode(rt, plan, l, q, out, lse, IKV_DTYPE_F16, c->s), "ikv_decode");
+    bench_ikv_ok(rt, ikv_decode(rt, plan, l, io.q, io.out, io.lse, IKV_DTYPE_F16, c->s), "ikv_decode");
   BENCH_CUDA(cudaStreamEndCapture(c->s, &graph));
   BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
   cudaStream_t copier;
@@ -249,7 +261,7 @@ static void interference(copy_bufs *c, kv_src *src, int json, int *first) {
   }
   cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
   cudaStreamDestroy(copier), cudaEventDestroy(ca), cudaEventDestroy(cb);
-  cudaFree(q), cudaFree(out), cudaFree(lse);
+  decode_io_free(&io);
   free(index), free(prec);
   ikv_plan_destroy(plan);
   ikv_runtime_destroy(rt);
@@ -298,12 +310,7 @@ static void replay(const ikv_trace *t, uint32_t n_seqs, uint32_t gpu_pages, uint
     BENCH_CUDA(cudaStreamSynchronize(s));
     bench_ikv_ok(rt, ikv_seq_offload(rt, seqs[i], 0, pages[i]), "ikv_seq_offload");
   }
-  void *q, *out;
-  float *lse;
-  BENCH_CUDA(cudaMalloc(&q, sizeof(uint16_t) * n_seqs * HQ * D));
-  BENCH_CUDA(cudaMalloc(&out, sizeof(uint16_t) * n_seqs * HQ * D));
-  BENCH_CUDA(cudaMalloc((void **)&lse, sizeof(float) * n_seqs * HQ));
-  bench_fill_random_f16(q, n_seqs * HQ * D, 31);
+  decode_io io = decode_io_alloc(n_seqs, 31);
   int32_t *indptr = malloc(sizeof(int32_t) * (n_seqs + 1)), *index = malloc(sizeof(int32_t) * widest);
   uint8_t *prec = malloc(widest);
   memset(prec, IKV_FP16, widest);
@@ -350,7 +357,7 @@ static void replay(const ikv_trace *t, uint32_t n_seqs, uint32_t gpu_pages, uint
     bench_ikv_ok(rt, ikv_plan_build(rt, plan, &req), "ikv_plan_build");
     BENCH_CUDA(cudaEventRecord(a, s));
     for (uint32_t l = 0; l < LAYERS; l++)
-      bench_ikv_ok(rt, ikv_decode(rt, plan, l, q, out, lse, IKV_DTYPE_F16, s), "ikv_decode");
+      bench_ikv_ok(rt, ikv_decode(rt, plan, l, io.q, io.out, io.lse, IKV_DTYPE_F16, s), "ikv_decode");
     BENCH_CUDA(cudaEventRecord(b, s));
     BENCH_CUDA(cudaStreamSynchronize(s));
     bench_ikv_ok(rt, ikv_step_end(rt, plan), "ikv_step_end");
@@ -369,7 +376,7 @@ static void replay(const ikv_trace *t, uint32_t n_seqs, uint32_t gpu_pages, uint
   res->prefetched = st.prefetched, res->late = st.prefetch_late;
   res->compute_us = bench_median(compute, (int)t->n_steps);
   free(compute), free(indptr), free(index), free(prec), free(seqs), free(batch), free(pages);
-  cudaFree(q), cudaFree(out), cudaFree(lse);
+  decode_io_free(&io);
   cudaStreamDestroy(s), cudaEventDestroy(a), cudaEventDestroy(b);
   ikv_plan_destroy(plan);
   ikv_runtime_destroy(rt);
