@@ -419,7 +419,6 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++)
     st = req->mode == IKV_PLAN_TABLES ? tables_sequence(rt, pl, req, b) : rt_route_sequence(rt, pl, req, b);
   pl->n_margin_hints = pl->n_hints - pl->n_sched_hints;
-  for (uint32_t e = 0; e < pl->n_entries && st == IKV_OK; e++) rt->read_stamp[pl->page[e]] = rt->build_seq;
   /* The common step changes no page: every entry resolves at once. */
   uint32_t pending = 0, absent = 0;
   if (st == IKV_OK) resolve(rt, pl, req, 0, &pending, &absent);

@@ -35,7 +35,9 @@ struct ikv_runtime {
   uint32_t *read_stamp;  /* [page] build_seq of the last plan reading it (or prefetch protecting it) */
   uint32_t *keep_stamp;  /* [page] build_seq of the last plan reading it as a sink, ALWAYS, GLOBAL
                             or recent-window page (0: none): kept a few plans (tiering.c) */
-  uint32_t *landing;     /* [page] prefetch batch bringing it to the GPU tier; 0: none pending */
+  uint32_t *landing;     /* [page] prefetch batch that brought it to the GPU tier, until its first
+                            read (0: none) */
+  uint32_t n_landing;    /* pages with a landing batch */
   uint32_t batches, landed; /* prefetch batches issued; every batch up to `landed` has landed */
   ikv_history *history;
   ikv_page_id *victims;  /* [gpu_pages] scratch: eviction candidates */

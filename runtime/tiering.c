@@ -61,7 +61,8 @@ ikv_status rt_evict(ikv_runtime *rt, ikv_plan *pl, const ikv_page_id *pages, uin
       bytes += copy.bytes; /* all layers */
     }
     ikv_pt_page_release(rt->pt, pages[i], IKV_TIER_GPU);
-    rt->landing[pages[i]] = 0; /* the backend orders the eviction after any copy still bringing it */
+    if (rt->landing[pages[i]]) /* the backend orders the eviction after any copy still bringing it */
+      rt->landing[pages[i]] = 0, rt->n_landing--;
     done++;
   }
   if (pl) pl->stats.evictions += done, rt->stats.evictions += done; /* an offload is no eviction */
@@ -72,10 +73,8 @@ ikv_status rt_evict(ikv_runtime *rt, ikv_plan *pl, const ikv_page_id *pages, uin
 /* A page some batch still brings: true until that batch has landed. */
 static int still_landing(ikv_runtime *rt, ikv_page_id p) {
   const uint32_t b = rt->landing[p];
-  if (!b) return 0;
   if (b > rt->landed && rt->be->batch_landed(rt, b)) rt->landed = b; /* batches land in issue order */
-  if (b <= rt->landed) rt->landing[p] = 0;
-  return rt->landing[p] != 0;
+  return b > rt->landed;
 }
 
 /* Never a partly filled page: its sequence appends there, on the GPU tier.
@@ -153,7 +152,7 @@ ikv_status rt_fetch(ikv_runtime *rt, ikv_plan *pl, const ikv_page_id *pages, uin
     if (!copy.bytes) continue;
     rt->moves[moved++] = (rt_move){IKV_TIER_HOST, copy.precision, copy.src_slot, copy.dst_slot};
     bytes += copy.bytes; /* all layers */
-    if (kind == RT_MOVE_PREFETCH) rt->landing[pages[i]] = rt->batches + 1;
+    if (kind == RT_MOVE_PREFETCH) rt->n_landing += !rt->landing[pages[i]], rt->landing[pages[i]] = rt->batches + 1;
   }
   return issue(rt, pl, kind, moved, bytes);
 }
@@ -161,6 +160,7 @@ ikv_status rt_fetch(ikv_runtime *rt, ikv_plan *pl, const ikv_page_id *pages, uin
 /* ---- the prefetcher -------------------------------------------------------------- */
 
 ikv_status rt_await_landing(ikv_runtime *rt, ikv_plan *pl) {
+  if (!rt->n_landing) return IKV_OK; /* no prefetched page waits for its first read */
   uint32_t wait_for = 0;
   for (uint32_t e = 0; e < pl->n_entries; e++) {
     const ikv_page_id p = pl->page[e];
@@ -174,7 +174,8 @@ ikv_status rt_await_landing(ikv_runtime *rt, ikv_plan *pl) {
     }
   }
   /* the first read of a prefetched page ends its landing either way */
-  for (uint32_t e = 0; e < pl->n_entries; e++) rt->landing[pl->page[e]] = 0;
+  for (uint32_t e = 0; e < pl->n_entries; e++)
+    if (rt->landing[pl->page[e]]) rt->landing[pl->page[e]] = 0, rt->n_landing--;
   rt->stats.prefetch_hits += pl->stats.prefetch_hits, rt->stats.prefetch_late += pl->stats.prefetch_late;
   if (!wait_for) return IKV_OK;
   ikv_status st = rt->be->await_batch(rt, wait_for);
@@ -182,11 +183,12 @@ ikv_status rt_await_landing(ikv_runtime *rt, ikv_plan *pl) {
 }
 
 void rt_prefetch_next(ikv_runtime *rt, ikv_plan *pl) {
-  /* the history learns every plan: eviction orders by it */
-  if (ikv_history_record(rt->history, pl->page, pl->n_entries) != IKV_OK) return;
-  ikv_history_end_step(rt->history);
+  /* without a predictor the cache is plain LRU and keeps no history */
   const ikv_predictor predictor = rt->cfg.prefetch.predictor;
   if (predictor == IKV_PREDICT_NONE) return;
+  if (ikv_history_record(rt->history, pl->page, pl->n_entries) != IKV_OK) return;
+  ikv_history_end_step(rt->history);
+  for (uint32_t e = 0; e < pl->n_entries; e++) rt->read_stamp[pl->page[e]] = rt->build_seq; /* they stay */
   const uint32_t *first = NULL;
   uint32_t n_first = 0;
   if (predictor == IKV_PREDICT_HINTS) first = pl->hints, n_first = pl->n_sched_hints;
