@@ -18,7 +18,7 @@ static const char *const way_names[] = {"one call each", "batched", "SM copy"};
 #define COPY_BYTES (1ull << 30)
 
 static const char usage[] =
-    "usage: ikv bench prefetch [--json] [--seqs N] [--steps N] [--tokens N] [--seed N]\n\n"
+    "usage: ikv bench prefetch [--json] [--seqs N] [--steps N] [--tokens N] [--seed N] [--repeat N]\n\n"
     "On the CUDA backend, a Llama-3.1-8B-shaped cache (32 layers, 8 KV heads,\n"
     "head_dim 128, 16-token fp16 pages: 64 KiB a page and layer):\n"
     "  transfer      host -> GPU: the pinned peak (one 1 GiB cudaMemcpyAsync from\n"
@@ -44,7 +44,9 @@ static const char usage[] =
     "                step fetches) and the step time\n"
     "                measured without prefetching; the prefetcher's budget is\n"
     "                the same in both (link GB/s x step time). Each replay\n"
-    "                starts with the context on the host.\n";
+    "                starts with the context on the host. --repeat N (default 3,\n"
+    "                at most 16): the demand fetches and every replay run N\n"
+    "                times, medians reported (the link varies run to run).\n";
 
 /* ---- transfers --------------------------------------------------------------- */
 
@@ -382,8 +384,19 @@ static void replay(const ikv_trace *t, uint32_t n_seqs, uint32_t gpu_pages, uint
   ikv_runtime_destroy(rt);
 }
 
-static void trace_part(uint32_t n_seqs, uint32_t steps, uint32_t tokens, uint64_t seed, double link_gbs, kv_src *src,
-                       int json, int *first) {
+/* The median of `repeat` replays (stall and compute; the rest is the same each time). */
+static void replay_median(const ikv_trace *t, uint32_t n_seqs, uint32_t gpu_pages, uint32_t host_pages, uint32_t widest,
+                          ikv_prefetch_config pf, kv_src *src, uint32_t repeat, replay_result *res) {
+  double stall[16], compute[16];
+  for (uint32_t i = 0; i < repeat; i++) {
+    replay(t, n_seqs, gpu_pages, host_pages, widest, pf, src, res);
+    stall[i] = res->stall_us_per_step, compute[i] = res->compute_us;
+  }
+  res->stall_us_per_step = bench_median(stall, (int)repeat), res->compute_us = bench_median(compute, (int)repeat);
+}
+
+static void trace_part(uint32_t n_seqs, uint32_t steps, uint32_t tokens, uint64_t seed, double link_gbs, uint32_t repeat,
+                       kv_src *src, int json, int *first) {
   ikv_trace_gen_params gp = {.seed = seed, .sequences = n_seqs, .steps = steps, .max_tokens = tokens,
                              .geometry = {.layers = LAYERS, .kv_heads = HKV, .head_dim = D, .page_size = P}};
   ikv_trace t;
@@ -418,13 +431,14 @@ static void trace_part(uint32_t n_seqs, uint32_t steps, uint32_t tokens, uint64_
            n_seqs, steps, tokens, kv_pages, kv_pages * 2.0 * LAYERS * P * HKV * D * 2 / 1e9, distinct, gpu_pages,
            (double)gpu_pages / kv_pages, fraction);
   replay_result none;
-  replay(&t, n_seqs, gpu_pages, host_pages, widest, (ikv_prefetch_config){IKV_PREDICT_NONE, 0}, src, &none);
+  replay_median(&t, n_seqs, gpu_pages, host_pages, widest, (ikv_prefetch_config){IKV_PREDICT_NONE, 0}, src, repeat, &none);
   const double step_us = none.compute_us;
   const uint64_t budget = (uint64_t)(link_gbs * 1e3 * step_us);
   const ikv_predictor preds[] = {IKV_PREDICT_NONE, IKV_PREDICT_HISTORY, IKV_PREDICT_HINTS};
   for (size_t k = 0; k < sizeof(preds) / sizeof(preds[0]); k++) {
     replay_result real = none;
-    if (preds[k] != IKV_PREDICT_NONE) replay(&t, n_seqs, gpu_pages, host_pages, widest, (ikv_prefetch_config){preds[k], budget}, src, &real);
+    if (preds[k] != IKV_PREDICT_NONE)
+      replay_median(&t, n_seqs, gpu_pages, host_pages, widest, (ikv_prefetch_config){preds[k], budget}, src, repeat, &real);
     ikv_sim_params sp = {.cache_fraction = fraction, .link_gbs = link_gbs, .step_us = step_us, .predictor = preds[k]};
     ikv_sim_result sim;
     bench_ikv_ok(NULL, ikv_sim_run(&t, &sp, &sim), "ikv_sim_run");
@@ -449,10 +463,10 @@ static void trace_part(uint32_t n_seqs, uint32_t steps, uint32_t tokens, uint64_
 int ikv_bench_prefetch(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
   const int json = ikv_has_flag(argc, argv, "--json");
-  uint32_t seqs, steps, tokens, seed;
+  uint32_t seqs, steps, tokens, seed, repeat;
   if (!ikv_flag_u32(argc, argv, "--seqs", 2, &seqs) || !ikv_flag_u32(argc, argv, "--steps", 60, &steps) ||
       !ikv_flag_u32(argc, argv, "--tokens", 131072, &tokens) || !ikv_flag_u32(argc, argv, "--seed", 1, &seed) ||
-      !seqs || !steps) {
+      !ikv_flag_u32(argc, argv, "--repeat", 3, &repeat) || !seqs || !steps || !repeat || repeat > 16) {
     fputs(usage, stderr);
     return 2;
   }
@@ -504,12 +518,14 @@ int ikv_bench_prefetch(int argc, char **argv) {
   for (uint32_t pages = 64; pages <= MAX_FETCH; pages *= 8) {
     char what[64];
     snprintf(what, sizeof(what), "runtime demand fetch, %u pages x 32 layers", pages);
-    const double gbs = runtime_fetch_gbs(pages, &src, c.s);
+    double runs[16];
+    for (uint32_t i = 0; i < repeat; i++) runs[i] = runtime_fetch_gbs(pages, &src, c.s);
+    const double gbs = bench_median(runs, (int)repeat);
     report(json, &first, "transfer", what, gbs, "gbs", gbs / peak);
     if (pages == 64) fetch = gbs;
   }
   interference(&c, &src, json, &first);
-  trace_part(seqs, steps, tokens, seed, fetch, &src, json, &first);
+  trace_part(seqs, steps, tokens, seed, fetch, repeat, &src, json, &first);
   if (json) printf("]}\n");
   cudaFreeHost(c.host), cudaFreeHost(c.desc), cudaFree(c.dev), cudaFree(src.k), cudaFree(src.v);
   cudaStreamDestroy(c.s), cudaEventDestroy(c.a), cudaEventDestroy(c.b);
