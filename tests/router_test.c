@@ -8,6 +8,8 @@
  *   [224, 256) 14-15   scratchpad, SKIP
  *   [256, 320) 16-19   user, RECENT 0.8 (recent window: the last 32 tokens)
  */
+#include <string.h>
+
 #include "tests/runtime_fixture.h"
 
 #define NONE 0xff
@@ -276,6 +278,22 @@ static void needle_page_ranks_first(void **state) {
     uint32_t order[1] = {s};
     assert_true(fx_decode_error(&f, order, 0) < 2e-3);
     assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+    /* selection on the GPU: refused here (CPU backend) and without what it needs; nothing changes */
+    ikv_plan_request dev = req;
+    dev.router.select_on_device = 1;
+    assert_int_equal(ikv_plan_build(f.rt, f.plan, &dev), IKV_E_UNSUPPORTED);
+    assert_non_null(strstr(ikv_runtime_errmsg(f.rt), "CUDA"));
+    dev.router.topk_pages = 0;
+    assert_int_equal(ikv_plan_build(f.rt, f.plan, &dev), IKV_E_INVALID);
+    dev.router.topk_pages = 1, dev.router.score_mode = IKV_SCORE_SPAN;
+    assert_int_equal(ikv_plan_build(f.rt, f.plan, &dev), IKV_E_INVALID);
+    assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK); /* the runtime is as it was */
+    assert_int_equal(ikv_plan_view(f.plan)->page_index[0], needle);
+    assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+    uint64_t key;
+    assert_int_equal(ikv_step_graph_key(f.rt, f.plan, &key), IKV_E_UNSUPPORTED); /* no graphs on the CPU */
+    assert_int_equal(ikv_stream_enter(f.rt, NULL), IKV_OK);
+    assert_int_equal(ikv_stream_leave(f.rt, NULL), IKV_OK);
     free(slots), free(precs);
     fx_close(&f);
   }
