@@ -254,6 +254,48 @@ static void tables_validation_changes_nothing(void **state) {
   fx_close(&f);
 }
 
+/* A full GPU tier: an append moves the least recently used full pages to
+ * the host (never the partly filled page it appends to), and a later plan
+ * brings them back; nothing is lost. A host tier too small refuses. */
+static void append_makes_room_on_the_gpu(void **state) {
+  (void)state;
+  fixture f;
+  fx_open(&f, fx_config(6, 16), 0x5eed0307);
+  uint32_t a = fx_new_seq(&f, IKV_FP16), b = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, a, 72); /* 5 pages, the last one partly filled */
+  fx_grow(&f, b, 40); /* 3 more: two of a's full pages leave for the host */
+  ikv_runtime_stats rs;
+  assert_int_equal(ikv_runtime_get_stats(f.rt, &rs), IKV_OK);
+  assert_int_equal(rs.bytes_d2h, 2 * ikv_page_bytes(ikv_pt_geometry(ikv_runtime_pagetable(f.rt)), IKV_FP16));
+  ikv_page_id last;
+  ikv_pt_page_info info;
+  assert_int_equal(ikv_pt_seq_pages(ikv_runtime_pagetable(f.rt), f.ids[a], 4, 1, &last), IKV_OK);
+  assert_int_equal(ikv_pt_page_get_info(ikv_runtime_pagetable(f.rt), last, &info), IKV_OK);
+  assert_true(info.slot[IKV_TIER_GPU] != IKV_NO_SLOT); /* a still appends there */
+  fx_grow(&f, a, 8); /* fills it, on the GPU */
+  uint32_t order[1] = {a};
+  ikv_plan_request req = router_request(&f.ids[a], 1, 0.0f);
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  ikv_plan_stats st;
+  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+  assert_int_equal(st.demand_fetches, 2);
+  assert_true(fx_decode_error(&f, order, 0) < 2e-3);
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  fx_close(&f);
+  /* no room anywhere: the append is refused */
+  fx_open(&f, fx_config(2, 0), 0x5eed0308);
+  uint32_t c = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, c, 32);
+  uint32_t more = 16;
+  int64_t slots[16];
+  uint8_t precs[16];
+  assert_int_equal(ikv_append(f.rt, &f.ids[c], &more, 1, slots, precs), IKV_E_CAPACITY);
+  ikv_pt_seq_info si;
+  assert_int_equal(ikv_pt_seq_get_info(ikv_runtime_pagetable(f.rt), f.ids[c], &si), IKV_OK);
+  assert_int_equal(si.tokens, 32);
+  fx_close(&f);
+}
+
 /* Offloaded pages come back on demand; a full GPU tier evicts pages the plan
  * does not read; results stay exact through the moves. */
 static void offload_fetch_and_evict(void **state) {
@@ -378,6 +420,7 @@ int main(void) {
       cmocka_unit_test(tables_give_the_expected_plan),
       cmocka_unit_test(tables_downgrade_converts_the_page),
       cmocka_unit_test(tables_validation_changes_nothing),
+      cmocka_unit_test(append_makes_room_on_the_gpu),
       cmocka_unit_test(offload_fetch_and_evict),
       cmocka_unit_test(step_misuse_is_refused),
   };
