@@ -254,6 +254,15 @@ static void tables_validation_changes_nothing(void **state) {
   fx_close(&f);
 }
 
+/* Builds the router's plan for sequence s alone; returns its demand fetches. */
+static uint32_t plan_alone(fixture *f, uint32_t s) {
+  ikv_plan_request req = router_request(&f->ids[s], 1, 0.0f);
+  assert_int_equal(ikv_plan_build(f->rt, f->plan, &req), IKV_OK);
+  ikv_plan_stats st;
+  assert_int_equal(ikv_plan_get_stats(f->plan, &st), IKV_OK);
+  return st.demand_fetches;
+}
+
 /* A full GPU tier: an append moves the least recently used full pages to
  * the host (never the partly filled page it appends to), and a later plan
  * brings them back; nothing is lost. A host tier too small refuses. */
@@ -274,11 +283,7 @@ static void append_makes_room_on_the_gpu(void **state) {
   assert_true(info.slot[IKV_TIER_GPU] != IKV_NO_SLOT); /* a still appends there */
   fx_grow(&f, a, 8); /* fills it, on the GPU */
   uint32_t order[1] = {a};
-  ikv_plan_request req = router_request(&f.ids[a], 1, 0.0f);
-  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
-  ikv_plan_stats st;
-  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
-  assert_int_equal(st.demand_fetches, 2);
+  assert_int_equal(plan_alone(&f, a), 2);
   assert_true(fx_decode_error(&f, order, 0) < 2e-3);
   assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
   fx_close(&f);
@@ -310,11 +315,7 @@ static void offload_fetch_and_evict(void **state) {
   uint32_t c = fx_new_seq(&f, IKV_FP16);
   fx_grow(&f, c, 64); /* takes the 4 freed GPU slots */
   uint32_t order[1] = {a};
-  ikv_plan_request req = router_request(&f.ids[a], 1, 0.0f);
-  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
-  ikv_plan_stats st;
-  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
-  assert_int_equal(st.demand_fetches, 4);
+  assert_int_equal(plan_alone(&f, a), 4);
   uint32_t n_hints;
   ikv_plan_prefetch_hints(f.plan, &n_hints);
   assert_int_equal(n_hints, 4);
@@ -327,7 +328,7 @@ static void offload_fetch_and_evict(void **state) {
   /* b and c were evicted in part; both still decode exactly */
   ikv_seq_id both[2] = {f.ids[b], f.ids[c]};
   uint32_t order2[2] = {b, c};
-  req = router_request(both, 2, 0.0f);
+  ikv_plan_request req = router_request(both, 2, 0.0f);
   assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
   assert_true(fx_decode_error(&f, order2, 0) < 2e-3);
   assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
