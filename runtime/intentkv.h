@@ -292,8 +292,8 @@ typedef struct ikv_runtime_stats {
   uint64_t conversions, demand_fetches, evictions, cow_copies;
   uint64_t prefetched, prefetch_hits, prefetch_late; /* as in ikv_plan_stats, summed */
   uint64_t bytes_h2d, bytes_d2h;                      /* tier moves, all layers */
-  double stall_us; /* CUDA: device time of demand fetches, counted once they finish (polled by
-                      ikv_step_end and ikv_runtime_get_stats, never waited for); CPU: 0 */
+  double stall_us; /* CUDA: device time of demand fetches, counted once they finish (ikv_step_end
+                      polls, never waits); CPU: 0 */
 } ikv_runtime_stats;
 ikv_status ikv_runtime_get_stats(const ikv_runtime *rt, ikv_runtime_stats *out);
 
