@@ -24,7 +24,8 @@ ikv_status rt_tiering_open(ikv_runtime *rt) {
   rt->pairs = malloc(sizeof(uint32_t) * 4 * ((size_t)rt->gpu_pages + 1));
   if (!rt->read_stamp || !rt->keep_stamp || !rt->landing || !rt->victims || !rt->moves || !rt->cand || !rt->pairs || !rt->mark)
     return IKV_E_NO_MEMORY;
-  /* the history orders victims too, so it is kept with or without prefetching */
+  /* a predictor's history also orders its victims; without one, plain LRU needs none */
+  if (rt->cfg.prefetch.predictor == IKV_PREDICT_NONE) return IKV_OK;
   return ikv_history_create(rt->max_pages, rt->cfg.max_plan_pages, &rt->history);
 }
 
