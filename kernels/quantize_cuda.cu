@@ -192,7 +192,14 @@ template <typename Src> __device__ void tile_write(const tile &t, int fill, int 
   const bool per_row = !t.keys && (t.prec == IKV_INT8 || t.prec == IKV_INT4);
   /* head_dim is a multiple of 16 (ikv_geometry_check): rows split into
    * aligned runs of 8 channels */
-  if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
+  if ((t.prec == IKV_FP16 || t.prec == IKV_BF16) && src.same_bits(t.prec)) {
+    /* the input already holds the page's bits (finite by contract, so the
+     * reference's round trip through float changes none): copy them */
+    for (int x = lane(); x < n * D / 8; x += 32) {
+      const int r = x / (D / 8), c = x % (D / 8) * 8;
+      *reinterpret_cast<uint4 *>(t.payload + 2 * ((size_t)(fill + r) * D + c)) = src.bits8(r, c);
+    }
+  } else if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
     for (int x = lane(); x < n * D / 8; x += 32) {
       const int r = x / (D / 8), c = x % (D / 8) * 8;
       float in[8];
@@ -293,6 +300,14 @@ struct input_rows { /* the new tokens' rows of one head, in the input dtype */
     if (dtype == IKV_DTYPE_BF16) return ikv_bf16_to_f32(reinterpret_cast<const uint16_t *>(x)[i]);
     return reinterpret_cast<const float *>(x)[i];
   }
+  /* whether the rows are already in the 16-bit format prec, loadable 16 bytes at a time */
+  __device__ bool same_bits(int prec) const {
+    return wide && ((dtype == IKV_DTYPE_F16 && prec == IKV_FP16) || (dtype == IKV_DTYPE_BF16 && prec == IKV_BF16));
+  }
+  /* channels c .. c + 7 of row r as stored (same_bits) */
+  __device__ uint4 bits8(int r, int c) const {
+    return *reinterpret_cast<const uint4 *>(reinterpret_cast<const uint16_t *>(x) + ((first_token + r) * H + h) * D + c);
+  }
   /* channels c .. c + 7 of row r */
   __device__ void load8(int r, int c, float *out) const {
     const size_t i = ((first_token + r) * H + h) * D + c;
@@ -342,6 +357,8 @@ __global__ void __launch_bounds__(THREADS) write_kv_kernel(tile_geo g, const voi
 
 struct tile_rows { /* a stored tile's rows, decoded */
   tile t;
+  __device__ bool same_bits(int) const { return false; } /* a conversion: always decoded and encoded */
+  __device__ uint4 bits8(int, int) const { return uint4{0, 0, 0, 0}; }
   __device__ float operator()(int r, int c) const { return decode(t, code_get(t, r, c), group_get(t, group_of(t, r, c))); }
   __device__ void load8(int r, int c, float *out) const {
     for (int j = 0; j < 8; j++) out[j] = (*this)(r, c + j);

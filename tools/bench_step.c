@@ -345,8 +345,10 @@ int ikv_bench_step(int argc, char **argv) {
   int json = ikv_has_flag(argc, argv, "--json"), first = 1;
   uint32_t ctx;
   if (!ikv_flag_u32(argc, argv, "--context", 32768, &ctx)) return 2;
-  if (ctx < 4096 || ctx > (1u << 20) || ctx % P) {
-    fprintf(stderr, "ikv bench step: --context must be a multiple of %d in [4096, 1048576]\n", P);
+  /* 12.5% of the pages must hold the first page and the last RECENT_PAGES */
+  const uint32_t min_ctx = 8 * (RECENT_PAGES + 2) * P;
+  if (ctx < min_ctx || ctx > (1u << 20) || ctx % P) {
+    fprintf(stderr, "ikv bench step: --context must be a multiple of %d in [%u, 1048576]\n", P, min_ctx);
     return 2;
   }
   int n_dev = 0;
