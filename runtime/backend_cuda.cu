@@ -1,6 +1,7 @@
 /* The CUDA backend: the GPU tier in device memory (cudaMalloc), the host tier
- * in pinned host memory, page moves and conversions on the runtime's own
- * stream, write_kv and decode on the caller's stream after it (an event). */
+ * pinned on the GPU's NUMA node, page moves and conversions on the runtime's
+ * own stream, prefetches on another, write_kv and decode on the caller's
+ * stream after them (events; docs/runtime.md, docs/prefetch.md). */
 #include <cuda_runtime.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,7 @@ struct cuda_state {
   cudaEvent_t ready;        /* recorded after each of them; the caller's stream waits on it */
   cudaEvent_t caller_done;  /* recorded after the caller's write_kv and decode; the runtime's stream waits on it */
   int sm_count;
-  staged slots, precs, pages; /* the last write_kv's slot mapping (one upload a step) and page ids */
+  staged slots, precs, pages; /* the step's slot mapping and each token's page (uploaded at append) */
   staged q, keys, candidates; /* page ranking: the queries and candidate pages up, the ranked keys back */
   ikv_cuda_summaries sum;
   ikv_cuda_move *d_move;
