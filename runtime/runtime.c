@@ -196,17 +196,20 @@ static ikv_status find_token_pages(ikv_runtime *rt, const int64_t *slots, const 
   return IKV_OK;
 }
 
-/* Bookkeeping of tokens written at slots (pages in rt->token_pages): rows
- * filled, and a host copy of a written page dropped (stale), so eviction
- * copies the new bytes. Idempotent: ikv_append does it for the tokens it
- * reserves (a step replayed as a CUDA graph writes them without the host),
- * ikv_write_kv again. */
-static void note_written(ikv_runtime *rt, const int64_t *slots, uint32_t n) {
+/* The host's bookkeeping of tokens an append reserved (pages in
+ * rt->token_pages), done at ikv_append since a step replayed as a CUDA graph
+ * writes them without the host: rows filled; a host copy of the page dropped
+ * (stale once written), so eviction copies the new bytes; and the pages kept
+ * on the GPU tier through the next plan, so nothing evicts them before the
+ * step's write_kv. */
+static void note_appended(ikv_runtime *rt, const int64_t *slots, uint32_t n) {
   const ikv_page_id *pages = rt->token_pages;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t offset = (uint32_t)(slots[i] % rt->cfg.geometry.page_size);
     rt->fill[pages[i]] = offset == 0 ? 1 : (uint16_t)(offset + 1 > rt->fill[pages[i]] ? offset + 1 : rt->fill[pages[i]]);
-    if (i == 0 || pages[i] != pages[i - 1]) ikv_pt_page_release(rt->pt, pages[i], IKV_TIER_HOST);
+    if (i && pages[i] == pages[i - 1]) continue;
+    ikv_pt_page_release(rt->pt, pages[i], IKV_TIER_HOST);
+    rt->read_stamp[pages[i]] = rt->build_seq + 1; /* the next plan's number */
   }
 }
 
@@ -269,7 +272,7 @@ ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n
   /* the step's slot mapping, known now: bookkept, and on the device before
    * the step's write_kv (which a replayed graph runs without the host) */
   st = find_token_pages(rt, slot_mapping, slot_precision, (uint32_t)at, "ikv_append");
-  if (st == IKV_OK) note_written(rt, slot_mapping, (uint32_t)at);
+  if (st == IKV_OK) note_appended(rt, slot_mapping, (uint32_t)at);
   if (st == IKV_OK) st = rt->be->stage_tokens(rt, slot_mapping, slot_precision, rt->token_pages, (uint32_t)at);
   if (st != IKV_OK) return rt_fail(rt, st, "ikv_append: staging the slot mapping: %s", ikv_status_str(st));
   rt->errmsg[0] = 0;
@@ -292,7 +295,8 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
     if (st != IKV_OK) rt_fail(rt, st, "ikv_write_kv: %s", ikv_status_str(st));
   }
   if (st == IKV_OK) {
-    note_written(rt, slot_mapping, n);
+    for (uint32_t i = 0; i < n; i++) /* written: evictable again (note_appended) */
+      if (rt->read_stamp[pages[i]] > rt->build_seq) rt->read_stamp[pages[i]] = 0;
     rt->errmsg[0] = 0;
   }
   return st;

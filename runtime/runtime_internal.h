@@ -32,7 +32,8 @@ struct ikv_runtime {
   ikv_host_tier *host; /* where the host tier's pools come from */
   /* tiering.c: the GPU page cache and the prefetcher */
   uint32_t build_seq; /* plan builds begun */
-  uint32_t *read_stamp;  /* [page] build_seq of the last plan reading it (or prefetch protecting it) */
+  uint32_t *read_stamp;  /* [page] build_seq of the last plan reading it (or a prefetch protecting it;
+                            build_seq + 1: appended to, kept through the next plan) */
   uint32_t *keep_stamp;  /* [page] build_seq of the last plan reading it as a sink, ALWAYS, GLOBAL
                             or recent-window page (0: none): kept a few plans (tiering.c) */
   uint32_t *landing;     /* [page] prefetch batch that brought it to the GPU tier, until its first

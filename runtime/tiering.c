@@ -78,13 +78,15 @@ static int still_landing(ikv_runtime *rt, ikv_page_id p) {
   return b > rt->landed;
 }
 
-/* Never a partly filled page: its sequence appends there, on the GPU tier.
+/* Never a page the plan in flight or a prefetch protects, nor one appended
+ * to since the last plan (read_stamp ahead of build_seq: not written yet),
+ * nor a partly filled page: its sequence appends there, on the GPU tier.
  * With spare_kept, none a plan among the last KEEP_PLANS kept (a sequence
  * left out of a batch or two keeps its sinks, prompt and recent window). */
 enum { KEEP_PLANS = 4 };
 static int evictable(const ikv_runtime *rt, const ikv_plan *pl, ikv_page_id p, int spare_kept) {
   const int kept = rt->keep_stamp[p] && rt->build_seq - rt->keep_stamp[p] < KEEP_PLANS;
-  return (!pl || pl->page_want[p] == UNSEEN) && rt->read_stamp[p] != rt->build_seq &&
+  return (!pl || pl->page_want[p] == UNSEEN) && rt->read_stamp[p] < rt->build_seq &&
          rt->fill[p] == rt->cfg.geometry.page_size && !(spare_kept && kept);
 }
 

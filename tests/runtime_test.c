@@ -287,6 +287,21 @@ static void append_makes_room_on_the_gpu(void **state) {
   assert_true(fx_decode_error(&f, order, 0) < 2e-3);
   assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
   fx_close(&f);
+  /* a page an append just filled is not written yet: no append (nor plan)
+   * may evict it before the step's write_kv */
+  fx_open(&f, fx_config(2, 16), 0x5eed0309);
+  uint32_t w = fx_new_seq(&f, IKV_FP16), x = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, w, 15);
+  uint32_t one = 1, page_of_x = 32;
+  int64_t wslot[1], xslots[32];
+  uint8_t wprec[1], xprecs[32];
+  assert_int_equal(ikv_append(f.rt, &f.ids[w], &one, 1, wslot, wprec), IKV_OK); /* w's page is now full */
+  assert_int_equal(ikv_append(f.rt, &f.ids[x], &page_of_x, 1, xslots, xprecs), IKV_E_CAPACITY); /* 2 pages: no room */
+  float kv[FX_H * FX_D];
+  for (int i = 0; i < FX_H * FX_D; i++) kv[i] = 0.25f + 0.001f * (float)i;
+  for (int l = 0; l < FX_LAYERS; l++)
+    assert_int_equal(ikv_write_kv(f.rt, (uint32_t)l, kv, kv, IKV_DTYPE_F32, wslot, wprec, 1, NULL), IKV_OK);
+  fx_close(&f);
   /* no room anywhere: the append is refused */
   fx_open(&f, fx_config(2, 0), 0x5eed0308);
   uint32_t c = fx_new_seq(&f, IKV_FP16);
