@@ -70,11 +70,12 @@ struct cuda_plan {
   ikv_select_candidate *d_cand;
   int32_t *d_reserved, *d_groups;
   uint64_t *d_keys;
-  int select;                 /* this plan's layer-0 decode selects first */
-  uint32_t *h_seq_off;        /* the candidates per sequence, for the launches */
 };
 
 cuda_state *state(const ikv_runtime *rt) { return (cuda_state *)rt->dev; }
+
+/* The plan leaves its top-k to the GPU (router select_on_device, candidates found). */
+bool selects(const ikv_plan *pl) { return pl->dsel && pl->n_dsel; }
 
 bool ok(cudaError_t e) { return e == cudaSuccess; }
 
@@ -443,13 +444,12 @@ ikv_status cuda_stream_leave(ikv_runtime *rt, void *stream) {
  * device buffers they read (FNV-1a over the values). */
 ikv_status cuda_graph_key(const ikv_runtime *rt, const ikv_plan *pl, uint64_t *key) {
   const cuda_state *s = state(rt);
-  const cuda_plan *cp = (const cuda_plan *)pl->dev;
   uint32_t longest = 0;
-  for (uint32_t b = 0; cp->select && b < pl->view.batch; b++)
-    if (cp->h_seq_off[b + 1] - cp->h_seq_off[b] > longest) longest = cp->h_seq_off[b + 1] - cp->h_seq_off[b];
+  for (uint32_t b = 0; selects(pl) && b < pl->view.batch; b++)
+    if (pl->dsel_seq[b + 1] - pl->dsel_seq[b] > longest) longest = pl->dsel_seq[b + 1] - pl->dsel_seq[b];
   const uint64_t parts[] = {(uintptr_t)pl, pl->view.batch, pl->view.per_kv_head, pl->n_rows, pl->n_work,
-                            pl->n_entries, (uint64_t)cp->select, cp->select ? pl->n_dsel : 0, longest,
-                            cp->select ? pl->dsel_k : 0, (uintptr_t)pl->dsel_q, (uintptr_t)s->slots.d,
+                            pl->n_entries, (uint64_t)selects(pl), selects(pl) ? pl->n_dsel : 0, longest,
+                            selects(pl) ? pl->dsel_k : 0, (uintptr_t)pl->dsel_q, (uintptr_t)s->slots.d,
                             (uintptr_t)s->precs.d, (uintptr_t)s->pages.d, s->slots.bytes, s->pages.bytes};
   uint64_t h = 0xcbf29ce484222325ull;
   for (uint64_t x : parts)
@@ -544,8 +544,6 @@ ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
   cp->ws_bytes = items * g->kv_heads * (rt->cfg.q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
   if (!ok(cudaMalloc(&cp->ws, cp->ws_bytes))) return IKV_E_CUDA;
   const size_t N = pl->scratch_pages;
-  cp->h_seq_off = (uint32_t *)malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
-  if (!cp->h_seq_off) return IKV_E_NO_MEMORY;
   if (!ok(cudaMalloc(&cp->d_seq_off, sizeof(uint32_t) * (pl->cap_batch + 1))) ||
       !ok(cudaMalloc(&cp->d_pages, sizeof(uint32_t) * N)) || !ok(cudaMalloc(&cp->d_cand, sizeof(ikv_select_candidate) * N)) ||
       !ok(cudaMalloc(&cp->d_reserved, sizeof(int32_t) * rows * IKV_PRECISION_COUNT)) ||
@@ -561,7 +559,7 @@ void cuda_plan_close(ikv_plan *pl) {
   for (int i = 0; i < 10; i++) cudaFree(cp->buf[i]);
   cudaFree(cp->ws);
   cudaFree(cp->d_seq_off), cudaFree(cp->d_pages), cudaFree(cp->d_cand), cudaFree(cp->d_reserved), cudaFree(cp->d_groups), cudaFree(cp->d_keys);
-  free(cp->h_row_items), free(cp->h_seq_off);
+  free(cp->h_row_items);
   free(cp);
   pl->dev = NULL;
 }
@@ -599,10 +597,8 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
   dp->row_items = (const int32_t *)cp->buf[9];
   dp->rows = rows;
   dp->n_items = pl->n_work;
-  cp->select = pl->dsel && pl->n_dsel;
-  if (cp->select) { /* what the GPU ranks at layer 0's decode */
+  if (selects(pl)) { /* what the GPU ranks at layer 0's decode */
     const uint32_t B = pl->view.batch;
-    memcpy(cp->h_seq_off, pl->dsel_seq, sizeof(uint32_t) * (B + 1));
     if (!ok(cudaMemcpyAsync(cp->d_seq_off, pl->dsel_seq, sizeof(uint32_t) * (B + 1), cudaMemcpyHostToDevice, s->stream)) ||
         !ok(cudaMemcpyAsync(cp->d_pages, pl->dsel_pages, sizeof(uint32_t) * pl->n_dsel, cudaMemcpyHostToDevice, s->stream)) ||
         !ok(cudaMemcpyAsync(cp->d_cand, pl->dsel_cand, sizeof(ikv_select_candidate) * pl->n_dsel, cudaMemcpyHostToDevice,
@@ -623,9 +619,9 @@ ikv_status select_on_device(ikv_runtime *rt, const ikv_plan *pl, cudaStream_t st
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
   const ikv_geometry *g = &rt->cfg.geometry;
   const uint32_t B = pl->view.batch;
-  ikv_status st = ikv_cuda_page_keys_batch(g, &state(rt)->sum, pl->dsel_bound, cp->d_pages, cp->d_seq_off, cp->h_seq_off,
+  ikv_status st = ikv_cuda_page_keys_batch(g, &state(rt)->sum, pl->dsel_bound, cp->d_pages, cp->d_seq_off, pl->dsel_seq,
                                            B, pl->dsel_q, rt->cfg.q_heads, cp->d_keys, stream);
-  if (st == IKV_OK) st = ikv_cuda_rank_keys_batch(g->kv_heads, cp->d_keys, cp->d_seq_off, cp->h_seq_off, B, pl->dsel_k, stream);
+  if (st == IKV_OK) st = ikv_cuda_rank_keys_batch(g->kv_heads, cp->d_keys, cp->d_seq_off, pl->dsel_seq, B, pl->dsel_k, stream);
   if (st != IKV_OK) return st;
   ikv_cuda_selection sel = {B,
                             g->kv_heads,
@@ -648,7 +644,7 @@ ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, cons
                        ikv_dtype dtype, void *stream) {
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
   wait_ready(rt, stream);
-  if (cp->select && layer == 0) {
+  if (selects(pl) && layer == 0) {
     ikv_status st = select_on_device(rt, pl, (cudaStream_t)stream);
     if (st != IKV_OK) return st;
   }
