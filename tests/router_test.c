@@ -294,6 +294,9 @@ static void needle_page_ranks_first(void **state) {
     assert_int_equal(ikv_step_graph_key(f.rt, f.plan, &key), IKV_E_UNSUPPORTED); /* no graphs on the CPU */
     assert_int_equal(ikv_stream_enter(f.rt, NULL), IKV_OK);
     assert_int_equal(ikv_stream_leave(f.rt, NULL), IKV_OK);
+    assert_int_equal(ikv_stream_enter(NULL, NULL), IKV_E_NULL);
+    assert_int_equal(ikv_stream_leave(NULL, NULL), IKV_E_NULL);
+    assert_int_equal(ikv_step_graph_key(f.rt, NULL, &key), IKV_E_NULL);
     free(slots), free(precs);
     fx_close(&f);
   }

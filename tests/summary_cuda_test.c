@@ -145,8 +145,18 @@ static void summaries_and_scores_match_the_host(void **state) {
     assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, NULL, off, 3, d_q3, HQ, d_keys, NULL), IKV_E_NULL);
     assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, d_off, off, 3, d_q3, HQ + 1, d_keys, NULL),
                      IKV_E_INVALID);
+    assert_int_equal(ikv_cuda_rank_keys_batch(H, d_keys, NULL, off, 3, 5, NULL), IKV_E_NULL);
+    assert_int_equal(ikv_cuda_rank_keys_batch(H, NULL, d_off, off, 3, 5, NULL), IKV_E_NULL);
+    const uint32_t too_long[2] = {0, IKV_CUDA_RANK_MAX + 1};
+    assert_int_equal(ikv_cuda_rank_keys_batch(H, d_keys, d_off, too_long, 1, 5, NULL), IKV_E_UNSUPPORTED);
     cudaFree((void *)d_off), cudaFree(d_q3);
   }
+  /* the selection scatter's arguments */
+  assert_int_equal(ikv_cuda_select_scatter(NULL, NULL), IKV_E_NULL);
+  ikv_cuda_selection sel = {.batch = 1, .kv_heads = H, .k = 2};
+  assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_E_NULL); /* no arrays */
+  sel.batch = 0;
+  assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_OK); /* nothing to do */
   /* a row longer than the GPU sort takes, with ties (equal scores rank by ordinal) */
   const uint32_t big = IKV_CUDA_RANK_MAX + 1;
   assert_int_equal(ikv_cuda_rank_keys(1, d_keys, big, 1, NULL), IKV_E_UNSUPPORTED);
