@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/cp_async.cuh"
 #include "kernels/decode_cuda.h"
 
 #define WARPS 4
@@ -118,15 +119,6 @@ template <int PREC> __device__ __forceinline__ void convert16(const uint4 raw, u
     }
   }
 }
-
-/* ---- asynchronous copies into shared memory (cp.async, 16 bytes a lane) ---- */
-
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, bool fill) {
-  const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(fill ? 16 : 0)); /* 0: zeros */
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
 /* A chunk: rows [r0, r0 + 16) of a K or V tile, staged in shared memory as
  * fp16 [16][D + 8] (padded rows for ldmatrix). FP16 codes are copied there

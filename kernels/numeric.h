@@ -3,6 +3,9 @@
  * (host and device), so both produce the same bits: IEEE half, bfloat16 and
  * FP8 E4M3 (the "fn" variant: no infinities, 0x7f/0xff are NaN, max 448).
  * Every float -> narrow conversion rounds to nearest, ties to even.
+ * On the device the hardware conversions stand in for the bit manipulation:
+ * the same bits for every input but NaN, whose payload may differ (the
+ * formats never store a NaN: inputs are finite and FP8 saturates).
  */
 #ifndef IKV_NUMERIC_H
 #define IKV_NUMERIC_H
@@ -12,6 +15,9 @@
 #include <string.h>
 
 #ifdef __CUDACC__
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #define IKV_HD __host__ __device__ __forceinline__
 #else
 #define IKV_HD static inline
@@ -41,6 +47,9 @@ IKV_HD float ikv_bits_f32(uint32_t u) {
 
 /* float -> IEEE half; overflow gives infinity, NaN stays NaN. */
 IKV_HD uint16_t ikv_f32_to_f16(float f) {
+#ifdef __CUDA_ARCH__
+  return __half_as_ushort(__float2half_rn(f));
+#else
   uint32_t x = ikv_f32_bits(f);
   uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
   x &= 0x7fffffffu;
@@ -52,9 +61,13 @@ IKV_HD uint16_t ikv_f32_to_f16(float f) {
   }
   x += 0xfffu + ((x >> 13) & 1u); /* round the 13 dropped mantissa bits to even */
   return sign | (uint16_t)((x - 0x38000000u) >> 13);
+#endif
 }
 
 IKV_HD float ikv_f16_to_f32(uint16_t h) {
+#ifdef __CUDA_ARCH__
+  return __half2float(__ushort_as_half(h));
+#else
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
   if (exp == 0) {
     float v = (float)mant * 5.9604644775390625e-8f; /* 2^-24 */
@@ -62,14 +75,19 @@ IKV_HD float ikv_f16_to_f32(uint16_t h) {
   }
   if (exp == 31) return ikv_bits_f32(sign | 0x7f800000u | (mant << 13));
   return ikv_bits_f32(sign | ((exp + 112u) << 23) | (mant << 13));
+#endif
 }
 
 /* float -> bfloat16; NaN stays NaN (quiet). */
 IKV_HD uint16_t ikv_f32_to_bf16(float f) {
+#ifdef __CUDA_ARCH__
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+#else
   uint32_t x = ikv_f32_bits(f);
   if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
   x += 0x7fffu + ((x >> 16) & 1u);
   return (uint16_t)(x >> 16);
+#endif
 }
 
 IKV_HD float ikv_bf16_to_f32(uint16_t b) { return ikv_bits_f32((uint32_t)b << 16); }
@@ -77,6 +95,9 @@ IKV_HD float ikv_bf16_to_f32(uint16_t b) { return ikv_bits_f32((uint32_t)b << 16
 /* float -> FP8 E4M3 with saturation: finite input never becomes NaN;
  * |x| beyond 448 (and infinities) give +-448; NaN gives NaN (0x7f). */
 IKV_HD uint8_t ikv_f32_to_fp8_e4m3(float f) {
+#ifdef __CUDA_ARCH__ /* cvt.rn.satfinite: the same rounding and saturation */
+  return (uint8_t)__nv_cvt_float_to_fp8(f, __NV_SATFINITE, __NV_E4M3);
+#else
   uint32_t x = ikv_f32_bits(f);
   uint8_t sign = (uint8_t)((x >> 24) & 0x80u);
   if ((x & 0x7fffffffu) > 0x7f800000u) return 0x7fu;
@@ -94,9 +115,13 @@ IKV_HD uint8_t ikv_f32_to_fp8_e4m3(float f) {
   }
   if (e > 8 || (e == 8 && mant > 6)) return sign | 0x7eu; /* saturate at 448 */
   return sign | (uint8_t)(((e + 7) << 3) | mant);
+#endif
 }
 
 IKV_HD float ikv_fp8_e4m3_to_f32(uint8_t c) {
+#ifdef __CUDA_ARCH__ /* exact through half */
+  return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)c, __NV_E4M3)));
+#else
   uint32_t exp = (c >> 3) & 0xfu, mant = c & 0x7u;
   float v;
   if (exp == 15 && mant == 7) return ikv_bits_f32(0x7fc00000u);
@@ -105,6 +130,7 @@ IKV_HD float ikv_fp8_e4m3_to_f32(uint8_t c) {
   else
     v = ikv_bits_f32(((exp + 120u) << 23) | (mant << 20));
   return (c & 0x80u) ? -v : v;
+#endif
 }
 
 #endif /* IKV_NUMERIC_H */

@@ -9,7 +9,9 @@
  *   INT8      x ~ q * s, q in [-127, 127], s = amax / 127      (float32 s)
  *   INT4      x ~ z + q * s, q in [0, 15], s = (hi - lo) / 15, z = lo
  *             (s and z stored as fp16: z is the value of code 0)
- * A zero scale encodes every value as code 0 (an all-zero group).
+ * Codes come from x * (1 / s) (INT4: (x - z) * (1 / s)), rounded as each
+ * format rounds. A zero scale encodes every value as code 0 (an all-zero
+ * group).
  */
 #ifndef IKV_QUANT_H
 #define IKV_QUANT_H
@@ -21,16 +23,25 @@
 /* INT4 keeps its scale and zero in fp16: inputs beyond this are refused. */
 #define IKV_INT4_INPUT_MAX 30000.0f
 
-IKV_HD uint8_t ikv_fp8_encode(float x, float scale) {
-  return scale == 0.0f ? 0 : ikv_f32_to_fp8_e4m3(x / scale);
+/* Encoding multiplies by the reciprocal of the scale: one division per
+ * group, not per value (what the GPU needs to write at memory speed). The
+ * reciprocal of a zero scale is 0 (every code 0); of a subnormal scale,
+ * capped at FLT_MAX so that 0 * inverse stays 0. */
+IKV_HD float ikv_scale_inverse(float scale) {
+  return scale == 0.0f ? 0.0f : fminf(1.0f / scale, 3.4028234664e38f);
 }
+
+IKV_HD uint8_t ikv_fp8_encode_by(float x, float inverse) {
+  return inverse == 0.0f ? 0 : ikv_f32_to_fp8_e4m3(x * inverse);
+}
+IKV_HD uint8_t ikv_fp8_encode(float x, float scale) { return ikv_fp8_encode_by(x, ikv_scale_inverse(scale)); }
 IKV_HD float ikv_fp8_decode(uint8_t c, float scale) { return ikv_fp8_e4m3_to_f32(c) * scale; }
 
-IKV_HD int8_t ikv_int8_encode(float x, float scale) {
-  if (scale == 0.0f) return 0;
-  float q = rintf(x / scale);
+IKV_HD int8_t ikv_int8_encode_by(float x, float inverse) {
+  const float q = rintf(x * inverse);
   return (int8_t)fminf(fmaxf(q, -IKV_INT8_QMAX), IKV_INT8_QMAX);
 }
+IKV_HD int8_t ikv_int8_encode(float x, float scale) { return ikv_int8_encode_by(x, ikv_scale_inverse(scale)); }
 IKV_HD float ikv_int8_decode(int8_t q, float scale) { return (float)q * scale; }
 
 typedef struct ikv_int4_params {
@@ -48,11 +59,13 @@ IKV_HD float ikv_int4_lo(ikv_int4_params p) { return ikv_f16_to_f32(p.zero); }
 IKV_HD float ikv_int4_hi(ikv_int4_params p) {
   return ikv_f16_to_f32(p.zero) + IKV_INT4_QMAX * ikv_f16_to_f32(p.scale);
 }
-IKV_HD uint8_t ikv_int4_encode(float x, ikv_int4_params p) {
-  float s = ikv_f16_to_f32(p.scale);
-  if (s == 0.0f) return 0;
-  float q = rintf((x - ikv_f16_to_f32(p.zero)) / s);
+/* zero: the value of code 0 as float; inverse: ikv_scale_inverse of the scale */
+IKV_HD uint8_t ikv_int4_encode_by(float x, float zero, float inverse) {
+  const float q = rintf((x - zero) * inverse);
   return (uint8_t)fminf(fmaxf(q, 0.0f), IKV_INT4_QMAX);
+}
+IKV_HD uint8_t ikv_int4_encode(float x, ikv_int4_params p) {
+  return ikv_int4_encode_by(x, ikv_f16_to_f32(p.zero), ikv_scale_inverse(ikv_f16_to_f32(p.scale)));
 }
 IKV_HD float ikv_int4_decode(uint8_t q, ikv_int4_params p) {
   return ikv_f16_to_f32(p.zero) + (float)q * ikv_f16_to_f32(p.scale);

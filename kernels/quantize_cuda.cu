@@ -2,6 +2,7 @@
 #include <cuda_runtime.h>
 #include <string.h>
 
+#include "kernels/cp_async.cuh"
 #include "kernels/quant.h"
 #include "kernels/quantize_cuda.h"
 
@@ -43,7 +44,7 @@ struct tile {
   uint8_t *payload, *scales;
 };
 
-__device__ tile tile_at(const tile_geo &g, int prec, int32_t slot, uint32_t h, bool keys) {
+__device__ __forceinline__ tile tile_at(const tile_geo &g, int prec, int32_t slot, uint32_t h, bool keys) {
   tile t;
   t.prec = prec, t.keys = keys, t.D = g.D;
   uint8_t *kt = g.base[prec] + (size_t)slot * g.page_bytes[prec] + (size_t)h * (g.k_tile[prec] + g.v_tile[prec]);
@@ -60,31 +61,31 @@ struct params {
   ikv_int4_params i4;
 };
 
-__device__ params group_get(const tile &t, int g) {
+__device__ __forceinline__ params group_get(const tile &t, int g) {
   params p = {0.0f, {0, 0}};
   if (t.prec == IKV_INT4) memcpy(&p.i4, t.scales + 4 * g, 4);
   else memcpy(&p.scale, t.scales + 4 * g, 4);
   return p;
 }
 
-__device__ void group_set(const tile &t, int g, params p) {
+__device__ __forceinline__ void group_set(const tile &t, int g, params p) {
   if (t.prec == IKV_INT4) memcpy(t.scales + 4 * g, &p.i4, 4);
   else memcpy(t.scales + 4 * g, &p.scale, 4);
 }
 
 /* The group a cell belongs to: the tile (FP8), the channel (keys), the row. */
-__device__ int group_of(const tile &t, int r, int c) {
+__device__ __forceinline__ int group_of(const tile &t, int r, int c) {
   return t.prec == IKV_FP8_E4M3 ? 0 : t.keys ? c : r;
 }
 
-__device__ uint32_t code_get(const tile &t, int r, int c) {
+__device__ __forceinline__ uint32_t code_get(const tile &t, int r, int c) {
   const size_t i = (size_t)r * t.D + c;
   if (t.prec == IKV_FP16 || t.prec == IKV_BF16) return reinterpret_cast<const uint16_t *>(t.payload)[i];
   if (t.prec == IKV_INT4) return (t.payload[i / 2] >> (4 * (c & 1))) & 0xf;
   return t.payload[i];
 }
 
-__device__ float decode(const tile &t, uint32_t code, params p) {
+__device__ __forceinline__ float decode(const tile &t, uint32_t code, params p) {
   switch (t.prec) {
     case IKV_FP16: return ikv_f16_to_f32((uint16_t)code);
     case IKV_BF16: return ikv_bf16_to_f32((uint16_t)code);
@@ -94,7 +95,7 @@ __device__ float decode(const tile &t, uint32_t code, params p) {
   }
 }
 
-__device__ uint32_t encode(const tile &t, float x, params p) {
+__device__ __forceinline__ uint32_t encode(const tile &t, float x, params p) {
   switch (t.prec) {
     case IKV_FP16: return ikv_f32_to_f16(x);
     case IKV_BF16: return ikv_f32_to_bf16(x);
@@ -104,22 +105,26 @@ __device__ uint32_t encode(const tile &t, float x, params p) {
   }
 }
 
-/* Stores the 8- or 4-bit codes of channels c and c + 1 (c even) of row r: a
- * thread owns whole channel pairs, so INT4 bytes are written whole. */
-__device__ void codes_put(const tile &t, int r, int c, uint32_t a, uint32_t b) {
+__device__ __forceinline__ int lane() { return threadIdx.x & 31; }
+
+/* The 8- or 4-bit codes of channels c .. c + 7 of row r (c a multiple of 8). */
+__device__ __forceinline__ void codes_get8(const tile &t, int r, int c, uint32_t *code) {
   const size_t i = (size_t)r * t.D + c;
   if (t.prec == IKV_INT4) {
-    t.payload[i / 2] = (uint8_t)(a | (b << 4));
+    const uint32_t w = *reinterpret_cast<const uint32_t *>(t.payload + i / 2);
+#pragma unroll
+    for (int j = 0; j < 8; j++) code[j] = (w >> (4 * j)) & 0xfu;
   } else {
-    t.payload[i] = (uint8_t)a, t.payload[i + 1] = (uint8_t)b;
+    const uint2 w = *reinterpret_cast<const uint2 *>(t.payload + i);
+    const uint8_t *b = reinterpret_cast<const uint8_t *>(&w);
+#pragma unroll
+    for (int j = 0; j < 8; j++) code[j] = b[j];
   }
 }
 
-__device__ int lane() { return threadIdx.x & 31; }
-
 /* Stores the codes of channels c .. c + 7 of row r (c a multiple of 8):
  * one aligned store. */
-__device__ void codes_put8(const tile &t, int r, int c, const uint32_t *code) {
+__device__ __forceinline__ void codes_put8(const tile &t, int r, int c, const uint32_t *code) {
   const size_t i = (size_t)r * t.D + c;
   if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
     uint4 w;
@@ -141,24 +146,58 @@ __device__ void codes_put8(const tile &t, int r, int c, const uint32_t *code) {
   }
 }
 
-/* Encodes and stores 8 values of row r from channel c. */
-__device__ void encode_put8(const tile &t, int r, int c, const float *in, params p) {
+/* What encoding needs per value of a group, worked out once per group: the
+ * scale's inverse, and INT4's zero as a float. */
+struct coder {
+  float inverse, zero;
+};
+
+__device__ __forceinline__ coder coder_of(const tile &t, params p) {
+  if (t.prec == IKV_INT4) return coder{ikv_scale_inverse(ikv_f16_to_f32(p.i4.scale)), ikv_f16_to_f32(p.i4.zero)};
+  return coder{ikv_scale_inverse(p.scale), 0.0f};
+}
+
+/* Encodes and stores 8 values of row r from channel c; channel c + j takes
+ * cd[j] if each, else cd[0] (one group for all eight). The format is chosen
+ * once for the eight. */
+__device__ __forceinline__ void encode_put8(const tile &t, int r, int c, const float *in, const coder *cd, bool each) {
   uint32_t code[8];
+  switch (t.prec) {
+    case IKV_FP16:
 #pragma unroll
-  for (int j = 0; j < 8; j++) code[j] = encode(t, in[j], p);
+      for (int j = 0; j < 8; j++) code[j] = ikv_f32_to_f16(in[j]);
+      break;
+    case IKV_BF16:
+#pragma unroll
+      for (int j = 0; j < 8; j++) code[j] = ikv_f32_to_bf16(in[j]);
+      break;
+    case IKV_FP8_E4M3:
+#pragma unroll
+      for (int j = 0; j < 8; j++) code[j] = ikv_fp8_encode_by(in[j], (each ? cd[j] : cd[0]).inverse);
+      break;
+    case IKV_INT8:
+#pragma unroll
+      for (int j = 0; j < 8; j++) code[j] = (uint8_t)ikv_int8_encode_by(in[j], (each ? cd[j] : cd[0]).inverse);
+      break;
+    default:
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        const coder k = each ? cd[j] : cd[0];
+        code[j] = ikv_int4_encode_by(in[j], k.zero, k.inverse);
+      }
+  }
   codes_put8(t, r, c, code);
 }
 
-/* The range of the values fed to a tile write, over the warp. */
-__device__ void warp_range(float &lo, float &hi) {
-#pragma unroll
-  for (int off = 16; off; off >>= 1)
+/* lo/hi over the lanes whose ids differ only in the bits of [from, to). */
+__device__ __forceinline__ void lanes_range(float &lo, float &hi, int from, int to) {
+  for (int off = from; off < to; off <<= 1)
     lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off)), hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
 }
 
 /* The reference's scale rule for a group spanning rows: keep the old
  * parameters if [lo, hi] fits them, else refit to the union. */
-__device__ params fit_group(const tile &t, params old, bool fresh, float lo, float hi, bool *refit) {
+__device__ __forceinline__ params fit_group(const tile &t, params old, bool fresh, float lo, float hi, bool *refit) {
   params fit = old;
   *refit = false;
   if (t.prec == IKV_INT4) {
@@ -174,22 +213,180 @@ __device__ params fit_group(const tile &t, params old, bool fresh, float lo, flo
   return fit;
 }
 
-__device__ params fit_row(const tile &t, float lo, float hi) {
+__device__ __forceinline__ params fit_row(const tile &t, float lo, float hi) {
   params p = {0.0f, {0, 0}};
   if (t.prec == IKV_INT4) p.i4 = ikv_int4_fit(lo, hi);
   else p.scale = fmaxf(fabsf(lo), fabsf(hi)) / IKV_INT8_QMAX;
   return p;
 }
 
-/* Writes rows [fill, fill + n) of a tile from src(r, c) (r counted from
- * fill), under the reference's rule; fill == 0 starts the tile afresh. Run by
- * one whole warp. */
-template <typename Src> __device__ void tile_write(const tile &t, int fill, int n, const Src &src) {
+/* Cells a lane holds in registers at a time. */
+#define RB 2
+
+/* Where a lane works in a tile. Rows are cut into 8-channel chunks, C a row;
+ * LR lanes cover a row (C rounded up to a power of two, at most 32), so a
+ * lane keeps the same CJ = ceil(C / 32) chunks on every row (col, col + 32)
+ * and takes rows row, row + G, row + 2G, ... (G = 32 / LR). A lane's cells
+ * (row, chunk) are numbered row-major; batch b holds its cells
+ * [b * RB, b * RB + RB). Every group's range then reduces in registers and
+ * over a few shuffles, and each input byte is loaded once. */
+template <int CJ> struct lane_cells {
+  int C, LR, G, col, row;
+  __device__ explicit lane_cells(int D) {
+    C = D / 8;
+    LR = 1;
+    while (LR < C && LR < 32) LR <<= 1;
+    G = 32 / LR, col = lane() % LR, row = lane() / LR;
+  }
+  __device__ int row_of(int b, int i) const { return row + G * ((b * RB + i) / CJ); }
+  __device__ int chunk_of(int i) const { return col + 32 * (i % CJ); }
+  /* batches covering n rows: the same count on every lane */
+  __device__ int batches(int n) const { return (CJ * ((n + G - 1) / G) + RB - 1) / RB; }
+  __device__ bool holds(int b, int i, int n) const { return row_of(b, i) < n && chunk_of(i) < C; }
+};
+
+/* Loads batch b's cells of the n new rows. */
+template <int CJ, typename Src>
+__device__ __forceinline__ void batch_load(const lane_cells<CJ> &L, const Src &src, int n, int b, float (*v)[8]) {
+#pragma unroll
+  for (int i = 0; i < RB; i++)
+    if (L.holds(b, i, n)) src.load8(L.row_of(b, i), 8 * L.chunk_of(i), v[i]);
+}
+
+/* Groups within a row (fp16/bf16 conversions; INT8/INT4 values, a group per
+ * token): each batch is fitted, encoded and stored as it arrives. */
+template <int CJ, typename Src> __device__ __forceinline__ void write_row_groups(const tile &t, int fill, int n, const Src &src) {
+  const lane_cells<CJ> L(t.D);
+  const bool per_row = t.prec == IKV_INT8 || t.prec == IKV_INT4;
+  float v[RB][8];
+  for (int b = 0; b < L.batches(n); b++) {
+    batch_load(L, src, n, b, v);
+    coder cd[RB / CJ];
+#pragma unroll
+    for (int i = 0; i < RB / CJ; i++) {
+      cd[i] = coder{0.0f, 0.0f};
+      if (!per_row) continue;
+      float lo = INFINITY, hi = -INFINITY;
+#pragma unroll
+      for (int cj = 0; cj < CJ; cj++)
+        if (L.holds(b, i * CJ + cj, n))
+#pragma unroll
+          for (int j = 0; j < 8; j++) lo = fminf(lo, v[i * CJ + cj][j]), hi = fmaxf(hi, v[i * CJ + cj][j]);
+      lanes_range(lo, hi, 1, L.LR); /* the row's lanes */
+      const params p = fit_row(t, lo, hi);
+      if (L.col == 0 && L.row_of(b, i * CJ) < n) group_set(t, fill + L.row_of(b, i * CJ), p);
+      cd[i] = coder_of(t, p);
+    }
+#pragma unroll
+    for (int i = 0; i < RB; i++)
+      if (L.holds(b, i, n)) encode_put8(t, fill + L.row_of(b, i), 8 * L.chunk_of(i), v[i], &cd[i / CJ], false);
+  }
+}
+
+/* Groups spanning rows (FP8: the tile; INT8/INT4 keys: a channel): the new
+ * rows' range first, then the reference's rule (refitting re-encodes rows
+ * [0, fill)), then the new rows. The new parameters wait in the warp's
+ * shared slice sp (head_dim entries) until every lane has used the old
+ * ones: registers hold only ranges and one batch. */
+template <int CJ, typename Src>
+__device__ __forceinline__ void write_spanning_groups(const tile &t, int fill, int n, const Src &src, params *sp) {
+  const lane_cells<CJ> L(t.D);
+  const bool per_channel = t.prec != IKV_FP8_E4M3;
+  const int nb = L.batches(n);
+  float v[RB][8], lo[CJ][8], hi[CJ][8];
+#pragma unroll
+  for (int cj = 0; cj < CJ; cj++)
+#pragma unroll
+    for (int j = 0; j < 8; j++) lo[cj][j] = INFINITY, hi[cj][j] = -INFINITY;
+  for (int b = 0; b < nb; b++) {
+    batch_load(L, src, n, b, v);
+#pragma unroll
+    for (int i = 0; i < RB; i++)
+      if (L.holds(b, i, n))
+#pragma unroll
+        for (int j = 0; j < 8; j++) lo[i % CJ][j] = fminf(lo[i % CJ][j], v[i][j]), hi[i % CJ][j] = fmaxf(hi[i % CJ][j], v[i][j]);
+  }
+  /* group (cj, j) is channel 8 * chunk_of(cj) + j (sp[that]); FP8's one
+   * group is (0, 0) (sp[0]). Every lane of a group fits it (same range, same
+   * result); bit 8 * cj + j of refit says whether it moved. */
+  uint32_t refit = 0;
+  coder cd[CJ][8];
+  if (per_channel) {
+#pragma unroll
+    for (int cj = 0; cj < CJ; cj++)
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        lanes_range(lo[cj][j], hi[cj][j], L.LR, 32); /* the channel's lanes */
+        cd[cj][j] = coder{0.0f, 0.0f};
+        if (L.chunk_of(cj) >= L.C) continue;
+        const int g = 8 * L.chunk_of(cj) + j;
+        bool moved;
+        const params p = fit_group(t, group_get(t, g), fill == 0, lo[cj][j], hi[cj][j], &moved);
+        refit |= (uint32_t)moved << (8 * cj + j);
+        cd[cj][j] = coder_of(t, p);
+        if (L.row == 0) sp[g] = p;
+      }
+  } else {
+#pragma unroll
+    for (int cj = 0; cj < CJ; cj++)
+#pragma unroll
+      for (int j = 0; j < 8; j++) lo[0][0] = fminf(lo[0][0], lo[cj][j]), hi[0][0] = fmaxf(hi[0][0], hi[cj][j]);
+    lanes_range(lo[0][0], hi[0][0], 1, 32);
+    bool moved;
+    const params p = fit_group(t, group_get(t, 0), fill == 0, lo[0][0], hi[0][0], &moved);
+    refit = moved ? ~0u : 0u;
+#pragma unroll
+    for (int cj = 0; cj < CJ; cj++) cd[cj][0] = coder_of(t, p);
+    if (lane() == 0) sp[0] = p;
+  }
+  __syncwarp(); /* sp written */
+  if (refit)
+    for (int r = L.row; r < fill; r += L.G) /* the rows already there, moved to refitted groups */
+#pragma unroll
+      for (int cj = 0; cj < CJ; cj++) {
+        const int ch = L.chunk_of(cj);
+        if (ch >= L.C || !((refit >> (8 * cj)) & 0xffu)) continue;
+        uint32_t code[8];
+        codes_get8(t, r, 8 * ch, code);
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+          if ((refit >> (8 * cj + j)) & 1u) {
+            const int g = per_channel ? 8 * ch + j : 0;
+            code[j] = encode(t, decode(t, code[j], group_get(t, g)), sp[g]);
+          }
+        codes_put8(t, r, 8 * ch, code);
+      }
+  for (int b = 0; b < nb; b++) {
+    batch_load(L, src, n, b, v);
+#pragma unroll
+    for (int i = 0; i < RB; i++)
+      if (L.holds(b, i, n))
+        encode_put8(t, fill + L.row_of(b, i), 8 * L.chunk_of(i), v[i], cd[i % CJ], per_channel);
+  }
+  __syncwarp(); /* every lane has read the old parameters */
+  if (per_channel) {
+    if (L.row == 0)
+#pragma unroll
+      for (int cj = 0; cj < CJ; cj++)
+        if (L.chunk_of(cj) < L.C)
+#pragma unroll
+          for (int j = 0; j < 8; j++) group_set(t, 8 * L.chunk_of(cj) + j, sp[8 * L.chunk_of(cj) + j]);
+  } else if (lane() == 0) {
+    group_set(t, 0, sp[0]);
+  }
+  __syncwarp(); /* sp read before the warp's next tile */
+}
+
+/* Writes rows [fill, fill + n) of a tile from src (rows counted from fill),
+ * under the reference's rule; fill == 0 starts the tile afresh. Run by one
+ * whole warp; CJ = ceil(head_dim / 256); sp: the warp's head_dim entries of
+ * shared memory. */
+template <int CJ, typename Src>
+__device__ __forceinline__ void tile_write(const tile &t, int fill, int n, const Src &src, params *sp) {
   const int D = t.D;
   if (fill == 0) /* a fresh tile: zero its padding */
     for (uint32_t b = t.scale_bytes + lane(); b < t.bytes - (uint32_t)(t.scales - t.payload); b += 32)
       t.scales[b] = 0;
-  const bool per_row = !t.keys && (t.prec == IKV_INT8 || t.prec == IKV_INT4);
   /* head_dim is a multiple of 16 (ikv_geometry_check): rows split into
    * aligned runs of 8 channels */
   if ((t.prec == IKV_FP16 || t.prec == IKV_BF16) && src.same_bits(t.prec)) {
@@ -199,90 +396,10 @@ template <typename Src> __device__ void tile_write(const tile &t, int fill, int 
       const int r = x / (D / 8), c = x % (D / 8) * 8;
       *reinterpret_cast<uint4 *>(t.payload + 2 * ((size_t)(fill + r) * D + c)) = src.bits8(r, c);
     }
-  } else if (t.prec == IKV_FP16 || t.prec == IKV_BF16) {
-    for (int x = lane(); x < n * D / 8; x += 32) {
-      const int r = x / (D / 8), c = x % (D / 8) * 8;
-      float in[8];
-      src.load8(r, c, in);
-      encode_put8(t, fill + r, c, in, params{0.0f, {0, 0}});
-    }
-  } else if (per_row && D % 32 == 0) { /* INT8 / INT4 values, each token its own group: 4 lanes a row */
-    const int q = lane() & 3;
-    for (int r0 = 0; r0 < n; r0 += 8) {
-      const int r = r0 + (lane() >> 2);
-      float in[8], lo = INFINITY, hi = -INFINITY;
-      if (r < n)
-        for (int c = 8 * q; c < D; c += 32) {
-          src.load8(r, c, in);
-#pragma unroll
-          for (int j = 0; j < 8; j++) lo = fminf(lo, in[j]), hi = fmaxf(hi, in[j]);
-        }
-#pragma unroll
-      for (int off = 1; off < 4; off <<= 1) /* the row's 4 lanes */
-        lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, off)), hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, off));
-      if (r >= n) continue;
-      const params p = fit_row(t, lo, hi);
-      if (q == 0) group_set(t, fill + r, p);
-      for (int c = 8 * q; c < D; c += 32) {
-        src.load8(r, c, in);
-        encode_put8(t, fill + r, c, in, p);
-      }
-    }
-  } else if (per_row) { /* INT8 / INT4 values: each token its own group */
-    for (int r = 0; r < n; r++) {
-      float lo = INFINITY, hi = -INFINITY;
-      for (int c = lane(); c < D; c += 32) lo = fminf(lo, src(r, c)), hi = fmaxf(hi, src(r, c));
-      warp_range(lo, hi);
-      const params p = fit_row(t, lo, hi);
-      if (lane() == 0) group_set(t, fill + r, p);
-      for (int c = 2 * lane(); c < D; c += 2 * 32)
-        codes_put(t, fill + r, c, encode(t, src(r, c), p), encode(t, src(r, c + 1), p));
-    }
-  } else if (t.prec == IKV_FP8_E4M3) { /* one group: the whole tile */
-    float lo = INFINITY, hi = -INFINITY;
-    for (int x = lane(); x < n * D / 8; x += 32) {
-      float in[8];
-      src.load8(x / (D / 8), x % (D / 8) * 8, in);
-#pragma unroll
-      for (int j = 0; j < 8; j++) lo = fminf(lo, in[j]), hi = fmaxf(hi, in[j]);
-    }
-    warp_range(lo, hi);
-    const params old = group_get(t, 0);
-    bool refit;
-    const params p = fit_group(t, old, fill == 0, lo, hi, &refit);
-    if (refit)
-      for (int x = lane(); x < fill * D / 2; x += 32) {
-        const int r = x / (D / 2), c = x % (D / 2) * 2;
-        codes_put(t, r, c, encode(t, decode(t, code_get(t, r, c), old), p),
-                  encode(t, decode(t, code_get(t, r, c + 1), old), p));
-      }
-    __syncwarp(); /* every lane has read the old scale */
-    if (lane() == 0) group_set(t, 0, p);
-    for (int x = lane(); x < n * D / 8; x += 32) {
-      const int r = x / (D / 8), c = x % (D / 8) * 8;
-      float in[8];
-      src.load8(r, c, in);
-      encode_put8(t, fill + r, c, in, p);
-    }
-  } else { /* INT8 / INT4 keys: each channel its own group; a thread owns channel pairs */
-    for (int c = 2 * lane(); c < D; c += 2 * 32) {
-      params old[2], p[2];
-      bool refit[2];
-      for (int k = 0; k < 2; k++) {
-        float lo = INFINITY, hi = -INFINITY;
-        for (int r = 0; r < n; r++) lo = fminf(lo, src(r, c + k)), hi = fmaxf(hi, src(r, c + k));
-        old[k] = group_get(t, c + k);
-        p[k] = fit_group(t, old[k], fill == 0, lo, hi, &refit[k]);
-      }
-      if (refit[0] || refit[1])
-        for (int r = 0; r < fill; r++) {
-          const uint32_t a = code_get(t, r, c), b = code_get(t, r, c + 1);
-          codes_put(t, r, c, refit[0] ? encode(t, decode(t, a, old[0]), p[0]) : a,
-                    refit[1] ? encode(t, decode(t, b, old[1]), p[1]) : b);
-        }
-      group_set(t, c, p[0]), group_set(t, c + 1, p[1]);
-      for (int r = 0; r < n; r++) codes_put(t, fill + r, c, encode(t, src(r, c), p[0]), encode(t, src(r, c + 1), p[1]));
-    }
+  } else if (t.prec == IKV_FP8_E4M3 || (t.keys && t.prec != IKV_FP16 && t.prec != IKV_BF16)) {
+    write_spanning_groups<CJ>(t, fill, n, src, sp);
+  } else {
+    write_row_groups<CJ>(t, fill, n, src);
   }
 }
 
@@ -312,6 +429,7 @@ struct input_rows { /* the new tokens' rows of one head, in the input dtype */
   __device__ void load8(int r, int c, float *out) const {
     const size_t i = ((first_token + r) * H + h) * D + c;
     if (!wide) {
+#pragma unroll
       for (int j = 0; j < 8; j++) out[j] = (*this)(r, c + j);
     } else if (dtype == IKV_DTYPE_F32) {
       const float4 a = reinterpret_cast<const float4 *>(reinterpret_cast<const float *>(x) + i)[0],
@@ -326,16 +444,61 @@ struct input_rows { /* the new tokens' rows of one head, in the input dtype */
   }
 };
 
+/* The new rows of one head staged in the warp's shared slice, in the input
+ * dtype, row after row. */
+struct staged_rows {
+  const uint8_t *rows;
+  int dtype;
+  uint32_t D;
+  __device__ bool same_bits(int prec) const {
+    return (dtype == IKV_DTYPE_F16 && prec == IKV_FP16) || (dtype == IKV_DTYPE_BF16 && prec == IKV_BF16);
+  }
+  __device__ uint4 bits8(int r, int c) const { return *reinterpret_cast<const uint4 *>(rows + 2 * ((size_t)r * D + c)); }
+  __device__ void load8(int r, int c, float *out) const {
+    const size_t i = (size_t)r * D + c;
+    if (dtype == IKV_DTYPE_F32) {
+      const float4 a = reinterpret_cast<const float4 *>(rows + 4 * i)[0], b = reinterpret_cast<const float4 *>(rows + 4 * i)[1];
+      out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+    } else {
+      const uint4 w = *reinterpret_cast<const uint4 *>(rows + 2 * i);
+      const uint16_t *e = reinterpret_cast<const uint16_t *>(&w);
+#pragma unroll
+      for (int j = 0; j < 8; j++) out[j] = dtype == IKV_DTYPE_F16 ? ikv_f16_to_f32(e[j]) : ikv_bf16_to_f32(e[j]);
+    }
+  }
+};
+
+/* Copies the n rows of src into buf (cap bytes) with every load in flight at
+ * once; false (nothing copied) when they do not fit or are not 16-byte
+ * aligned. Run by one whole warp. */
+__device__ __forceinline__ bool stage_rows(const input_rows &src, int n, uint8_t *buf, uint32_t cap) {
+  const uint32_t row_bytes = src.D * (src.dtype == IKV_DTYPE_F32 ? 4 : 2), pieces = row_bytes / 16;
+  if (!src.wide || (uint32_t)n * row_bytes > cap) return false;
+  for (uint32_t x = lane(); x < n * pieces; x += 32) {
+    const uint32_t r = x / pieces;
+    const uint8_t *row = reinterpret_cast<const uint8_t *>(src.x) + ((src.first_token + r) * src.H + src.h) * row_bytes;
+    cp_async16(buf + 16 * x, row + 16 * (x % pieces), true);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncwarp();
+  return true;
+}
+
 /* A block per chunk of `chunk` tokens writes every run (consecutive slots of
  * one page and precision) that starts in its chunk, whole, even past the
  * chunk's end; the warps of its row of blocks (gridDim.y) share the run's
  * 2 x kv_heads tiles. Big appends (prefill) take chunks of up to 16 tokens,
  * so few blocks start and exit idle; a decode step's few scattered tokens take
  * one token and one tile a warp, all in parallel. */
-__global__ void __launch_bounds__(THREADS) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
+template <int CJ>
+__global__ void __launch_bounds__(THREADS, 4) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
                                                            const int64_t *slots, const uint8_t *precs, uint32_t n,
-                                                           uint32_t chunk, bool wide) {
+                                                           uint32_t chunk, bool wide, uint32_t stage_bytes) {
+  extern __shared__ params warp_params[];
   const uint32_t i0 = blockIdx.x * chunk, end = min(i0 + chunk, n), warp = threadIdx.x >> 5;
+  params *sp = warp_params + warp * g.D;
+  uint8_t *stage = reinterpret_cast<uint8_t *>(warp_params + WARPS * g.D) + warp * stage_bytes;
   for (uint32_t i = i0; i < end;) {
     const int64_t slot = slots[i], page = slot / g.P;
     const uint8_t prec = precs[i];
@@ -347,7 +510,13 @@ __global__ void __launch_bounds__(THREADS) write_kv_kernel(tile_geo g, const voi
         const uint32_t h = t >> 1;
         const bool keys = (t & 1) == 0;
         const input_rows src = {keys ? k : v, dtype, i, g.H, g.D, h, wide};
-        tile_write(tile_at(g, prec, (int32_t)page, h, keys), (int)(slot % g.P), (int)len, src);
+        const tile dst = tile_at(g, prec, (int32_t)page, h, keys);
+        if (stage_rows(src, (int)len, stage, stage_bytes)) {
+          tile_write<CJ>(dst, (int)(slot % g.P), (int)len, staged_rows{stage, dtype, g.D}, sp);
+          __syncwarp(); /* the stage is read before the warp's next tile */
+        } else {
+          tile_write<CJ>(dst, (int)(slot % g.P), (int)len, src, sp);
+        }
       }
     i += len;
   }
@@ -361,12 +530,15 @@ struct tile_rows { /* a stored tile's rows, decoded */
   __device__ uint4 bits8(int, int) const { return uint4{0, 0, 0, 0}; }
   __device__ float operator()(int r, int c) const { return decode(t, code_get(t, r, c), group_get(t, group_of(t, r, c))); }
   __device__ void load8(int r, int c, float *out) const {
+#pragma unroll
     for (int j = 0; j < 8; j++) out[j] = (*this)(r, c + j);
   }
 };
 
 /* A block per move; its warps share the page's tiles. */
-__global__ void __launch_bounds__(THREADS) requantize_kernel(tile_geo g, const ikv_cuda_move *moves) {
+template <int CJ>
+__global__ void __launch_bounds__(THREADS, 4) requantize_kernel(tile_geo g, const ikv_cuda_move *moves) {
+  extern __shared__ params warp_params[];
   const ikv_cuda_move mv = moves[blockIdx.x];
   for (uint32_t t = threadIdx.x >> 5; t < 2 * g.H; t += WARPS) {
     const uint32_t h = t >> 1;
@@ -375,7 +547,7 @@ __global__ void __launch_bounds__(THREADS) requantize_kernel(tile_geo g, const i
     for (uint32_t b = lane(); b < dst.bytes; b += 32) dst.payload[b] = 0; /* rows past `rows` too */
     __syncwarp();
     const tile_rows rows = {src};
-    tile_write(dst, 0, mv.rows, rows);
+    tile_write<CJ>(dst, 0, mv.rows, rows, warp_params + (threadIdx.x >> 5) * g.D);
   }
 }
 
@@ -391,8 +563,18 @@ extern "C" ikv_status ikv_cuda_write_kv(const ikv_geometry *g, const ikv_layer_p
   const size_t es = dtype == IKV_DTYPE_F32 ? 4 : 2;
   const bool wide = (uintptr_t)k % 16 == 0 && (uintptr_t)v % 16 == 0 && g->head_dim * es % 16 == 0;
   const uint32_t tile_blocks = chunk == 1 ? (2 * g->kv_heads + WARPS - 1) / WARPS : 1;
-  write_kv_kernel<<<dim3((n + chunk - 1) / chunk, tile_blocks), THREADS, 0, (cudaStream_t)stream>>>(
-      make_geo(g, pools), k, v, dtype, slot_mapping, slot_precision, n, chunk, wide);
+  const dim3 grid((n + chunk - 1) / chunk, tile_blocks);
+  /* each warp: head_dim group parameters, then a stage for a run's input
+   * rows (a 16 x 128 fp16 tile fits), within the default 48 KB a block */
+  const size_t params_bytes = WARPS * g->head_dim * sizeof(params),
+               stage = (48 * 1024 - params_bytes) / WARPS < 4096 ? (48 * 1024 - params_bytes) / WARPS / 16 * 16 : 4096,
+               smem = params_bytes + WARPS * stage;
+  if (g->head_dim <= 256)
+    write_kv_kernel<1><<<grid, THREADS, smem, (cudaStream_t)stream>>>(make_geo(g, pools), k, v, dtype, slot_mapping,
+                                                                     slot_precision, n, chunk, wide, (uint32_t)stage);
+  else
+    write_kv_kernel<2><<<grid, THREADS, smem, (cudaStream_t)stream>>>(make_geo(g, pools), k, v, dtype, slot_mapping,
+                                                                     slot_precision, n, chunk, wide, (uint32_t)stage);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 
@@ -401,6 +583,9 @@ extern "C" ikv_status ikv_cuda_requantize(const ikv_geometry *g, const ikv_layer
   if (!g || !pools || (count && !moves)) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK) return IKV_E_INVALID;
   if (!count) return IKV_OK;
-  requantize_kernel<<<count, THREADS, 0, (cudaStream_t)stream>>>(make_geo(g, pools), moves);
+  if (g->head_dim <= 256)
+    requantize_kernel<1><<<count, THREADS, WARPS * g->head_dim * sizeof(params), (cudaStream_t)stream>>>(make_geo(g, pools), moves);
+  else
+    requantize_kernel<2><<<count, THREADS, WARPS * g->head_dim * sizeof(params), (cudaStream_t)stream>>>(make_geo(g, pools), moves);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }

@@ -92,8 +92,10 @@ static void write_kv_matches_the_reference(void **state) {
   (void)state;
   require_gpu();
   test_rng r = {0x5eed0601};
-  const uint32_t dims[] = {48, 64, 128}, pages[] = {16, 32}; /* 48: rows not a multiple of 32 */
-  for (int di = 0; di < 3; di++)
+  /* 48: rows of 6 chunks of 8 channels (lanes idle); 272: two chunks a lane,
+   * the second only on two lanes */
+  const uint32_t dims[] = {48, 64, 128, 272}, pages[] = {16, 32};
+  for (int di = 0; di < 4; di++)
     for (int pi = 0; pi < 2; pi++) {
       const uint32_t P = pages[pi];
       pools2 p;

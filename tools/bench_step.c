@@ -16,7 +16,7 @@ enum { D = 128, P = 16, HQ = 32, HKV = 8, RECENT_PAGES = 64, WARM = 3, STEPS = 1
 #define WRITE_TOKENS 65536u
 
 static const char usage[] =
-    "usage: ikv bench step [--json] [--context N]\n\n"
+    "usage: ikv bench step [--json] [--context N] [--part write_kv|step] [--format NAME]\n\n"
     "Runs the runtime on the CUDA backend (8 KV heads, 32 query heads, head_dim 128,\n"
     "16-token pages, fp16 K/V/q/out):\n"
     "  write_kv  65,536 new tokens of one layer (not the summaries' layer) into\n"
@@ -44,7 +44,9 @@ static const char usage[] =
     "            48 GiB of fp16 pages is skipped. wall: host clock from append to\n"
     "            the stream's end (median of 10 steps); gpu: the step's layers\n"
     "            captured in a CUDA graph and replayed (median of 20); plan: the\n"
-    "            plan build alone.\n";
+    "            plan build alone.\n"
+    "  --part    runs only that part (default: both)\n"
+    "  --format  write_kv into pages of that format only (fp16, bf16, fp8_e4m3, int8, int4)\n";
 
 typedef struct stepper {
   ikv_runtime *rt;
@@ -345,6 +347,20 @@ int ikv_bench_step(int argc, char **argv) {
   int json = ikv_has_flag(argc, argv, "--json"), first = 1;
   uint32_t ctx;
   if (!ikv_flag_u32(argc, argv, "--context", 32768, &ctx)) return 2;
+  const char *part = ikv_flag_value(argc, argv, "--part");
+  if (part && strcmp(part, "write_kv") && strcmp(part, "step")) {
+    fprintf(stderr, "ikv bench step: --part must be write_kv or step\n");
+    return 2;
+  }
+  const int run_write_kv = !part || !strcmp(part, "write_kv"), run_step = !part || !strcmp(part, "step");
+  const char *format = ikv_flag_value(argc, argv, "--format");
+  int only = -1;
+  for (int p = 0; format && p < IKV_PRECISION_COUNT; p++)
+    if (!strcmp(format, ikv_precision_name((ikv_precision)p))) only = p;
+  if (format && only < 0) {
+    fprintf(stderr, "ikv bench step: unknown --format %s\n", format);
+    return 2;
+  }
   /* 12.5% of the pages must hold the first page and the last RECENT_PAGES */
   const uint32_t min_ctx = 8 * (RECENT_PAGES + 2) * P;
   if (ctx < min_ctx || ctx > (1u << 20) || ctx % P) {
@@ -375,7 +391,8 @@ int ikv_bench_step(int argc, char **argv) {
   BENCH_CUDA(cudaMalloc(&k, sizeof(uint16_t) * n));
   BENCH_CUDA(cudaMalloc(&v, sizeof(uint16_t) * n));
   bench_fill_random_f16(k, n, 1), bench_fill_random_f16(v, n, 2);
-  for (int p = 0; p < IKV_PRECISION_COUNT; p++) bench_write_kv((ikv_precision)p, k, v, copy_bw, json, &first);
+  for (int p = 0; run_write_kv && p < IKV_PRECISION_COUNT; p++)
+    if (only < 0 || p == only) bench_write_kv((ikv_precision)p, k, v, copy_bw, json, &first);
   cudaFree(k), cudaFree(v);
 
   if (!json)
@@ -383,7 +400,7 @@ int ikv_bench_step(int argc, char **argv) {
            "pages", "KV_MB", "share", "plan_us", "wall_us", "gpu_us", "us/layer", "GB/s", "copy", "gpu_x", "wall_x", "sel_us",
            "graph_wall", "cap");
   const uint32_t batches[] = {1, 32}, layers[] = {32, 8};
-  for (int b = 0; b < 2; b++) {
+  for (int b = 0; run_step && b < 2; b++) {
     const uint64_t fp16_bytes = (uint64_t)batches[b] * (ctx / P + 8) * layers[b] * HKV * 2 * P * D * sizeof(uint16_t);
     if (fp16_bytes > MAX_FP16_POOL) {
       if (json) printf("%s{\"part\": \"step\", \"batch\": %u, \"layers\": %u, \"context\": %u, \"skipped\": \"fp16 pages exceed 48 GiB\"}",
