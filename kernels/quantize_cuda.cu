@@ -171,9 +171,18 @@ __device__ __forceinline__ void encode_put8(const tile &t, int r, int c, const f
 #pragma unroll
       for (int j = 0; j < 8; j++) code[j] = ikv_f32_to_bf16(in[j]);
       break;
-    case IKV_FP8_E4M3:
+    case IKV_FP8_E4M3: /* one group a tile: cd[0] */
+      if (cd[0].inverse == 0.0f) {
 #pragma unroll
-      for (int j = 0; j < 8; j++) code[j] = ikv_fp8_encode_by(in[j], (each ? cd[j] : cd[0]).inverse);
+        for (int j = 0; j < 8; j++) code[j] = 0;
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; j += 2) { /* two at a time: the same bits as ikv_fp8_encode_by */
+          const uint16_t two = __nv_cvt_float2_to_fp8x2(make_float2(in[j] * cd[0].inverse, in[j + 1] * cd[0].inverse),
+                                                        __NV_SATFINITE, __NV_E4M3);
+          code[j] = two & 0xffu, code[j + 1] = two >> 8;
+        }
+      }
       break;
     case IKV_INT8:
 #pragma unroll
@@ -321,7 +330,7 @@ __device__ __forceinline__ void write_spanning_groups(const tile &t, int fill, i
         if (L.chunk_of(cj) >= L.C) continue;
         const int g = 8 * L.chunk_of(cj) + j;
         bool moved;
-        const params p = fit_group(t, group_get(t, g), fill == 0, lo[cj][j], hi[cj][j], &moved);
+        const params p = fit_group(t, fill ? group_get(t, g) : params{0.0f, {0, 0}}, fill == 0, lo[cj][j], hi[cj][j], &moved);
         refit |= (uint32_t)moved << (8 * cj + j);
         cd[cj][j] = coder_of(t, p);
         if (L.row == 0) sp[g] = p;
@@ -333,7 +342,7 @@ __device__ __forceinline__ void write_spanning_groups(const tile &t, int fill, i
       for (int j = 0; j < 8; j++) lo[0][0] = fminf(lo[0][0], lo[cj][j]), hi[0][0] = fmaxf(hi[0][0], hi[cj][j]);
     lanes_range(lo[0][0], hi[0][0], 1, 32);
     bool moved;
-    const params p = fit_group(t, group_get(t, 0), fill == 0, lo[0][0], hi[0][0], &moved);
+    const params p = fit_group(t, fill ? group_get(t, 0) : params{0.0f, {0, 0}}, fill == 0, lo[0][0], hi[0][0], &moved);
     refit = moved ? ~0u : 0u;
 #pragma unroll
     for (int cj = 0; cj < CJ; cj++) cd[cj][0] = coder_of(t, p);
@@ -396,10 +405,24 @@ __device__ __forceinline__ void tile_write(const tile &t, int fill, int n, const
       const int r = x / (D / 8), c = x % (D / 8) * 8;
       *reinterpret_cast<uint4 *>(t.payload + 2 * ((size_t)(fill + r) * D + c)) = src.bits8(r, c);
     }
-  } else if (t.prec == IKV_FP8_E4M3 || (t.keys && t.prec != IKV_FP16 && t.prec != IKV_BF16)) {
-    write_spanning_groups<CJ>(t, fill, n, src, sp);
-  } else {
-    write_row_groups<CJ>(t, fill, n, src);
+    return;
+  }
+  /* one copy of the encoder per format: with t.prec a constant, every
+   * format test in the inner loops folds away */
+  tile u = t;
+  switch (t.prec) {
+    case IKV_FP16: u.prec = IKV_FP16, write_row_groups<CJ>(u, fill, n, src); break;
+    case IKV_BF16: u.prec = IKV_BF16, write_row_groups<CJ>(u, fill, n, src); break;
+    case IKV_FP8_E4M3: u.prec = IKV_FP8_E4M3, write_spanning_groups<CJ>(u, fill, n, src, sp); break;
+    case IKV_INT8:
+      u.prec = IKV_INT8;
+      if (t.keys) write_spanning_groups<CJ>(u, fill, n, src, sp);
+      else write_row_groups<CJ>(u, fill, n, src);
+      break;
+    default:
+      u.prec = IKV_INT4;
+      if (t.keys) write_spanning_groups<CJ>(u, fill, n, src, sp);
+      else write_row_groups<CJ>(u, fill, n, src);
   }
 }
 
@@ -462,8 +485,12 @@ struct staged_rows {
     } else {
       const uint4 w = *reinterpret_cast<const uint4 *>(rows + 2 * i);
       const uint16_t *e = reinterpret_cast<const uint16_t *>(&w);
+      if (dtype == IKV_DTYPE_F16)
 #pragma unroll
-      for (int j = 0; j < 8; j++) out[j] = dtype == IKV_DTYPE_F16 ? ikv_f16_to_f32(e[j]) : ikv_bf16_to_f32(e[j]);
+        for (int j = 0; j < 8; j++) out[j] = ikv_f16_to_f32(e[j]);
+      else
+#pragma unroll
+        for (int j = 0; j < 8; j++) out[j] = ikv_bf16_to_f32(e[j]);
     }
   }
 };
@@ -492,7 +519,7 @@ __device__ __forceinline__ bool stage_rows(const input_rows &src, int n, uint8_t
  * so few blocks start and exit idle; a decode step's few scattered tokens take
  * one token and one tile a warp, all in parallel. */
 template <int CJ>
-__global__ void __launch_bounds__(THREADS, 4) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
+__global__ void __launch_bounds__(THREADS, 3) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
                                                            const int64_t *slots, const uint8_t *precs, uint32_t n,
                                                            uint32_t chunk, bool wide, uint32_t stage_bytes) {
   extern __shared__ params warp_params[];
@@ -537,7 +564,7 @@ struct tile_rows { /* a stored tile's rows, decoded */
 
 /* A block per move; its warps share the page's tiles. */
 template <int CJ>
-__global__ void __launch_bounds__(THREADS, 4) requantize_kernel(tile_geo g, const ikv_cuda_move *moves) {
+__global__ void __launch_bounds__(THREADS, 3) requantize_kernel(tile_geo g, const ikv_cuda_move *moves) {
   extern __shared__ params warp_params[];
   const ikv_cuda_move mv = moves[blockIdx.x];
   for (uint32_t t = threadIdx.x >> 5; t < 2 * g.H; t += WARPS) {
