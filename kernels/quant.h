@@ -28,7 +28,11 @@
  * reciprocal of a zero scale is 0 (every code 0); of a subnormal scale,
  * capped at FLT_MAX so that 0 * inverse stays 0. */
 IKV_HD float ikv_scale_inverse(float scale) {
+#ifdef __CUDA_ARCH__ /* correctly rounded like 1.0f / scale, without a general division */
+  return scale == 0.0f ? 0.0f : fminf(__frcp_rn(scale), 3.4028234664e38f);
+#else
   return scale == 0.0f ? 0.0f : fminf(1.0f / scale, 3.4028234664e38f);
+#endif
 }
 
 IKV_HD uint8_t ikv_fp8_encode_by(float x, float inverse) {

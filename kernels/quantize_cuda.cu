@@ -229,16 +229,16 @@ __device__ __forceinline__ params fit_row(const tile &t, float lo, float hi) {
   return p;
 }
 
-/* Cells a lane holds in registers at a time. */
-#define RB 2
+/* Rows a lane holds in registers at a time (RB * CJ cells). */
+#define RB 1
 
 /* Where a lane works in a tile. Rows are cut into 8-channel chunks, C a row;
  * LR lanes cover a row (C rounded up to a power of two, at most 32), so a
  * lane keeps the same CJ = ceil(C / 32) chunks on every row (col, col + 32)
  * and takes rows row, row + G, row + 2G, ... (G = 32 / LR). A lane's cells
  * (row, chunk) are numbered row-major; batch b holds its cells
- * [b * RB, b * RB + RB). Every group's range then reduces in registers and
- * over a few shuffles, and each input byte is loaded once. */
+ * [b * RB * CJ, (b + 1) * RB * CJ). Every group's range then reduces in
+ * registers and over a few shuffles. */
 template <int CJ> struct lane_cells {
   int C, LR, G, col, row;
   __device__ explicit lane_cells(int D) {
@@ -247,10 +247,10 @@ template <int CJ> struct lane_cells {
     while (LR < C && LR < 32) LR <<= 1;
     G = 32 / LR, col = lane() % LR, row = lane() / LR;
   }
-  __device__ int row_of(int b, int i) const { return row + G * ((b * RB + i) / CJ); }
+  __device__ int row_of(int b, int i) const { return row + G * (b * RB + i / CJ); }
   __device__ int chunk_of(int i) const { return col + 32 * (i % CJ); }
   /* batches covering n rows: the same count on every lane */
-  __device__ int batches(int n) const { return (CJ * ((n + G - 1) / G) + RB - 1) / RB; }
+  __device__ int batches(int n) const { return ((n + G - 1) / G + RB - 1) / RB; }
   __device__ bool holds(int b, int i, int n) const { return row_of(b, i) < n && chunk_of(i) < C; }
 };
 
@@ -258,7 +258,7 @@ template <int CJ> struct lane_cells {
 template <int CJ, typename Src>
 __device__ __forceinline__ void batch_load(const lane_cells<CJ> &L, const Src &src, int n, int b, float (*v)[8]) {
 #pragma unroll
-  for (int i = 0; i < RB; i++)
+  for (int i = 0; i < RB * CJ; i++)
     if (L.holds(b, i, n)) src.load8(L.row_of(b, i), 8 * L.chunk_of(i), v[i]);
 }
 
@@ -267,12 +267,12 @@ __device__ __forceinline__ void batch_load(const lane_cells<CJ> &L, const Src &s
 template <int CJ, typename Src> __device__ __forceinline__ void write_row_groups(const tile &t, int fill, int n, const Src &src) {
   const lane_cells<CJ> L(t.D);
   const bool per_row = t.prec == IKV_INT8 || t.prec == IKV_INT4;
-  float v[RB][8];
+  float v[RB * CJ][8];
   for (int b = 0; b < L.batches(n); b++) {
     batch_load(L, src, n, b, v);
-    coder cd[RB / CJ];
+    coder cd[RB];
 #pragma unroll
-    for (int i = 0; i < RB / CJ; i++) {
+    for (int i = 0; i < RB; i++) {
       cd[i] = coder{0.0f, 0.0f};
       if (!per_row) continue;
       float lo = INFINITY, hi = -INFINITY;
@@ -287,7 +287,7 @@ template <int CJ, typename Src> __device__ __forceinline__ void write_row_groups
       cd[i] = coder_of(t, p);
     }
 #pragma unroll
-    for (int i = 0; i < RB; i++)
+    for (int i = 0; i < RB * CJ; i++)
       if (L.holds(b, i, n)) encode_put8(t, fill + L.row_of(b, i), 8 * L.chunk_of(i), v[i], &cd[i / CJ], false);
   }
 }
@@ -302,7 +302,7 @@ __device__ __forceinline__ void write_spanning_groups(const tile &t, int fill, i
   const lane_cells<CJ> L(t.D);
   const bool per_channel = t.prec != IKV_FP8_E4M3;
   const int nb = L.batches(n);
-  float v[RB][8], lo[CJ][8], hi[CJ][8];
+  float v[RB * CJ][8], lo[CJ][8], hi[CJ][8];
 #pragma unroll
   for (int cj = 0; cj < CJ; cj++)
 #pragma unroll
@@ -310,7 +310,7 @@ __device__ __forceinline__ void write_spanning_groups(const tile &t, int fill, i
   for (int b = 0; b < nb; b++) {
     batch_load(L, src, n, b, v);
 #pragma unroll
-    for (int i = 0; i < RB; i++)
+    for (int i = 0; i < RB * CJ; i++)
       if (L.holds(b, i, n))
 #pragma unroll
         for (int j = 0; j < 8; j++) lo[i % CJ][j] = fminf(lo[i % CJ][j], v[i][j]), hi[i % CJ][j] = fmaxf(hi[i % CJ][j], v[i][j]);
@@ -368,7 +368,7 @@ __device__ __forceinline__ void write_spanning_groups(const tile &t, int fill, i
   for (int b = 0; b < nb; b++) {
     batch_load(L, src, n, b, v);
 #pragma unroll
-    for (int i = 0; i < RB; i++)
+    for (int i = 0; i < RB * CJ; i++)
       if (L.holds(b, i, n))
         encode_put8(t, fill + L.row_of(b, i), 8 * L.chunk_of(i), v[i], cd[i % CJ], per_channel);
   }
@@ -519,7 +519,7 @@ __device__ __forceinline__ bool stage_rows(const input_rows &src, int n, uint8_t
  * so few blocks start and exit idle; a decode step's few scattered tokens take
  * one token and one tile a warp, all in parallel. */
 template <int CJ>
-__global__ void __launch_bounds__(THREADS, 3) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
+__global__ void __launch_bounds__(THREADS, 4) write_kv_kernel(tile_geo g, const void *k, const void *v, int dtype,
                                                            const int64_t *slots, const uint8_t *precs, uint32_t n,
                                                            uint32_t chunk, bool wide, uint32_t stage_bytes) {
   extern __shared__ params warp_params[];
@@ -564,7 +564,7 @@ struct tile_rows { /* a stored tile's rows, decoded */
 
 /* A block per move; its warps share the page's tiles. */
 template <int CJ>
-__global__ void __launch_bounds__(THREADS, 3) requantize_kernel(tile_geo g, const ikv_cuda_move *moves) {
+__global__ void __launch_bounds__(THREADS, 4) requantize_kernel(tile_geo g, const ikv_cuda_move *moves) {
   extern __shared__ params warp_params[];
   const ikv_cuda_move mv = moves[blockIdx.x];
   for (uint32_t t = threadIdx.x >> 5; t < 2 * g.H; t += WARPS) {
