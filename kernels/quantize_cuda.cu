@@ -17,7 +17,7 @@ struct tile_geo {
   uint32_t k_tile[IKV_PRECISION_COUNT], v_tile[IKV_PRECISION_COUNT], payload[IKV_PRECISION_COUNT],
       k_scales[IKV_PRECISION_COUNT], v_scales[IKV_PRECISION_COUNT];
   uint8_t *base[IKV_PRECISION_COUNT];
-  uint32_t P, D, H;
+  uint32_t P, D, H, p_shift; /* page_size == 1 << p_shift */
 };
 
 static tile_geo make_geo(const ikv_geometry *g, const ikv_layer_pools *pools) {
@@ -33,6 +33,7 @@ static tile_geo make_geo(const ikv_geometry *g, const ikv_layer_pools *pools) {
     t.base[p] = (uint8_t *)pools->base[p];
   }
   t.P = g->page_size, t.D = g->head_dim, t.H = g->kv_heads;
+  while ((1u << t.p_shift) < t.P) t.p_shift++; /* page sizes are powers of two: slot / P is a shift */
   return t;
 }
 
@@ -243,9 +244,9 @@ template <int CJ> struct lane_cells {
   int C, LR, G, col, row;
   __device__ explicit lane_cells(int D) {
     C = D / 8;
-    LR = 1;
-    while (LR < C && LR < 32) LR <<= 1;
-    G = 32 / LR, col = lane() % LR, row = lane() / LR;
+    int shift = 0; /* LR = 1 << shift */
+    while ((1 << shift) < C && shift < 5) shift++;
+    LR = 1 << shift, G = 32 >> shift, col = lane() & (LR - 1), row = lane() >> shift;
   }
   __device__ int row_of(int b, int i) const { return row + G * (b * RB + i / CJ); }
   __device__ int chunk_of(int i) const { return col + 32 * (i % CJ); }
@@ -401,9 +402,11 @@ __device__ __forceinline__ void tile_write(const tile &t, int fill, int n, const
   if ((t.prec == IKV_FP16 || t.prec == IKV_BF16) && src.same_bits(t.prec)) {
     /* the input already holds the page's bits (finite by contract, so the
      * reference's round trip through float changes none): copy them */
-    for (int x = lane(); x < n * D / 8; x += 32) {
-      const int r = x / (D / 8), c = x % (D / 8) * 8;
-      *reinterpret_cast<uint4 *>(t.payload + 2 * ((size_t)(fill + r) * D + c)) = src.bits8(r, c);
+    const int C = D / 8;
+    int r = lane() / C, c = lane() % C; /* of x, kept by steps */
+    for (int x = lane(); x < n * C; x += 32) {
+      *reinterpret_cast<uint4 *>(t.payload + 2 * ((size_t)(fill + r) * D + 8 * c)) = src.bits8(r, 8 * c);
+      for (c += 32; c >= C; c -= C) r++;
     }
     return;
   }
@@ -501,10 +504,11 @@ struct staged_rows {
 __device__ __forceinline__ bool stage_rows(const input_rows &src, int n, uint8_t *buf, uint32_t cap) {
   const uint32_t row_bytes = src.D * (src.dtype == IKV_DTYPE_F32 ? 4 : 2), pieces = row_bytes / 16;
   if (!src.wide || (uint32_t)n * row_bytes > cap) return false;
+  uint32_t r = lane() / pieces, piece = lane() % pieces; /* of x, kept by steps: no division a step */
   for (uint32_t x = lane(); x < n * pieces; x += 32) {
-    const uint32_t r = x / pieces;
     const uint8_t *row = reinterpret_cast<const uint8_t *>(src.x) + ((src.first_token + r) * src.H + src.h) * row_bytes;
-    cp_async16(buf + 16 * x, row + 16 * (x % pieces), true);
+    cp_async16(buf + 16 * x, row + 16 * piece, true);
+    for (piece += 32; piece >= pieces; piece -= pieces) r++;
   }
   cp_async_commit();
   cp_async_wait<0>();
@@ -527,11 +531,11 @@ __global__ void __launch_bounds__(THREADS, 4) write_kv_kernel(tile_geo g, const 
   params *sp = warp_params + warp * g.D;
   uint8_t *stage = reinterpret_cast<uint8_t *>(warp_params + WARPS * g.D) + warp * stage_bytes;
   for (uint32_t i = i0; i < end;) {
-    const int64_t slot = slots[i], page = slot / g.P;
+    const int64_t slot = slots[i], page = slot >> g.p_shift;
     const uint8_t prec = precs[i];
     uint32_t len = 1;
-    while (i + len < n && precs[i + len] == prec && slots[i + len] == slot + len && (slot + len) / g.P == page) len++;
-    const bool continues = i == i0 && i > 0 && precs[i - 1] == prec && slots[i - 1] + 1 == slot && slots[i - 1] / g.P == page;
+    while (i + len < n && precs[i + len] == prec && slots[i + len] == slot + len && (slot + len) >> g.p_shift == page) len++;
+    const bool continues = i == i0 && i > 0 && precs[i - 1] == prec && slots[i - 1] + 1 == slot && slots[i - 1] >> g.p_shift == page;
     if (!continues) /* else the run began in the chunk before: that block writes it */
       for (uint32_t t = blockIdx.y * WARPS + warp; t < 2 * g.H; t += WARPS * gridDim.y) {
         const uint32_t h = t >> 1;
@@ -539,10 +543,10 @@ __global__ void __launch_bounds__(THREADS, 4) write_kv_kernel(tile_geo g, const 
         const input_rows src = {keys ? k : v, dtype, i, g.H, g.D, h, wide};
         const tile dst = tile_at(g, prec, (int32_t)page, h, keys);
         if (stage_rows(src, (int)len, stage, stage_bytes)) {
-          tile_write<CJ>(dst, (int)(slot % g.P), (int)len, staged_rows{stage, dtype, g.D}, sp);
+          tile_write<CJ>(dst, (int)(slot & (g.P - 1)), (int)len, staged_rows{stage, dtype, g.D}, sp);
           __syncwarp(); /* the stage is read before the warp's next tile */
         } else {
-          tile_write<CJ>(dst, (int)(slot % g.P), (int)len, src, sp);
+          tile_write<CJ>(dst, (int)(slot & (g.P - 1)), (int)len, src, sp);
         }
       }
     i += len;
