@@ -62,16 +62,19 @@ struct params {
   ikv_int4_params i4;
 };
 
+/* Scales follow the payload, 4-byte aligned (a payload is a multiple of 16
+ * bytes): one word a group. */
 __device__ __forceinline__ params group_get(const tile &t, int g) {
+  const uint32_t w = reinterpret_cast<const uint32_t *>(t.scales)[g];
   params p = {0.0f, {0, 0}};
-  if (t.prec == IKV_INT4) memcpy(&p.i4, t.scales + 4 * g, 4);
-  else memcpy(&p.scale, t.scales + 4 * g, 4);
+  if (t.prec == IKV_INT4) p.i4.scale = (uint16_t)w, p.i4.zero = (uint16_t)(w >> 16);
+  else p.scale = __uint_as_float(w);
   return p;
 }
 
 __device__ __forceinline__ void group_set(const tile &t, int g, params p) {
-  if (t.prec == IKV_INT4) memcpy(t.scales + 4 * g, &p.i4, 4);
-  else memcpy(t.scales + 4 * g, &p.scale, 4);
+  reinterpret_cast<uint32_t *>(t.scales)[g] =
+      t.prec == IKV_INT4 ? (uint32_t)p.i4.scale | (uint32_t)p.i4.zero << 16 : __float_as_uint(p.scale);
 }
 
 /* The group a cell belongs to: the tile (FP8), the channel (keys), the row. */
