@@ -5,9 +5,9 @@
  * tile for FP8; a channel of the page's keys or one token's values for
  * INT8 and INT4.
  *
- *   FP8 E4M3  x ~ e4m3(c) * s,        s = amax / 448           (float32 s)
- *   INT8      x ~ q * s, q in [-127, 127], s = amax / 127      (float32 s)
- *   INT4      x ~ z + q * s, q in [0, 15], s = (hi - lo) / 15, z = lo
+ *   FP8 E4M3  x ~ e4m3(c) * s,        s = amax * (1/448)       (float32 s)
+ *   INT8      x ~ q * s, q in [-127, 127], s = amax * (1/127)  (float32 s)
+ *   INT4      x ~ z + q * s, q in [0, 15], s = (hi - lo) * (1/15), z = lo
  *             (s and z stored as fp16: z is the value of code 0)
  * Codes come from x * (1 / s) (INT4: (x - z) * (1 / s)), rounded as each
  * format rounds. A zero scale encodes every value as code 0 (an all-zero
@@ -22,6 +22,15 @@
 #define IKV_INT4_QMAX 15.0f
 /* INT4 keeps its scale and zero in fp16: inputs beyond this are refused. */
 #define IKV_INT4_INPUT_MAX 30000.0f
+
+/* A group's scale: its largest magnitude times the reciprocal of the
+ * largest code (a float constant: multiplied, not divided, so every side
+ * computes it in a couple of instructions and to the same bits). */
+#define IKV_INT8_QMAX_INV 0x1.020408p-7f   /* float(1 / 127) */
+#define IKV_FP8_E4M3_MAX_INV 0x1.24924ap-9f /* float(1 / 448) */
+#define IKV_INT4_QMAX_INV 0x1.111112p-4f   /* float(1 / 15) */
+IKV_HD float ikv_int8_scale(float amax) { return amax * IKV_INT8_QMAX_INV; }
+IKV_HD float ikv_fp8_scale(float amax) { return amax * IKV_FP8_E4M3_MAX_INV; }
 
 /* Encoding multiplies by the reciprocal of the scale: one division per
  * group, not per value (what the GPU needs to write at memory speed). The
@@ -68,7 +77,7 @@ typedef struct ikv_int4_params {
 IKV_HD ikv_int4_params ikv_int4_fit(float lo, float hi) {
   ikv_int4_params p;
   p.zero = ikv_f32_to_f16(lo);
-  p.scale = ikv_f32_to_f16((hi - lo) / IKV_INT4_QMAX);
+  p.scale = ikv_f32_to_f16((hi - lo) * IKV_INT4_QMAX_INV);
   return p;
 }
 /* The range [lo, hi] the parameters cover. */

@@ -220,7 +220,7 @@ __device__ __forceinline__ params fit_group(const tile &t, params old, bool fres
   } else {
     const float qmax = t.prec == IKV_INT8 ? IKV_INT8_QMAX : IKV_FP8_E4M3_MAX, amax = fmaxf(fabsf(lo), fabsf(hi));
     if (!fresh && amax <= old.scale * qmax) return fit;
-    fit.scale = amax / qmax;
+    fit.scale = t.prec == IKV_INT8 ? ikv_int8_scale(amax) : ikv_fp8_scale(amax);
   }
   *refit = true;
   return fit;
@@ -229,7 +229,7 @@ __device__ __forceinline__ params fit_group(const tile &t, params old, bool fres
 __device__ __forceinline__ params fit_row(const tile &t, float lo, float hi) {
   params p = {0.0f, {0, 0}};
   if (t.prec == IKV_INT4) p.i4 = ikv_int4_fit(lo, hi);
-  else p.scale = fmaxf(fabsf(lo), fabsf(hi)) / IKV_INT8_QMAX;
+  else p.scale = ikv_int8_scale(fmaxf(fabsf(lo), fabsf(hi)));
   return p;
 }
 

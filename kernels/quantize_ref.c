@@ -146,7 +146,7 @@ static void fit_group(tile *t, uint32_t g, uint32_t fill, float lo, float hi) {
     float qmax = t->precision == IKV_INT8 ? IKV_INT8_QMAX : IKV_FP8_E4M3_MAX;
     float amax = fmaxf(fabsf(lo), fabsf(hi));
     if (fill && amax <= old.scale * qmax) return;
-    fit.scale = amax / qmax;
+    fit.scale = t->precision == IKV_INT8 ? ikv_int8_scale(amax) : ikv_fp8_scale(amax);
   }
   int one = t->precision == IKV_FP8_E4M3;
   for (uint32_t r = 0; r < fill; r++)
@@ -164,7 +164,7 @@ static void fit_row(tile *t, uint32_t r, const float *row) {
   if (t->precision == IKV_INT4)
     int4_set(t->scales, r, ikv_int4_fit(lo, hi));
   else
-    scale_set(t->scales, r, fmaxf(fabsf(lo), fabsf(hi)) / IKV_INT8_QMAX);
+    scale_set(t->scales, r, ikv_int8_scale(fmaxf(fabsf(lo), fabsf(hi))));
 }
 
 static int value_ok(ikv_precision precision, float x) {
