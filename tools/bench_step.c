@@ -395,7 +395,7 @@ int ikv_bench_step(int argc, char **argv) {
     if (only < 0 || p == only) bench_write_kv((ikv_precision)p, k, v, copy_bw, json, &first);
   cudaFree(k), cudaFree(v);
 
-  if (!json)
+  if (!json && run_step)
     printf("step %5s %6s %-7s %7s %9s %7s %9s %10s %10s %8s %7s %6s %8s %8s %7s %10s %3s\n", "batch", "layers", "variant",
            "pages", "KV_MB", "share", "plan_us", "wall_us", "gpu_us", "us/layer", "GB/s", "copy", "gpu_x", "wall_x", "sel_us",
            "graph_wall", "cap");
