@@ -535,13 +535,15 @@ extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per
                                             int sm_count) {
   /* about three waves of blocks (three fit an SM), and at least 16 pages an
    * item so each warp streams several chunks through its pipeline: the best
-   * of the sizes measured on H100 for small and for large caches */
-  uint64_t blocks_wanted = 10ull * (uint64_t)(sm_count > 0 ? sm_count : 1);
-  uint64_t per_row = rows && kv_heads_per_row ? (blocks_wanted + (uint64_t)rows * kv_heads_per_row - 1) /
-                                                    ((uint64_t)rows * kv_heads_per_row)
-                                              : 1;
+   * of the sizes measured on H100 for small and for large caches; 8 when
+   * items of 16 would not fill the SMs once (small caches and selections,
+   * where latency rules) */
+  const uint64_t sms = (uint64_t)(sm_count > 0 ? sm_count : 1), heads = (uint64_t)rows * kv_heads_per_row;
+  uint64_t blocks_wanted = 10ull * sms;
+  uint64_t per_row = heads ? (blocks_wanted + heads - 1) / heads : 1;
   uint64_t pages = (pages_per_row + per_row - 1) / per_row;
-  return pages < 16 ? 16 : (uint32_t)pages;
+  const uint32_t least = heads * ((pages_per_row + 15) / 16) < sms ? 8 : 16;
+  return pages < least ? least : (uint32_t)pages;
 }
 
 extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_attn_params *p, const ikv_cuda_plan *plan) {
