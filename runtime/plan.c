@@ -303,6 +303,8 @@ static ikv_status settle_pages(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
   for (uint32_t k = 0; k < pl->n_touched; k++) {
     ikv_page_id p = pl->touched[k];
     uint8_t stored = pl->touched_stored[k], target = rt_effective(pl->page_want[p], stored);
+    if (target != stored && rt->unwritten_layers[p] && rt->unwritten_plan[p] == rt->build_seq)
+      target = stored; /* rows appended, not yet written: converted by a later plan */
     if (target != stored) {
       ikv_pt_page_info info;
       ikv_pt_page_get_info(rt->pt, p, &info);

@@ -63,7 +63,12 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
   ikv_status st = ikv_pt_create(&pc, &rt->pt);
   if (st == IKV_OK) st = rt->be->open(rt);
   if (st == IKV_OK) st = rt_tiering_open(rt);
-  if (st == IKV_OK) st = (rt->fill = calloc(rt->max_pages, sizeof(uint16_t))) ? IKV_OK : IKV_E_NO_MEMORY;
+  if (st == IKV_OK) {
+    rt->fill = calloc(rt->max_pages, sizeof(uint16_t));
+    rt->unwritten_layers = calloc(rt->max_pages, sizeof(uint16_t));
+    rt->unwritten_plan = calloc(rt->max_pages, sizeof(uint32_t));
+    st = rt->fill && rt->unwritten_layers && rt->unwritten_plan ? IKV_OK : IKV_E_NO_MEMORY;
+  }
   if (st != IKV_OK) {
     ikv_runtime_destroy(rt);
     return st;
@@ -76,7 +81,7 @@ void ikv_runtime_destroy(ikv_runtime *rt) {
   if (!rt) return;
   rt->be->close(rt);
   rt_tiering_close(rt);
-  free(rt->fill);
+  free(rt->fill), free(rt->unwritten_layers), free(rt->unwritten_plan);
   free(rt->token_pages);
   ikv_pt_destroy(rt->pt);
   free(rt);
@@ -200,8 +205,8 @@ static ikv_status find_token_pages(ikv_runtime *rt, const int64_t *slots, const 
  * rt->token_pages), done at ikv_append since a step replayed as a CUDA graph
  * writes them without the host: rows filled; a host copy of the page dropped
  * (stale once written), so eviction copies the new bytes; and the pages kept
- * on the GPU tier through the next plan, so nothing evicts them before the
- * step's write_kv. */
+ * on the GPU tier, at their precision, through the next plan, so nothing
+ * moves them before the step's write_kv. */
 static void note_appended(ikv_runtime *rt, const int64_t *slots, uint32_t n) {
   const ikv_page_id *pages = rt->token_pages;
   for (uint32_t i = 0; i < n; i++) {
@@ -210,6 +215,8 @@ static void note_appended(ikv_runtime *rt, const int64_t *slots, uint32_t n) {
     if (i && pages[i] == pages[i - 1]) continue;
     ikv_pt_page_release(rt->pt, pages[i], IKV_TIER_HOST);
     rt->read_stamp[pages[i]] = rt->build_seq + 1; /* the next plan's number */
+    rt->unwritten_layers[pages[i]] = (uint16_t)rt->cfg.geometry.layers;
+    rt->unwritten_plan[pages[i]] = rt->build_seq + 1;
   }
 }
 
@@ -295,8 +302,10 @@ ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const vo
     if (st != IKV_OK) rt_fail(rt, st, "ikv_write_kv: %s", ikv_status_str(st));
   }
   if (st == IKV_OK) {
-    for (uint32_t i = 0; i < n; i++) /* written: evictable again (note_appended) */
+    for (uint32_t i = 0; i < n; i++) { /* written: evictable again (note_appended) */
       if (rt->read_stamp[pages[i]] > rt->build_seq) rt->read_stamp[pages[i]] = 0;
+      if ((!i || pages[i] != pages[i - 1]) && rt->unwritten_layers[pages[i]]) rt->unwritten_layers[pages[i]]--;
+    }
     rt->errmsg[0] = 0;
   }
   return st;

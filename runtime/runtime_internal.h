@@ -19,6 +19,11 @@ struct ikv_runtime {
   uint32_t max_pages;                     /* page ids are below this */
   uint8_t **pools;                        /* [layer][tier][precision] base, NULL if 0 pages */
   uint16_t *fill;                         /* [page] rows written */
+  /* A page an append reserved rows of keeps its precision through the next
+   * plan until every layer's write_kv has written them (the caller holds
+   * the append's slot mapping): layers still to write, and that plan's number. */
+  uint16_t *unwritten_layers; /* [page] */
+  uint32_t *unwritten_plan;   /* [page] */
   ikv_page_id *token_pages;               /* write_kv: each token's page (scratch) */
   uint32_t cap_token_pages;
   /* CPU backend: key summaries of score_layer, [page][kv_head][head_dim] */

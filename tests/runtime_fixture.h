@@ -67,10 +67,13 @@ static inline uint32_t fx_new_seq(fixture *f, ikv_precision precision) {
 }
 
 /* Appends n tokens to sequence s and writes random K/V in every layer. */
-static inline void fx_grow(fixture *f, uint32_t s, uint32_t n) {
-  int64_t *slots = malloc(sizeof(int64_t) * n);
-  uint8_t *precs = malloc(n);
+/* Appends n tokens to sequence s; their slot mapping into slots and precs. */
+static inline void fx_append(fixture *f, uint32_t s, uint32_t n, int64_t *slots, uint8_t *precs) {
   assert_int_equal(ikv_append(f->rt, &f->ids[s], &n, 1, slots, precs), IKV_OK);
+}
+
+/* Writes random K/V of the n tokens appended last to s into every layer. */
+static inline void fx_write(fixture *f, uint32_t s, uint32_t n, const int64_t *slots, const uint8_t *precs) {
   size_t row = FX_H * FX_D;
   for (int l = 0; l < FX_LAYERS; l++) {
     float *k = f->k[s][l] + f->tokens[s] * row, *v = f->v[s][l] + f->tokens[s] * row;
@@ -79,6 +82,13 @@ static inline void fx_grow(fixture *f, uint32_t s, uint32_t n) {
     assert_int_equal(ikv_write_kv(f->rt, (uint32_t)l, k, v, IKV_DTYPE_F32, slots, precs, n, NULL), IKV_OK);
   }
   f->tokens[s] += n;
+}
+
+static inline void fx_grow(fixture *f, uint32_t s, uint32_t n) {
+  int64_t *slots = malloc(sizeof(int64_t) * n);
+  uint8_t *precs = malloc(n);
+  fx_append(f, s, n, slots, precs);
+  fx_write(f, s, n, slots, precs);
   free(slots), free(precs);
 }
 

@@ -185,6 +185,43 @@ static void tables_downgrade_converts_the_page(void **state) {
   fx_close(&f);
 }
 
+/* The usual step order is append, plan, write_kv: a page the append reserved
+ * rows of must not move to another precision (and slot) before its rows are
+ * written, or the append's slot mapping would name the wrong place. The plan
+ * reads it as stored; the next plan converts it. */
+static void appended_pages_keep_their_precision_until_written(void **state) {
+  (void)state;
+  fixture f;
+  fx_open(&f, fx_config(64, 16), 0x5eed0309);
+  uint32_t a = fx_new_seq(&f, IKV_FP16);
+  fx_grow(&f, a, 40); /* pages 0..2; page 2 holds 8 rows */
+  int64_t slot;
+  uint8_t slot_prec;
+  fx_append(&f, a, 1, &slot, &slot_prec); /* row 8 of page 2 reserved */
+  int32_t indptr[2] = {0, 3}, index[3] = {0, 1, 2};
+  uint8_t want[3] = {IKV_FP16, IKV_FP16, IKV_INT8};
+  ikv_plan_request req = {.seqs = f.ids, .batch = 1, .mode = IKV_PLAN_TABLES,
+                          .tables = {.indptr = indptr, .page_index = index, .precision = want}};
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  ikv_plan_stats st;
+  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+  assert_int_equal(st.conversions, 0);
+  assert_int_equal(ikv_plan_view(f.plan)->precision[2], IKV_FP16);
+  fx_write(&f, a, 1, &slot, &slot_prec); /* every layer, through the append's mapping */
+  uint32_t order[1] = {a};
+  assert_true(fx_decode_error(&f, order, 0) < 1e-2);
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  /* written now: the next plan converts it */
+  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+  assert_int_equal(st.conversions, 1);
+  assert_int_equal(ikv_plan_view(f.plan)->precision[2], IKV_INT8);
+  const double err = fx_decode_error(&f, order, 0);
+  assert_true(err < 5e-2 && err > 1e-4); /* really int8 now */
+  assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  fx_close(&f);
+}
+
 static void tables_validation_changes_nothing(void **state) {
   (void)state;
   fixture f;
@@ -435,6 +472,7 @@ int main(void) {
       cmocka_unit_test(half_precision_io),
       cmocka_unit_test(tables_give_the_expected_plan),
       cmocka_unit_test(tables_downgrade_converts_the_page),
+      cmocka_unit_test(appended_pages_keep_their_precision_until_written),
       cmocka_unit_test(tables_validation_changes_nothing),
       cmocka_unit_test(append_makes_room_on_the_gpu),
       cmocka_unit_test(offload_fetch_and_evict),
