@@ -237,9 +237,9 @@ __device__ __forceinline__ params fit_row(const tile &t, float lo, float hi) {
 #define RB 1
 
 /* Where a lane works in a tile. Rows are cut into 8-channel chunks, C a row;
- * LR lanes cover a row (C rounded up to a power of two, at most 32), so a
- * lane keeps the same CJ = ceil(C / 32) chunks on every row (col, col + 32)
- * and takes rows row, row + G, row + 2G, ... (G = 32 / LR). A lane's cells
+ * LR lanes cover a row (C / CJ rounded up to a power of two, at most 32), so
+ * a lane keeps the same CJ chunks on every row (col, col + LR, ...) and takes
+ * rows row, row + G, row + 2G, ... (G = 32 / LR). A lane's cells
  * (row, chunk) are numbered row-major; batch b holds its cells
  * [b * RB * CJ, (b + 1) * RB * CJ). Every group's range then reduces in
  * registers and over a few shuffles. */
@@ -247,12 +247,12 @@ template <int CJ> struct lane_cells {
   int C, LR, G, col, row;
   __device__ explicit lane_cells(int D) {
     C = D / 8;
-    int shift = 0; /* LR = 1 << shift */
-    while ((1 << shift) < C && shift < 5) shift++;
+    int shift = 0; /* LR = 1 << shift: enough lanes for a row at CJ chunks a lane, at most 32 */
+    while ((1 << shift) * CJ < C && shift < 5) shift++;
     LR = 1 << shift, G = 32 >> shift, col = lane() & (LR - 1), row = lane() >> shift;
   }
   __device__ int row_of(int b, int i) const { return row + G * (b * RB + i / CJ); }
-  __device__ int chunk_of(int i) const { return col + 32 * (i % CJ); }
+  __device__ int chunk_of(int i) const { return col + LR * (i % CJ); }
   /* batches covering n rows: the same count on every lane */
   __device__ int batches(int n) const { return ((n + G - 1) / G + RB - 1) / RB; }
   __device__ bool holds(int b, int i, int n) const { return row_of(b, i) < n && chunk_of(i) < C; }
@@ -267,32 +267,38 @@ __device__ __forceinline__ void batch_load(const lane_cells<CJ> &L, const Src &s
 }
 
 /* Groups within a row (fp16/bf16 conversions; INT8/INT4 values, a group per
- * token): each batch is fitted, encoded and stored as it arrives. */
+ * token). Called with CJ of 8 per 256 channels, so a row's range reduces
+ * over two lanes (head_dim 128), not sixteen, and a lane fits a row once for
+ * eight cells; the cells stream from the source twice (range, then codes)
+ * instead of waiting in registers. */
 template <int CJ, typename Src> __device__ __forceinline__ void write_row_groups(const tile &t, int fill, int n, const Src &src) {
   const lane_cells<CJ> L(t.D);
   const bool per_row = t.prec == IKV_INT8 || t.prec == IKV_INT4;
-  float v[RB * CJ][8];
-  for (int b = 0; b < L.batches(n); b++) {
-    batch_load(L, src, n, b, v);
-    coder cd[RB];
-#pragma unroll
-    for (int i = 0; i < RB; i++) {
-      cd[i] = coder{0.0f, 0.0f};
-      if (!per_row) continue;
+  for (int r = L.row; r - L.row < n; r += L.G) { /* the same trips on every lane */
+    coder cd = {0.0f, 0.0f};
+    if (per_row) {
       float lo = INFINITY, hi = -INFINITY;
+#pragma unroll 1
+      for (int cj = 0; cj < CJ; cj++) {
+        if (r >= n || L.chunk_of(cj) >= L.C) continue;
+        float v[8];
+        src.load8(r, 8 * L.chunk_of(cj), v);
 #pragma unroll
-      for (int cj = 0; cj < CJ; cj++)
-        if (L.holds(b, i * CJ + cj, n))
-#pragma unroll
-          for (int j = 0; j < 8; j++) lo = fminf(lo, v[i * CJ + cj][j]), hi = fmaxf(hi, v[i * CJ + cj][j]);
+        for (int j = 0; j < 8; j++) lo = fminf(lo, v[j]), hi = fmaxf(hi, v[j]);
+      }
       lanes_range(lo, hi, 1, L.LR); /* the row's lanes */
       const params p = fit_row(t, lo, hi);
-      if (L.col == 0 && L.row_of(b, i * CJ) < n) group_set(t, fill + L.row_of(b, i * CJ), p);
-      cd[i] = coder_of(t, p);
+      if (L.col == 0 && r < n) group_set(t, fill + r, p);
+      cd = coder_of(t, p);
     }
-#pragma unroll
-    for (int i = 0; i < RB * CJ; i++)
-      if (L.holds(b, i, n)) encode_put8(t, fill + L.row_of(b, i), 8 * L.chunk_of(i), v[i], &cd[i / CJ], false);
+    if (r >= n) continue;
+#pragma unroll 1
+    for (int cj = 0; cj < CJ; cj++) {
+      if (L.chunk_of(cj) >= L.C) continue;
+      float v[8];
+      src.load8(r, 8 * L.chunk_of(cj), v);
+      encode_put8(t, fill + r, 8 * L.chunk_of(cj), v, &cd, false);
+    }
   }
 }
 
@@ -417,18 +423,18 @@ __device__ __forceinline__ void tile_write(const tile &t, int fill, int n, const
    * format test in the inner loops folds away */
   tile u = t;
   switch (t.prec) {
-    case IKV_FP16: u.prec = IKV_FP16, write_row_groups<CJ>(u, fill, n, src); break;
-    case IKV_BF16: u.prec = IKV_BF16, write_row_groups<CJ>(u, fill, n, src); break;
+    case IKV_FP16: u.prec = IKV_FP16, write_row_groups<8 * CJ>(u, fill, n, src); break;
+    case IKV_BF16: u.prec = IKV_BF16, write_row_groups<8 * CJ>(u, fill, n, src); break;
     case IKV_FP8_E4M3: u.prec = IKV_FP8_E4M3, write_spanning_groups<CJ>(u, fill, n, src, sp); break;
     case IKV_INT8:
       u.prec = IKV_INT8;
       if (t.keys) write_spanning_groups<CJ>(u, fill, n, src, sp);
-      else write_row_groups<CJ>(u, fill, n, src);
+      else write_row_groups<8 * CJ>(u, fill, n, src);
       break;
     default:
       u.prec = IKV_INT4;
       if (t.keys) write_spanning_groups<CJ>(u, fill, n, src, sp);
-      else write_row_groups<CJ>(u, fill, n, src);
+      else write_row_groups<8 * CJ>(u, fill, n, src);
   }
 }
 
