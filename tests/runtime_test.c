@@ -147,19 +147,26 @@ static void tables_give_the_expected_plan(void **state) {
   fx_close(&f);
 }
 
+/* A tables plan reading pages 0..2 of the fixture's first sequence at the
+ * given precisions; its stats when it builds. */
+static ikv_status plan_first_pages(fixture *f, uint8_t *prec, ikv_plan_stats *st) {
+  int32_t indptr[2] = {0, 3}, index[3] = {0, 1, 2};
+  ikv_plan_request req = {.seqs = f->ids, .batch = 1, .mode = IKV_PLAN_TABLES,
+                          .tables = {.indptr = indptr, .page_index = index, .precision = prec}};
+  ikv_status status = ikv_plan_build(f->rt, f->plan, &req);
+  if (status == IKV_OK) assert_int_equal(ikv_plan_get_stats(f->plan, st), IKV_OK);
+  return status;
+}
+
 static void tables_downgrade_converts_the_page(void **state) {
   (void)state;
   fixture f;
   fx_open(&f, fx_config(64, 16), 0x5eed0304);
   uint32_t a = fx_new_seq(&f, IKV_FP16);
   fx_grow(&f, a, 48);
-  int32_t indptr[2] = {0, 3}, index[3] = {0, 1, 2};
   uint8_t prec[3] = {IKV_INT8, IKV_FP16, IKV_INT4};
-  ikv_plan_request req = {.seqs = f.ids, .batch = 1, .mode = IKV_PLAN_TABLES,
-                          .tables = {.indptr = indptr, .page_index = index, .precision = prec}};
-  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
   ikv_plan_stats st;
-  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+  assert_int_equal(plan_first_pages(&f, prec, &st), IKV_OK);
   assert_int_equal(st.conversions, 2);
   assert_int_equal(st.pages_by_precision[IKV_INT8], 1);
   assert_int_equal(st.pages_by_precision[IKV_INT4], 1);
@@ -181,7 +188,7 @@ static void tables_downgrade_converts_the_page(void **state) {
   assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
   /* an upgrade is refused now that the bits are gone */
   prec[2] = IKV_FP16;
-  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_E_PRECISION);
+  assert_int_equal(plan_first_pages(&f, prec, &st), IKV_E_PRECISION);
   fx_close(&f);
 }
 
@@ -198,13 +205,9 @@ static void appended_pages_keep_their_precision_until_written(void **state) {
   int64_t slot;
   uint8_t slot_prec;
   fx_append(&f, a, 1, &slot, &slot_prec); /* row 8 of page 2 reserved */
-  int32_t indptr[2] = {0, 3}, index[3] = {0, 1, 2};
   uint8_t want[3] = {IKV_FP16, IKV_FP16, IKV_INT8};
-  ikv_plan_request req = {.seqs = f.ids, .batch = 1, .mode = IKV_PLAN_TABLES,
-                          .tables = {.indptr = indptr, .page_index = index, .precision = want}};
-  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
   ikv_plan_stats st;
-  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+  assert_int_equal(plan_first_pages(&f, want, &st), IKV_OK);
   assert_int_equal(st.conversions, 0);
   assert_int_equal(ikv_plan_view(f.plan)->precision[2], IKV_FP16);
   fx_write(&f, a, 1, &slot, &slot_prec); /* every layer, through the append's mapping */
@@ -212,8 +215,7 @@ static void appended_pages_keep_their_precision_until_written(void **state) {
   assert_true(fx_decode_error(&f, order, 0) < 1e-2);
   assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
   /* written now: the next plan converts it */
-  assert_int_equal(ikv_plan_build(f.rt, f.plan, &req), IKV_OK);
-  assert_int_equal(ikv_plan_get_stats(f.plan, &st), IKV_OK);
+  assert_int_equal(plan_first_pages(&f, want, &st), IKV_OK);
   assert_int_equal(st.conversions, 1);
   assert_int_equal(ikv_plan_view(f.plan)->precision[2], IKV_INT8);
   const double err = fx_decode_error(&f, order, 0);
