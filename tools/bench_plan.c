@@ -79,14 +79,9 @@ int ikv_bench_plan(int argc, char **argv) {
   /* scheduler tables: every page at its stored precision */
   int32_t *indptr = malloc(sizeof(int32_t) * (BATCH + 1)), *index = malloc(sizeof(int32_t) * BATCH * PAGES);
   uint8_t *want = malloc(BATCH * PAGES);
-  const ikv_decode_plan *pv;
-  IKV_CLI_CHECK(ikv_plan_build(rt, plan, &req));
-  pv = ikv_plan_view(plan);
   for (int b = 0; b <= BATCH; b++) indptr[b] = b * PAGES;
   for (int b = 0; b < BATCH; b++)
     for (int i = 0; i < PAGES; i++) index[b * PAGES + i] = i, want[b * PAGES + i] = IKV_INT4; /* <= any stored */
-  (void)pv;
-  IKV_CLI_CHECK(ikv_step_end(rt, plan));
   ikv_plan_request tables = {.seqs = seqs, .batch = BATCH, .mode = IKV_PLAN_TABLES,
                              .tables = {.indptr = indptr, .page_index = index, .precision = want}};
   double tables_us = time_plans(rt, plan, &tables);
