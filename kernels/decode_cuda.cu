@@ -72,64 +72,18 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* ---- staging: 16 token rows of a tile, dequantized to fp16 in shared memory */
+/* ---- 16-bit pages: 16 token rows of a tile as fp16 in shared memory ------- */
 
-template <int PREC> struct elems_per_16b {
-  static constexpr int n = (PREC == IKV_FP16 || PREC == IKV_BF16) ? 8 : PREC == IKV_INT4 ? 32 : 16;
-};
-
-/* Converts 16 payload bytes (E codes) to E fp16 values packed in pairs, no
- * scales: FP16 as is, BF16 rounded to fp16, FP8 E4M3 and the INT8 / INT4 codes
- * exactly (the scales are folded into q and the softmax weights instead).
- * INT codes use the 1024 + x trick: 0x6400 | x is the fp16 value 1024 + x. */
-template <int PREC> __device__ __forceinline__ void convert16(const uint4 raw, uint32_t (&h)[elems_per_16b<PREC>::n / 2]) {
-  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-  if (PREC == IKV_FP16) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) h[i] = w[i];
-  } else if (PREC == IKV_BF16) {
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162 *>(&w[i]);
-      h[i] = pack_half2(__bfloat162float(b.x), __bfloat162float(b.y));
-    }
-  } else if (PREC == IKV_FP8_E4M3) {
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(w[i / 2] >> (16 * (i & 1))), __NV_E4M3);
-      h[i] = (uint32_t)r.x | ((uint32_t)r.y << 16);
-    }
-  } else if (PREC == IKV_INT8) {
-    const __half2 bias = __halves2half2(__ushort_as_half(0x6480), __ushort_as_half(0x6480)); /* 1024 + 128 */
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      const uint32_t b = (w[i / 2] >> (16 * (i & 1))) & 0xffffu, flip = b ^ 0x8080u; /* q + 128 */
-      const uint32_t v = 0x64006400u | (flip & 0xffu) | ((flip & 0xff00u) << 8);
-      const __half2 x = __hsub2(*reinterpret_cast<const __half2 *>(&v), bias);
-      h[i] = *reinterpret_cast<const uint32_t *>(&x);
-    }
-  } else { /* INT4: even channel in the low nibble */
-    const __half2 bias = __halves2half2(__ushort_as_half(0x6400), __ushort_as_half(0x6400)); /* 1024 */
-#pragma unroll
-    for (int i = 0; i < 16; i++) {
-      const uint32_t b = (w[i / 4] >> (8 * (i & 3))) & 0xffu;
-      const uint32_t v = 0x64006400u | (b & 0xfu) | ((b & 0xf0u) << 12);
-      const __half2 x = __hsub2(*reinterpret_cast<const __half2 *>(&v), bias);
-      h[i] = *reinterpret_cast<const uint32_t *>(&x);
-    }
-  }
-}
-
-/* A chunk: rows [r0, r0 + 16) of a K or V tile, staged in shared memory as
- * fp16 [16][D + 8] (padded rows for ldmatrix). FP16 codes are copied there
- * directly; other formats land packed at the end of the same area and are
- * converted in place (each lane reads all its pieces before any write, and a
+/* A chunk of an FP16 or BF16 tile: rows [r0, r0 + 16), staged as fp16
+ * [16][D + 8] (padded rows for ldmatrix). FP16 rows are copied there
+ * directly; BF16 rows land at the end of the same area and are rounded to
+ * fp16 in place (each lane reads all its pieces before any write, and a
  * converted row never reaches the packed rows still to be read). Rows outside
  * [first, last] become zeros: their scores are masked and their values must be
  * finite. */
-template <int PREC, int D> struct chunk {
-  static constexpr int E = elems_per_16b<PREC>::n, ROW_BYTES = D * 16 / E,
-                       PIECES = ROW_BYTES /* 16 rows of 16-byte pieces */, PER_LANE = (PIECES + 31) / 32;
+template <int PREC, int D> struct chunk16 {
+  static constexpr int ROW_BYTES = D * 2, PIECES = ROW_BYTES /* 16 rows of 16-byte pieces */,
+                       PER_LANE = (PIECES + 31) / 32;
   static constexpr int AREA = 16 * (D + 8) * 2, PACKED = AREA - 16 * ROW_BYTES; /* bytes */
 
   static __device__ __forceinline__ void issue(const uint8_t *tile, int r0, int first, int last, int lane,
@@ -145,11 +99,8 @@ template <int PREC, int D> struct chunk {
     }
   }
 
+  /* BF16 only: rounds the landed rows to fp16 in place */
   static __device__ __forceinline__ void convert(int r0, int first, int last, int lane, uint8_t *area) {
-    if (PREC != IKV_FP16) convert_packed(r0, first, last, lane, area);
-  }
-
-  static __device__ __forceinline__ void convert_packed(int r0, int first, int last, int lane, uint8_t *area) {
     uint4 raw[PER_LANE];
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++)
@@ -157,21 +108,133 @@ template <int PREC, int D> struct chunk {
     __syncwarp();
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++) {
-      const int p = lane + 32 * j, row = p * 16 / ROW_BYTES, c0 = (p * 16 % ROW_BYTES) / 16 * E, t = r0 + row;
+      const int p = lane + 32 * j, row = p * 16 / ROW_BYTES, c0 = p * 16 % ROW_BYTES / 2, t = r0 + row;
       if (p >= PIECES) break;
       uint4 *dst = reinterpret_cast<uint4 *>(area + row * (D + 8) * 2 + c0 * 2);
       if (t < first || t > last) {
-#pragma unroll
-        for (int i = 0; i < E / 8; i++) dst[i] = make_uint4(0, 0, 0, 0);
+        *dst = make_uint4(0, 0, 0, 0);
         continue;
       }
-      uint32_t h[E / 2];
-      convert16<PREC>(raw[j], h);
+      const uint32_t w[4] = {raw[j].x, raw[j].y, raw[j].z, raw[j].w};
+      uint32_t h[4];
 #pragma unroll
-      for (int i = 0; i < E / 8; i++) dst[i] = make_uint4(h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]);
+      for (int i = 0; i < 4; i++) {
+        const __nv_bfloat162 b = *reinterpret_cast<const __nv_bfloat162 *>(&w[i]);
+        h[i] = pack_half2(__bfloat162float(b.x), __bfloat162float(b.y));
+      }
+      *dst = make_uint4(h[0], h[1], h[2], h[3]);
     }
   }
 };
+
+/* ---- 8- and 4-bit pages: packed bytes straight into mma fragments ----------
+ * FP8, INT8 and INT4 chunks skip the fp16 staging: the warp copies the packed
+ * rows into shared memory as they are, and each lane reads its bytes from
+ * there into the tensor cores' fragments, dequantizing in registers (no
+ * conversion pass, no fp16 copy, no ldmatrix). Which channel a fragment
+ * element holds is ours to choose (a dot product does not care about the
+ * order of its terms; the output's channels are put back in order at the
+ * end), so each lane takes the channels whose bytes are contiguous:
+ *  - keys, the A operand of S^T = K Q^T: lane (g = lane / 4, t = lane % 4)
+ *    reads rows g and g + 8, bytes [t, t + 1) x ROW / 4, and q's B fragments
+ *    take the same channels (k_channel);
+ *  - values, the A operand of O^T += V^T P^T: lane g owns the output channels
+ *    [g, g + 1) x D / 8 (v_channel) and reads them from its four tokens'
+ *    rows (2t, 2t + 1, 2t + 8, 2t + 9); a byte permutation pairs two tokens'
+ *    codes, as the fragment wants.
+ * The padding of the rows keeps these reads free of bank conflicts at D = 128.
+ * Rows outside [first, last] are zero codes: finite, and masked anyway. */
+#define PACKED(prec) ((prec) == IKV_FP8_E4M3 || (prec) == IKV_INT8 || (prec) == IKV_INT4)
+
+template <int PREC, int D> struct packed {
+  static constexpr int ROW = PREC == IKV_INT4 ? D / 2 : D; /* bytes of a token row */
+  static constexpr int K_STRIDE = ROW % 256 == 128 ? ROW + 16 : ROW, V_STRIDE = ROW + 16;
+  static constexpr int K_WORDS = ROW / 16, V_WORDS = ROW / 32; /* a lane's words of a K row, of a V row */
+
+  static __device__ __forceinline__ void issue(const uint8_t *tile, int r0, int first, int last, int lane,
+                                               uint8_t *area, int stride) {
+#pragma unroll
+    for (int p = lane; p < ROW; p += 32) { /* 16 rows of ROW / 16 pieces */
+      const int row = p / (ROW / 16), col = p % (ROW / 16) * 16, t = r0 + row;
+      const bool in = t >= first && t <= last;
+      cp_async16(area + row * stride + col, in ? tile + (size_t)t * ROW + col : tile, in);
+    }
+  }
+
+  /* N words from shared memory; INT8 codes come back offset by 128 (byte ^ 0x80), as dequant2 wants */
+  template <int N> static __device__ __forceinline__ void load(uint32_t (&w)[N], const uint8_t *src) {
+    if (N % 4 == 0) {
+#pragma unroll
+      for (int i = 0; i < N / 4; i++) {
+        const uint4 v = reinterpret_cast<const uint4 *>(src)[i];
+        w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+      }
+    } else if (N % 2 == 0) {
+#pragma unroll
+      for (int i = 0; i < N / 2; i++) {
+        const uint2 v = reinterpret_cast<const uint2 *>(src)[i];
+        w[2 * i] = v.x, w[2 * i + 1] = v.y;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < N; i++) w[i] = reinterpret_cast<const uint32_t *>(src)[i];
+    }
+    if (PREC == IKV_INT8)
+#pragma unroll
+      for (int i = 0; i < N; i++) w[i] ^= 0x80808080u;
+  }
+
+  /* Two codes of u to an fp16 pair, exactly: 8-bit formats bytes 2 which and
+   * 2 which + 1; INT4 the low (which 0) or high nibbles of bytes 0 and 2.
+   * INT codes use the 1024 + x trick: 0x6400 | x is the fp16 value 1024 + x. */
+  static __device__ __forceinline__ uint32_t dequant2(uint32_t u, int which) {
+    if (PREC == IKV_FP8_E4M3) {
+      const __half2_raw r = __nv_cvt_fp8x2_to_halfraw2((__nv_fp8x2_storage_t)(u >> 16 * which), __NV_E4M3);
+      return (uint32_t)r.x | ((uint32_t)r.y << 16);
+    }
+    __half2 x;
+    if (PREC == IKV_INT8) {
+      const uint32_t v = __byte_perm(u, 0x64646464u, which ? 0x4342 : 0x4140);
+      x = __hsub2(*reinterpret_cast<const __half2 *>(&v), __half2half2(__ushort_as_half(0x6480))); /* 1024 + 128 */
+    } else {
+      const uint32_t v = (u & (which ? 0x00F000F0u : 0x000F000Fu)) | 0x64006400u;
+      x = *reinterpret_cast<const __half2 *>(&v);
+      x = which ? __hfma2(x, __half2half2(__ushort_as_half(0x2c00)), __half2half2(__ushort_as_half(0xd400))) /* /16 - 64 */
+                : __hsub2(x, __half2half2(__ushort_as_half(0x6400)));                                     /* - 1024 */
+    }
+    return *reinterpret_cast<const uint32_t *>(&x);
+  }
+
+  /* K fragment of k-step ks from the lane's words of rows g (lo) and g + 8 (hi) */
+  static __device__ __forceinline__ void k_frag(const uint32_t (&lo)[K_WORDS], const uint32_t (&hi)[K_WORDS], int ks,
+                                                uint32_t (&a)[4]) {
+    const uint32_t wl = PREC == IKV_INT4 ? lo[ks >> 1] >> 8 * (ks & 1) : lo[ks];
+    const uint32_t wh = PREC == IKV_INT4 ? hi[ks >> 1] >> 8 * (ks & 1) : hi[ks];
+    a[0] = dequant2(wl, 0), a[1] = dequant2(wh, 0), a[2] = dequant2(wl, 1), a[3] = dequant2(wh, 1);
+  }
+
+  /* V^T fragment of tile mt from the lane's four tokens' words */
+  static __device__ __forceinline__ void v_frag(const uint32_t (&v)[4][V_WORDS], int mt, uint32_t (&a)[4]) {
+    const int w = PREC == IKV_INT4 ? mt >> 2 : mt >> 1;
+    /* bytes [tok 0 or 2, tok 1 or 3] interleaved: 8-bit the pair 2 (mt % 2) and + 1, INT4 byte mt % 4 */
+    const uint32_t sel = PREC == IKV_INT4 ? (mt & 3) | (4 + (mt & 3)) << 8 : (mt & 1) ? 0x7362u : 0x5140u;
+    const uint32_t u01 = __byte_perm(v[0][w], v[1][w], sel), u23 = __byte_perm(v[2][w], v[3][w], sel);
+    a[0] = dequant2(u01, 0), a[1] = dequant2(u01, 1), a[2] = dequant2(u23, 0), a[3] = dequant2(u23, 1);
+  }
+};
+
+/* The channel of q's B-fragment element i of register r at k-step ks, for the
+ * lane's t = lane % 4: the order in which PREC's key fragments are read. */
+template <int D, int PREC> __device__ __forceinline__ int k_channel(int t, int ks, int r, int i) {
+  if (PREC == IKV_INT4) return D / 4 * t + 8 * (ks >> 1) + 2 * (ks & 1) + r + 4 * i;
+  if (PACKED(PREC)) return D / 4 * t + 4 * ks + 2 * r + i;
+  return 16 * ks + 2 * t + 8 * r + i;
+}
+
+/* The output channel of accumulator row g (+ 8 when hi) of tile mt. */
+template <int D> __device__ __forceinline__ int v_channel(bool packed_values, int g, int mt, int hi) {
+  return packed_values ? D / 8 * g + 2 * mt + hi : 16 * mt + g + 8 * hi;
+}
 
 /* ---- a block: one work item, one KV head --------------------------------------
  * Each warp takes 16-token chunks of the item's pages: it stages K and V of
@@ -198,8 +261,8 @@ template <int D> struct tiles {
  * the scores, and for INT4 the zero points' contribution q.z added to every
  * score of the head. Values: the per-token (INT8, INT4) or tile (FP8) scale
  * folded into the softmax weight, INT4 zero points into a per-head sum.
- * qb[ks] holds this lane's q^T fragment (head lane / 4, channels
- * 16 ks + 2 (lane % 4) + {0, 1} and + 8). */
+ * qb[ks][r] holds this lane's q^T fragment (head lane / 4, channels
+ * k_channel(lane % 4, ks, r, {0, 1})). */
 template <int D, int PREC>
 __device__ __forceinline__ void fold_keys(const uint8_t *scales, const uint32_t (&qb)[D / 16][2], uint32_t (&qp)[D / 16][2],
                                           float &score_scale, float (&score_bias)[2], int lane) {
@@ -214,15 +277,15 @@ __device__ __forceinline__ void fold_keys(const uint8_t *scales, const uint32_t 
         qp[ks][r] = qb[ks][r];
         continue;
       }
-      const int c = ks * 16 + r * 8 + (lane & 3) * 2;
+      const int c0 = k_channel<D, PREC>(lane & 3, ks, r, 0), c1 = k_channel<D, PREC>(lane & 3, ks, r, 1);
       const float2 q = __half22float2(*reinterpret_cast<const __half2 *>(&qb[ks][r]));
       float s0, s1;
       if (PREC == IKV_INT8) {
-        s0 = reinterpret_cast<const float *>(scales)[c], s1 = reinterpret_cast<const float *>(scales)[c + 1];
+        s0 = reinterpret_cast<const float *>(scales)[c0], s1 = reinterpret_cast<const float *>(scales)[c1];
       } else {
         const __half *sz = reinterpret_cast<const __half *>(scales);
-        s0 = __half2float(sz[2 * c]), s1 = __half2float(sz[2 * c + 2]);
-        zsum += q.x * __half2float(sz[2 * c + 1]) + q.y * __half2float(sz[2 * c + 3]);
+        s0 = __half2float(sz[2 * c0]), s1 = __half2float(sz[2 * c1]);
+        zsum += q.x * __half2float(sz[2 * c0 + 1]) + q.y * __half2float(sz[2 * c1 + 1]);
       }
       qp[ks][r] = pack_half2(q.x * s0, q.y * s1);
     }
@@ -274,8 +337,13 @@ __device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, co
   const uint8_t *page = a.base[PREC] + (size_t)a.csr.page_slot[e] * a.page_bytes[PREC];
   const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
   const int first = a.csr.first[e], last = a.csr.last[e];
-  chunk<PREC, D>::issue(kt, c.r0, first, last, lane, k_area);
-  chunk<PREC, D>::issue(vt, c.r0, first, last, lane, v_area);
+  if (PACKED(PREC)) {
+    packed<PREC, D>::issue(kt, c.r0, first, last, lane, k_area, packed<PREC, D>::K_STRIDE);
+    packed<PREC, D>::issue(vt, c.r0, first, last, lane, v_area, packed<PREC, D>::V_STRIDE);
+  } else {
+    chunk16<PREC, D>::issue(kt, c.r0, first, last, lane, k_area);
+    chunk16<PREC, D>::issue(vt, c.r0, first, last, lane, v_area);
+  }
   /* the scales ride in the same group: per channel for K (or the FP8 tile
    * scale), the chunk's 16 per-token scales for V */
   uint8_t *sc = v_area + tiles<D>::KV * 2;
@@ -288,10 +356,30 @@ __device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, co
   }
 }
 
+/* Q^T as the B operand: head g = lane / 4 (0 beyond the group), in the
+ * channel order PREC's key fragments are read in (k_channel). */
+template <int D, int PREC>
+__device__ __forceinline__ void load_q_frags(const decode_args &a, uint32_t h, uint32_t b, int lane,
+                                             uint32_t (&qb)[D / 16][2]) {
+  const int g = lane >> 2, t = lane & 3;
+  const bool head_live = g < (int)a.group;
+  const size_t qrow = ((size_t)b * a.q_heads + h * a.group + (head_live ? g : 0)) * D;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++)
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const float q0 = load_q(a.q, a.dtype, qrow + k_channel<D, PREC>(t, ks, r, 0));
+      const float q1 = load_q(a.q, a.dtype, qrow + k_channel<D, PREC>(t, ks, r, 1));
+      qb[ks][r] = head_live ? pack_half2(q0, q1) : 0u;
+    }
+}
+
 template <int D, int PREC>
 __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *stage,
-                         const uint32_t (&qb)[D / 16][2], warp_state<D> &ws) {
+                         warp_state<D> &ws) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint32_t qb[D / 16][2];
+  load_q_frags<D, PREC>(a, h, b, lane, qb);
   __half *p_smem = stage + STAGES * tiles<D>::SLOT;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
   cursor ic = {it.begin + warp, 0};
@@ -324,18 +412,34 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
       tile_vscale = PREC == IKV_FP8_E4M3 ? *reinterpret_cast<const float *>(vscales) : 1.0f;
       folded = e;
     }
-    chunk<PREC, D>::convert(r0, first, last, lane, (uint8_t *)ks_smem);
-    chunk<PREC, D>::convert(r0, first, last, lane, (uint8_t *)vs_smem);
-    __syncwarp();
+    if (PREC == IKV_BF16) {
+      chunk16<PREC, D>::convert(r0, first, last, lane, (uint8_t *)ks_smem);
+      chunk16<PREC, D>::convert(r0, first, last, lane, (uint8_t *)vs_smem);
+      __syncwarp();
+    }
     /* S^T = K Q^T: c = (token lane / 4 (+ 8), head 2 (lane % 4) + {0, 1}); two
      * accumulators halve the chain of dependent mma */
     float c[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
+    if (PACKED(PREC)) {
+      typedef packed<PREC, D> pk;
+      const uint8_t *row = (const uint8_t *)ks_smem + (lane >> 2) * pk::K_STRIDE + (lane & 3) * (pk::ROW / 4);
+      uint32_t lo[pk::K_WORDS], hi[pk::K_WORDS];
+      pk::load(lo, row);
+      pk::load(hi, row + 8 * pk::K_STRIDE);
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ks++) {
-      uint32_t ka[4];
-      const int mi = lane >> 3;
-      ldmatrix_x4(ka, ks_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + ks * 16 + (mi >> 1) * 8);
-      mma(ks & 1 ? c2 : c, ka, qp[ks][0], qp[ks][1]);
+      for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t ka[4];
+        pk::k_frag(lo, hi, ks, ka);
+        mma(ks & 1 ? c2 : c, ka, qp[ks][0], qp[ks][1]);
+      }
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t ka[4];
+        const int mi = lane >> 3;
+        ldmatrix_x4(ka, ks_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + ks * 16 + (mi >> 1) * 8);
+        mma(ks & 1 ? c2 : c, ka, qp[ks][0], qp[ks][1]);
+      }
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) c[i] += c2[i];
@@ -383,13 +487,33 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
       __syncwarp();
       uint32_t pb[4];
       ldmatrix_x4(pb, p_smem + (lane & 7) * 16 + ((lane >> 3) & 1) * 8); /* matrices 2, 3 repeat 0, 1 */
+      /* once a head's maximum settles its correction is 1: skip the rescale then */
+      const bool rescale = __any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f);
+      if (rescale)
 #pragma unroll
-      for (int mt = 0; mt < D / 16; mt++) {
-        uint32_t va[4];
-        const int mi = lane >> 3;
-        ldmatrix_x4_trans(va, vs_smem + ((lane & 7) + (mi >> 1) * 8) * (D + 8) + mt * 16 + (mi & 1) * 8);
-        ws.acc[mt][0] *= corr[0], ws.acc[mt][1] *= corr[1], ws.acc[mt][2] *= corr[0], ws.acc[mt][3] *= corr[1];
-        mma(ws.acc[mt], va, pb[0], pb[1]);
+        for (int mt = 0; mt < D / 16; mt++)
+          ws.acc[mt][0] *= corr[0], ws.acc[mt][1] *= corr[1], ws.acc[mt][2] *= corr[0], ws.acc[mt][3] *= corr[1];
+      if (PACKED(PREC)) {
+        typedef packed<PREC, D> pk;
+        uint32_t v[4][pk::V_WORDS];
+#pragma unroll
+        for (int j = 0; j < 4; j++) /* tokens 2t, 2t + 1, 2t + 8, 2t + 9 */
+          pk::load(v[j], (const uint8_t *)vs_smem + (2 * (lane & 3) + (j & 1) + 8 * (j >> 1)) * pk::V_STRIDE +
+                             (lane >> 2) * (pk::ROW / 8));
+#pragma unroll
+        for (int mt = 0; mt < D / 16; mt++) {
+          uint32_t va[4];
+          pk::v_frag(v, mt, va);
+          mma(ws.acc[mt], va, pb[0], pb[1]);
+        }
+      } else {
+#pragma unroll
+        for (int mt = 0; mt < D / 16; mt++) {
+          uint32_t va[4];
+          const int mi = lane >> 3;
+          ldmatrix_x4_trans(va, vs_smem + ((lane & 7) + (mi >> 1) * 8) * (D + 8) + mt * 16 + (mi & 1) * 8);
+          mma(ws.acc[mt], va, pb[0], pb[1]);
+        }
       }
     }
     __syncwarp(); /* every lane is done with this slot (and with P) */
@@ -408,31 +532,21 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(dec
   const ikv_work_item it = a.items[blockIdx.x];
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.y, b = per_head ? it.row / a.kv_heads : it.row;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __half *stage = reinterpret_cast<__half *>(smem) + warp * tiles<D>::STAGE;
-  /* Q^T as the B operand: head g = lane / 4 (0 beyond the group), channels
-   * 16 ks + 2 (lane % 4) + {0, 1} (b0) and + 8 (b1) */
-  uint32_t qb[D / 16][2];
-  const bool head_live = g < (int)a.group;
-  const size_t qrow = ((size_t)b * a.q_heads + h * a.group + (head_live ? g : 0)) * D;
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ks++) {
-    const int c = ks * 16 + (lane & 3) * 2;
-    qb[ks][0] = head_live ? pack_half2(load_q(a.q, a.dtype, qrow + c), load_q(a.q, a.dtype, qrow + c + 1)) : 0u;
-    qb[ks][1] = head_live ? pack_half2(load_q(a.q, a.dtype, qrow + c + 8), load_q(a.q, a.dtype, qrow + c + 9)) : 0u;
-  }
   warp_state<D> ws;
   ws.m[0] = ws.m[1] = -INFINITY, ws.l[0] = ws.l[1] = ws.z[0] = ws.z[1] = 0.0f;
 #pragma unroll
   for (int mt = 0; mt < D / 16; mt++) ws.acc[mt][0] = ws.acc[mt][1] = ws.acc[mt][2] = ws.acc[mt][3] = 0.0f;
   switch (it.precision) { /* block-uniform: one page format per item */
-    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, stage, qb, ws); break;
-    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, stage, qb, ws); break;
-    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, stage, qb, ws); break;
-    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, stage, qb, ws); break;
-    default: run_item<D, IKV_INT4>(a, it, h, b, stage, qb, ws); break;
+    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, stage, ws); break;
+    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, stage, ws); break;
+    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, stage, ws); break;
+    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, stage, ws); break;
+    default: run_item<D, IKV_INT4>(a, it, h, b, stage, ws); break;
   }
   /* the warps' states into shared memory (reusing the staging area) */
+  const bool packed_values = PACKED(it.precision);
   __syncthreads();
   float *mg = reinterpret_cast<float *>(smem); /* [WARPS][8][D + 2]: acc, m, l */
 #pragma unroll
@@ -443,7 +557,8 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(dec
     /* INT4 values: the zero points' share, the same for every channel */
 #pragma unroll
     for (int mt = 0; mt < D / 16; mt++)
-      rec[mt * 16 + (lane >> 2)] = ws.acc[mt][j] + ws.z[j], rec[mt * 16 + (lane >> 2) + 8] = ws.acc[mt][2 + j] + ws.z[j];
+#pragma unroll
+      for (int hi = 0; hi < 2; hi++) rec[v_channel<D>(packed_values, lane >> 2, mt, hi)] = ws.acc[mt][2 * hi + j] + ws.z[j];
     if (lane < 4) rec[D] = ws.m[j], rec[D + 1] = ws.l[j];
   }
   __syncthreads();
