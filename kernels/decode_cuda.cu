@@ -244,16 +244,32 @@ template <int D> __device__ __forceinline__ int v_channel(bool packed_values, in
  * as 16-row tiles). Putting the query group on the n side wastes no lanes on
  * padding rows and keeps the accumulators small. Warps merge at the end. */
 
-#define STAGES 2 /* chunks a warp has in flight: the next loads while this one computes */
+#define STAGES16 2 /* 16-bit chunks a warp has in flight: the next loads while this one computes */
 
 template <int D> struct tiles {
-  static constexpr int KV = 16 * (D + 8);                /* halves: one staged K or V chunk */
+  static constexpr int KV = 16 * (D + 8);                /* halves: one staged fp16 K or V chunk */
   static constexpr int SCALES = (D * 4 + 64) / 2;        /* halves: the K tile's scales, the chunk's V scales */
-  static constexpr int SLOT = 2 * KV + SCALES;           /* halves: one stage */
-  static constexpr int STAGE = STAGES * SLOT + 8 * 16;   /* halves per warp: the stages, and P */
+  static constexpr int SLOT = 2 * KV + SCALES;           /* halves: one 16-bit stage */
+  static constexpr int SLOTS = STAGES16 * SLOT;          /* halves per warp: its staging area */
+  static constexpr int STAGE = SLOTS + 8 * 16;           /* halves per warp: the staging area, and P */
   static constexpr size_t SMEM_STAGE = (size_t)WARPS * STAGE * sizeof(__half);
   static constexpr size_t SMEM_MERGE = (size_t)WARPS * 8 * (D + 2) * sizeof(float);
   static constexpr size_t SMEM = SMEM_STAGE > SMEM_MERGE ? SMEM_STAGE : SMEM_MERGE;
+};
+
+/* One chunk's slot in a warp's staging area: K rows, V rows, then the K
+ * tile's scales and the chunk's V scales. A packed chunk is a half to a
+ * quarter of a 16-bit one, so the same area holds more of them: a warp keeps
+ * N chunks in flight, which the faster-consumed small chunks need to keep
+ * the memory busy. */
+template <int D, int PREC> struct slot_layout {
+  static constexpr int K_BYTES = PACKED(PREC) ? 16 * packed<PREC, D>::K_STRIDE : tiles<D>::KV * 2;
+  static constexpr int V_BYTES = PACKED(PREC) ? 16 * packed<PREC, D>::V_STRIDE : tiles<D>::KV * 2;
+  static constexpr int VS_OFF = PREC == IKV_FP8_E4M3 ? 16 : D * 4; /* V scales within the scales */
+  static constexpr int SIZE = K_BYTES + V_BYTES + VS_OFF + 64;
+  /* INT4 stays at two: its chunks are bound by their conversion work, and
+   * deeper pipelines measured 2-9% slower on H100 (docs/results.md) */
+  static constexpr int N = PREC == IKV_INT4 ? 2 : tiles<D>::SLOTS * 2 / SIZE;
 };
 
 /* Per page: the scales of a tile folded where they cost least. Keys: q of
@@ -262,39 +278,54 @@ template <int D> struct tiles {
  * score of the head. Values: the per-token (INT8, INT4) or tile (FP8) scale
  * folded into the softmax weight, INT4 zero points into a per-head sum.
  * qb[ks][r] holds this lane's q^T fragment (head lane / 4, channels
- * k_channel(lane % 4, ks, r, {0, 1})). */
+ * k_channel(lane % 4, ks, r, {0, 1})): for the packed formats the lane's
+ * channels are D / 4 (lane % 4) + [0, D / 4), so its scales are one run. */
 template <int D, int PREC>
 __device__ __forceinline__ void fold_keys(const uint8_t *scales, const uint32_t (&qb)[D / 16][2], uint32_t (&qp)[D / 16][2],
                                           float &score_scale, float (&score_bias)[2], int lane) {
   score_scale = 1.0f, score_bias[0] = score_bias[1] = 0.0f;
   if (PREC == IKV_FP8_E4M3) score_scale = *reinterpret_cast<const float *>(scales);
-  float zsum = 0.0f;
+  if (PREC == IKV_INT8) { /* k-step ks: channels 4 ks + [0, 4) of the run */
+    const float4 *run = reinterpret_cast<const float4 *>(scales) + (lane & 3) * (D / 16);
 #pragma unroll
-  for (int ks = 0; ks < D / 16; ks++)
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      if (PREC != IKV_INT8 && PREC != IKV_INT4) {
-        qp[ks][r] = qb[ks][r];
-        continue;
-      }
-      const int c0 = k_channel<D, PREC>(lane & 3, ks, r, 0), c1 = k_channel<D, PREC>(lane & 3, ks, r, 1);
-      const float2 q = __half22float2(*reinterpret_cast<const __half2 *>(&qb[ks][r]));
-      float s0, s1;
-      if (PREC == IKV_INT8) {
-        s0 = reinterpret_cast<const float *>(scales)[c0], s1 = reinterpret_cast<const float *>(scales)[c1];
-      } else {
-        const __half *sz = reinterpret_cast<const __half *>(scales);
-        s0 = __half2float(sz[2 * c0]), s1 = __half2float(sz[2 * c1]);
-        zsum += q.x * __half2float(sz[2 * c0 + 1]) + q.y * __half2float(sz[2 * c1 + 1]);
-      }
-      qp[ks][r] = pack_half2(q.x * s0, q.y * s1);
+    for (int ks = 0; ks < D / 16; ks++) {
+      const float4 sc = run[ks];
+      const float2 q0 = __half22float2(*reinterpret_cast<const __half2 *>(&qb[ks][0]));
+      const float2 q1 = __half22float2(*reinterpret_cast<const __half2 *>(&qb[ks][1]));
+      qp[ks][0] = pack_half2(q0.x * sc.x, q0.y * sc.y), qp[ks][1] = pack_half2(q1.x * sc.z, q1.y * sc.w);
     }
-  if (PREC == IKV_INT4) { /* q.z of head lane / 4 summed over its quad; lanes 4h.. hold head h */
-    zsum += __shfl_xor_sync(0xffffffffu, zsum, 1);
-    zsum += __shfl_xor_sync(0xffffffffu, zsum, 2);
-    /* this lane needs the bias of heads 2 (lane % 4) and + 1: held by lanes 8 (lane % 4) and + 4 */
-    score_bias[0] = __shfl_sync(0xffffffffu, zsum, (lane & 3) * 8);
-    score_bias[1] = __shfl_sync(0xffffffffu, zsum, (lane & 3) * 8 + 4);
+  } else if (PREC == IKV_INT4) {
+    /* a channel's (fp16 scale, fp16 zero) is one word; k-steps 2w and 2w + 1
+     * take channels 8w + {0, 2} (r = 0) and + {1, 3} (r = 1), each with the
+     * channel 4 further: words A and B of the run. q.z comes from the tensor
+     * cores: the zero points as every row of an A operand give, in each row
+     * of the result, the per-head sums the scores need, where this lane
+     * needs them (heads 2 (lane % 4) + {0, 1}). */
+    const uint4 *run = reinterpret_cast<const uint4 *>(scales) + (lane & 3) * (D / 16);
+    float zc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int w = 0; w < D / 32; w++) {
+      const uint4 A = run[2 * w], B = run[2 * w + 1];
+      const uint32_t wa[4] = {A.x, A.y, A.z, A.w}, wb[4] = {B.x, B.y, B.z, B.w};
+#pragma unroll
+      for (int odd = 0; odd < 2; odd++) {
+        const int ks = 2 * w + odd;
+        uint32_t za[4];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+          const uint32_t s2 = __byte_perm(wa[2 * odd + r], wb[2 * odd + r], 0x5410);
+          const uint32_t z2 = __byte_perm(wa[2 * odd + r], wb[2 * odd + r], 0x7632);
+          const __half2 prod = __hmul2(*reinterpret_cast<const __half2 *>(&qb[ks][r]), *reinterpret_cast<const __half2 *>(&s2));
+          qp[ks][r] = *reinterpret_cast<const uint32_t *>(&prod);
+          za[2 * r] = za[2 * r + 1] = z2;
+        }
+        mma(zc, za, qb[ks][0], qb[ks][1]);
+      }
+    }
+    score_bias[0] = zc[0], score_bias[1] = zc[1];
+  } else {
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) qp[ks][0] = qb[ks][0], qp[ks][1] = qb[ks][1];
   }
 }
 
@@ -312,8 +343,9 @@ __device__ __forceinline__ float over_tokens_sum(float x) {
 
 /* A warp's softmax state: this lane's two heads 2 (lane % 4) + {0, 1}. */
 template <int D> struct warp_state {
-  float m[2], l[2], z[2];
-  float acc[D / 16][4]; /* O^T tile mt: (channel 16 mt + lane / 4 (+ 8), head 2 (lane % 4) + {0, 1}) */
+  float m[2];
+  float l[2], z[2]; /* sums over this lane's tokens until the end, then over the warp's */
+  float acc[D / 16][4]; /* O^T tile mt: (channel v_channel(lane / 4, mt, 0 or 1), head 2 (lane % 4) + {0, 1}) */
 };
 
 /* The warp's chunks in order: its entries (every WARPS-th of the item), each
@@ -331,8 +363,9 @@ __device__ __forceinline__ void cursor_next(const decode_args &a, const ikv_work
 }
 
 template <int D, int PREC>
-__device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, const cursor &c, uint8_t *k_area,
-                                            uint8_t *v_area, int lane) {
+__device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, const cursor &c, uint8_t *slot, int lane) {
+  typedef slot_layout<D, PREC> L;
+  uint8_t *k_area = slot, *v_area = slot + L::K_BYTES, *sc = v_area + L::V_BYTES;
   const int32_t e = a.entries[c.k];
   const uint8_t *page = a.base[PREC] + (size_t)a.csr.page_slot[e] * a.page_bytes[PREC];
   const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
@@ -346,13 +379,12 @@ __device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, co
   }
   /* the scales ride in the same group: per channel for K (or the FP8 tile
    * scale), the chunk's 16 per-token scales for V */
-  uint8_t *sc = v_area + tiles<D>::KV * 2;
   if (PREC == IKV_INT8 || PREC == IKV_INT4) {
     for (int p = lane; p < D * 4 / 16; p += 32) cp_async16(sc + p * 16, kt + a.payload[PREC] + p * 16, true);
-    if (lane < 4) cp_async16(sc + D * 4 + lane * 16, vt + a.payload[PREC] + c.r0 * 4 + lane * 16, true);
+    if (lane < 4) cp_async16(sc + L::VS_OFF + lane * 16, vt + a.payload[PREC] + c.r0 * 4 + lane * 16, true);
   } else if (PREC == IKV_FP8_E4M3 && lane == 0) {
     cp_async16(sc, kt + a.payload[PREC], true); /* a tile scale and its padding: 16 bytes */
-    cp_async16(sc + D * 4, vt + a.payload[PREC], true);
+    cp_async16(sc + L::VS_OFF, vt + a.payload[PREC], true);
   }
 }
 
@@ -377,20 +409,20 @@ __device__ __forceinline__ void load_q_frags(const decode_args &a, uint32_t h, u
 template <int D, int PREC>
 __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *stage,
                          warp_state<D> &ws) {
+  typedef slot_layout<D, PREC> L;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint32_t qb[D / 16][2];
   load_q_frags<D, PREC>(a, h, b, lane, qb);
-  __half *p_smem = stage + STAGES * tiles<D>::SLOT;
+  __half *p_smem = stage + tiles<D>::SLOTS;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
   cursor ic = {it.begin + warp, 0};
   if (ic.k < it.end) ic.r0 = a.csr.first[a.entries[ic.k]] & ~15;
   const cursor start = ic;
-  /* prologue: the first STAGES chunks in flight (one commit group each, empty or not) */
+  /* prologue: the first N chunks in flight (one commit group each, empty or not) */
 #pragma unroll
-  for (int st = 0; st < STAGES; st++) {
+  for (int st = 0; st < L::N; st++) {
     if (ic.k < it.end) {
-      __half *area = stage + st * tiles<D>::SLOT;
-      issue_chunk<D, PREC>(a, h, ic, (uint8_t *)area, (uint8_t *)(area + tiles<D>::KV), lane);
+      issue_chunk<D, PREC>(a, h, ic, (uint8_t *)stage + st * L::SIZE, lane);
       cursor_next(a, it, ic);
     }
     cp_async_commit();
@@ -403,9 +435,10 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
     const int32_t e = a.entries[pc.k];
     const int first = a.csr.first[e], last = a.csr.last[e], r0 = pc.r0;
     const int64_t base_pos = (int64_t)a.csr.page_index[e] * a.page_size;
-    __half *ks_smem = stage + slot * tiles<D>::SLOT, *vs_smem = ks_smem + tiles<D>::KV;
-    const uint8_t *kscales = (const uint8_t *)(vs_smem + tiles<D>::KV), *vscales = kscales + D * 4; /* staged */
-    cp_async_wait<STAGES - 1>(); /* this chunk's group has landed (for this lane) */
+    uint8_t *slot_bytes = (uint8_t *)stage + slot * L::SIZE;
+    __half *ks_smem = (__half *)slot_bytes, *vs_smem = (__half *)(slot_bytes + L::K_BYTES);
+    const uint8_t *kscales = slot_bytes + L::K_BYTES + L::V_BYTES, *vscales = kscales + L::VS_OFF; /* staged */
+    cp_async_wait<L::N - 1>(); /* this chunk's group has landed (for this lane) */
     __syncwarp();                /* ... and for every lane */
     if (e != folded) { /* a new page: fold its scales */
       fold_keys<D, PREC>(kscales, qb, qp, score_scale, score_bias, lane);
@@ -472,8 +505,8 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
       live = true;
       corr[j] = exp2f(ws.m[j] - mn);
       const float w_lo = exp2f(s_lo - mn), w_hi = exp2f(s_hi - mn);
-      ws.l[j] = ws.l[j] * corr[j] + over_tokens_sum(w_lo + w_hi);
-      if (PREC == IKV_INT4) ws.z[j] = ws.z[j] * corr[j] + over_tokens_sum(w_lo * vz_lo + w_hi * vz_hi);
+      ws.l[j] = ws.l[j] * corr[j] + (w_lo + w_hi); /* this lane's tokens: summed over the warp at the end */
+      if (PREC == IKV_INT4) ws.z[j] = ws.z[j] * corr[j] + (w_lo * vz_lo + w_hi * vz_hi);
       ws.m[j] = mn;
       p[j] = w_lo * vs_lo, p[2 + j] = w_hi * vs_hi;
     }
@@ -517,17 +550,18 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
       }
     }
     __syncwarp(); /* every lane is done with this slot (and with P) */
-    if (ic.k < it.end) { /* refill the slot with the chunk STAGES ahead */
-      issue_chunk<D, PREC>(a, h, ic, (uint8_t *)ks_smem, (uint8_t *)vs_smem, lane);
+    if (ic.k < it.end) { /* refill the slot with the chunk N ahead */
+      issue_chunk<D, PREC>(a, h, ic, slot_bytes, lane);
       cursor_next(a, it, ic);
     }
     cp_async_commit();
-    slot = slot + 1 == STAGES ? 0 : slot + 1;
+    slot = slot + 1 == L::N ? 0 : slot + 1;
   }
   cp_async_wait<0>();
 }
 
-template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(decode_args a) {
+/* Three blocks an SM fit in shared memory below head_dim 256: registers must not be what limits */
+template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) decode_kernel(decode_args a) {
   extern __shared__ __align__(16) unsigned char smem[];
   const ikv_work_item it = a.items[blockIdx.x];
   const bool per_head = a.csr.per_kv_head != 0;
@@ -545,6 +579,9 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(dec
     case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, stage, ws); break;
     default: run_item<D, IKV_INT4>(a, it, h, b, stage, ws); break;
   }
+#pragma unroll
+  for (int j = 0; j < 2; j++)
+    ws.l[j] = over_tokens_sum(ws.l[j]), ws.z[j] = over_tokens_sum(ws.z[j]);
   /* the warps' states into shared memory (reusing the staging area) */
   const bool packed_values = PACKED(it.precision);
   __syncthreads();
@@ -558,7 +595,9 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32) decode_kernel(dec
 #pragma unroll
     for (int mt = 0; mt < D / 16; mt++)
 #pragma unroll
-      for (int hi = 0; hi < 2; hi++) rec[v_channel<D>(packed_values, lane >> 2, mt, hi)] = ws.acc[mt][2 * hi + j] + ws.z[j];
+      for (int hi = 0; hi < 2; hi++)
+        rec[v_channel<D>(packed_values, lane >> 2, mt, hi)] =
+            ws.acc[mt][2 * hi + j] + ws.z[j];
     if (lane < 4) rec[D] = ws.m[j], rec[D + 1] = ws.l[j];
   }
   __syncthreads();

@@ -17,7 +17,8 @@ enum { D = 128, P = 16, HQ = 32, DISTINCT = 64, REPLAYS = 30 };
 #define L2_ROTATE_BYTES (512ull << 20) /* rotate layers until this much KV: no L2 reuse */
 
 static const char usage[] =
-    "usage: ikv bench decode [--json] [--quick]\n\n"
+    "usage: ikv bench decode [--json] [--quick] [--batch N] [--context N] [--kv-heads N]\n"
+    "                        [--variant NAME]\n\n"
     "Times the fused paged decode kernel (head_dim 128, 16-token pages, fp16\n"
     "queries and outputs) over batch {1, 8, 32} x context {4K, 16K, 32K, 64K, 128K}\n"
     "x query/KV heads {32/8, 32/32}: dense fp16 pages; all fp8, all int8, all int4;\n"
@@ -27,8 +28,11 @@ static const char usage[] =
     "no replay reads from L2. Reports KV bytes read (scales included), GB/s, the\n"
     "fraction of the device-to-device copy bandwidth measured in the same run\n"
     "(bytes read + written per second), and the speedup over its own dense fp16.\n"
-    "--quick: batch 1 and 8, contexts 4K and 32K. Configurations whose KV does\n"
-    "not fit the arena (44 GiB) are reported as skipped.\n";
+    "--quick: batch 1 and 8, contexts 4K and 32K. --batch, --context, --kv-heads\n"
+    "and --variant keep only the sweep's points with that value (one shape or\n"
+    "format under a profiler, say); with --variant the dense fp16 baseline is\n"
+    "not run and speedups read 0. Configurations whose KV does not fit\n"
+    "the arena (44 GiB) are reported as skipped.\n";
 
 typedef struct variant {
   const char *name;
@@ -205,9 +209,38 @@ static result run_config(uint8_t *arena, const ikv_geometry *g, uint32_t batch, 
   return res;
 }
 
+/* 1 when x is 0 (no filter) or one of the sweep's values; else a message. */
+static int one_of(uint32_t x, const uint32_t *values, int n, const char *flag) {
+  for (int i = 0; i < n; i++)
+    if (x == values[i]) return 1;
+  if (!x) return 1;
+  fprintf(stderr, "ikv bench decode: %s %u is not in the sweep (", flag, x);
+  for (int i = 0; i < n; i++) fprintf(stderr, "%s%u", i ? ", " : "", values[i]);
+  fprintf(stderr, ")\n");
+  return 0;
+}
+
+static int known_variant(const char *name) {
+  if (!name) return 1;
+  for (size_t v = 0; v < N_VARIANTS; v++)
+    if (!strcmp(variants[v].name, name)) return 1;
+  fprintf(stderr, "ikv bench decode: no variant '%s' (", name);
+  for (size_t v = 0; v < N_VARIANTS; v++) fprintf(stderr, "%s%s", v ? ", " : "", variants[v].name);
+  fprintf(stderr, ")\n");
+  return 0;
+}
+
 int ikv_bench_decode(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
   int json = ikv_has_flag(argc, argv, "--json"), quick = ikv_has_flag(argc, argv, "--quick");
+  const uint32_t batches[] = {1, 8, 32}, contexts[] = {4096, 16384, 32768, 65536, 131072}, kv_heads[] = {8, 32};
+  uint32_t only_batch, only_context, only_heads;
+  const char *only_variant = ikv_flag_value(argc, argv, "--variant");
+  if (!ikv_flag_u32(argc, argv, "--batch", 0, &only_batch) || !ikv_flag_u32(argc, argv, "--context", 0, &only_context) ||
+      !ikv_flag_u32(argc, argv, "--kv-heads", 0, &only_heads) || !one_of(only_batch, batches, 3, "--batch") ||
+      !one_of(only_context, contexts, 5, "--context") || !one_of(only_heads, kv_heads, 2, "--kv-heads") ||
+      !known_variant(only_variant))
+    return 2;
   int progress = isatty(2); /* a progress line on a terminal only */
   int n_dev = 0;
   if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
@@ -221,7 +254,6 @@ int ikv_bench_decode(int argc, char **argv) {
   double copy_bw = bench_copy_bandwidth(arena);
   char date[32];
   bench_date(date, sizeof(date));
-  const uint32_t batches[] = {1, 8, 32}, contexts[] = {4096, 16384, 32768, 65536, 131072}, kv_heads[] = {8, 32};
   if (json)
     printf("{\"bench\": \"decode\", \"device\": \"%s\", \"date\": \"%s\", \"copy_bandwidth_gbs\": %.1f, \"head_dim\": %d, "
            "\"page_size\": %d, \"q_heads\": %d, \"results\": [",
@@ -232,13 +264,16 @@ int ikv_bench_decode(int argc, char **argv) {
            "of_copy", "speedup");
   int first_row = 1;
   for (int hi = 0; hi < 2; hi++) {
+    if (only_heads && kv_heads[hi] != only_heads) continue;
     ikv_geometry g = {.layers = 1, .kv_heads = kv_heads[hi], .head_dim = D, .page_size = P};
     make_seeds(&g);
     for (int bi = 0; bi < 3; bi++)
       for (int ci = 0; ci < 5; ci++) {
         if (quick && (bi == 2 || (ci != 0 && ci != 2))) continue;
+        if ((only_batch && batches[bi] != only_batch) || (only_context && contexts[ci] != only_context)) continue;
         double dense_us = 0;
         for (size_t v = 0; v < N_VARIANTS; v++) {
+          if (only_variant && strcmp(variants[v].name, only_variant)) continue;
           if (progress)
             fprintf(stderr, "\r%u x %u, %u/%u heads, %s          ", batches[bi], contexts[ci], HQ, kv_heads[hi], variants[v].name);
           result r = run_config(arena, &g, batches[bi], contexts[ci], &variants[v], prop.multiProcessorCount);
