@@ -348,28 +348,49 @@ template <int D> struct warp_state {
   float acc[D / 16][4]; /* O^T tile mt: (channel v_channel(lane / 4, mt, 0 or 1), head 2 (lane % 4) + {0, 1}) */
 };
 
-/* The warp's chunks in order: its entries (every WARPS-th of the item), each
- * in 16-token steps over [first, last]. */
-struct cursor {
-  uint32_t k;
-  int r0;
+/* The warp's entries (every WARPS-th of the item: its n-th is item entry
+ * it.begin + warp + WARPS n), their plan fields held in registers, entry n
+ * in lane n % 32, so a chunk's fields are a shuffle away instead of a chain
+ * of dependent global loads. Lanes 0-15 and 16-31 form a ring of two
+ * halves: when the consumer enters a half, the other one is reloaded with
+ * the 16 entries after it, long before the producer (at most N chunks
+ * ahead) needs them. */
+struct warp_entries {
+  int32_t slot, page; /* pool slot, logical page index */
+  uint32_t span;      /* first | last << 16 */
+  int count, loaded;  /* the warp's entries; entries loaded so far */
 };
 
-__device__ __forceinline__ void cursor_next(const decode_args &a, const ikv_work_item &it, cursor &c) {
+__device__ __forceinline__ void load_entry(const decode_args &a, const ikv_work_item &it, int n, warp_entries &m) {
+  if (n >= m.count) return;
+  const int32_t e = a.entries[it.begin + (threadIdx.x >> 5) + WARPS * n];
+  m.slot = a.csr.page_slot[e], m.page = a.csr.page_index[e];
+  m.span = (uint32_t)a.csr.first[e] | (uint32_t)a.csr.last[e] << 16;
+}
+
+__device__ __forceinline__ uint32_t entry_span(const warp_entries &m, int n) { return __shfl_sync(0xffffffffu, m.span, n & 31); }
+
+/* The warp's chunks in order: its entries, each in 16-token steps over [first, last]. */
+struct cursor {
+  int n, r0;
+};
+
+__device__ __forceinline__ void cursor_next(const warp_entries &m, cursor &c) {
   c.r0 += 16;
-  if (c.r0 <= a.csr.last[a.entries[c.k]]) return;
-  c.k += WARPS;
-  if (c.k < it.end) c.r0 = a.csr.first[a.entries[c.k]] & ~15;
+  if (c.r0 <= (int)(entry_span(m, c.n) >> 16)) return;
+  c.n++;
+  if (c.n < m.count) c.r0 = (int)(entry_span(m, c.n) & 0xffffu) & ~15;
 }
 
 template <int D, int PREC>
-__device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, const cursor &c, uint8_t *slot, int lane) {
+__device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, const warp_entries &m, const cursor &c,
+                                            uint8_t *slot, int lane) {
   typedef slot_layout<D, PREC> L;
   uint8_t *k_area = slot, *v_area = slot + L::K_BYTES, *sc = v_area + L::V_BYTES;
-  const int32_t e = a.entries[c.k];
-  const uint8_t *page = a.base[PREC] + (size_t)a.csr.page_slot[e] * a.page_bytes[PREC];
+  const uint32_t span = entry_span(m, c.n);
+  const uint8_t *page = a.base[PREC] + (size_t)__shfl_sync(0xffffffffu, m.slot, c.n & 31) * a.page_bytes[PREC];
   const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
-  const int first = a.csr.first[e], last = a.csr.last[e];
+  const int first = (int)(span & 0xffffu), last = (int)(span >> 16);
   if (PACKED(PREC)) {
     packed<PREC, D>::issue(kt, c.r0, first, last, lane, k_area, packed<PREC, D>::K_STRIDE);
     packed<PREC, D>::issue(vt, c.r0, first, last, lane, v_area, packed<PREC, D>::V_STRIDE);
@@ -415,26 +436,34 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
   load_q_frags<D, PREC>(a, h, b, lane, qb);
   __half *p_smem = stage + tiles<D>::SLOTS;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
-  cursor ic = {it.begin + warp, 0};
-  if (ic.k < it.end) ic.r0 = a.csr.first[a.entries[ic.k]] & ~15;
+  warp_entries m;
+  m.count = it.end > it.begin + warp ? ((int)(it.end - it.begin) - warp + WARPS - 1) / WARPS : 0;
+  m.loaded = 32;
+  load_entry(a, it, lane, m);
+  cursor ic = {0, 0};
+  if (m.count) ic.r0 = (int)(entry_span(m, 0) & 0xffffu) & ~15;
   const cursor start = ic;
   /* prologue: the first N chunks in flight (one commit group each, empty or not) */
 #pragma unroll
   for (int st = 0; st < L::N; st++) {
-    if (ic.k < it.end) {
-      issue_chunk<D, PREC>(a, h, ic, (uint8_t *)stage + st * L::SIZE, lane);
-      cursor_next(a, it, ic);
+    if (ic.n < m.count) {
+      issue_chunk<D, PREC>(a, h, m, ic, (uint8_t *)stage + st * L::SIZE, lane);
+      cursor_next(m, ic);
     }
     cp_async_commit();
   }
-  int32_t folded = -1;
+  int folded = -1;
   uint32_t qp[D / 16][2];
   float score_scale = 1.0f, score_bias[2] = {0.0f, 0.0f}, tile_vscale = 1.0f;
   int slot = 0;
-  for (cursor pc = start; pc.k < it.end; cursor_next(a, it, pc)) {
-    const int32_t e = a.entries[pc.k];
-    const int first = a.csr.first[e], last = a.csr.last[e], r0 = pc.r0;
-    const int64_t base_pos = (int64_t)a.csr.page_index[e] * a.page_size;
+  for (cursor pc = start; pc.n < m.count; cursor_next(m, pc)) {
+    if (pc.n >= m.loaded - 16 && m.loaded < m.count) { /* entered the newer half: reload the older one */
+      if ((lane >> 4) == ((m.loaded >> 4) & 1)) load_entry(a, it, m.loaded + (lane & 15), m);
+      m.loaded += 16;
+    }
+    const uint32_t span = entry_span(m, pc.n);
+    const int first = (int)(span & 0xffffu), last = (int)(span >> 16), r0 = pc.r0, e = pc.n;
+    const int64_t base_pos = (int64_t)__shfl_sync(0xffffffffu, m.page, pc.n & 31) * a.page_size;
     uint8_t *slot_bytes = (uint8_t *)stage + slot * L::SIZE;
     __half *ks_smem = (__half *)slot_bytes, *vs_smem = (__half *)(slot_bytes + L::K_BYTES);
     const uint8_t *kscales = slot_bytes + L::K_BYTES + L::V_BYTES, *vscales = kscales + L::VS_OFF; /* staged */
@@ -550,9 +579,9 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
       }
     }
     __syncwarp(); /* every lane is done with this slot (and with P) */
-    if (ic.k < it.end) { /* refill the slot with the chunk N ahead */
-      issue_chunk<D, PREC>(a, h, ic, slot_bytes, lane);
-      cursor_next(a, it, ic);
+    if (ic.n < m.count) { /* refill the slot with the chunk N ahead */
+      issue_chunk<D, PREC>(a, h, m, ic, slot_bytes, lane);
+      cursor_next(m, ic);
     }
     cp_async_commit();
     slot = slot + 1 == L::N ? 0 : slot + 1;
