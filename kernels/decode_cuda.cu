@@ -650,28 +650,18 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) 
 }
 
 /* One block per (sequence, query head): merges the row's partials by
- * log-sum-exp and writes out and lse. The items' maxima and weights are
- * spread over the block's threads (a long row has hundreds of items), the
- * weighted sums over channels, with many loads in flight. */
+ * log-sum-exp and writes out and lse. The items' maxima are spread over the
+ * block's threads; then each warp takes every fourth item, a lane D / 32 of
+ * its channels, with several items' loads in flight, and the warps' sums
+ * meet in shared memory: a few round trips to L2 however long the row. */
 #define MERGE_THREADS 128
-
-__device__ __forceinline__ float block_reduce(float x, bool is_max, float *scratch) {
-#pragma unroll
-  for (int off = 16; off; off >>= 1) {
-    const float y = __shfl_xor_sync(0xffffffffu, x, off);
-    x = is_max ? fmaxf(x, y) : x + y;
-  }
-  __syncthreads(); /* scratch may hold the previous reduction */
-  if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = x;
-  __syncthreads();
-  x = scratch[0];
-  for (int w = 1; w < MERGE_THREADS / 32; w++) x = is_max ? fmaxf(x, scratch[w]) : x + scratch[w];
-  return x;
-}
+#define MERGE_WARPS (MERGE_THREADS / 32)
 
 template <int D> __global__ void __launch_bounds__(MERGE_THREADS) merge_kernel(decode_args a, uint32_t hh_count) {
-  __shared__ float weight[MERGE_THREADS], scratch[MERGE_THREADS / 32];
+  constexpr int CPL = D / 32; /* channels a lane */
+  __shared__ float part[MERGE_WARPS][D], part_l[MERGE_WARPS], scratch[MERGE_WARPS];
   const uint32_t b = blockIdx.x, j = blockIdx.y, h = j / a.group, g = j % a.group;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t r = per_head ? b * a.kv_heads + h : b, hh = per_head ? 0 : h;
   const int32_t i0 = a.row_items[r], i1 = a.row_items[r + 1];
@@ -679,33 +669,40 @@ template <int D> __global__ void __launch_bounds__(MERGE_THREADS) merge_kernel(d
   const float *rec0 = a.ws + ((size_t)(i0 * hh_count + hh) * a.group + g) * (D + 2);
   float M = -INFINITY;
   for (int32_t i = i0 + threadIdx.x; i < i1; i += MERGE_THREADS) M = fmaxf(M, rec0[(i - i0) * stride + D]);
-  M = block_reduce(M, true, scratch);
-  float L = 0.0f, A[(D + MERGE_THREADS - 1) / MERGE_THREADS] = {0.0f};
-  if (M != -INFINITY)
-    for (int32_t c0 = i0; c0 < i1; c0 += MERGE_THREADS) { /* items in chunks of MERGE_THREADS */
-      const int32_t i = c0 + threadIdx.x;
-      const float w = i < i1 ? exp2f(rec0[(i - i0) * stride + D] - M) : 0.0f;
-      L += i < i1 ? rec0[(i - i0) * stride + D + 1] * w : 0.0f;
-      __syncthreads();
-      weight[threadIdx.x] = w;
-      __syncthreads();
-      const int32_t n = i1 - c0 < MERGE_THREADS ? i1 - c0 : MERGE_THREADS;
 #pragma unroll
-      for (int k = 0; k < (D + MERGE_THREADS - 1) / MERGE_THREADS; k++) {
-        const int d = threadIdx.x + k * MERGE_THREADS;
-        if (d >= D) break;
-        float sum = 0.0f;
-#pragma unroll 8
-        for (int32_t x = 0; x < n; x++) sum += rec0[(c0 - i0 + x) * stride + d] * weight[x];
-        A[k] += sum;
+  for (int off = 16; off; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+  if (lane == 0) scratch[warp] = M;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < MERGE_WARPS; w++) M = fmaxf(M, scratch[w]);
+  float acc[CPL] = {0.0f}, L = 0.0f;
+  if (M != -INFINITY) {
+#pragma unroll 4
+    for (int32_t i = i0 + warp; i < i1; i += MERGE_WARPS) {
+      const float *rec = rec0 + (size_t)(i - i0) * stride;
+      const float w = exp2f(rec[D] - M); /* 0 for an item that kept no key */
+      L += rec[D + 1] * w;
+      const float2 *v = reinterpret_cast<const float2 *>(rec + lane * CPL); /* records are 8-byte aligned */
+#pragma unroll
+      for (int c = 0; c < CPL / 2; c++) {
+        const float2 x = v[c];
+        acc[2 * c] += x.x * w, acc[2 * c + 1] += x.y * w;
       }
     }
-  L = block_reduce(L, false, scratch);
-  const size_t o = ((size_t)b * a.q_heads + j) * D;
+  }
 #pragma unroll
-  for (int k = 0; k < (D + MERGE_THREADS - 1) / MERGE_THREADS; k++) {
-    const int d = threadIdx.x + k * MERGE_THREADS;
-    if (d < D) store_out(a.out, a.dtype, o + d, L > 0.0f ? A[k] / L : 0.0f);
+  for (int c = 0; c < CPL; c++) part[warp][lane * CPL + c] = acc[c];
+  if (lane == 0) part_l[warp] = L;
+  __syncthreads();
+  L = 0.0f;
+#pragma unroll
+  for (int w = 0; w < MERGE_WARPS; w++) L += part_l[w];
+  const size_t o = ((size_t)b * a.q_heads + j) * D;
+  for (int d = threadIdx.x; d < D; d += MERGE_THREADS) {
+    float A = 0.0f;
+#pragma unroll
+    for (int w = 0; w < MERGE_WARPS; w++) A += part[w][d];
+    store_out(a.out, a.dtype, o + d, L > 0.0f ? A / L : 0.0f);
   }
   if (threadIdx.x == 0) a.lse[(size_t)b * a.q_heads + j] = L > 0.0f ? (M + log2f(L)) * LN2 : -INFINITY;
 }
