@@ -238,7 +238,7 @@ template <int D> __device__ __forceinline__ int v_channel(bool packed_values, in
 
 /* ---- a block: one work item, one KV head --------------------------------------
  * Each warp takes 16-token chunks of the item's pages: it stages K and V of
- * the chunk as fp16 in shared memory, then on tensor cores computes the
+ * the chunk in shared memory (fp16, or packed), then on tensor cores computes the
  * scores transposed, S^T = K Q^T (16 tokens x the query group, up to 8 heads:
  * the mma's n), an online softmax per head, and O^T += V^T P^T (the head_dim
  * as 16-row tiles). Putting the query group on the n side wastes no lanes on
