@@ -717,13 +717,22 @@ extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per
    * item so each warp streams several chunks through its pipeline: the best
    * of the sizes measured on H100 for small and for large caches; 8 when
    * items of 16 would not fill the SMs once (small caches and selections,
-   * where latency rules) */
+   * where latency rules); and one full wave rather than a second mostly
+   * empty one (docs/results.md) */
   const uint64_t sms = (uint64_t)(sm_count > 0 ? sm_count : 1), heads = (uint64_t)rows * kv_heads_per_row;
   uint64_t blocks_wanted = 10ull * sms;
   uint64_t per_row = heads ? (blocks_wanted + heads - 1) / heads : 1;
   uint64_t pages = (pages_per_row + per_row - 1) / per_row;
   const uint32_t least = heads * ((pages_per_row + 15) / 16) < sms ? 8 : 16;
-  return pages < least ? least : (uint32_t)pages;
+  if (pages < least) pages = least;
+  /* between one and two waves of resident blocks, the second would run
+   * mostly empty: larger items make one full wave instead */
+  const uint64_t slots = 3 * sms, blocks = heads * ((pages_per_row + pages - 1) / pages);
+  if (blocks > slots && blocks < 2 * slots && heads <= slots) {
+    per_row = slots / heads;
+    pages = (pages_per_row + per_row - 1) / per_row;
+  }
+  return (uint32_t)pages;
 }
 
 extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_attn_params *p, const ikv_cuda_plan *plan) {
