@@ -717,20 +717,22 @@ extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per
    * item so each warp streams several chunks through its pipeline: the best
    * of the sizes measured on H100 for small and for large caches; 8 when
    * items of 16 would not fill the SMs once (small caches and selections,
-   * where latency rules); and one full wave rather than a second mostly
-   * empty one (docs/results.md) */
+   * where latency rules) */
   const uint64_t sms = (uint64_t)(sm_count > 0 ? sm_count : 1), heads = (uint64_t)rows * kv_heads_per_row;
   uint64_t blocks_wanted = 10ull * sms;
   uint64_t per_row = heads ? (blocks_wanted + heads - 1) / heads : 1;
   uint64_t pages = (pages_per_row + per_row - 1) / per_row;
   const uint32_t least = heads * ((pages_per_row + 15) / 16) < sms ? 8 : 16;
   if (pages < least) pages = least;
-  /* between one and two waves of resident blocks, the second would run
-   * mostly empty: larger items make one full wave instead */
+  /* a last wave of resident blocks that would run less than half full (or,
+   * under two waves, at all): larger items that fill the waves before it;
+   * from two waves on, only where the rows split finely enough to fill them
+   * (measured in docs/results.md) */
   const uint64_t slots = 3 * sms, blocks = heads * ((pages_per_row + pages - 1) / pages);
-  if (blocks > slots && blocks < 2 * slots && heads <= slots) {
-    per_row = slots / heads;
-    pages = (pages_per_row + per_row - 1) / per_row;
+  const uint64_t waves = blocks / slots, tail = blocks % slots, fit_row = heads ? waves * slots / heads : 0;
+  if (waves >= 1 && tail && (waves == 1 || tail < slots / 2) && fit_row) {
+    const uint64_t fit_pages = (pages_per_row + fit_row - 1) / fit_row;
+    if (waves == 1 || heads * ((pages_per_row + fit_pages - 1) / fit_pages) * 20 >= waves * slots * 17) pages = fit_pages;
   }
   return (uint32_t)pages;
 }
