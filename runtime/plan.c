@@ -165,10 +165,62 @@ static ikv_status check_request(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_re
   return IKV_OK;
 }
 
+/* Checks and writes row [begin, end) of the tables after the plan's entries
+ * (the caller commits them): one tight loop, local pointers so the stores
+ * cannot alias what is read. Returns the first entry that breaks a rule, or
+ * end. */
+static int32_t tables_row(ikv_plan *pl, const ikv_plan_tables *t, const ikv_pt_seq_view *v, uint32_t P, int32_t begin,
+                          int32_t end) {
+  const int32_t *restrict index = t->page_index;
+  const uint8_t *restrict want = t->precision, *restrict stored = v->precisions;
+  const uint16_t *restrict first = t->first, *restrict last = t->last;
+  const ikv_page_id *restrict pages = v->pages;
+  ikv_page_id *restrict out_page = pl->page + pl->n_entries;
+  int32_t *restrict out_index = pl->page_index + pl->n_entries;
+  uint16_t *restrict out_first = pl->first + pl->n_entries, *restrict out_last = pl->last + pl->n_entries;
+  uint8_t *restrict out_want = pl->want + pl->n_entries;
+  const uint32_t n_pages = v->n_pages, tail = n_pages ? v->tokens - (n_pages - 1) * P : 0; /* the last page's tokens */
+  int32_t prev = -1;
+  for (int32_t e = begin; e < end; e++) {
+    const int32_t i = index[e];
+    const uint8_t w = want[e];
+    if (i <= prev || (uint32_t)i >= n_pages || w >= IKV_PRECISION_COUNT || rt_rank[w] > rt_rank[stored[i]]) return e;
+    const uint32_t valid = (uint32_t)i + 1 == n_pages ? tail : P;
+    const uint16_t f = first ? first[e] : 0, l = last ? last[e] : (uint16_t)(valid - 1);
+    if (f > l || l >= valid) return e;
+    const int32_t k = e - begin;
+    out_page[k] = pages[i], out_index[k] = i, out_first[k] = f, out_last[k] = l, out_want[k] = w;
+    prev = i;
+  }
+  return end;
+}
+
+/* The message for entry e, which tables_row refused. */
+static ikv_status tables_refusal(ikv_runtime *rt, const ikv_plan_tables *t, const ikv_pt_seq_view *v, uint32_t b,
+                                 int32_t begin, int32_t e) {
+  const uint32_t P = rt->cfg.geometry.page_size;
+  const int32_t i = t->page_index[e], prev = e > begin ? t->page_index[e - 1] : -1;
+  const uint8_t want = t->precision[e];
+  if (i < 0 || (uint32_t)i >= v->n_pages)
+    return rt_fail(rt, IKV_E_RANGE, "ikv_plan_build: sequence %u: page %d outside its %u pages", b, i, v->n_pages);
+  if (i <= prev)
+    return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: sequence %u: page %d after page %d (a row's pages increase)", b,
+                   i, prev);
+  if (!ikv_precision_valid(want))
+    return rt_fail(rt, IKV_E_PRECISION, "ikv_plan_build: sequence %u: page %d: precision code %u", b, i, want);
+  if (rt_precision_rank(want) > rt_precision_rank(v->precisions[i]))
+    return rt_fail(rt, IKV_E_PRECISION, "ikv_plan_build: sequence %u: page %d is stored as %s; %s cannot be restored", b,
+                   i, ikv_precision_name(v->precisions[i]), ikv_precision_name(want));
+  const uint32_t valid = (uint32_t)i + 1 == v->n_pages ? v->tokens - (uint32_t)i * P : P;
+  const uint16_t first = t->first ? t->first[e] : 0, last = t->last ? t->last[e] : (uint16_t)(valid - 1);
+  return rt_fail(rt, IKV_E_RANGE, "ikv_plan_build: sequence %u: page %d: mask [%u, %u] outside its %u valid tokens", b,
+                 i, first, last, valid);
+}
+
 /* Scheduler tables for sequence b: every row checked, then pushed. */
 static ikv_status tables_sequence(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, uint32_t b) {
   const ikv_plan_tables *t = &req->tables;
-  const uint32_t P = rt->cfg.geometry.page_size, H = rt->cfg.geometry.kv_heads;
+  const uint32_t H = rt->cfg.geometry.kv_heads;
   uint32_t rows = t->per_kv_head ? H : 1, base = b * rows;
   ikv_pt_seq_view v;
   ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
@@ -179,32 +231,9 @@ static ikv_status tables_sequence(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_
                      b, base + h, base + h + 1, begin, end);
     if (pl->n_entries + (uint32_t)(end - begin) > pl->cap_entries)
       return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: more than max_plan_pages (%u) pages", pl->cap_entries);
-    ikv_status st = IKV_OK;
-    int32_t prev = -1;
-    for (int32_t e = begin; e < end && st == IKV_OK; e++) {
-      int32_t i = t->page_index[e];
-      uint8_t want = t->precision[e];
-      if (i < 0 || (uint32_t)i >= v.n_pages)
-        st = rt_fail(rt, IKV_E_RANGE, "ikv_plan_build: sequence %u: page %d outside its %u pages", b, i, v.n_pages);
-      else if (i <= prev)
-        st = rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: sequence %u: page %d after page %d (a row's pages increase)", b,
-                     i, prev);
-      else if (!ikv_precision_valid(want))
-        st = rt_fail(rt, IKV_E_PRECISION, "ikv_plan_build: sequence %u: page %d: precision code %u", b, i, want);
-      else if (rt_precision_rank(want) > rt_precision_rank(v.precisions[i]))
-        st = rt_fail(rt, IKV_E_PRECISION, "ikv_plan_build: sequence %u: page %d is stored as %s; %s cannot be restored",
-                     b, i, ikv_precision_name(v.precisions[i]), ikv_precision_name(want));
-      if (st != IKV_OK) break;
-      uint32_t valid = (uint32_t)i + 1 == v.n_pages ? v.tokens - (uint32_t)i * P : P;
-      uint16_t first = t->first ? t->first[e] : 0, last = t->last ? t->last[e] : (uint16_t)(valid - 1);
-      if (first > last || last >= valid)
-        st = rt_fail(rt, IKV_E_RANGE, "ikv_plan_build: sequence %u: page %d: mask [%u, %u] outside its %u valid tokens",
-                     b, i, first, last, valid);
-      else
-        plan_push(pl, v.pages[i], i, first, last, want);
-      prev = i;
-    }
-    if (st != IKV_OK) return st;
+    const int32_t bad = tables_row(pl, t, &v, rt->cfg.geometry.page_size, begin, end);
+    if (bad != end) return tables_refusal(rt, t, &v, b, begin, bad);
+    pl->n_entries += (uint32_t)(end - begin);
     pl->indptr[++pl->n_rows] = (int32_t)pl->n_entries;
   }
   ikv_span_decision d = {.seq_index = b, .kind = IKV_SPAN_KIND_COUNT, .reason = IKV_REASON_SCHEDULER_TABLES,
