@@ -84,7 +84,7 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 template <int PREC, int D> struct chunk16 {
   static constexpr int ROW_BYTES = D * 2, PIECES = ROW_BYTES /* 16 rows of 16-byte pieces */,
                        PER_LANE = (PIECES + 31) / 32;
-  static constexpr int AREA = 16 * (D + 8) * 2, PACKED = AREA - 16 * ROW_BYTES; /* bytes */
+  static constexpr int AREA = 16 * (D + 8) * 2, LANDING = AREA - 16 * ROW_BYTES; /* bytes; BF16 rows land at LANDING */
 
   static __device__ __forceinline__ void issue(const uint8_t *tile, int r0, int first, int last, int lane,
                                                uint8_t *area) {
@@ -94,7 +94,7 @@ template <int PREC, int D> struct chunk16 {
       if (p >= PIECES) break;
       const bool in = t >= first && t <= last;
       const uint8_t *src = in ? tile + (size_t)r0 * ROW_BYTES + (size_t)p * 16 : tile;
-      uint8_t *dst = PREC == IKV_FP16 ? area + row * (D + 8) * 2 + p * 16 % ROW_BYTES : area + PACKED + p * 16;
+      uint8_t *dst = PREC == IKV_FP16 ? area + row * (D + 8) * 2 + p * 16 % ROW_BYTES : area + LANDING + p * 16;
       cp_async16(dst, src, in);
     }
   }
@@ -104,7 +104,7 @@ template <int PREC, int D> struct chunk16 {
     uint4 raw[PER_LANE];
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++)
-      if (lane + 32 * j < PIECES) raw[j] = *reinterpret_cast<const uint4 *>(area + PACKED + (lane + 32 * j) * 16);
+      if (lane + 32 * j < PIECES) raw[j] = *reinterpret_cast<const uint4 *>(area + LANDING + (lane + 32 * j) * 16);
     __syncwarp();
 #pragma unroll
     for (int j = 0; j < PER_LANE; j++) {
