@@ -67,6 +67,14 @@ typedef struct rt_backend {
    * ikv_rank_key(score, i) (kernels/page_summary.h); keys holds kv_heads * n. */
   ikv_status (*rank_pages)(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
                            uint32_t want, uint64_t *keys);
+  /* rank_pages for a whole batch in one call (NULL: the router ranks one
+   * sequence at a time): sequence b's candidates are pages[seq_off[b],
+   * seq_off[b + 1]), its queries q + b * q_heads * head_dim, its keys at
+   * keys + kv_heads * seq_off[b], laid out as rank_pages lays them, the best
+   * min(want, n_b) of each row first. IKV_E_UNSUPPORTED: some sequence has
+   * more candidates than a batch ranking takes (rank one at a time). */
+  ikv_status (*rank_pages_batch)(ikv_runtime *rt, int bound, const ikv_page_id *pages, const uint32_t *seq_off,
+                                 uint32_t batch, const float *q, uint32_t want, uint64_t *keys);
   /* a plan's buffers on the backend's side */
   ikv_status (*plan_open)(ikv_runtime *rt, ikv_plan *plan);
   void (*plan_close)(ikv_plan *plan);

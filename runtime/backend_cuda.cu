@@ -41,6 +41,7 @@ struct cuda_state {
   int sm_count;
   staged slots, precs, pages; /* the step's slot mapping and each token's page (uploaded at append) */
   staged q, keys, candidates; /* page ranking: the queries and candidate pages up, the ranked keys back */
+  staged rank_off;            /* a batch ranking's candidates per sequence (CSR offsets) */
   ikv_cuda_summaries sum;
   ikv_cuda_move *d_move;
   /* tier moves */
@@ -230,6 +231,7 @@ void cuda_close(ikv_runtime *rt) {
   if (!s) return;
   cudaFree(s->d_move), cudaFree(s->sum.kmin), cudaFree(s->sum.kmax), cudaFree(s->sum.ksum);
   release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->keys), release(&s->candidates);
+  release(&s->rank_off);
   free(s->dsts), free(s->srcs), free(s->sizes);
   cudaFreeHost(s->ring);
   for (int i = 0; i < SM_COPY_SLOTS; i++)
@@ -527,6 +529,36 @@ ikv_status cuda_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages,
   return IKV_OK;
 }
 
+/* The router's ranking for a whole batch: every sequence's candidates and
+ * queries up, scored and ranked in one launch each, every key back: one
+ * round trip for the batch. */
+ikv_status cuda_rank_pages_batch(ikv_runtime *rt, int bound, const ikv_page_id *pages, const uint32_t *seq_off,
+                                 uint32_t batch, const float *q, uint32_t want, uint64_t *keys) {
+  cuda_state *s = state(rt);
+  const ikv_geometry *g = &rt->cfg.geometry;
+  const uint32_t total = seq_off[batch];
+  for (uint32_t b = 0; b < batch; b++)
+    if (seq_off[b + 1] - seq_off[b] > IKV_CUDA_RANK_MAX) return IKV_E_UNSUPPORTED;
+  if (!total) return IKV_OK;
+  ikv_status st = stage(s, &s->candidates, pages, sizeof(ikv_page_id) * total);
+  if (st == IKV_OK) st = stage(s, &s->rank_off, seq_off, sizeof(uint32_t) * (batch + 1));
+  if (st == IKV_OK) st = stage(s, &s->q, q, sizeof(float) * batch * rt->cfg.q_heads * g->head_dim);
+  if (st == IKV_OK) st = reserve(&s->keys, sizeof(uint64_t) * g->kv_heads * total);
+  cudaStream_t stream = rt_stream(rt);
+  if (st == IKV_OK)
+    st = ikv_cuda_page_keys_batch(g, &s->sum, bound, (const uint32_t *)s->candidates.d, (const uint32_t *)s->rank_off.d,
+                                  seq_off, batch, (const float *)s->q.d, rt->cfg.q_heads, (uint64_t *)s->keys.d, stream);
+  if (st == IKV_OK)
+    st = ikv_cuda_rank_keys_batch(g->kv_heads, (uint64_t *)s->keys.d, (const uint32_t *)s->rank_off.d, seq_off, batch,
+                                  want, stream);
+  if (st != IKV_OK) return st;
+  if (!ok(cudaMemcpyAsync(s->keys.h, s->keys.d, sizeof(uint64_t) * g->kv_heads * total, cudaMemcpyDeviceToHost, stream)) ||
+      !ok(cudaStreamSynchronize(stream)))
+    return IKV_E_CUDA;
+  memcpy(keys, s->keys.h, sizeof(uint64_t) * g->kv_heads * total);
+  return IKV_OK;
+}
+
 ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
   cuda_plan *cp = (cuda_plan *)calloc(1, sizeof(cuda_plan));
   if (!cp) return IKV_E_NO_MEMORY;
@@ -659,6 +691,6 @@ extern "C" const rt_backend rt_backend_cuda = {
     cuda_open,         cuda_close,        cuda_copy_page,     cuda_move_pages,  cuda_batch_landed,
     cuda_await_batch,  cuda_take_stall_us, cuda_convert_page, cuda_stage_tokens, cuda_stream_enter,
     cuda_stream_leave, cuda_graph_key,    cuda_write_kv,      cuda_summarize,   cuda_copy_summary,
-    cuda_rank_pages,   cuda_plan_open,    cuda_plan_close,    cuda_pages_per_item, cuda_plan_publish,
+    cuda_rank_pages,   cuda_rank_pages_batch, cuda_plan_open, cuda_plan_close, cuda_pages_per_item, cuda_plan_publish,
     cuda_decode,
 };

@@ -409,6 +409,34 @@ static void reserved_groups(ikv_plan *pl) {
   }
 }
 
+/* Query-aware plans ranked on the host: when the backend ranks a batch at
+ * once (a GPU: one round trip instead of one a sequence), every sequence's
+ * candidates are listed first and ranked together. Falls back to ranking
+ * one sequence at a time where the batch does not fit the list or the
+ * backend's batch ranking. */
+static ikv_status rank_batch(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+  const ikv_router_params *rp = &req->router;
+  pl->ranked_batch = 0;
+  if (req->mode != IKV_PLAN_ROUTER || rp->score_mode == IKV_SCORE_SPAN || rp->select_on_device ||
+      !rt->be->rank_pages_batch || req->batch < 2)
+    return IKV_OK;
+  ikv_status st = IKV_OK;
+  uint32_t longest = 0;
+  for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++) {
+    st = rt_route_candidates(rt, pl, req, b);
+    if (st == IKV_OK && pl->dsel_seq[b + 1] - pl->dsel_seq[b] > longest) longest = pl->dsel_seq[b + 1] - pl->dsel_seq[b];
+  }
+  if (st == IKV_E_CAPACITY) return IKV_OK; /* rank one sequence at a time */
+  if (st != IKV_OK) return st;
+  const uint32_t want = rp->topk_pages && rp->topk_pages < longest ? rp->topk_pages : longest;
+  st = rt->be->rank_pages_batch(rt, rp->score_mode == IKV_SCORE_QUERY_BOUND, pl->dsel_pages, pl->dsel_seq, req->batch,
+                                rp->score_q, want, pl->rank_keys);
+  if (st == IKV_E_UNSUPPORTED) return IKV_OK;
+  if (st != IKV_OK) return rt_fail(rt, st, "ikv_plan_build: ranking the batch's pages: %s", ikv_status_str(st));
+  pl->ranked_batch = 1;
+  return IKV_OK;
+}
+
 /* The spans the scheduler said it will read soon: their pages not on the GPU
  * tier lead the prefetch hints (spans gone since are passed over). */
 static void scheduler_hints(ikv_runtime *rt, ikv_plan *pl) {
@@ -447,6 +475,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: indptr");
   scheduler_hints(rt, pl);
   pl->n_sched_hints = pl->n_hints;
+  st = rank_batch(rt, pl, req);
   for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++)
     st = req->mode == IKV_PLAN_TABLES ? tables_sequence(rt, pl, req, b) : rt_route_sequence(rt, pl, req, b);
   pl->n_margin_hints = pl->n_hints - pl->n_sched_hints;

@@ -68,6 +68,8 @@ struct ikv_plan {
   /* device selection (router select_on_device): the candidates the GPU
    * ranks, per sequence (CSR by dsel_seq), and each row's reserved entries */
   int dsel, dsel_bound;
+  int ranked_batch; /* query-aware on the host: every sequence's candidates ranked at once, keys in rank_keys
+                       (sequence b's at kv_heads * dsel_seq[b]; its candidates listed in dsel_pages) */
   uint32_t dsel_k, n_dsel;
   const float *dsel_q;                /* device */
   uint32_t *dsel_seq, *dsel_pages;    /* [batch + 1], [candidates] */
@@ -93,6 +95,11 @@ ikv_status plan_decide(ikv_plan *plan, ikv_span_decision d, uint32_t *index);
 /* router.c: the router's rows for sequence b of the request (one row, or one
  * per KV head in query-aware modes) appended to the plan. */
 ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b);
+/* router.c: sequence b's query-aware candidates (the pages its rows rank),
+ * appended to dsel_pages[dsel_seq[b]..] with dsel_seq[b + 1] set, and
+ * nothing else of the pass kept; IKV_E_CAPACITY (no message) when the batch's
+ * candidates outgrow the list. */
+ikv_status rt_route_candidates(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,7 @@ typedef struct route {
   ikv_runtime *rt;
   ikv_plan *plan;
   const ikv_router_params *rp;
+  const ikv_plan_request *req;
   ikv_pt_seq_view v;
   uint32_t P, b, n_chunks, hints;
   uint64_t tokens_used, bytes_used;
@@ -193,18 +194,26 @@ static ikv_status select_by_query(route *r) {
   for (uint32_t i = 0; i < N; i++)
     if (pl->cand_want[i] != IKV_SKIP && pl->sel_want[i] == IKV_SKIP) pl->order[n_cand++] = i;
   memset(pl->head_sel, 0, (size_t)H * N);
-  const float *q = rp->score_q + (size_t)r->b * rt->cfg.q_heads * D;
-  ikv_page_id *cand_pages = pl->order + n_cand;
-  for (uint32_t k = 0; k < n_cand; k++) cand_pages[k] = r->v.pages[pl->order[k]];
-  /* rank_keys[h * n_cand + r]: head h's r-th best candidate, from the backend in one call */
+  /* keys[h * n_cand + r]: head h's r-th best candidate, from the batch's
+   * ranking (rt_rank_candidates) or from the backend in one call */
   const uint32_t want = rp->topk_pages && rp->topk_pages < n_cand ? rp->topk_pages : n_cand;
-  ikv_status st = rt->be->rank_pages(rt, rp->score_mode == IKV_SCORE_QUERY_BOUND, cand_pages, n_cand, q, want,
-                                     pl->rank_keys);
-  if (st != IKV_OK) return st;
+  const uint64_t *keys = pl->rank_keys;
+  if (pl->ranked_batch) {
+    if (pl->dsel_seq[r->b + 1] - pl->dsel_seq[r->b] != n_cand) /* the same rules on the same state: cannot happen */
+      return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: sequence %u: its candidates changed within the build", r->b);
+    keys += (size_t)H * pl->dsel_seq[r->b];
+  } else {
+    const float *q = rp->score_q + (size_t)r->b * rt->cfg.q_heads * D;
+    ikv_page_id *cand_pages = pl->order + n_cand;
+    for (uint32_t k = 0; k < n_cand; k++) cand_pages[k] = r->v.pages[pl->order[k]];
+    ikv_status st = rt->be->rank_pages(rt, rp->score_mode == IKV_SCORE_QUERY_BOUND, cand_pages, n_cand, q, want,
+                                       pl->rank_keys);
+    if (st != IKV_OK) return st;
+  }
   for (uint32_t h = 0; h < H; h++) {
     uint64_t tokens = r->tokens_used, bytes = r->bytes_used;
     for (uint32_t k = 0; k < want; k++) {
-      const uint32_t i = pl->order[(uint32_t)pl->rank_keys[(size_t)h * n_cand + k]];
+      const uint32_t i = pl->order[(uint32_t)keys[(size_t)h * n_cand + k]];
       uint64_t t = (uint64_t)(pl->cand_hi[i] - pl->cand_lo[i]) + 1, by = page_cost_bytes(r, i, pl->cand_want[i]);
       if ((rp->token_budget && tokens + t > rp->token_budget) || (rp->byte_budget && bytes + by > rp->byte_budget)) break;
       pl->head_sel[(size_t)h * N + i] = 1;
@@ -418,15 +427,20 @@ static ikv_status emit_rows(route *r, int query_mode) {
   return IKV_OK;
 }
 
-ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b) {
-  route r = {.rt = rt, .plan = plan, .rp = &req->router, .P = rt->cfg.geometry.page_size, .b = b};
-  ikv_pt_seq_get_view(rt->pt, req->seqs[b], &r.v); /* the sequence was validated */
+/* What every plan of sequence b starts from: its spans read, the mandatory
+ * rules marked, the competing chunks listed, their cost counted. */
+static ikv_status route_open(route *r, uint32_t *n_skip) {
+  ikv_runtime *rt = r->rt;
+  ikv_plan *plan = r->plan;
+  const ikv_plan_request *req = r->req;
+  const uint32_t b = r->b;
+  ikv_pt_seq_get_view(rt->pt, req->seqs[b], &r->v); /* the sequence was validated */
   uint32_t n_spans;
   if (ikv_pt_span_list(rt->pt, req->seqs[b], plan->span_ids, plan->scratch_spans, &n_spans) != IKV_OK)
     return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: sequence %u has %u spans; a plan takes %u per sequence", b,
                    n_spans, plan->scratch_spans);
   for (uint32_t s = 0; s < n_spans; s++) ikv_pt_span_get(rt->pt, req->seqs[b], plan->span_ids[s], &plan->spans[s]);
-  const uint32_t N = r.v.n_pages;
+  const uint32_t N = r->v.n_pages;
   memset(plan->sel_want, IKV_SKIP, N);
   memset(plan->sel_lo, 0xff, sizeof(uint16_t) * N); /* UINT16_MAX: no token yet */
   memset(plan->sel_hi, 0, sizeof(uint16_t) * N);
@@ -436,15 +450,43 @@ ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_req
     memset(plan->cand_hi, 0, sizeof(uint16_t) * N);
   }
 
-  uint32_t n_skip;
-  ikv_status st = mandatory_and_chunks(&r, n_spans, &n_skip);
+  ikv_status st = mandatory_and_chunks(r, n_spans, n_skip);
   /* gaps() sorts span indices after the SKIP list in the order array */
-  if (st == IKV_OK) st = gaps(&r, n_spans);
+  if (st == IKV_OK) st = gaps(r, n_spans);
   for (uint32_t i = 0; i < N; i++) /* what the mandatory rules cost */
     if (plan->sel_want[i] != IKV_SKIP) {
-      r.tokens_used += (uint64_t)(plan->sel_hi[i] - plan->sel_lo[i]) + 1;
-      r.bytes_used += page_cost_bytes(&r, i, plan->sel_want[i]);
+      r->tokens_used += (uint64_t)(plan->sel_hi[i] - plan->sel_lo[i]) + 1;
+      r->bytes_used += page_cost_bytes(r, i, plan->sel_want[i]);
     }
+  return st;
+}
+
+ikv_status rt_route_candidates(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b) {
+  route r = {.rt = rt, .plan = plan, .rp = &req->router, .req = req, .P = rt->cfg.geometry.page_size, .b = b};
+  const uint32_t decisions = plan->n_decisions;
+  uint32_t n_skip;
+  ikv_status st = route_open(&r, &n_skip);
+  if (st == IKV_OK) {
+    mark_candidates(&r);
+    uint32_t n = plan->dsel_seq[b];
+    for (uint32_t i = 0; i < r.v.n_pages; i++) /* the order select_by_query ranks them in */
+      if (plan->cand_want[i] != IKV_SKIP && plan->sel_want[i] == IKV_SKIP) {
+        if (n == plan->scratch_pages) {
+          st = IKV_E_CAPACITY;
+          break;
+        }
+        plan->dsel_pages[n++] = r.v.pages[i];
+      }
+    plan->dsel_seq[b + 1] = n;
+  }
+  plan->n_decisions = decisions; /* the sequence's real pass makes them again */
+  return st;
+}
+
+ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b) {
+  route r = {.rt = rt, .plan = plan, .rp = &req->router, .req = req, .P = rt->cfg.geometry.page_size, .b = b};
+  uint32_t n_skip;
+  ikv_status st = route_open(&r, &n_skip);
   int query_mode = req->router.score_mode != IKV_SCORE_SPAN;
   if (st == IKV_OK) {
     if (req->router.select_on_device) st = offer_to_device(&r);
