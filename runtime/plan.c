@@ -35,7 +35,7 @@ const char *ikv_reason_str(ikv_reason reason) {
 #define PLAN_HOST_BUFFERS(X)                                                                                   \
   X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(work)             \
   X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)            \
-  X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(rank_keys) X(order)         \
+  X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(head_any) X(rank_keys) X(order)         \
   X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages) X(dsel_reserved) X(dsel_groups)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
@@ -77,6 +77,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->cand_lo = malloc(sizeof(uint16_t) * N);
   pl->cand_hi = malloc(sizeof(uint16_t) * N);
   pl->head_sel = malloc((size_t)H * N);
+  pl->head_any = malloc(N);
   pl->rank_keys = malloc(sizeof(uint64_t) * H * N);
   pl->order = malloc(sizeof(uint32_t) * 2 * N);
   pl->span_order = malloc(sizeof(uint32_t) * 2 * S);

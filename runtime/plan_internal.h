@@ -58,6 +58,7 @@ struct ikv_plan {
   uint8_t *sel_want, *cand_want;
   uint16_t *sel_lo, *sel_hi, *cand_lo, *cand_hi;
   uint8_t *head_sel; /* [kv_heads][pages] */
+  uint8_t *head_any; /* [pages]: some KV head's row picked the page */
   uint64_t *rank_keys;  /* [kv_heads][candidates]: one sequence's candidates ranked per head */
   uint32_t *order;      /* [2 * pages]: candidates, then their page ids */
   uint32_t *span_order; /* [2 * spans]: SKIP spans, then spans by start */

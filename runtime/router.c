@@ -140,6 +140,7 @@ static ikv_status offer_to_device(route *r) {
   const uint32_t N = r->v.n_pages, base = pl->n_dsel;
   mark_candidates(r);
   memset(pl->head_sel, 0, (size_t)rt->cfg.geometry.kv_heads * N);
+  memset(pl->head_any, 0, N);
   memset(r->dsel_count, 0, sizeof(r->dsel_count));
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) r->dsel_first[p] = UINT32_MAX;
   uint32_t n = 0;
@@ -194,6 +195,7 @@ static ikv_status select_by_query(route *r) {
   for (uint32_t i = 0; i < N; i++)
     if (pl->cand_want[i] != IKV_SKIP && pl->sel_want[i] == IKV_SKIP) pl->order[n_cand++] = i;
   memset(pl->head_sel, 0, (size_t)H * N);
+  memset(pl->head_any, 0, N);
   /* keys[h * n_cand + r]: head h's r-th best candidate, from the batch's
    * ranking (rt_rank_candidates) or from the backend in one call */
   const uint32_t want = rp->topk_pages && rp->topk_pages < n_cand ? rp->topk_pages : n_cand;
@@ -216,7 +218,7 @@ static ikv_status select_by_query(route *r) {
       const uint32_t i = pl->order[(uint32_t)keys[(size_t)h * n_cand + k]];
       uint64_t t = (uint64_t)(pl->cand_hi[i] - pl->cand_lo[i]) + 1, by = page_cost_bytes(r, i, pl->cand_want[i]);
       if ((rp->token_budget && tokens + t > rp->token_budget) || (rp->byte_budget && bytes + by > rp->byte_budget)) break;
-      pl->head_sel[(size_t)h * N + i] = 1;
+      pl->head_sel[(size_t)h * N + i] = pl->head_any[i] = 1;
       tokens += t, bytes += by;
     }
   }
@@ -229,9 +231,7 @@ static ikv_status select_by_query(route *r) {
     }
     uint32_t taken = 0, total = 0;
     for (uint32_t i = ch->start / r->P; i <= (ch->end - 1) / r->P; i++, total++) {
-      int read = pl->sel_want[i] != IKV_SKIP;
-      for (uint32_t h = 0; h < H && !read; h++) read = pl->head_sel[(size_t)h * N + i];
-      taken += read;
+      taken += pl->sel_want[i] != IKV_SKIP || pl->head_any[i];
     }
     ikv_span_decision *d = &pl->decisions[ch->decision];
     d->pages_selected += taken;
@@ -329,9 +329,7 @@ static ikv_status gaps(route *r, uint32_t n_spans) {
 /* Whether some row reads page i, and the widest mask any row reads it with. */
 static int page_read(const route *r, uint32_t i, int query_mode, uint16_t *lo, uint16_t *hi) {
   const ikv_plan *pl = r->plan;
-  int sel = pl->sel_want[i] != IKV_SKIP, cand = 0;
-  const uint32_t N = r->v.n_pages, H = r->rt->cfg.geometry.kv_heads;
-  for (uint32_t h = 0; query_mode && h < H && !cand; h++) cand = pl->head_sel[(size_t)h * N + i];
+  const int sel = pl->sel_want[i] != IKV_SKIP, cand = query_mode && pl->head_any[i];
   *lo = UINT16_MAX, *hi = 0;
   if (sel) *lo = pl->sel_lo[i], *hi = pl->sel_hi[i];
   if (query_mode && pl->cand_want[i] != IKV_SKIP && (sel || cand))
@@ -409,18 +407,31 @@ static ikv_status emit_rows(route *r, int query_mode) {
     pl->indptr[++pl->n_rows] = (int32_t)n;
     return IKV_OK;
   }
+  /* a row per KV head: the mandatory pages and the head's picks (locals again) */
+  const uint8_t *restrict sel_want = pl->sel_want, *restrict cand_want = pl->cand_want;
+  const uint16_t *restrict sel_lo = pl->sel_lo, *restrict sel_hi = pl->sel_hi, *restrict cand_lo = pl->cand_lo,
+                           *restrict cand_hi = pl->cand_hi;
+  const ikv_page_id *restrict pages = r->v.pages;
   for (uint32_t h = 0; h < rows; h++) {
+    const uint8_t *restrict picked = pl->head_sel + (size_t)h * N;
+    ikv_page_id *restrict out_page = pl->page;
+    int32_t *restrict out_index = pl->page_index;
+    uint16_t *restrict out_first = pl->first, *restrict out_last = pl->last;
+    uint8_t *restrict out_want = pl->want;
+    uint32_t n = pl->n_entries;
     for (uint32_t i = 0; i < N; i++) {
-      int sel = pl->sel_want[i] != IKV_SKIP, cand = pl->head_sel[(size_t)h * N + i];
-      if (!sel && !cand) continue;
-      uint16_t lo = sel ? pl->sel_lo[i] : pl->cand_lo[i], hi = sel ? pl->sel_hi[i] : pl->cand_hi[i];
-      uint8_t want = sel ? pl->sel_want[i] : pl->cand_want[i];
-      if (sel && pl->cand_want[i] != IKV_SKIP) {
-        lo = min16(lo, pl->cand_lo[i]), hi = max16(hi, pl->cand_hi[i]);
-        want = rt_best(want, pl->cand_want[i]);
+      const int sel = sel_want[i] != IKV_SKIP;
+      if (!sel && !picked[i]) continue;
+      uint16_t lo = sel ? sel_lo[i] : cand_lo[i], hi = sel ? sel_hi[i] : cand_hi[i];
+      uint8_t want = sel ? sel_want[i] : cand_want[i];
+      if (sel && cand_want[i] != IKV_SKIP) {
+        lo = min16(lo, cand_lo[i]), hi = max16(hi, cand_hi[i]);
+        want = rt_best(want, cand_want[i]);
       }
-      plan_push(pl, r->v.pages[i], (int32_t)i, lo, hi, want);
+      out_page[n] = pages[i], out_index[n] = (int32_t)i, out_first[n] = lo, out_last[n] = hi, out_want[n] = want;
+      n++;
     }
+    pl->n_entries = n;
     if (dsel) push_reserved(r);
     pl->indptr[++pl->n_rows] = (int32_t)pl->n_entries;
   }
