@@ -366,15 +366,25 @@ static uint32_t reserved_per_row(const route *r) {
   return n;
 }
 
+/* The row's reserved entries, per precision: placeholders (the first
+ * candidate of that precision) the GPU overwrites with its picks. */
 static void push_reserved(route *r) {
   ikv_plan *pl = r->plan;
   int32_t *reserved = pl->dsel_reserved + (size_t)pl->n_rows * IKV_PRECISION_COUNT;
+  ikv_page_id *restrict out_page = pl->page;
+  int32_t *restrict out_index = pl->page_index;
+  uint16_t *restrict out_first = pl->first, *restrict out_last = pl->last;
+  uint8_t *restrict out_want = pl->want;
+  uint32_t e = pl->n_entries;
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
     const uint32_t n = r->dsel_count[p] < r->rp->topk_pages ? r->dsel_count[p] : r->rp->topk_pages;
-    reserved[p] = n ? (int32_t)pl->n_entries : -1;
-    const ikv_select_candidate *c = n ? &pl->dsel_cand[r->dsel_first[p]] : NULL;
-    for (uint32_t k = 0; k < n; k++) plan_push(pl, c->page, c->page_index, c->first, c->last, c->precision);
+    reserved[p] = n ? (int32_t)e : -1;
+    if (!n) continue;
+    const ikv_select_candidate c = pl->dsel_cand[r->dsel_first[p]];
+    for (uint32_t k = 0; k < n; k++, e++)
+      out_page[e] = c.page, out_index[e] = c.page_index, out_first[e] = c.first, out_last[e] = c.last, out_want[e] = c.precision;
   }
+  pl->n_entries = e;
 }
 
 static ikv_status emit_rows(route *r, int query_mode) {
