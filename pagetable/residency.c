@@ -115,7 +115,11 @@ ikv_status ikv_pt_pages_touch(ikv_pagetable *pt, const ikv_page_id *pages, uint3
   if (!pt || (!pages && n)) return IKV_E_NULL;
   for (uint32_t i = 0; i < n; i++)
     if (!pt_page_live(pt, pages[i])) return IKV_E_UNKNOWN_PAGE;
-  for (uint32_t i = 0; i < n; i++) pt_lru_touch(pt, pages[i]);
+  /* pt_lru_touch's steps with the clock in a register: a store to last_use
+   * could alias pt->clock, which would make every step wait for the last */
+  uint64_t clock = pt->clock, *restrict last_use = pt->last_use;
+  for (uint32_t i = 0; i < n; i++) last_use[pages[i]] = ++clock;
+  pt->clock = clock;
   return IKV_OK;
 }
 
