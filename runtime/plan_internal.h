@@ -80,16 +80,6 @@ struct ikv_plan {
   uint32_t pages_per_item;            /* the partition's cut */
 };
 
-/* Appends one entry to the plan (the caller checked capacity). */
-static inline void plan_push(ikv_plan *pl, ikv_page_id page, int32_t page_index, uint16_t first, uint16_t last,
-                             uint8_t want) {
-  uint32_t e = pl->n_entries++;
-  pl->page[e] = page;
-  pl->page_index[e] = page_index;
-  pl->first[e] = first;
-  pl->last[e] = last;
-  pl->want[e] = want;
-}
 /* Adds a decision; IKV_E_CAPACITY when the plan's decision buffer is full. */
 ikv_status plan_decide(ikv_plan *plan, ikv_span_decision d, uint32_t *index);
 

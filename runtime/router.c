@@ -197,7 +197,7 @@ static ikv_status select_by_query(route *r) {
   memset(pl->head_sel, 0, (size_t)H * N);
   memset(pl->head_any, 0, N);
   /* keys[h * n_cand + r]: head h's r-th best candidate, from the batch's
-   * ranking (rt_rank_candidates) or from the backend in one call */
+   * ranking (rank_batch in plan.c) or from the backend in one call */
   const uint32_t want = rp->topk_pages && rp->topk_pages < n_cand ? rp->topk_pages : n_cand;
   const uint64_t *keys = pl->rank_keys;
   if (pl->ranked_batch) {
