@@ -167,19 +167,16 @@ static ikv_status check_request(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_re
 }
 
 /* Checks and writes row [begin, end) of the tables after the plan's entries
- * (the caller commits them): one tight loop, local pointers so the stores
- * cannot alias what is read. Returns the first entry that breaks a rule, or
- * end. */
+ * (the caller commits them), in one tight loop. Returns the first entry that
+ * breaks a rule, or end. */
 static int32_t tables_row(ikv_plan *pl, const ikv_plan_tables *t, const ikv_pt_seq_view *v, uint32_t P, int32_t begin,
                           int32_t end) {
   const int32_t *restrict index = t->page_index;
   const uint8_t *restrict want = t->precision, *restrict stored = v->precisions;
   const uint16_t *restrict first = t->first, *restrict last = t->last;
   const ikv_page_id *restrict pages = v->pages;
-  ikv_page_id *restrict out_page = pl->page + pl->n_entries;
-  int32_t *restrict out_index = pl->page_index + pl->n_entries;
-  uint16_t *restrict out_first = pl->first + pl->n_entries, *restrict out_last = pl->last + pl->n_entries;
-  uint8_t *restrict out_want = pl->want + pl->n_entries;
+  const plan_entries out = plan_entries_of(pl);
+  const uint32_t at = pl->n_entries - (uint32_t)begin; /* entry e lands at e + at */
   const uint32_t n_pages = v->n_pages, tail = n_pages ? v->tokens - (n_pages - 1) * P : 0; /* the last page's tokens */
   int32_t prev = -1;
   for (int32_t e = begin; e < end; e++) {
@@ -189,8 +186,7 @@ static int32_t tables_row(ikv_plan *pl, const ikv_plan_tables *t, const ikv_pt_s
     const uint32_t valid = (uint32_t)i + 1 == n_pages ? tail : P;
     const uint16_t f = first ? first[e] : 0, l = last ? last[e] : (uint16_t)(valid - 1);
     if (f > l || l >= valid) return e;
-    const int32_t k = e - begin;
-    out_page[k] = pages[i], out_index[k] = i, out_first[k] = f, out_last[k] = l, out_want[k] = w;
+    plan_entry_set(out, (uint32_t)e + at, pages[i], i, f, l, w);
     prev = i;
   }
   return end;

@@ -80,6 +80,25 @@ struct ikv_plan {
   uint32_t pages_per_item;            /* the partition's cut */
 };
 
+/* The plan's entry arrays, fetched once into a local for a loop that writes
+ * entries: a store to one of them (a byte array may alias anything) then
+ * cannot make the loop reload the plan's fields. */
+typedef struct plan_entries {
+  ikv_page_id *page;
+  int32_t *page_index;
+  uint16_t *first, *last;
+  uint8_t *want;
+} plan_entries;
+
+static inline plan_entries plan_entries_of(const ikv_plan *pl) {
+  return (plan_entries){pl->page, pl->page_index, pl->first, pl->last, pl->want};
+}
+
+static inline void plan_entry_set(plan_entries o, uint32_t e, ikv_page_id page, int32_t page_index, uint16_t first,
+                                  uint16_t last, uint8_t want) {
+  o.page[e] = page, o.page_index[e] = page_index, o.first[e] = first, o.last[e] = last, o.want[e] = want;
+}
+
 /* Adds a decision; IKV_E_CAPACITY when the plan's decision buffer is full. */
 ikv_status plan_decide(ikv_plan *plan, ikv_span_decision d, uint32_t *index);
 

@@ -371,18 +371,14 @@ static uint32_t reserved_per_row(const route *r) {
 static void push_reserved(route *r) {
   ikv_plan *pl = r->plan;
   int32_t *reserved = pl->dsel_reserved + (size_t)pl->n_rows * IKV_PRECISION_COUNT;
-  ikv_page_id *restrict out_page = pl->page;
-  int32_t *restrict out_index = pl->page_index;
-  uint16_t *restrict out_first = pl->first, *restrict out_last = pl->last;
-  uint8_t *restrict out_want = pl->want;
+  const plan_entries out = plan_entries_of(pl);
   uint32_t e = pl->n_entries;
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
     const uint32_t n = r->dsel_count[p] < r->rp->topk_pages ? r->dsel_count[p] : r->rp->topk_pages;
     reserved[p] = n ? (int32_t)e : -1;
     if (!n) continue;
     const ikv_select_candidate c = pl->dsel_cand[r->dsel_first[p]];
-    for (uint32_t k = 0; k < n; k++, e++)
-      out_page[e] = c.page, out_index[e] = c.page_index, out_first[e] = c.first, out_last[e] = c.last, out_want[e] = c.precision;
+    for (uint32_t k = 0; k < n; k++, e++) plan_entry_set(out, e, c.page, c.page_index, c.first, c.last, c.precision);
   }
   pl->n_entries = e;
 }
@@ -399,35 +395,24 @@ static ikv_status emit_rows(route *r, int query_mode) {
   if (pl->n_entries + need > pl->cap_entries)
     return rt_fail(r->rt, IKV_E_CAPACITY, "ikv_plan_build: sequence %u: plan holds %u pages (max_plan_pages), needs %u more",
                    r->b, pl->cap_entries, pl->n_entries + need - pl->cap_entries);
-  if (!query_mode) { /* the hot loop: local pointers, so stores cannot alias the plan's fields */
-    const uint8_t *restrict want = pl->sel_want;
-    const uint16_t *restrict lo = pl->sel_lo, *restrict hi = pl->sel_hi;
-    const ikv_page_id *restrict pages = r->v.pages;
-    ikv_page_id *restrict out_page = pl->page;
-    int32_t *restrict out_index = pl->page_index;
-    uint16_t *restrict out_first = pl->first, *restrict out_last = pl->last;
-    uint8_t *restrict out_want = pl->want;
-    uint32_t n = pl->n_entries;
-    for (uint32_t i = 0; i < N; i++) {
-      if (want[i] == IKV_SKIP) continue;
-      out_page[n] = pages[i], out_index[n] = (int32_t)i, out_first[n] = lo[i], out_last[n] = hi[i], out_want[n] = want[i];
-      n++;
-    }
-    pl->n_entries = n;
-    pl->indptr[++pl->n_rows] = (int32_t)n;
-    return IKV_OK;
-  }
-  /* a row per KV head: the mandatory pages and the head's picks (locals again) */
+  /* the hot loops: the plan's arrays in locals (plan_entries) */
   const uint8_t *restrict sel_want = pl->sel_want, *restrict cand_want = pl->cand_want;
   const uint16_t *restrict sel_lo = pl->sel_lo, *restrict sel_hi = pl->sel_hi, *restrict cand_lo = pl->cand_lo,
                            *restrict cand_hi = pl->cand_hi;
   const ikv_page_id *restrict pages = r->v.pages;
+  if (!query_mode) {
+    const plan_entries out = plan_entries_of(pl);
+    uint32_t n = pl->n_entries;
+    for (uint32_t i = 0; i < N; i++)
+      if (sel_want[i] != IKV_SKIP) plan_entry_set(out, n++, pages[i], (int32_t)i, sel_lo[i], sel_hi[i], sel_want[i]);
+    pl->n_entries = n;
+    pl->indptr[++pl->n_rows] = (int32_t)n;
+    return IKV_OK;
+  }
+  /* a row per KV head: the mandatory pages and the head's picks */
   for (uint32_t h = 0; h < rows; h++) {
     const uint8_t *restrict picked = pl->head_sel + (size_t)h * N;
-    ikv_page_id *restrict out_page = pl->page;
-    int32_t *restrict out_index = pl->page_index;
-    uint16_t *restrict out_first = pl->first, *restrict out_last = pl->last;
-    uint8_t *restrict out_want = pl->want;
+    const plan_entries out = plan_entries_of(pl);
     uint32_t n = pl->n_entries;
     for (uint32_t i = 0; i < N; i++) {
       const int sel = sel_want[i] != IKV_SKIP;
@@ -438,8 +423,7 @@ static ikv_status emit_rows(route *r, int query_mode) {
         lo = min16(lo, cand_lo[i]), hi = max16(hi, cand_hi[i]);
         want = rt_best(want, cand_want[i]);
       }
-      out_page[n] = pages[i], out_index[n] = (int32_t)i, out_first[n] = lo, out_last[n] = hi, out_want[n] = want;
-      n++;
+      plan_entry_set(out, n++, pages[i], (int32_t)i, lo, hi, want);
     }
     pl->n_entries = n;
     if (dsel) push_reserved(r);
