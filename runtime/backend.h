@@ -71,8 +71,7 @@ typedef struct rt_backend {
    * sequence at a time): sequence b's candidates are pages[seq_off[b],
    * seq_off[b + 1]), its queries q + b * q_heads * head_dim, its keys at
    * keys + kv_heads * seq_off[b], laid out as rank_pages lays them, the best
-   * min(want, n_b) of each row first. IKV_E_UNSUPPORTED: some sequence has
-   * more candidates than a batch ranking takes (rank one at a time). */
+   * min(want, n_b) of each row first. */
   ikv_status (*rank_pages_batch)(ikv_runtime *rt, int bound, const ikv_page_id *pages, const uint32_t *seq_off,
                                  uint32_t batch, const float *q, uint32_t want, uint64_t *keys);
   /* a plan's buffers on the backend's side */

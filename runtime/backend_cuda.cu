@@ -498,65 +498,49 @@ void cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
   cudaEventRecord(s->ready, stream);
 }
 
-/* The router's ranking: one round trip per sequence (queries and page ids
- * up, each head's best keys back), scored and sorted on the runtime's
- * stream; rows longer than the GPU sort takes come back whole and are
+/* The router's ranking: sequence b's candidates pages[seq_off[b],
+ * seq_off[b + 1]) and its queries q + b * q_heads * head_dim go up, are
+ * scored from the summaries and ranked per KV head on the runtime's stream,
+ * one launch each for the whole batch, and every key comes back: one round
+ * trip. Rows longer than the GPU sort takes come back unranked and are
  * ranked on the host. */
-ikv_status cuda_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
-                           uint32_t want, uint64_t *keys) {
-  cuda_state *s = state(rt);
-  const ikv_geometry *g = &rt->cfg.geometry;
-  if (!n) return IKV_OK;
-  const size_t row = sizeof(uint64_t) * n;
-  ikv_status st = stage(s, &s->candidates, pages, sizeof(ikv_page_id) * n);
-  if (st == IKV_OK) st = stage(s, &s->q, q, sizeof(float) * rt->cfg.q_heads * g->head_dim);
-  if (st == IKV_OK) st = reserve(&s->keys, row * g->kv_heads);
-  cudaStream_t stream = rt_stream(rt);
-  if (st == IKV_OK)
-    st = ikv_cuda_page_keys(g, &s->sum, bound, (const uint32_t *)s->candidates.d, n, (const float *)s->q.d,
-                            rt->cfg.q_heads / g->kv_heads, (uint64_t *)s->keys.d, stream);
-  if (st != IKV_OK) return st;
-  const int on_gpu = ikv_cuda_rank_keys(g->kv_heads, (uint64_t *)s->keys.d, n, want, stream) == IKV_OK;
-  const size_t width = on_gpu ? sizeof(uint64_t) * want : row;
-  if (!ok(cudaMemcpy2DAsync(s->keys.h, row, s->keys.d, row, width, g->kv_heads, cudaMemcpyDeviceToHost, stream)) ||
-      !ok(cudaStreamSynchronize(stream)))
-    return IKV_E_CUDA;
-  for (uint32_t h = 0; h < g->kv_heads; h++) {
-    uint64_t *kh = (uint64_t *)s->keys.h + (size_t)h * n;
-    if (!on_gpu) ikv_rank_smallest(kh, n, want);
-    memcpy(keys + (size_t)h * n, kh, sizeof(uint64_t) * want);
-  }
-  return IKV_OK;
-}
-
-/* The router's ranking for a whole batch: every sequence's candidates and
- * queries up, scored and ranked in one launch each, every key back: one
- * round trip for the batch. */
 ikv_status cuda_rank_pages_batch(ikv_runtime *rt, int bound, const ikv_page_id *pages, const uint32_t *seq_off,
                                  uint32_t batch, const float *q, uint32_t want, uint64_t *keys) {
   cuda_state *s = state(rt);
   const ikv_geometry *g = &rt->cfg.geometry;
   const uint32_t total = seq_off[batch];
-  for (uint32_t b = 0; b < batch; b++)
-    if (seq_off[b + 1] - seq_off[b] > IKV_CUDA_RANK_MAX) return IKV_E_UNSUPPORTED;
   if (!total) return IKV_OK;
+  const size_t key_bytes = sizeof(uint64_t) * g->kv_heads * total;
   ikv_status st = stage(s, &s->candidates, pages, sizeof(ikv_page_id) * total);
   if (st == IKV_OK) st = stage(s, &s->rank_off, seq_off, sizeof(uint32_t) * (batch + 1));
   if (st == IKV_OK) st = stage(s, &s->q, q, sizeof(float) * batch * rt->cfg.q_heads * g->head_dim);
-  if (st == IKV_OK) st = reserve(&s->keys, sizeof(uint64_t) * g->kv_heads * total);
+  if (st == IKV_OK) st = reserve(&s->keys, key_bytes);
   cudaStream_t stream = rt_stream(rt);
   if (st == IKV_OK)
     st = ikv_cuda_page_keys_batch(g, &s->sum, bound, (const uint32_t *)s->candidates.d, (const uint32_t *)s->rank_off.d,
                                   seq_off, batch, (const float *)s->q.d, rt->cfg.q_heads, (uint64_t *)s->keys.d, stream);
-  if (st == IKV_OK)
-    st = ikv_cuda_rank_keys_batch(g->kv_heads, (uint64_t *)s->keys.d, (const uint32_t *)s->rank_off.d, seq_off, batch,
-                                  want, stream);
   if (st != IKV_OK) return st;
-  if (!ok(cudaMemcpyAsync(s->keys.h, s->keys.d, sizeof(uint64_t) * g->kv_heads * total, cudaMemcpyDeviceToHost, stream)) ||
+  st = ikv_cuda_rank_keys_batch(g->kv_heads, (uint64_t *)s->keys.d, (const uint32_t *)s->rank_off.d, seq_off, batch,
+                                want, stream);
+  const int on_gpu = st == IKV_OK;
+  if (!on_gpu && st != IKV_E_UNSUPPORTED) return st;
+  if (!ok(cudaMemcpyAsync(s->keys.h, s->keys.d, key_bytes, cudaMemcpyDeviceToHost, stream)) ||
       !ok(cudaStreamSynchronize(stream)))
     return IKV_E_CUDA;
-  memcpy(keys, s->keys.h, sizeof(uint64_t) * g->kv_heads * total);
+  memcpy(keys, s->keys.h, key_bytes);
+  for (uint32_t b = 0; !on_gpu && b < batch; b++) {
+    const uint32_t n = seq_off[b + 1] - seq_off[b];
+    for (uint32_t h = 0; h < g->kv_heads; h++)
+      ikv_rank_smallest(keys + (size_t)g->kv_heads * seq_off[b] + (size_t)h * n, n, want < n ? want : n);
+  }
   return IKV_OK;
+}
+
+/* One sequence: a batch of one. */
+ikv_status cuda_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
+                           uint32_t want, uint64_t *keys) {
+  const uint32_t seq_off[2] = {0, n};
+  return cuda_rank_pages_batch(rt, bound, pages, seq_off, 1, q, want, keys);
 }
 
 ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {

@@ -409,8 +409,7 @@ static void reserved_groups(ikv_plan *pl) {
 /* Query-aware plans ranked on the host: when the backend ranks a batch at
  * once (a GPU: one round trip instead of one a sequence), every sequence's
  * candidates are listed first and ranked together. Falls back to ranking
- * one sequence at a time where the batch does not fit the list or the
- * backend's batch ranking. */
+ * one sequence at a time where the batch's candidates outgrow the list. */
 static ikv_status rank_batch(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
   const ikv_router_params *rp = &req->router;
   pl->ranked_batch = 0;
@@ -428,7 +427,6 @@ static ikv_status rank_batch(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_reque
   const uint32_t want = rp->topk_pages && rp->topk_pages < longest ? rp->topk_pages : longest;
   st = rt->be->rank_pages_batch(rt, rp->score_mode == IKV_SCORE_QUERY_BOUND, pl->dsel_pages, pl->dsel_seq, req->batch,
                                 rp->score_q, want, pl->rank_keys);
-  if (st == IKV_E_UNSUPPORTED) return IKV_OK;
   if (st != IKV_OK) return rt_fail(rt, st, "ikv_plan_build: ranking the batch's pages: %s", ikv_status_str(st));
   pl->ranked_batch = 1;
   return IKV_OK;
