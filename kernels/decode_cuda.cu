@@ -592,6 +592,9 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
 /* Three blocks an SM fit in shared memory below head_dim 256: registers must not be what limits */
 template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) decode_kernel(decode_args a) {
   extern __shared__ __align__(16) unsigned char smem[];
+  /* the merge kernel may be scheduled now: its blocks wait for this grid
+   * (griddepcontrol.wait) and take SM slots as these blocks leave them */
+  asm volatile("griddepcontrol.launch_dependents;");
   const ikv_work_item it = a.items[blockIdx.x];
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.y, b = per_head ? it.row / a.kv_heads : it.row;
@@ -665,6 +668,7 @@ template <int D> __global__ void __launch_bounds__(MERGE_THREADS) merge_kernel(d
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t r = per_head ? b * a.kv_heads + h : b, hh = per_head ? 0 : h;
   const int32_t i0 = a.row_items[r], i1 = a.row_items[r + 1];
+  asm volatile("griddepcontrol.wait;" ::: "memory"); /* the decode grid done, its partials visible */
   const size_t stride = (size_t)hh_count * a.group * (D + 2); /* from one item's record to the next */
   const float *rec0 = a.ws + ((size_t)(i0 * hh_count + hh) * a.group + g) * (D + 2);
   float M = -INFINITY;
@@ -743,14 +747,25 @@ extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_att
   return (size_t)plan->n_items * heads * (p->q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
 }
 
-template <int D> static void launch(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch, cudaStream_t s) {
+template <int D>
+static cudaError_t launch(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch, cudaStream_t s) {
   if (n_items) {
     /* above 48 KB a kernel must ask for its shared memory (head_dim 256) */
     if (tiles<D>::SMEM > 48 * 1024)
       cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
     decode_kernel<D><<<dim3(n_items, heads), WARPS * 32, tiles<D>::SMEM, s>>>(a);
   }
-  if (batch) merge_kernel<D><<<dim3(batch, a.q_heads), MERGE_THREADS, 0, s>>>(a, heads);
+  if (!batch) return cudaGetLastError();
+  /* launched while the decode grid runs (programmatic dependent launch):
+   * no gap between the two kernels */
+  cudaLaunchAttribute overlap;
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(batch, a.q_heads), cfg.blockDim = dim3(MERGE_THREADS), cfg.stream = s;
+  cfg.attrs = &overlap, cfg.numAttrs = 1;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, merge_kernel<D>, a, heads);
+  return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_pools *pools, const ikv_cuda_plan *plan,
@@ -782,11 +797,10 @@ extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_poo
   const uint32_t heads = plan->csr.per_kv_head ? 1 : g->kv_heads;
   cudaStream_t s = (cudaStream_t)stream;
   switch (g->head_dim) {
-    case 64: launch<64>(a, plan->n_items, heads, plan->csr.batch, s); break;
-    case 128: launch<128>(a, plan->n_items, heads, plan->csr.batch, s); break;
-    default: launch<256>(a, plan->n_items, heads, plan->csr.batch, s); break;
+    case 64: return cuda_ok(launch<64>(a, plan->n_items, heads, plan->csr.batch, s));
+    case 128: return cuda_ok(launch<128>(a, plan->n_items, heads, plan->csr.batch, s));
+    default: return cuda_ok(launch<256>(a, plan->n_items, heads, plan->csr.batch, s));
   }
-  return cuda_ok(cudaGetLastError());
 }
 
 /* ---- device copies of a plan ------------------------------------------------------ */
