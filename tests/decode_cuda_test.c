@@ -1,8 +1,9 @@
 /* GPU test (tag `gpu`): the fused paged decode kernel against the C reference
  * on fresh random pages and plans: head_dim 64/128/256, page sizes 16/32/64,
  * GQA groups 1/4/8, mixed precisions, masks (one-token, mid-page), per-KV-head
- * rows, empty rows, sliding windows with sinks, split sizes 1/3/32 pages, and
- * fp16/bf16/f32 queries and outputs. Outputs are poisoned before each launch
+ * rows, empty rows, rows of 40 items beside short ones, sliding windows with
+ * sinks, split sizes 1/3/32 pages, and fp16/bf16/f32 queries and outputs.
+ * Each plan is decoded twice. Outputs are poisoned before each launch
  * and every element is checked. The kernel feeds tensor cores fp16 (q, the
  * dequantized K and V, the softmax weights) and accumulates in fp32, so the
  * tolerances (out, per element, against the double-precision reference over
@@ -159,9 +160,9 @@ static void edge_plans(void **state) {
   free(f);
 }
 
-/* Rows of more items than one block merges (IKV_CUDA_IN_BLOCK_MERGE_ITEMS)
- * take the merge kernel; rows of a few items, a single item, or none, are
- * merged by their own blocks; both in one plan, shared and per KV head. */
+/* Long rows beside short ones in one plan, shared and per KV head: a row of
+ * 40 one-page items (the merge spreads them over its warps, several loads
+ * in flight each), rows of a few items, of one, and of none. */
 static void long_and_short_rows(void **state) {
   (void)state;
   require_gpu();
@@ -188,8 +189,8 @@ static void long_and_short_rows(void **state) {
     }
     f->plan.indptr = f->indptr, f->plan.page_slot = f->slot, f->plan.precision = f->prec;
     f->plan.page_index = f->page_index, f->plan.first = f->first, f->plan.last = f->last, f->plan.seq_len = f->seq_len;
-    check_launch(f, &dp, &r, IKV_DTYPE_F16, 1); /* a 40-item row: the merge kernel */
-    check_launch(f, &dp, &r, IKV_DTYPE_F32, 2); /* at most 20 items a row: merged in block */
+    check_launch(f, &dp, &r, IKV_DTYPE_F16, 1); /* 40 items in the long row */
+    check_launch(f, &dp, &r, IKV_DTYPE_F32, 2); /* 20 */
   }
   free_device_pools(&dp);
   free_pools(f);
