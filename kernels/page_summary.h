@@ -37,11 +37,13 @@ IKV_HD void ikv_summary_fold(float *mn, float *mx, float *sum, float x) {
   *mn = fminf(*mn, x), *mx = fmaxf(*mx, x), *sum = IKV_ADD(*sum, x);
 }
 
-/* Scores add over channels in the order a warp sums them: lane l takes
- * channels l, l + 32, ... in turn, then the lanes fold in halves (lane l adds
- * lane l + off for off = 16, 8, 4, 2, 1), which is what lane 0 of a
+/* Scores add over channels in the order a warp sums them: the channels form
+ * 4-channel chunks, lane l takes chunks l, l + 32, ... in turn (each chunk's
+ * channels in order: one 16-byte load), then the lanes fold in halves (lane l
+ * adds lane l + off for off = 16, 8, 4, 2, 1), which is what lane 0 of a
  * shuffle-xor butterfly computes. The host walks the same order, so a warp
  * per page on the GPU gives the host's bits. */
+#define IKV_SUMMARY_CHUNK 4
 #define IKV_SUMMARY_LANES 32
 
 /* Host-only helpers (the CPU backend, the CUDA backend's host side). */
@@ -68,7 +70,7 @@ IKV_HOST float ikv_summary_score(int bound, const float *mn, const float *mx, co
     const float *qj = q + (size_t)j * D;
     float a[IKV_SUMMARY_LANES] = {0}, b[IKV_SUMMARY_LANES] = {0}, c2[IKV_SUMMARY_LANES] = {0};
     for (uint32_t c = 0; c < D; c++) {
-      const uint32_t l = c % IKV_SUMMARY_LANES;
+      const uint32_t l = c / IKV_SUMMARY_CHUNK % IKV_SUMMARY_LANES;
       if (bound) {
         a[l] = a[l] + fmaxf(qj[c] * mn[c], qj[c] * mx[c]);
       } else {

@@ -48,83 +48,157 @@ struct segments {
   uint32_t count, n;
 };
 
-__device__ __forceinline__ void segment_of(const segments &sg, uint32_t i, uint32_t *b, uint32_t *off, uint32_t *n) {
-  if (!sg.off) {
-    *b = 0, *off = 0, *n = sg.n;
-    return;
-  }
-  uint32_t lo = 0, hi = sg.count; /* the last b with off[b] <= i */
-  while (hi - lo > 1) {
-    const uint32_t mid = (lo + hi) / 2;
-    if (sg.off[mid] <= i) lo = mid;
-    else hi = mid;
-  }
-  *b = lo, *off = sg.off[lo], *n = sg.off[lo + 1] - sg.off[lo];
-}
-
-/* A warp per (page, KV head): lanes over channels, the host's order
- * (kernels/page_summary.h). */
+/* A warp per (sequence blockIdx.y, KV head, 4 / CH consecutive candidates),
+ * in the host's order (kernels/page_summary.h): lane l holds the 4-channel
+ * chunks l, l + 32, ... (CH of them) of each page's summary. Every load of a
+ * warp is issued before any arithmetic (the page ids in one load, then all
+ * pages' summaries), so a warp keeps its whole 4 KB in flight: a warp per
+ * page, its loads behind a chain of dependent ones, reached 0.35-0.43 of
+ * the copy bandwidth on H100. */
+template <int CH>
 __global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, ikv_cuda_summaries s, int bound,
                                                         const uint32_t *pages, segments sg, const float *q,
                                                         size_t q_stride, uint32_t group, uint64_t *keys) {
-  const uint32_t w = blockIdx.x * (THREADS / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (w >= sg.n * H) return; /* the whole warp */
-  const uint32_t h = w / sg.n, i = w % sg.n;
-  uint32_t b, off, n;
-  segment_of(sg, i, &b, &off, &n);
-  const size_t at = ((size_t)pages[i] * H + h) * D;
-  const float *mn = s.kmin + at, *mx = s.kmax + at, *sum = s.ksum + at;
-  float best = -INFINITY;
-  for (uint32_t j = 0; j < group; j++) {
-    const float *qj = q + b * q_stride + ((size_t)h * group + j) * D;
-    float a = 0.0f, bb = 0.0f, c2 = 0.0f;
-    for (uint32_t c = lane; c < D; c += 32) {
-      if (bound) {
-        a = IKV_ADD(a, fmaxf(IKV_MUL(qj[c], mn[c]), IKV_MUL(qj[c], mx[c])));
-      } else {
-        a = IKV_ADD(a, IKV_MUL(qj[c], sum[c]));
-        bb = IKV_ADD(bb, IKV_MUL(qj[c], qj[c]));
-        c2 = IKV_ADD(c2, IKV_MUL(sum[c], sum[c]));
-      }
+  constexpr int PPW = 4 / CH; /* pages a warp */
+  const uint32_t b = blockIdx.y, lane = threadIdx.x % 32, chunks = D / IKV_SUMMARY_CHUNK;
+  const uint32_t off = sg.off ? sg.off[b] : 0, n = sg.off ? sg.off[b + 1] - off : sg.n;
+  const uint32_t w = blockIdx.x * (THREADS / 32) + threadIdx.x / 32, per_head = (n + PPW - 1) / PPW;
+  if (w >= per_head * H) return; /* the whole warp */
+  const uint32_t h = w / per_head, i0 = (w % per_head) * PPW;
+  const uint32_t my_page = lane < PPW && i0 + lane < n ? pages[off + i0 + lane] : 0;
+  /* bound: the minima and maxima; else the sums (in mn) */
+  float4 mn[PPW][CH], mx[PPW][CH];
+#pragma unroll
+  for (int p = 0; p < PPW; p++) {
+    const size_t at = ((size_t)__shfl_sync(0xffffffffu, my_page, p) * H + h) * D;
+    const float4 *lo = reinterpret_cast<const float4 *>((bound ? s.kmin : s.ksum) + at);
+    const float4 *hi = reinterpret_cast<const float4 *>(s.kmax + at);
+    const bool page = i0 + p < n;
+#pragma unroll
+    for (int k = 0; k < CH; k++) {
+      const uint32_t c = lane + 32 * k;
+      mn[p][k] = page && c < chunks ? lo[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      mx[p][k] = page && c < chunks && bound ? hi[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
-    float sc;
-    if (bound) {
-      sc = warp_fold(a);
-    } else {
-      const float dot = warp_fold(a), qq = warp_fold(bb), kk = warp_fold(c2);
-      sc = qq > 0.0f && kk > 0.0f ? IKV_DIV(dot, IKV_SQRT(IKV_MUL(qq, kk))) : 0.0f;
-    }
-    best = fmaxf(best, sc);
   }
-  if (lane == 0) keys[(size_t)H * off + (size_t)h * n + (i - off)] = ikv_rank_key(best, i - off);
+  float best[PPW];
+#pragma unroll
+  for (int p = 0; p < PPW; p++) best[p] = -INFINITY;
+  for (uint32_t j = 0; j < group; j++) {
+    const float4 *qj = reinterpret_cast<const float4 *>(q + b * q_stride + ((size_t)h * group + j) * D);
+    float4 qv[CH];
+#pragma unroll
+    for (int k = 0; k < CH; k++) qv[k] = lane + 32 * k < chunks ? qj[lane + 32 * k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int p = 0; p < PPW; p++) {
+      float a = 0.0f, bb = 0.0f, c2 = 0.0f;
+#pragma unroll
+      for (int k = 0; k < CH; k++) {
+        if (lane + 32 * k >= chunks) break;
+        const float qc[4] = {qv[k].x, qv[k].y, qv[k].z, qv[k].w};
+        const float lc[4] = {mn[p][k].x, mn[p][k].y, mn[p][k].z, mn[p][k].w};
+        const float hc[4] = {mx[p][k].x, mx[p][k].y, mx[p][k].z, mx[p][k].w};
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+          if (bound) {
+            a = IKV_ADD(a, fmaxf(IKV_MUL(qc[x], lc[x]), IKV_MUL(qc[x], hc[x])));
+          } else {
+            a = IKV_ADD(a, IKV_MUL(qc[x], lc[x]));
+            bb = IKV_ADD(bb, IKV_MUL(qc[x], qc[x]));
+            c2 = IKV_ADD(c2, IKV_MUL(lc[x], lc[x]));
+          }
+        }
+      }
+      float sc;
+      if (bound) {
+        sc = warp_fold(a);
+      } else {
+        const float dot = warp_fold(a), qq = warp_fold(bb), kk = warp_fold(c2);
+        sc = qq > 0.0f && kk > 0.0f ? IKV_DIV(dot, IKV_SQRT(IKV_MUL(qq, kk))) : 0.0f;
+      }
+      best[p] = fmaxf(best[p], sc);
+    }
+  }
+#pragma unroll
+  for (int p = 0; p < PPW; p++)
+    if (lane == (uint32_t)p && i0 + p < n) keys[(size_t)H * off + (size_t)h * n + i0 + p] = ikv_rank_key(best[p], i0 + p);
 }
 
 #define RANK_THREADS 1024
 
-/* A block per row (sequence blockIdx.x / H, head blockIdx.x % H): the row in
- * shared memory, padded to a power of two with the largest key,
- * bitonic-sorted, its first `want` keys written back. */
+/* The padded length of a row of n keys sorted with E keys a thread: a power
+ * of two, at least one warp's worth. */
+__host__ __device__ static inline uint32_t rank_padded(uint32_t n, uint32_t E) {
+  uint32_t padded = 32 * E;
+  while (padded < n) padded <<= 1;
+  return padded;
+}
+
+/* A block per row (sequence blockIdx.x / H, head blockIdx.x % H), padded to a
+ * power of two with the largest key and bitonic-sorted, its first `want`
+ * keys written back. Thread t holds keys [t E, t E + E) in registers: the
+ * compare-exchanges of stride below E stay in the thread, those below 32 E
+ * go through warp shuffles, and only the longer ones through shared memory,
+ * so a row of 2,048 keys takes 25 block barriers instead of 66. */
+template <int E>
 __global__ void __launch_bounds__(RANK_THREADS) rank_kernel(uint64_t *keys, uint32_t H, segments sg, uint32_t want) {
   extern __shared__ uint64_t row[];
   const uint32_t b = blockIdx.x / H, h = blockIdx.x % H;
   const uint32_t off = sg.off ? sg.off[b] : 0, n = sg.off ? sg.off[b + 1] - off : sg.n;
-  uint32_t padded = 2;
-  while (padded < n) padded <<= 1;
+  const uint32_t padded = rank_padded(n, E), t = threadIdx.x, mine = t * E;
+  const bool active = mine < padded; /* whole warps: padded / E is a multiple of 32 */
   uint64_t *k = keys + (size_t)H * off + (size_t)h * n;
-  for (uint32_t i = threadIdx.x; i < padded; i += RANK_THREADS) row[i] = i < n ? k[i] : ~0ull;
-  __syncthreads();
-  for (uint32_t size = 2; size <= padded; size <<= 1)
-    for (uint32_t stride = size >> 1; stride; stride >>= 1) {
-      for (uint32_t i = threadIdx.x; i < padded; i += RANK_THREADS) {
-        const uint32_t j = i ^ stride;
-        if (j > i) {
-          const uint64_t a = row[i], c = row[j];
-          if ((a > c) == ((i & size) == 0)) row[i] = c, row[j] = a;
+  uint64_t v[E];
+#pragma unroll
+  for (int e = 0; e < E; e++) v[e] = mine + e < n ? k[mine + e] : ~0ull;
+  for (uint32_t size = 2; size <= padded; size <<= 1) {
+    uint32_t stride = size >> 1;
+    if (stride >= 32 * E) { /* the long strides, in shared memory */
+      if (active)
+#pragma unroll
+        for (int e = 0; e < E; e++) row[mine + e] = v[e];
+      __syncthreads();
+      for (; stride >= 32 * E; stride >>= 1) {
+        for (uint32_t i = t; i < padded; i += blockDim.x) {
+          const uint32_t j = i ^ stride;
+          if (j > i) {
+            const uint64_t x = row[i], y = row[j];
+            if ((x > y) == ((i & size) == 0)) row[i] = y, row[j] = x;
+          }
+        }
+        __syncthreads();
+      }
+      if (active)
+#pragma unroll
+        for (int e = 0; e < E; e++) v[e] = row[mine + e];
+      __syncthreads(); /* every thread has read before the next size writes */
+    }
+    for (; stride >= E; stride >>= 1) { /* partner: the same slot of lane t ^ (stride / E) */
+      const uint32_t lanes = stride / E;
+      const bool lower = (t & lanes) == 0;
+#pragma unroll
+      for (int e = 0; e < E; e++) {
+        const uint64_t other = __shfl_xor_sync(0xffffffffu, v[e], lanes);
+        const bool ascending = ((mine + e) & size) == 0;
+        v[e] = (lower == ascending) == (v[e] < other) ? v[e] : other; /* lower of an ascending pair: the smaller */
+      }
+    }
+#pragma unroll
+    for (int st = E / 2; st >= 1; st >>= 1) { /* partner inside the thread: fixed indices keep v in registers */
+      if ((uint32_t)st > stride) continue;
+#pragma unroll
+      for (int e = 0; e < E; e++) {
+        const int f = e ^ st;
+        if (f > e && (v[e] > v[f]) == (((mine + e) & size) == 0)) {
+          const uint64_t x = v[e];
+          v[e] = v[f], v[f] = x;
         }
       }
-      __syncthreads();
     }
-  for (uint32_t i = threadIdx.x; i < want && i < n; i += RANK_THREADS) k[i] = row[i];
+  }
+#pragma unroll
+  for (int e = 0; e < E; e++)
+    if (mine + e < want && mine + e < n) k[mine + e] = v[e];
 }
 
 extern "C" ikv_status ikv_cuda_summarize(const ikv_geometry *g, const ikv_cuda_summaries *s, const void *k,
@@ -141,23 +215,38 @@ extern "C" ikv_status ikv_cuda_summarize(const ikv_geometry *g, const ikv_cuda_s
 namespace {
 
 ikv_status launch_scores(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound, const uint32_t *pages,
-                         segments sg, const float *q, size_t q_stride, uint32_t group, uint64_t *keys, void *stream) {
-  const uint32_t warps = sg.n * g->kv_heads, per_block = THREADS / 32;
-  score_kernel<<<(warps + per_block - 1) / per_block, THREADS, 0, (cudaStream_t)stream>>>(
-      g->kv_heads, g->head_dim, *s, bound, pages, sg, q, q_stride, group, keys);
+                         segments sg, uint32_t longest, const float *q, size_t q_stride, uint32_t group, uint64_t *keys,
+                         void *stream) {
+  /* chunks a lane (head_dim up to 128 each): 1, 2 or 4, and pages a warp */
+  const uint32_t ch = g->head_dim <= 128 ? 1 : g->head_dim <= 256 ? 2 : 4, ppw = 4 / ch;
+  const uint32_t warps = g->kv_heads * ((longest + ppw - 1) / ppw), per_block = THREADS / 32;
+  const dim3 grid((warps + per_block - 1) / per_block, sg.off ? sg.count : 1);
+  cudaStream_t st = (cudaStream_t)stream;
+  if (ch == 1) score_kernel<1><<<grid, THREADS, 0, st>>>(g->kv_heads, g->head_dim, *s, bound, pages, sg, q, q_stride, group, keys);
+  else if (ch == 2) score_kernel<2><<<grid, THREADS, 0, st>>>(g->kv_heads, g->head_dim, *s, bound, pages, sg, q, q_stride, group, keys);
+  else score_kernel<4><<<grid, THREADS, 0, st>>>(g->kv_heads, g->head_dim, *s, bound, pages, sg, q, q_stride, group, keys);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 
-/* longest: the longest row, for the shared memory */
+/* longest: the longest row, for the shared memory and the keys a thread */
+template <int E> ikv_status launch_rank_e(uint64_t *keys, uint32_t heads, segments sg, uint32_t rows, uint32_t longest,
+                                          uint32_t want, void *stream) {
+  const uint32_t padded = rank_padded(longest, E);
+  const int smem = (int)(padded * sizeof(uint64_t));
+  if (smem > 48 * 1024 &&
+      cudaFuncSetAttribute(rank_kernel<E>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
+    return IKV_E_CUDA;
+  rank_kernel<E><<<rows * heads, padded / E, smem, (cudaStream_t)stream>>>(keys, heads, sg, want);
+  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+}
+
+/* Keys a thread: as few as let RANK_THREADS threads hold the longest row. */
 ikv_status launch_rank(uint64_t *keys, uint32_t heads, segments sg, uint32_t rows, uint32_t longest, uint32_t want,
                        void *stream) {
-  uint32_t padded = 2;
-  while (padded < longest) padded <<= 1;
-  const int smem = (int)(padded * sizeof(uint64_t));
-  if (smem > 48 * 1024 && cudaFuncSetAttribute(rank_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
-    return IKV_E_CUDA;
-  rank_kernel<<<rows * heads, RANK_THREADS, smem, (cudaStream_t)stream>>>(keys, heads, sg, want);
-  return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
+  if (longest <= RANK_THREADS) return launch_rank_e<1>(keys, heads, sg, rows, longest, want, stream);
+  if (longest <= 2 * RANK_THREADS) return launch_rank_e<2>(keys, heads, sg, rows, longest, want, stream);
+  if (longest <= 4 * RANK_THREADS) return launch_rank_e<4>(keys, heads, sg, rows, longest, want, stream);
+  return launch_rank_e<8>(keys, heads, sg, rows, longest, want, stream); /* IKV_CUDA_RANK_MAX = 8 * RANK_THREADS */
 }
 
 } // namespace
@@ -168,7 +257,7 @@ extern "C" ikv_status ikv_cuda_page_keys(const ikv_geometry *g, const ikv_cuda_s
   if (!g || !s || (n && (!pages || !q || !keys))) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK || !group) return IKV_E_INVALID;
   if (!n) return IKV_OK;
-  return launch_scores(g, s, bound, pages, segments{NULL, 1, n}, q, 0, group, keys, stream);
+  return launch_scores(g, s, bound, pages, segments{NULL, 1, n}, n, q, 0, group, keys, stream);
 }
 
 extern "C" ikv_status ikv_cuda_page_keys_batch(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound,
@@ -180,7 +269,10 @@ extern "C" ikv_status ikv_cuda_page_keys_batch(const ikv_geometry *g, const ikv_
   const uint32_t n = batch ? seq_off_host[batch] : 0;
   if (!n) return IKV_OK;
   if (!pages || !q || !keys) return IKV_E_NULL;
-  return launch_scores(g, s, bound, pages, segments{seq_off, batch, n}, q, (size_t)q_heads * g->head_dim,
+  uint32_t longest = 0;
+  for (uint32_t b = 0; b < batch; b++)
+    if (seq_off_host[b + 1] - seq_off_host[b] > longest) longest = seq_off_host[b + 1] - seq_off_host[b];
+  return launch_scores(g, s, bound, pages, segments{seq_off, batch, n}, longest, q, (size_t)q_heads * g->head_dim,
                        q_heads / g->kv_heads, keys, stream);
 }
 

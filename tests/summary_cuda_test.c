@@ -2,7 +2,8 @@
  * scores computed from them carry the same bits as the host math of
  * kernels/page_summary.h (the CPU backend's): random keys in fp32/fp16/bf16,
  * pages started afresh and continued, runs of several tokens, outputs
- * poisoned first; the GPU's per-head ranking equals the host's selection. */
+ * poisoned first; scores at head_dim 16 to 512; the GPU's per-head ranking
+ * equals the host's selection at every row length up to the longest. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdlib.h>
@@ -179,7 +180,119 @@ static void summaries_and_scores_match_the_host(void **state) {
   free(got), free(slots), free(pages), free(k), free(kf), free(k16), free(want), free(keys);
 }
 
+/* Scores at every head_dim the geometry allows a few of (multiples of 16,
+ * up to 512): the chunked lane order of kernels/page_summary.h, both modes,
+ * against the host's bits, from random summaries uploaded as they are. */
+static void scores_match_the_host_at_every_head_dim(void **state) {
+  (void)state;
+  require_gpu();
+  test_rng r = {0x5eed0802};
+  const uint32_t dims[] = {16, 48, 64, 128, 256, 512}, G = 4, HQ2 = H * G, N = 37;
+  for (int di = 0; di < 6; di++) {
+    const uint32_t Dd = dims[di];
+    const ikv_geometry g = {.layers = 1, .kv_heads = H, .head_dim = Dd, .page_size = P};
+    const size_t cells = (size_t)N * H * Dd;
+    float *arr[3], *q = malloc(sizeof(float) * HQ2 * Dd), *d_q;
+    ikv_cuda_summaries dev = {.pages = N};
+    float **darr[3] = {&dev.kmin, &dev.kmax, &dev.ksum};
+    for (int a = 0; a < 3; a++) {
+      arr[a] = malloc(sizeof(float) * cells);
+      rng_fill_gauss(&r, arr[a], cells, 1.0f);
+    }
+    for (size_t c = 0; c < cells; c++) /* a box: min <= max */
+      if (arr[0][c] > arr[1][c]) {
+        const float x = arr[0][c];
+        arr[0][c] = arr[1][c], arr[1][c] = x;
+      }
+    rng_fill_gauss(&r, q, HQ2 * Dd, 1.0f);
+    uint32_t pages[N], *d_pages;
+    uint64_t want[H * N], got[H * N], *d_keys;
+    for (uint32_t i = 0; i < N; i++) pages[i] = (i * 5 + 2) % N;
+    for (int a = 0; a < 3; a++) {
+      CUDA_CHECK(cudaMalloc((void **)darr[a], sizeof(float) * cells));
+      CUDA_CHECK(cudaMemcpy(*darr[a], arr[a], sizeof(float) * cells, cudaMemcpyHostToDevice));
+    }
+    CUDA_CHECK(cudaMalloc((void **)&d_q, sizeof(float) * HQ2 * Dd));
+    CUDA_CHECK(cudaMalloc((void **)&d_pages, sizeof(pages)));
+    CUDA_CHECK(cudaMalloc((void **)&d_keys, sizeof(got)));
+    CUDA_CHECK(cudaMemcpy(d_q, q, sizeof(float) * HQ2 * Dd, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(d_pages, pages, sizeof(pages), cudaMemcpyHostToDevice));
+    for (int bound = 0; bound < 2; bound++) {
+      for (uint32_t h = 0; h < H; h++)
+        for (uint32_t i = 0; i < N; i++) {
+          const size_t at = ((size_t)pages[i] * H + h) * Dd;
+          want[h * N + i] =
+              ikv_rank_key(ikv_summary_score(bound, arr[0] + at, arr[1] + at, arr[2] + at, q + h * G * Dd, G, Dd), i);
+        }
+      CUDA_CHECK(cudaMemset(d_keys, 0xff, sizeof(got)));
+      assert_int_equal(ikv_cuda_page_keys(&g, &dev, bound, d_pages, N, d_q, G, d_keys, NULL), IKV_OK);
+      CUDA_CHECK(cudaMemcpy(got, d_keys, sizeof(got), cudaMemcpyDeviceToHost));
+      for (uint32_t i = 0; i < H * N; i++)
+        if (got[i] != want[i])
+          fail_msg("head_dim %u bound %d: key %u: gpu %016llx, host %016llx", Dd, bound, i,
+                   (unsigned long long)got[i], (unsigned long long)want[i]);
+    }
+    for (int a = 0; a < 3; a++) cudaFree(*darr[a]), free(arr[a]);
+    cudaFree(d_q), cudaFree(d_pages), cudaFree(d_keys);
+    free(q);
+  }
+}
+
+/* The ranking at every row length that changes how the sort splits its
+ * work (keys a thread 1, 2, 4, 8; rows shorter than a warp's worth, just
+ * over a power of two, and the longest), random distinct keys, against the
+ * host's selection; then rows of very different lengths in one launch. */
+static void ranks_rows_of_every_length(void **state) {
+  (void)state;
+  require_gpu();
+  test_rng r = {0x5eed0803};
+  const uint32_t lengths[] = {1, 2, 31, 33, 40, 257, 1000, 1024, 1025, 2048, 3000, 4096, 5000, 8191, 8192};
+  const uint32_t heads = 2, cap = heads * IKV_CUDA_RANK_MAX;
+  uint64_t *src = malloc(sizeof(uint64_t) * cap), *want = malloc(sizeof(uint64_t) * cap),
+           *got = malloc(sizeof(uint64_t) * cap), *d_keys;
+  CUDA_CHECK(cudaMalloc((void **)&d_keys, sizeof(uint64_t) * cap));
+  for (size_t li = 0; li < sizeof(lengths) / sizeof(lengths[0]); li++) {
+    const uint32_t n = lengths[li], ks[3] = {1, n / 8 + 1, n};
+    for (uint32_t i = 0; i < heads * n; i++) /* distinct: the ordinal in the low half, as rank keys have */
+      src[i] = ikv_rank_key(rng_gauss(&r), i % n);
+    for (int ki = 0; ki < 3; ki++) {
+      const uint32_t k = ks[ki] < n ? ks[ki] : n;
+      memcpy(want, src, sizeof(uint64_t) * heads * n);
+      CUDA_CHECK(cudaMemcpy(d_keys, src, sizeof(uint64_t) * heads * n, cudaMemcpyHostToDevice));
+      assert_int_equal(ikv_cuda_rank_keys(heads, d_keys, n, k, NULL), IKV_OK);
+      CUDA_CHECK(cudaMemcpy(got, d_keys, sizeof(uint64_t) * heads * n, cudaMemcpyDeviceToHost));
+      for (uint32_t h = 0; h < heads; h++) {
+        ikv_rank_smallest(want + h * n, n, k);
+        if (memcmp(got + h * n, want + h * n, sizeof(uint64_t) * k))
+          fail_msg("row of %u keys, head %u: the best %u differ from the host's", n, h, k);
+      }
+    }
+  }
+  /* one launch: rows of 5,000, 1 and 300 keys (the short rows idle most of the block) */
+  const uint32_t off[4] = {0, 5000, 5001, 5301}, *d_off;
+  for (uint32_t b = 0; b < 3; b++)
+    for (uint32_t i = heads * off[b]; i < heads * off[b + 1]; i++)
+      src[i] = ikv_rank_key(rng_gauss(&r), (i - heads * off[b]) % (off[b + 1] - off[b]));
+  memcpy(want, src, sizeof(uint64_t) * heads * off[3]);
+  CUDA_CHECK(cudaMalloc((void **)&d_off, sizeof(off)));
+  CUDA_CHECK(cudaMemcpy((void *)d_off, off, sizeof(off), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(d_keys, src, sizeof(uint64_t) * heads * off[3], cudaMemcpyHostToDevice));
+  assert_int_equal(ikv_cuda_rank_keys_batch(heads, d_keys, d_off, off, 3, 200, NULL), IKV_OK);
+  CUDA_CHECK(cudaMemcpy(got, d_keys, sizeof(uint64_t) * heads * off[3], cudaMemcpyDeviceToHost));
+  for (uint32_t b = 0; b < 3; b++)
+    for (uint32_t h = 0; h < heads; h++) {
+      const uint32_t n_b = off[b + 1] - off[b], k = n_b < 200 ? n_b : 200;
+      uint64_t *row = want + heads * off[b] + h * n_b;
+      ikv_rank_smallest(row, n_b, k);
+      assert_memory_equal(got + heads * off[b] + h * n_b, row, sizeof(uint64_t) * k);
+    }
+  cudaFree((void *)d_off), cudaFree(d_keys);
+  free(src), free(want), free(got);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(summaries_and_scores_match_the_host)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(summaries_and_scores_match_the_host),
+                                     cmocka_unit_test(scores_match_the_host_at_every_head_dim),
+                                     cmocka_unit_test(ranks_rows_of_every_length)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,6 +45,13 @@ double bench_copy_bandwidth(void *scratch) {
   return bench_median(samples, 7);
 }
 
+/* A random magnitude in [0.05, 2) (away from zero) and a random sign bit. */
+static float next_random(uint64_t *x, int *negative) {
+  *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+  *negative = (int)(*x & 1);
+  return 0.05f + (float)((*x >> 40) * 0x1.0p-24) * 1.95f;
+}
+
 void bench_fill_random_f16(void *device, size_t n, unsigned long long seed) {
   enum { CHUNK = 1 << 20 };
   uint16_t *host = malloc(sizeof(uint16_t) * CHUNK);
@@ -53,11 +60,46 @@ void bench_fill_random_f16(void *device, size_t n, unsigned long long seed) {
   for (size_t done = 0; done < n; done += CHUNK) {
     size_t m = n - done < CHUNK ? n - done : CHUNK;
     for (size_t i = 0; i < m; i++) {
-      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-      float mag = 0.05f + (float)((x >> 40) * 0x1.0p-24) * 1.95f; /* away from zero */
-      host[i] = ikv_f32_to_f16((x & 1) ? mag : -mag);
+      int negative;
+      const float mag = next_random(&x, &negative);
+      host[i] = ikv_f32_to_f16(negative ? -mag : mag);
     }
     BENCH_CUDA(cudaMemcpy((uint16_t *)device + done, host, sizeof(uint16_t) * m, cudaMemcpyHostToDevice));
   }
   free(host);
+}
+
+void bench_fill_random_f32(float *device, size_t n, int sign, unsigned long long seed) {
+  enum { CHUNK = 1 << 20 };
+  float *host = malloc(sizeof(float) * CHUNK);
+  if (!host) bench_cuda_ok(cudaErrorMemoryAllocation, "bench_fill_random_f32");
+  uint64_t x = seed | 1;
+  for (size_t done = 0; done < n; done += CHUNK) {
+    size_t m = n - done < CHUNK ? n - done : CHUNK;
+    for (size_t i = 0; i < m; i++) {
+      int negative;
+      const float mag = next_random(&x, &negative);
+      host[i] = (sign ? sign < 0 : negative) ? -mag : mag;
+    }
+    BENCH_CUDA(cudaMemcpy(device + done, host, sizeof(float) * m, cudaMemcpyHostToDevice));
+  }
+  free(host);
+}
+
+double bench_replay_us(cudaGraphExec_t exec, cudaStream_t s, int replays) {
+  enum { WARM_UP = 3, MAX_REPLAYS = 64 };
+  cudaEvent_t a, b;
+  BENCH_CUDA(cudaEventCreate(&a));
+  BENCH_CUDA(cudaEventCreate(&b));
+  double samples[MAX_REPLAYS];
+  if (replays > MAX_REPLAYS) replays = MAX_REPLAYS;
+  for (int r = -WARM_UP; r < replays; r++) {
+    BENCH_CUDA(cudaEventRecord(a, s));
+    BENCH_CUDA(cudaGraphLaunch(exec, s));
+    BENCH_CUDA(cudaEventRecord(b, s));
+    BENCH_CUDA(cudaEventSynchronize(b));
+    if (r >= 0) samples[r] = 1e3 * bench_elapsed_ms(a, b);
+  }
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  return bench_median(samples, replays);
 }

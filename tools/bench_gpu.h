@@ -22,5 +22,12 @@ double bench_copy_bandwidth(void *scratch);
 
 /* Fills n halves of device memory with random values in [-2, 2) (never zeros). */
 void bench_fill_random_f16(void *device, size_t n, unsigned long long seed);
+/* Fills n floats of device memory with random values of magnitude in [0.05, 2)
+ * and the given sign (0: either). */
+void bench_fill_random_f32(float *device, size_t n, int sign, unsigned long long seed);
+
+/* Median GPU time of `replays` replays of a graph after 3 warm-up ones, in
+ * microseconds. */
+double bench_replay_us(cudaGraphExec_t exec, cudaStream_t s, int replays);
 
 #endif

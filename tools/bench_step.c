@@ -8,6 +8,7 @@
 
 #include "runtime/intentkv.h"
 #include "tools/bench_gpu.h"
+#include "tools/bench_select.h"
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
 
@@ -16,13 +17,19 @@ enum { D = 128, P = 16, HQ = 32, HKV = 8, RECENT_PAGES = 64, WARM = 3, STEPS = 1
 #define WRITE_TOKENS 65536u
 
 static const char usage[] =
-    "usage: ikv bench step [--json] [--context N] [--part write_kv|step] [--format NAME]\n\n"
+    "usage: ikv bench step [--json] [--context N] [--part write_kv|select|step] [--format NAME]\n\n"
     "Runs the runtime on the CUDA backend (8 KV heads, 32 query heads, head_dim 128,\n"
     "16-token pages, fp16 K/V/q/out):\n"
     "  write_kv  65,536 new tokens of one layer (not the summaries' layer) into\n"
     "            pages of each format; bytes moved = fp16 K and V read + page\n"
     "            bytes written (scales included), against the device-to-device\n"
     "            copy bandwidth (read + write)\n"
+    "  select    the GPU's query-aware selection alone, at 32K and 128K context,\n"
+    "            batch 1 and 32: every page a candidate, scored by Quest's bound\n"
+    "            from the fp32 key minima and maxima (a score per page and KV\n"
+    "            head), then each KV head's top 12.5% ranked; graph replays of\n"
+    "            the scores, the ranking, and both (the summaries come from\n"
+    "            memory: replays rotate over four sets of them)\n"
     "  step      decode steps at N context tokens (default 32768), one new token\n"
     "            per sequence: append, plan, then write_kv and decode for every\n"
     "            layer, step end. 'dense': every page in fp16 (scheduler tables).\n"
@@ -45,7 +52,7 @@ static const char usage[] =
     "            the stream's end (median of 10 steps); gpu: the step's layers\n"
     "            captured in a CUDA graph and replayed (median of 20); plan: the\n"
     "            plan build alone.\n"
-    "  --part    runs only that part (default: both)\n"
+    "  --part    runs only that part (default: all three)\n"
     "  --format  write_kv into pages of that format only (fp16, bf16, fp8_e4m3, int8, int4)\n";
 
 typedef struct stepper {
@@ -64,23 +71,6 @@ typedef struct stepper {
   float *d_score_q; /* the same on the device (device selection) */
 } stepper;
 
-
-/* Median GPU time of a graph's replays, in microseconds. */
-static double replay_us(cudaGraphExec_t exec, cudaStream_t s) {
-  cudaEvent_t a, b;
-  BENCH_CUDA(cudaEventCreate(&a));
-  BENCH_CUDA(cudaEventCreate(&b));
-  double samples[REPLAYS];
-  for (int r = -WARM; r < REPLAYS; r++) {
-    BENCH_CUDA(cudaEventRecord(a, s));
-    BENCH_CUDA(cudaGraphLaunch(exec, s));
-    BENCH_CUDA(cudaEventRecord(b, s));
-    BENCH_CUDA(cudaEventSynchronize(b));
-    if (r >= 0) samples[r] = 1e3 * bench_elapsed_ms(a, b);
-  }
-  cudaEventDestroy(a), cudaEventDestroy(b);
-  return bench_median(samples, REPLAYS);
-}
 
 /* ---- write_kv ---------------------------------------------------------- */
 
@@ -109,7 +99,7 @@ static void bench_write_kv(ikv_precision p, const void *k, const void *v, double
   bench_ikv_ok(rt, ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F16, slots, precs, n, s), "ikv_write_kv (capture)");
   BENCH_CUDA(cudaStreamEndCapture(s, &graph));
   BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  double us = replay_us(exec, s);
+  double us = bench_replay_us(exec, s, REPLAYS);
   double bytes = 2.0 * WRITE_TOKENS * HKV * D * sizeof(uint16_t) +
                  (double)(WRITE_TOKENS / P) * ikv_page_layer_bytes(&cfg.geometry, p);
   double gbs = bytes / (us * 1e-6) / 1e9;
@@ -238,7 +228,7 @@ static double layer_us(stepper *st, uint32_t layer) {
   bench_ikv_ok(st->rt, ikv_decode(st->rt, st->plan, layer, st->q, st->out, st->lse, IKV_DTYPE_F16, st->stream), "ikv_decode");
   BENCH_CUDA(cudaStreamEndCapture(st->stream, &graph));
   BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  const double us = replay_us(exec, st->stream);
+  const double us = bench_replay_us(exec, st->stream, REPLAYS);
   cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
   return us;
 }
@@ -274,7 +264,7 @@ static step_result run_steps(stepper *st, variant var) {
       run_layers(st);
       BENCH_CUDA(cudaStreamEndCapture(st->stream, &graph));
       BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-      r.gpu_us = replay_us(exec, st->stream);
+      r.gpu_us = bench_replay_us(exec, st->stream, REPLAYS);
       cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
       if (var == DEVICE) r.select_us = layer_us(st, 0) - layer_us(st, 1);
       bench_ikv_ok(st->rt, ikv_plan_get_stats(st->plan, &r.stats), "ikv_plan_get_stats");
@@ -348,11 +338,12 @@ int ikv_bench_step(int argc, char **argv) {
   uint32_t ctx;
   if (!ikv_flag_u32(argc, argv, "--context", 32768, &ctx)) return 2;
   const char *part = ikv_flag_value(argc, argv, "--part");
-  if (part && strcmp(part, "write_kv") && strcmp(part, "step")) {
-    fprintf(stderr, "ikv bench step: --part must be write_kv or step\n");
+  if (part && strcmp(part, "write_kv") && strcmp(part, "select") && strcmp(part, "step")) {
+    fprintf(stderr, "ikv bench step: --part must be write_kv, select or step\n");
     return 2;
   }
-  const int run_write_kv = !part || !strcmp(part, "write_kv"), run_step = !part || !strcmp(part, "step");
+  const int run_write_kv = !part || !strcmp(part, "write_kv"), run_select = !part || !strcmp(part, "select"),
+            run_step = !part || !strcmp(part, "step");
   const char *format = ikv_flag_value(argc, argv, "--format");
   int only = -1;
   for (int p = 0; format && p < IKV_PRECISION_COUNT; p++)
@@ -394,6 +385,7 @@ int ikv_bench_step(int argc, char **argv) {
   for (int p = 0; run_write_kv && p < IKV_PRECISION_COUNT; p++)
     if (only < 0 || p == only) bench_write_kv((ikv_precision)p, k, v, copy_bw, json, &first);
   cudaFree(k), cudaFree(v);
+  if (run_select) bench_select(copy_bw, json, &first);
 
   if (!json && run_step)
     printf("step %5s %6s %-7s %7s %9s %7s %9s %10s %10s %8s %7s %6s %8s %8s %7s %10s %3s\n", "batch", "layers", "variant",

@@ -1,0 +1,110 @@
+/* ikv bench step --part select: the GPU's query-aware page selection alone.
+ * Per configuration, every page of each sequence's context is a candidate:
+ * the scores (Quest's upper bound from the per-channel key minima and
+ * maxima, a score per page and KV head) and the per-KV-head top 12.5%,
+ * timed as CUDA graph replays, apart and together. Each replay works through
+ * ROTATE separate sets of summaries, so a small configuration's summaries
+ * come from memory, not from the L2 cache, as they would in a step. */
+#include <stdlib.h>
+
+#include "kernels/summary_cuda.h"
+#include "tools/bench_gpu.h"
+#include "tools/bench_select.h"
+#include "tools/bench_util.h"
+
+enum { D = 128, P = 16, HQ = 32, HKV = 8, ROTATE = 4, REPLAYS = 20 };
+
+typedef enum { SCORE = 1, RANK = 2 } stage;
+
+typedef struct selection {
+  ikv_geometry g;
+  ikv_cuda_summaries sums;
+  uint32_t batch, n, want; /* n: candidates a sequence */
+  uint32_t *pages[ROTATE]; /* device: set r's candidate page ids */
+  uint32_t *seq_off, *seq_off_host;
+  float *q;
+  uint64_t *keys[ROTATE];
+} selection;
+
+static void enqueue(const selection *x, int stages, cudaStream_t s) {
+  for (int r = 0; r < ROTATE; r++) {
+    if (stages & SCORE)
+      bench_ikv_ok(NULL,
+                   ikv_cuda_page_keys_batch(&x->g, &x->sums, 1, x->pages[r], x->seq_off, x->seq_off_host, x->batch,
+                                            x->q, HQ, x->keys[r], s),
+                   "ikv_cuda_page_keys_batch");
+    if (stages & RANK)
+      bench_ikv_ok(NULL,
+                   ikv_cuda_rank_keys_batch(HKV, x->keys[r], x->seq_off, x->seq_off_host, x->batch, x->want, s),
+                   "ikv_cuda_rank_keys_batch");
+  }
+}
+
+/* GPU time of one selection (one of the ROTATE sets) of the given stages. */
+static double time_stages(const selection *x, int stages, cudaStream_t s) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  enqueue(x, stages, s);
+  BENCH_CUDA(cudaStreamEndCapture(s, &graph));
+  BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  const double us = bench_replay_us(exec, s, REPLAYS) / ROTATE;
+  cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
+  return us;
+}
+
+static void bench_one(uint32_t batch, uint32_t ctx, double copy_bw, int json, int *first) {
+  selection x = {.g = {.layers = 1, .kv_heads = HKV, .head_dim = D, .page_size = P}, .batch = batch, .n = ctx / P};
+  x.want = x.n / 8;
+  const uint32_t per_set = batch * x.n;
+  const size_t floats = (size_t)per_set * ROTATE * HKV * D;
+  x.sums.pages = per_set * ROTATE;
+  BENCH_CUDA(cudaMalloc((void **)&x.sums.kmin, sizeof(float) * floats));
+  BENCH_CUDA(cudaMalloc((void **)&x.sums.kmax, sizeof(float) * floats));
+  x.sums.ksum = x.sums.kmin; /* the bound reads only the extremes */
+  bench_fill_random_f32(x.sums.kmin, floats, -1, 11), bench_fill_random_f32(x.sums.kmax, floats, 1, 12);
+  uint32_t *ids = malloc(sizeof(uint32_t) * per_set);
+  x.seq_off_host = malloc(sizeof(uint32_t) * (batch + 1));
+  if (!ids || !x.seq_off_host) bench_cuda_ok(cudaErrorMemoryAllocation, "bench select");
+  for (uint32_t b = 0; b <= batch; b++) x.seq_off_host[b] = b * x.n;
+  for (int r = 0; r < ROTATE; r++) {
+    for (uint32_t i = 0; i < per_set; i++) ids[i] = (uint32_t)r * per_set + i;
+    BENCH_CUDA(cudaMalloc((void **)&x.pages[r], sizeof(uint32_t) * per_set));
+    BENCH_CUDA(cudaMemcpy(x.pages[r], ids, sizeof(uint32_t) * per_set, cudaMemcpyHostToDevice));
+    BENCH_CUDA(cudaMalloc((void **)&x.keys[r], sizeof(uint64_t) * per_set * HKV));
+  }
+  BENCH_CUDA(cudaMalloc((void **)&x.seq_off, sizeof(uint32_t) * (batch + 1)));
+  BENCH_CUDA(cudaMemcpy(x.seq_off, x.seq_off_host, sizeof(uint32_t) * (batch + 1), cudaMemcpyHostToDevice));
+  BENCH_CUDA(cudaMalloc((void **)&x.q, sizeof(float) * batch * HQ * D));
+  bench_fill_random_f32(x.q, (size_t)batch * HQ * D, 0, 13);
+  cudaStream_t s;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  enqueue(&x, SCORE, s); /* keys for the rank-only replays */
+  BENCH_CUDA(cudaStreamSynchronize(s));
+  const double score_us = time_stages(&x, SCORE, s), rank_us = time_stages(&x, RANK, s);
+  const double both_us = time_stages(&x, SCORE | RANK, s);
+  const double bytes = 2.0 * per_set * HKV * D * sizeof(float); /* minima and maxima */
+  const double gbs = bytes / (score_us * 1e-6) / 1e9;
+  if (json)
+    printf("%s{\"part\": \"select\", \"batch\": %u, \"context\": %u, \"candidates\": %u, \"topk\": %u, "
+           "\"score_us\": %.2f, \"rank_us\": %.2f, \"select_us\": %.2f, \"summary_bytes\": %.0f, \"score_gbs\": %.1f, "
+           "\"score_fraction_of_copy\": %.3f}",
+           *first ? "" : ", ", batch, ctx, x.n, x.want, score_us, rank_us, both_us, bytes, gbs, gbs * 1e9 / copy_bw);
+  else
+    printf("select %5u %7u %6u %5u %10.2f %10.2f %10.2f %9.1f %8.0f %6.2f\n", batch, ctx, x.n, x.want, score_us,
+           rank_us, both_us, bytes / 1e6, gbs, gbs * 1e9 / copy_bw);
+  *first = 0;
+  cudaStreamDestroy(s);
+  for (int r = 0; r < ROTATE; r++) cudaFree(x.pages[r]), cudaFree(x.keys[r]);
+  cudaFree(x.sums.kmin), cudaFree(x.sums.kmax), cudaFree(x.seq_off), cudaFree(x.q);
+  free(ids), free(x.seq_off_host);
+}
+
+void bench_select(double copy_bw, int json, int *first) {
+  if (!json)
+    printf("select %5s %7s %6s %5s %10s %10s %10s %9s %8s %6s\n", "batch", "context", "cand", "topk", "score_us",
+           "rank_us", "select_us", "sums_MB", "GB/s", "copy");
+  const uint32_t batches[] = {1, 32}, contexts[] = {32768, 131072};
+  for (int b = 0; b < 2; b++)
+    for (int c = 0; c < 2; c++) bench_one(batches[b], contexts[c], copy_bw, json, first);
+}
