@@ -23,6 +23,7 @@ struct decode_args {
   ikv_decode_plan csr;
   const ikv_work_item *items;
   const int32_t *entries, *row_items;
+  const uint8_t *item_waits; /* NULL: launched after the work before it */
   uint32_t kv_heads, group, page_size, q_heads;
   float scale_log2; /* softmax scale * log2(e): scores live in the log2 domain */
   int32_t window, sinks;
@@ -595,6 +596,9 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) 
   /* the merge kernel may be scheduled now: its blocks wait for this grid
    * (griddepcontrol.wait) and take SM slots as these blocks leave them */
   asm volatile("griddepcontrol.launch_dependents;");
+  /* launched alongside the kernel before it (item_waits): an item that
+   * reads what that kernel writes waits for it */
+  if (a.item_waits && a.item_waits[blockIdx.x]) asm volatile("griddepcontrol.wait;" ::: "memory");
   const ikv_work_item it = a.items[blockIdx.x];
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.y, b = per_head ? it.row / a.kv_heads : it.row;
@@ -747,24 +751,34 @@ extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_att
   return (size_t)plan->n_items * heads * (p->q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
 }
 
+/* Launches k on grid x block with smem bytes on s; as a programmatic
+ * dependent of the kernel before it when overlap is set. */
+template <typename... Args>
+static cudaError_t launch_kernel(void (*k)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool overlap,
+                                 Args... args) {
+  cudaLaunchAttribute attr;
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
+  cfg.attrs = &attr, cfg.numAttrs = overlap ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, k, args...);
+}
+
 template <int D>
 static cudaError_t launch(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch, cudaStream_t s) {
   if (n_items) {
     /* above 48 KB a kernel must ask for its shared memory (head_dim 256) */
     if (tiles<D>::SMEM > 48 * 1024)
       cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
-    decode_kernel<D><<<dim3(n_items, heads), WARPS * 32, tiles<D>::SMEM, s>>>(a);
+    const cudaError_t e = launch_kernel(decode_kernel<D>, dim3(n_items, heads), dim3(WARPS * 32), tiles<D>::SMEM, s,
+                                        a.item_waits != NULL, a);
+    if (e != cudaSuccess) return e;
   }
   if (!batch) return cudaGetLastError();
   /* launched while the decode grid runs (programmatic dependent launch):
    * no gap between the two kernels */
-  cudaLaunchAttribute overlap;
-  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  overlap.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(batch, a.q_heads), cfg.blockDim = dim3(MERGE_THREADS), cfg.stream = s;
-  cfg.attrs = &overlap, cfg.numAttrs = 1;
-  const cudaError_t e = cudaLaunchKernelEx(&cfg, merge_kernel<D>, a, heads);
+  const cudaError_t e = launch_kernel(merge_kernel<D>, dim3(batch, a.q_heads), dim3(MERGE_THREADS), 0, s, true, a, heads);
   return e != cudaSuccess ? e : cudaGetLastError();
 }
 
@@ -789,7 +803,7 @@ extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_poo
     a.payload[prec] = (uint32_t)ikv_tile_payload_bytes((ikv_precision)prec, g->page_size, g->head_dim);
   }
   a.csr = plan->csr;
-  a.items = plan->items, a.entries = plan->entries, a.row_items = plan->row_items;
+  a.items = plan->items, a.entries = plan->entries, a.row_items = plan->row_items, a.item_waits = plan->item_waits;
   a.kv_heads = g->kv_heads, a.group = group, a.page_size = g->page_size, a.q_heads = p->q_heads;
   a.scale_log2 = p->softmax_scale * LOG2E;
   a.window = p->window, a.sinks = p->sinks;

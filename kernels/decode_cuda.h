@@ -31,6 +31,14 @@ typedef struct ikv_cuda_plan {
   const int32_t *entries;       /* the partition's permutation of entries */
   const int32_t *row_items;     /* [rows + 1] */
   uint32_t n_items;
+  /* NULL: the decode starts once the work before it on the stream is done.
+   * Else [n_items]: the decode is launched as a programmatic dependent of the
+   * kernel before it, and the blocks of an item with item_waits[i] == 0 start
+   * at once, alongside that kernel: the caller vouches that the kernel
+   * writes none of what those blocks read (their pages, the queries, the
+   * plan) or triggers no early completion. The runtime sets it after its
+   * write_kv: items holding a page written this step wait. */
+  const uint8_t *item_waits;
 } ikv_cuda_plan;
 
 /* Copies a host plan into new device buffers, partitioned into items of at

@@ -536,6 +536,9 @@ __global__ void __launch_bounds__(THREADS, 4) write_kv_kernel(tile_geo g, const 
                                                            const int64_t *slots, const uint8_t *precs, uint32_t n,
                                                            uint32_t chunk, bool wide, uint32_t stage_bytes) {
   extern __shared__ params warp_params[];
+  /* a kernel launched as this one's programmatic dependent (the runtime's
+   * decode) may start now: it waits before reading pages this call writes */
+  asm volatile("griddepcontrol.launch_dependents;");
   const uint32_t i0 = blockIdx.x * chunk, end = min(i0 + chunk, n), warp = threadIdx.x >> 5;
   params *sp = warp_params + warp * g.D;
   uint8_t *stage = reinterpret_cast<uint8_t *>(warp_params + WARPS * g.D) + warp * stage_bytes;

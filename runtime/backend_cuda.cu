@@ -44,6 +44,11 @@ struct cuda_state {
   staged rank_off;            /* a batch ranking's candidates per sequence (CSR offsets) */
   ikv_cuda_summaries sum;
   ikv_cuda_move *d_move;
+  /* which decode blocks may start alongside the write_kv before them
+   * (ikv_cuda_plan.item_waits, cuda_plan_publish) */
+  uint32_t *last_write; /* [page] build_seq when write_kv last wrote it */
+  uint32_t *waited;     /* [page] build_seq of the plan whose items wait for it */
+  int unflagged_write;  /* the plan in flight: a write_kv wrote a page its items do not wait for */
   /* tier moves */
   cudaStream_t pf_stream;   /* prefetch copies */
   cudaEvent_t moved;        /* on the runtime's stream: the prefetch stream waits for its evictions */
@@ -60,10 +65,17 @@ struct cuda_state {
   uint32_t ring_next;
 };
 
+/* Plans of at most this many entries mark the items whose blocks must wait
+ * for the write_kv before the decode: the marking costs a pass over the
+ * entries on the host, worth it where decodes are short enough for the
+ * write_kv's few microseconds to matter. */
+#define WAIT_FLAGS_MAX_ENTRIES 16384u
+
 struct cuda_plan {
   ikv_cuda_plan dp; /* what the kernel reads: device pointers */
   int32_t *h_row_items;
-  void *buf[10];
+  uint8_t *h_item_waits, *h_fresh; /* [items], [WAIT_FLAGS_MAX_ENTRIES] */
+  void *buf[11];
   void *ws;
   size_t ws_bytes;
   /* device selection: candidates, reserved entries, rank keys (device) */
@@ -171,6 +183,8 @@ ikv_status cuda_open(ikv_runtime *rt) {
     if (!ok(cudaEventCreate(&s->stall_begin[i])) || !ok(cudaEventCreate(&s->stall_end[i]))) return IKV_E_CUDA;
   s->dsts = (void **)malloc(sizeof(void *) * MOVE_PIECES), s->srcs = (void **)malloc(sizeof(void *) * MOVE_PIECES);
   s->sizes = (size_t *)malloc(sizeof(size_t) * MOVE_PIECES);
+  s->last_write = (uint32_t *)calloc(rt->max_pages, sizeof(uint32_t));
+  s->waited = (uint32_t *)calloc(rt->max_pages, sizeof(uint32_t));
   s->batch_api = 1;
   if (!ok(cudaDeviceGetAttribute(&s->sm_copy, cudaDevAttrCanUseHostPointerForRegisteredMem, device))) return IKV_E_CUDA;
   if (s->sm_copy) {
@@ -179,7 +193,7 @@ ikv_status cuda_open(ikv_runtime *rt) {
     for (int i = 0; i < SM_COPY_SLOTS; i++)
       if (!ok(cudaEventCreateWithFlags(&s->ring_done[i], cudaEventDisableTiming))) return IKV_E_CUDA;
   }
-  if (!s->dsts || !s->srcs || !s->sizes || ikv_host_tier_open(bus_id, &rt->host) != IKV_OK) return IKV_E_NO_MEMORY;
+  if (!s->dsts || !s->srcs || !s->sizes || !s->last_write || !s->waited || ikv_host_tier_open(bus_id, &rt->host) != IKV_OK) return IKV_E_NO_MEMORY;
   const size_t summary = sizeof(float) * rt->max_pages * rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
   s->sum.pages = rt->max_pages;
   if (!ok(cudaMalloc(&s->sum.kmin, summary)) || !ok(cudaMalloc(&s->sum.kmax, summary)) ||
@@ -232,7 +246,7 @@ void cuda_close(ikv_runtime *rt) {
   cudaFree(s->d_move), cudaFree(s->sum.kmin), cudaFree(s->sum.kmax), cudaFree(s->sum.ksum);
   release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->keys), release(&s->candidates);
   release(&s->rank_off);
-  free(s->dsts), free(s->srcs), free(s->sizes);
+  free(s->dsts), free(s->srcs), free(s->sizes), free(s->last_write), free(s->waited);
   cudaFreeHost(s->ring);
   for (int i = 0; i < SM_COPY_SLOTS; i++)
     if (s->ring_done[i]) cudaEventDestroy(s->ring_done[i]);
@@ -449,7 +463,9 @@ ikv_status cuda_graph_key(const ikv_runtime *rt, const ikv_plan *pl, uint64_t *k
   uint32_t longest = 0;
   for (uint32_t b = 0; selects(pl) && b < pl->view.batch; b++)
     if (pl->dsel_seq[b + 1] - pl->dsel_seq[b] > longest) longest = pl->dsel_seq[b + 1] - pl->dsel_seq[b];
+  const cuda_plan *cp = (const cuda_plan *)pl->dev;
   const uint64_t parts[] = {(uintptr_t)pl, pl->view.batch, pl->view.per_kv_head, pl->n_rows, pl->n_work,
+                            (uint64_t)(cp->dp.item_waits && !s->unflagged_write), /* decodes launched overlapping */
                             pl->n_entries, (uint64_t)selects(pl), selects(pl) ? pl->n_dsel : 0, longest,
                             selects(pl) ? pl->dsel_k : 0, (uintptr_t)pl->dsel_q, (uintptr_t)s->slots.d,
                             (uintptr_t)s->precs.d, (uintptr_t)s->pages.d, s->slots.bytes, s->pages.bytes};
@@ -470,6 +486,11 @@ ikv_status cuda_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const v
   ikv_status st = stage(s, &s->slots, slots, sizeof(int64_t) * n);
   if (st == IKV_OK) st = stage(s, &s->precs, precs, n);
   if (st != IKV_OK) return st;
+  for (uint32_t i = 0; i < n; i++) { /* the runtime found each token's page (rt->token_pages) */
+    const ikv_page_id p = rt->token_pages[i];
+    if (rt->active && s->waited[p] != rt->build_seq) s->unflagged_write = 1;
+    s->last_write[p] = rt->build_seq;
+  }
   wait_ready(rt, stream);
   ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
   return caller_enqueued(rt, stream, ikv_cuda_write_kv(&rt->cfg.geometry, &lp, k, v, dtype, (const int64_t *)s->slots.d,
@@ -549,13 +570,15 @@ ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
   pl->dev = cp;
   const ikv_geometry *g = &rt->cfg.geometry;
   const size_t E = pl->cap_entries, rows = pl->cap_rows, items = E + rows * IKV_PRECISION_COUNT;
-  const size_t bytes[10] = {sizeof(int32_t) * (rows + 1), sizeof(int32_t) * E, E, sizeof(int32_t) * E,
+  const size_t bytes[11] = {sizeof(int32_t) * (rows + 1), sizeof(int32_t) * E, E, sizeof(int32_t) * E,
                             sizeof(uint16_t) * E, sizeof(uint16_t) * E, sizeof(int32_t) * pl->cap_batch,
-                            sizeof(ikv_work_item) * items, sizeof(int32_t) * E, sizeof(int32_t) * (rows + 1)};
-  for (int i = 0; i < 10; i++)
+                            sizeof(ikv_work_item) * items, sizeof(int32_t) * E, sizeof(int32_t) * (rows + 1), items};
+  for (int i = 0; i < 11; i++)
     if (!ok(cudaMalloc(&cp->buf[i], bytes[i]))) return IKV_E_CUDA;
   cp->h_row_items = (int32_t *)malloc(sizeof(int32_t) * (rows + 1));
-  if (!cp->h_row_items) return IKV_E_NO_MEMORY;
+  cp->h_item_waits = (uint8_t *)malloc(items);
+  cp->h_fresh = (uint8_t *)malloc(WAIT_FLAGS_MAX_ENTRIES);
+  if (!cp->h_row_items || !cp->h_item_waits || !cp->h_fresh) return IKV_E_NO_MEMORY;
   /* partials: every item, every KV head, every query head of the group */
   cp->ws_bytes = items * g->kv_heads * (rt->cfg.q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
   if (!ok(cudaMalloc(&cp->ws, cp->ws_bytes))) return IKV_E_CUDA;
@@ -572,16 +595,42 @@ ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
 void cuda_plan_close(ikv_plan *pl) {
   cuda_plan *cp = (cuda_plan *)pl->dev;
   if (!cp) return;
-  for (int i = 0; i < 10; i++) cudaFree(cp->buf[i]);
+  for (int i = 0; i < 11; i++) cudaFree(cp->buf[i]);
   cudaFree(cp->ws);
   cudaFree(cp->d_seq_off), cudaFree(cp->d_pages), cudaFree(cp->d_cand), cudaFree(cp->d_reserved), cudaFree(cp->d_groups), cudaFree(cp->d_keys);
-  free(cp->h_row_items);
+  free(cp->h_row_items), free(cp->h_item_waits), free(cp->h_fresh);
   free(cp);
   pl->dev = NULL;
 }
 
 uint32_t cuda_pages_per_item(const ikv_runtime *rt, uint32_t rows, uint32_t heads, uint32_t pages) {
   return ikv_cuda_pages_per_item(rows, heads, pages, state(rt)->sm_count);
+}
+
+/* item_waits: an item waits when one of its pages may be written by the
+ * kernel before the decode: appended and not yet written by every layer, or
+ * written since the last plan. With device selection every item waits when
+ * such a page is among the candidates (the GPU picks entries the host does
+ * not see). Returns whether the plan's items may start early at all. */
+static bool mark_waits(ikv_runtime *rt, const ikv_plan *pl, cuda_state *s, uint8_t *fresh, uint8_t *waits) {
+  if (pl->n_entries > WAIT_FLAGS_MAX_ENTRIES) return false;
+  const uint32_t now = rt->build_seq;
+  for (uint32_t e = 0; e < pl->n_entries; e++) {
+    const ikv_page_id p = pl->page[e];
+    fresh[e] = rt->unwritten_layers[p] || s->last_write[p] + 1 >= now; /* entry e's page may be written */
+    if (fresh[e]) s->waited[p] = now;
+  }
+  bool candidates = false;
+  for (uint32_t c = 0; selects(pl) && c < pl->n_dsel; c++) {
+    const ikv_page_id p = pl->dsel_cand[c].page;
+    candidates |= rt->unwritten_layers[p] || s->last_write[p] + 1 >= now;
+  }
+  for (uint32_t i = 0; i < pl->n_work; i++) {
+    uint8_t w = candidates;
+    for (uint32_t x = pl->work[i].begin; x < pl->work[i].end && !w; x++) w = fresh[pl->work_entries[x]];
+    waits[i] = w;
+  }
+  return true;
 }
 
 ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
@@ -592,12 +641,15 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
     while (i < pl->n_work && pl->work[i].row < r) i++;
     cp->h_row_items[r] = (int32_t)i;
   }
-  const void *src[10] = {pl->indptr, pl->slot, pl->precision, pl->page_index, pl->first, pl->last, pl->seq_len,
-                         pl->work, pl->work_entries, cp->h_row_items};
-  const size_t bytes[10] = {sizeof(int32_t) * (rows + 1), sizeof(int32_t) * nnz, nnz, sizeof(int32_t) * nnz,
+  s->unflagged_write = 0; /* writes before this plan: last_write */
+  const bool overlap = mark_waits(rt, pl, s, cp->h_fresh, cp->h_item_waits);
+  const void *src[11] = {pl->indptr, pl->slot, pl->precision, pl->page_index, pl->first, pl->last, pl->seq_len,
+                         pl->work, pl->work_entries, cp->h_row_items, cp->h_item_waits};
+  const size_t bytes[11] = {sizeof(int32_t) * (rows + 1), sizeof(int32_t) * nnz, nnz, sizeof(int32_t) * nnz,
                             sizeof(uint16_t) * nnz, sizeof(uint16_t) * nnz, sizeof(int32_t) * pl->view.batch,
-                            sizeof(ikv_work_item) * pl->n_work, sizeof(int32_t) * nnz, sizeof(int32_t) * (rows + 1)};
-  for (int i = 0; i < 10; i++)
+                            sizeof(ikv_work_item) * pl->n_work, sizeof(int32_t) * nnz, sizeof(int32_t) * (rows + 1),
+                            overlap ? pl->n_work : 0};
+  for (int i = 0; i < 11; i++)
     if (bytes[i] && !ok(cudaMemcpyAsync(cp->buf[i], src[i], bytes[i], cudaMemcpyHostToDevice, s->stream))) return IKV_E_CUDA;
   ikv_cuda_plan *dp = &cp->dp;
   dp->csr = pl->view;
@@ -611,6 +663,7 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
   dp->items = (const ikv_work_item *)cp->buf[7];
   dp->entries = (const int32_t *)cp->buf[8];
   dp->row_items = (const int32_t *)cp->buf[9];
+  dp->item_waits = overlap ? (const uint8_t *)cp->buf[10] : NULL;
   dp->rows = rows;
   dp->n_items = pl->n_work;
   if (selects(pl)) { /* what the GPU ranks at layer 0's decode */
@@ -665,7 +718,9 @@ ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, cons
     if (st != IKV_OK) return st;
   }
   ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
-  return caller_enqueued(rt, stream, ikv_cuda_decode(&rt->cfg.geometry, &lp, &cp->dp, &rt->attn, q, out, lse, dtype,
+  ikv_cuda_plan dp = cp->dp;
+  if (state(rt)->unflagged_write) dp.item_waits = NULL; /* a page written this step that no item waits for */
+  return caller_enqueued(rt, stream, ikv_cuda_decode(&rt->cfg.geometry, &lp, &dp, &rt->attn, q, out, lse, dtype,
                                                      cp->ws, cp->ws_bytes, stream));
 }
 

@@ -3,7 +3,8 @@
  * GQA groups 1/4/8, mixed precisions, masks (one-token, mid-page), per-KV-head
  * rows, empty rows, rows of 40 items beside short ones, sliding windows with
  * sinks, split sizes 1/3/32 pages, and fp16/bf16/f32 queries and outputs.
- * Each plan is decoded twice. Outputs are poisoned before each launch
+ * Each plan is decoded twice, the second time with per-item wait flags
+ * (a programmatic dependent launch). Outputs are poisoned before each launch
  * and every element is checked. The kernel feeds tensor cores fp16 (q, the
  * dequantized K and V, the softmax weights) and accumulates in fp32, so the
  * tolerances (out, per element, against the double-precision reference over
@@ -77,9 +78,15 @@ static size_t check_launch(fixture *f, const device_pools *dp, test_rng *r, ikv_
   if (ws_bytes) CUDA_CHECK(cudaMalloc(&dws, ws_bytes));
   CUDA_CHECK(cudaMemcpy(dq, q, n * es, cudaMemcpyHostToDevice));
   const double atol = dt == IKV_DTYPE_BF16 ? 1e-2 : 3e-3, rtol = dt == IKV_DTYPE_BF16 ? 1.6e-2 : 6e-3;
-  /* twice: the second launch finds the plan as the first left it (its
-   * blocks' arrival counts back at zero) */
+  /* twice: the second launch finds the plan as the first left it, and is
+   * launched as a programmatic dependent with every other item free to
+   * start early (nothing before it writes what it reads) */
+  uint8_t *waits = malloc(cp->n_items + 1), *d_waits;
+  for (uint32_t i = 0; i < cp->n_items; i++) waits[i] = (uint8_t)(i & 1);
+  CUDA_CHECK(cudaMalloc((void **)&d_waits, cp->n_items + 1));
+  CUDA_CHECK(cudaMemcpy(d_waits, waits, cp->n_items + 1, cudaMemcpyHostToDevice));
   for (int launch = 0; launch < 2; launch++) {
+    cp->item_waits = launch ? d_waits : NULL;
     CUDA_CHECK(cudaMemset(dout, 0xff, n * es)); /* poison: NaN in every type */
     CUDA_CHECK(cudaMemset(dlse, 0xff, sizeof(float) * nq));
     if (ws_bytes) CUDA_CHECK(cudaMemset(dws, 0xff, ws_bytes));
@@ -101,7 +108,8 @@ static size_t check_launch(fixture *f, const device_pools *dp, test_rng *r, ikv_
       }
     }
   }
-  cudaFree(dq), cudaFree(dout), cudaFree(dlse), cudaFree(dws);
+  cudaFree(dq), cudaFree(dout), cudaFree(dlse), cudaFree(dws), cudaFree(d_waits);
+  free(waits);
   ikv_cuda_plan_destroy(cp);
   free(q), free(out), free(qf), free(ref), free(ref_lse), free(lse);
   return n;
