@@ -9,6 +9,7 @@
 
 #include "kernels/cp_async.cuh"
 #include "kernels/decode_cuda.h"
+#include "kernels/launch.cuh"
 
 #define WARPS 4
 #define LOG2E 1.4426950408889634f
@@ -671,6 +672,9 @@ template <int D> __global__ void __launch_bounds__(MERGE_THREADS) merge_kernel(d
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t r = per_head ? b * a.kv_heads + h : b, hh = per_head ? 0 : h;
+  /* the kernel after it may be scheduled now (the runtime's next write_kv
+   * waits for this grid before doing anything) */
+  asm volatile("griddepcontrol.launch_dependents;");
   const int32_t i0 = a.row_items[r], i1 = a.row_items[r + 1];
   asm volatile("griddepcontrol.wait;" ::: "memory"); /* the decode grid done, its partials visible */
   const size_t stride = (size_t)hh_count * a.group * (D + 2); /* from one item's record to the next */
@@ -751,34 +755,20 @@ extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_att
   return (size_t)plan->n_items * heads * (p->q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
 }
 
-/* Launches k on grid x block with smem bytes on s; as a programmatic
- * dependent of the kernel before it when overlap is set. */
-template <typename... Args>
-static cudaError_t launch_kernel(void (*k)(Args...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, bool overlap,
-                                 Args... args) {
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
-  cfg.attrs = &attr, cfg.numAttrs = overlap ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, k, args...);
-}
-
 template <int D>
 static cudaError_t launch(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch, cudaStream_t s) {
   if (n_items) {
     /* above 48 KB a kernel must ask for its shared memory (head_dim 256) */
     if (tiles<D>::SMEM > 48 * 1024)
       cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
-    const cudaError_t e = launch_kernel(decode_kernel<D>, dim3(n_items, heads), dim3(WARPS * 32), tiles<D>::SMEM, s,
+    const cudaError_t e = ikv_launch(decode_kernel<D>, dim3(n_items, heads), dim3(WARPS * 32), tiles<D>::SMEM, s,
                                         a.item_waits != NULL, a);
     if (e != cudaSuccess) return e;
   }
   if (!batch) return cudaGetLastError();
   /* launched while the decode grid runs (programmatic dependent launch):
    * no gap between the two kernels */
-  const cudaError_t e = launch_kernel(merge_kernel<D>, dim3(batch, a.q_heads), dim3(MERGE_THREADS), 0, s, true, a, heads);
+  const cudaError_t e = ikv_launch(merge_kernel<D>, dim3(batch, a.q_heads), dim3(MERGE_THREADS), 0, s, true, a, heads);
   return e != cudaSuccess ? e : cudaGetLastError();
 }
 

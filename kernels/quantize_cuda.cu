@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "kernels/cp_async.cuh"
+#include "kernels/launch.cuh"
 #include "kernels/quant.h"
 #include "kernels/quantize_cuda.h"
 
@@ -536,8 +537,11 @@ __global__ void __launch_bounds__(THREADS, 4) write_kv_kernel(tile_geo g, const 
                                                            const int64_t *slots, const uint8_t *precs, uint32_t n,
                                                            uint32_t chunk, bool wide, uint32_t stage_bytes) {
   extern __shared__ params warp_params[];
-  /* a kernel launched as this one's programmatic dependent (the runtime's
-   * decode) may start now: it waits before reading pages this call writes */
+  /* launched as a programmatic dependent: the kernel before it is done
+   * (its writes visible) past this wait; then a kernel launched as this
+   * one's dependent (the runtime's decode) may start: it waits before
+   * reading pages this call writes */
+  asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;");
   const uint32_t i0 = blockIdx.x * chunk, end = min(i0 + chunk, n), warp = threadIdx.x >> 5;
   params *sp = warp_params + warp * g.D;
@@ -612,12 +616,16 @@ extern "C" ikv_status ikv_cuda_write_kv(const ikv_geometry *g, const ikv_layer_p
   const size_t params_bytes = WARPS * g->head_dim * sizeof(params),
                stage = (48 * 1024 - params_bytes) / WARPS < 4096 ? (48 * 1024 - params_bytes) / WARPS / 16 * 16 : 4096,
                smem = params_bytes + WARPS * stage;
-  if (g->head_dim <= 256)
-    write_kv_kernel<1><<<grid, THREADS, smem, (cudaStream_t)stream>>>(make_geo(g, pools), k, v, dtype, slot_mapping,
-                                                                     slot_precision, n, chunk, wide, (uint32_t)stage);
-  else
-    write_kv_kernel<2><<<grid, THREADS, smem, (cudaStream_t)stream>>>(make_geo(g, pools), k, v, dtype, slot_mapping,
-                                                                     slot_precision, n, chunk, wide, (uint32_t)stage);
+  /* a programmatic dependent of the kernel before it: its launch overlaps
+   * that kernel's end (it waits on entry) */
+  const tile_geo geo = make_geo(g, pools);
+  const cudaError_t e =
+      g->head_dim <= 256
+          ? ikv_launch(write_kv_kernel<1>, grid, dim3(THREADS), smem, (cudaStream_t)stream, true, geo, k, v, (int)dtype,
+                       slot_mapping, slot_precision, n, chunk, wide, (uint32_t)stage)
+          : ikv_launch(write_kv_kernel<2>, grid, dim3(THREADS), smem, (cudaStream_t)stream, true, geo, k, v, (int)dtype,
+                       slot_mapping, slot_precision, n, chunk, wide, (uint32_t)stage);
+  if (e != cudaSuccess) return IKV_E_CUDA;
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 
