@@ -729,12 +729,15 @@ extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per
    * item so each warp streams several chunks through its pipeline: the best
    * of the sizes measured on H100 for small and for large caches; 8 when
    * items of 16 would not fill the SMs once (small caches and selections,
-   * where latency rules) */
+   * where latency rules), or, for rows every KV head reads, not twice (a
+   * step's selection at batch 1: 4% faster; per-KV-head rows of the same
+   * size were 4% slower with it; docs/results.md) */
   const uint64_t sms = (uint64_t)(sm_count > 0 ? sm_count : 1), heads = (uint64_t)rows * kv_heads_per_row;
   uint64_t blocks_wanted = 10ull * sms;
   uint64_t per_row = heads ? (blocks_wanted + heads - 1) / heads : 1;
   uint64_t pages = (pages_per_row + per_row - 1) / per_row;
-  const uint32_t least = heads * ((pages_per_row + 15) / 16) < sms ? 8 : 16;
+  const uint64_t fill = kv_heads_per_row > 1 ? 2 * sms : sms;
+  const uint32_t least = heads * ((pages_per_row + 15) / 16) < fill ? 8 : 16;
   if (pages < least) pages = least;
   /* a last wave of resident blocks that would run less than half full (or,
    * under two waves, at all): larger items that fill the waves before it;
