@@ -141,15 +141,29 @@ static void shape_sweep_matches_the_reference(void **state) {
   print_message("checked %zu output elements\n", checked);
 }
 
+/* The fixture for plans written by hand: head_dim 128, 16-token pages, 2 KV
+ * heads, 8 query heads, random pools on the device. */
+static fixture *hand_made_plans_open(test_rng *r, device_pools *dp) {
+  fixture *f = calloc(1, sizeof(fixture));
+  f->g = (ikv_geometry){.layers = 1, .kv_heads = 2, .head_dim = 128, .page_size = 16};
+  make_pools(f, r);
+  *dp = upload_pools(f);
+  f->params = (ikv_attn_params){.q_heads = 8, .softmax_scale = 0.088f};
+  return f;
+}
+
+static void hand_made_plans_close(fixture *f, device_pools *dp) {
+  free_device_pools(dp);
+  free_pools(f);
+  free(f);
+}
+
 static void edge_plans(void **state) {
   (void)state;
   require_gpu();
   test_rng r = {0x5eed0502};
-  fixture *f = calloc(1, sizeof(fixture));
-  f->g = (ikv_geometry){.layers = 1, .kv_heads = 2, .head_dim = 128, .page_size = 16};
-  make_pools(f, &r);
-  device_pools dp = upload_pools(f);
-  f->params = (ikv_attn_params){.q_heads = 8, .softmax_scale = 0.088f};
+  device_pools dp;
+  fixture *f = hand_made_plans_open(&r, &dp);
   /* one token of one page; an odd sequence length; an empty second row */
   memset(&f->plan, 0, sizeof(f->plan));
   f->plan.batch = 2;
@@ -163,9 +177,7 @@ static void edge_plans(void **state) {
   /* nothing selected at all */
   f->indptr[1] = f->indptr[2] = 0;
   check_launch(f, &dp, &r, IKV_DTYPE_BF16, 32);
-  free_device_pools(&dp);
-  free_pools(f);
-  free(f);
+  hand_made_plans_close(f, &dp);
 }
 
 /* Long rows beside short ones in one plan, shared and per KV head: a row of
@@ -175,11 +187,8 @@ static void long_and_short_rows(void **state) {
   (void)state;
   require_gpu();
   test_rng r = {0x5eed0503};
-  fixture *f = calloc(1, sizeof(fixture));
-  f->g = (ikv_geometry){.layers = 1, .kv_heads = 2, .head_dim = 128, .page_size = 16};
-  make_pools(f, &r);
-  device_pools dp = upload_pools(f);
-  f->params = (ikv_attn_params){.q_heads = 8, .softmax_scale = 0.088f};
+  device_pools dp;
+  fixture *f = hand_made_plans_open(&r, &dp);
   const uint32_t lengths[3] = {40, 3, 0}; /* pages a row: at one page an item, 40 items */
   for (int per_head = 0; per_head < 2; per_head++) {
     memset(&f->plan, 0, sizeof(f->plan));
@@ -200,9 +209,7 @@ static void long_and_short_rows(void **state) {
     check_launch(f, &dp, &r, IKV_DTYPE_F16, 1); /* 40 items in the long row */
     check_launch(f, &dp, &r, IKV_DTYPE_F32, 2); /* 20 */
   }
-  free_device_pools(&dp);
-  free_pools(f);
-  free(f);
+  hand_made_plans_close(f, &dp);
 }
 
 static void arguments_are_checked(void **state) {

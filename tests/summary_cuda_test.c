@@ -18,6 +18,20 @@
 #define CUDA_CHECK(call) assert_int_equal((call), cudaSuccess)
 enum { H = 4, D = 128, P = 16, PAGES = 40, HQ = 16, N_MAX = PAGES * P };
 
+/* Each sequence's rows of got ([heads][n_b] at heads * off[b], ranked by the
+ * GPU) against the host's selection of the same keys in want (permuted in
+ * place): the best min(n_b, k) of each row, in order. */
+static void expect_ranked(const uint64_t *got, uint64_t *want, const uint32_t *off, uint32_t batch, uint32_t heads,
+                          uint32_t k) {
+  for (uint32_t b = 0; b < batch; b++)
+    for (uint32_t h = 0; h < heads; h++) {
+      const uint32_t n_b = off[b + 1] - off[b], best = n_b < k ? n_b : k;
+      uint64_t *row = want + heads * off[b] + h * n_b;
+      ikv_rank_smallest(row, n_b, best);
+      assert_memory_equal(got + heads * off[b] + h * n_b, row, sizeof(uint64_t) * best);
+    }
+}
+
 static void summaries_and_scores_match_the_host(void **state) {
   (void)state;
   require_gpu();
@@ -136,13 +150,7 @@ static void summaries_and_scores_match_the_host(void **state) {
     assert_memory_equal(keys, want, sizeof(uint64_t) * H * PAGES);
     assert_int_equal(ikv_cuda_rank_keys_batch(H, d_keys, d_off, off, 3, 5, NULL), IKV_OK);
     CUDA_CHECK(cudaMemcpy(keys, d_keys, sizeof(uint64_t) * H * PAGES, cudaMemcpyDeviceToHost));
-    for (uint32_t b = 0; b < 3; b++)
-      for (uint32_t h = 0; h < H; h++) {
-        const uint32_t n_b = off[b + 1] - off[b], k = n_b < 5 ? n_b : 5;
-        uint64_t *row = want + H * off[b] + h * n_b;
-        ikv_rank_smallest(row, n_b, k);
-        assert_memory_equal(keys + H * off[b] + h * n_b, row, sizeof(uint64_t) * k);
-      }
+    expect_ranked(keys, want, off, 3, H, 5);
     assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, NULL, off, 3, d_q3, HQ, d_keys, NULL), IKV_E_NULL);
     assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, d_off, off, 3, d_q3, HQ + 1, d_keys, NULL),
                      IKV_E_INVALID);
@@ -279,13 +287,7 @@ static void ranks_rows_of_every_length(void **state) {
   CUDA_CHECK(cudaMemcpy(d_keys, src, sizeof(uint64_t) * heads * off[3], cudaMemcpyHostToDevice));
   assert_int_equal(ikv_cuda_rank_keys_batch(heads, d_keys, d_off, off, 3, 200, NULL), IKV_OK);
   CUDA_CHECK(cudaMemcpy(got, d_keys, sizeof(uint64_t) * heads * off[3], cudaMemcpyDeviceToHost));
-  for (uint32_t b = 0; b < 3; b++)
-    for (uint32_t h = 0; h < heads; h++) {
-      const uint32_t n_b = off[b + 1] - off[b], k = n_b < 200 ? n_b : 200;
-      uint64_t *row = want + heads * off[b] + h * n_b;
-      ikv_rank_smallest(row, n_b, k);
-      assert_memory_equal(got + heads * off[b] + h * n_b, row, sizeof(uint64_t) * k);
-    }
+  expect_ranked(got, want, off, 3, heads, 200);
   cudaFree((void *)d_off), cudaFree(d_keys);
   free(src), free(want), free(got);
 }

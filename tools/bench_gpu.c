@@ -45,45 +45,32 @@ double bench_copy_bandwidth(void *scratch) {
   return bench_median(samples, 7);
 }
 
-/* A random magnitude in [0.05, 2) (away from zero) and a random sign bit. */
-static float next_random(uint64_t *x, int *negative) {
-  *x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
-  *negative = (int)(*x & 1);
-  return 0.05f + (float)((*x >> 40) * 0x1.0p-24) * 1.95f;
-}
-
-void bench_fill_random_f16(void *device, size_t n, unsigned long long seed) {
+/* Fills n values of device memory, fp16 (half) or fp32, with random
+ * magnitudes in [0.05, 2) (away from zero) of the given sign (0: either),
+ * one host chunk at a time. */
+static void fill_random(void *device, size_t n, int half, int sign, unsigned long long seed) {
   enum { CHUNK = 1 << 20 };
-  uint16_t *host = malloc(sizeof(uint16_t) * CHUNK);
-  if (!host) bench_cuda_ok(cudaErrorMemoryAllocation, "bench_fill_random_f16");
+  const size_t size = half ? sizeof(uint16_t) : sizeof(float);
+  uint8_t *host = malloc(size * CHUNK);
+  if (!host) bench_cuda_ok(cudaErrorMemoryAllocation, "bench fill_random");
   uint64_t x = seed | 1;
   for (size_t done = 0; done < n; done += CHUNK) {
     size_t m = n - done < CHUNK ? n - done : CHUNK;
     for (size_t i = 0; i < m; i++) {
-      int negative;
-      const float mag = next_random(&x, &negative);
-      host[i] = ikv_f32_to_f16(negative ? -mag : mag);
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      const float mag = 0.05f + (float)((x >> 40) * 0x1.0p-24) * 1.95f, v = (sign ? sign < 0 : (int)(x & 1)) ? -mag : mag;
+      if (half) ((uint16_t *)host)[i] = ikv_f32_to_f16(v);
+      else ((float *)host)[i] = v;
     }
-    BENCH_CUDA(cudaMemcpy((uint16_t *)device + done, host, sizeof(uint16_t) * m, cudaMemcpyHostToDevice));
+    BENCH_CUDA(cudaMemcpy((uint8_t *)device + size * done, host, size * m, cudaMemcpyHostToDevice));
   }
   free(host);
 }
+
+void bench_fill_random_f16(void *device, size_t n, unsigned long long seed) { fill_random(device, n, 1, 0, seed); }
 
 void bench_fill_random_f32(float *device, size_t n, int sign, unsigned long long seed) {
-  enum { CHUNK = 1 << 20 };
-  float *host = malloc(sizeof(float) * CHUNK);
-  if (!host) bench_cuda_ok(cudaErrorMemoryAllocation, "bench_fill_random_f32");
-  uint64_t x = seed | 1;
-  for (size_t done = 0; done < n; done += CHUNK) {
-    size_t m = n - done < CHUNK ? n - done : CHUNK;
-    for (size_t i = 0; i < m; i++) {
-      int negative;
-      const float mag = next_random(&x, &negative);
-      host[i] = (sign ? sign < 0 : negative) ? -mag : mag;
-    }
-    BENCH_CUDA(cudaMemcpy(device + done, host, sizeof(float) * m, cudaMemcpyHostToDevice));
-  }
-  free(host);
+  fill_random(device, n, 0, sign, seed);
 }
 
 double bench_replay_us(cudaGraphExec_t exec, cudaStream_t s, int replays) {
