@@ -1,7 +1,7 @@
 /* GPU test (tag `gpu`): the fused paged decode kernel against the C reference
  * on fresh random pages and plans: head_dim 64/128/256, page sizes 16/32/64,
  * GQA groups 1/4/8, mixed precisions, masks (one-token, mid-page), per-KV-head
- * rows, empty rows, rows of 40 items beside short ones, sliding windows with
+ * rows, empty rows, rows of 70 items beside short ones, sliding windows with
  * sinks, split sizes 1/3/32 pages, and fp16/bf16/f32 queries and outputs.
  * Each plan is decoded twice, the second time with per-item wait flags
  * (a programmatic dependent launch). Outputs are poisoned before each launch
@@ -181,7 +181,7 @@ static void edge_plans(void **state) {
 }
 
 /* Long rows beside short ones in one plan, shared and per KV head: a row of
- * 40 one-page items (the merge spreads them over its warps, several loads
+ * 70 one-page items (the merge spreads them over its warps, several loads
  * in flight each), rows of a few items, of one, and of none. */
 static void long_and_short_rows(void **state) {
   (void)state;
@@ -189,7 +189,7 @@ static void long_and_short_rows(void **state) {
   test_rng r = {0x5eed0503};
   device_pools dp;
   fixture *f = hand_made_plans_open(&r, &dp);
-  const uint32_t lengths[3] = {40, 3, 0}; /* pages a row: at one page an item, 40 items */
+  const uint32_t lengths[3] = {70, 3, 0}; /* pages a row: at one page an item, 70 items */
   for (int per_head = 0; per_head < 2; per_head++) {
     memset(&f->plan, 0, sizeof(f->plan));
     f->plan.batch = 3, f->plan.per_kv_head = (uint32_t)per_head;
@@ -206,8 +206,8 @@ static void long_and_short_rows(void **state) {
     }
     f->plan.indptr = f->indptr, f->plan.page_slot = f->slot, f->plan.precision = f->prec;
     f->plan.page_index = f->page_index, f->plan.first = f->first, f->plan.last = f->last, f->plan.seq_len = f->seq_len;
-    check_launch(f, &dp, &r, IKV_DTYPE_F16, 1); /* 40 items in the long row */
-    check_launch(f, &dp, &r, IKV_DTYPE_F32, 2); /* 20 */
+    check_launch(f, &dp, &r, IKV_DTYPE_F16, 1); /* 70 items in the long row */
+    check_launch(f, &dp, &r, IKV_DTYPE_F32, 2); /* 35 */
   }
   hand_made_plans_close(f, &dp);
 }
