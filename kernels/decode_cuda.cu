@@ -659,13 +659,17 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) 
 
 /* One block per (sequence, query head): merges the row's partials by
  * log-sum-exp and writes out and lse. The items' maxima are spread over the
- * block's threads; then each warp takes every fourth item, a lane D / 32 of
- * its channels, with several items' loads in flight, and the warps' sums
- * meet in shared memory: a few round trips to L2 however long the row. */
-#define MERGE_THREADS 128
-#define MERGE_WARPS (MERGE_THREADS / 32)
+ * block's threads; then each of its warps takes every MERGE_WARPS-th item,
+ * a lane D / 32 of its channels, with several items' loads in flight, and
+ * the warps' sums meet in shared memory: a few round trips to L2 however
+ * long the row. Warps a block: 16 where the grid is small (up to about four blocks an
+ * SM: batch 1 x 32K x 8 dense 73.0 -> 68.0 us, its selective step 5% faster),
+ * 4 where it is large (16 cost batch 32's steps 2-4%); docs/results.md. */
+#define MERGE_SMALL_GRID 512
 
-template <int D> __global__ void __launch_bounds__(MERGE_THREADS) merge_kernel(decode_args a, uint32_t hh_count) {
+template <int D, int MERGE_WARPS>
+__global__ void __launch_bounds__(MERGE_WARPS * 32) merge_kernel(decode_args a, uint32_t hh_count) {
+  constexpr int MERGE_THREADS = MERGE_WARPS * 32;
   constexpr int CPL = D / 32; /* channels a lane */
   __shared__ float part[MERGE_WARPS][D], part_l[MERGE_WARPS], scratch[MERGE_WARPS];
   const uint32_t b = blockIdx.x, j = blockIdx.y, h = j / a.group, g = j % a.group;
@@ -771,7 +775,10 @@ static cudaError_t launch(const decode_args &a, uint32_t n_items, uint32_t heads
   if (!batch) return cudaGetLastError();
   /* launched while the decode grid runs (programmatic dependent launch):
    * no gap between the two kernels */
-  const cudaError_t e = ikv_launch(merge_kernel<D>, dim3(batch, a.q_heads), dim3(MERGE_THREADS), 0, s, true, a, heads);
+  const dim3 grid(batch, a.q_heads);
+  const cudaError_t e = batch * a.q_heads <= MERGE_SMALL_GRID
+                            ? ikv_launch(merge_kernel<D, 16>, grid, dim3(16 * 32), 0, s, true, a, heads)
+                            : ikv_launch(merge_kernel<D, 4>, grid, dim3(4 * 32), 0, s, true, a, heads);
   return e != cudaSuccess ? e : cudaGetLastError();
 }
 
