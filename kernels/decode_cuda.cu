@@ -742,12 +742,21 @@ extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per
   uint64_t pages = (pages_per_row + per_row - 1) / per_row;
   const uint64_t fill = kv_heads_per_row > 1 ? 2 * sms : sms;
   const uint32_t least = heads * ((pages_per_row + 15) / 16) < fill ? 8 : 16;
-  if (pages < least) pages = least;
+  const uint64_t slots = 3 * sms;
+  if (pages < least) {
+    pages = least;
+    /* the floor leaves more than a wave of blocks (too few rows and heads
+     * for the three waves wanted): one full wave of larger items, up to 64
+     * pages each (batch 1 x 32K x 8: 42-page items 12% faster than 16) */
+    const uint64_t per_wave = heads ? slots / heads : 0;
+    if (per_wave && heads * ((pages_per_row + pages - 1) / pages) > slots && (pages_per_row + per_wave - 1) / per_wave <= 64)
+      pages = (pages_per_row + per_wave - 1) / per_wave;
+  }
   /* a last wave of resident blocks that would run less than half full (or,
    * under two waves, at all): larger items that fill the waves before it;
    * from two waves on, only where the rows split finely enough to fill them
    * (measured in docs/results.md) */
-  const uint64_t slots = 3 * sms, blocks = heads * ((pages_per_row + pages - 1) / pages);
+  const uint64_t blocks = heads * ((pages_per_row + pages - 1) / pages);
   const uint64_t waves = blocks / slots, tail = blocks % slots, fit_row = heads ? waves * slots / heads : 0;
   if (waves >= 1 && tail && (waves == 1 || tail < slots / 2) && fit_row) {
     const uint64_t fit_pages = (pages_per_row + fit_row - 1) / fit_row;
