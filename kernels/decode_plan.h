@@ -52,9 +52,12 @@ typedef struct ikv_work_item {
 /* Partitions a plan: for each of its `rows` rows, a counting sort of the
  * entries by precision into entries[] (logical order kept inside a
  * precision), cut into items of at most pages_per_item entries. items must
- * hold nnz + rows * IKV_PRECISION_COUNT; *n_items receives the count. */
+ * hold nnz + rows * IKV_PRECISION_COUNT; *n_items receives the count.
+ * row_precision (optional, [rows]): the one precision of each row's
+ * entries where the caller knows it (any other value: look), which spares
+ * a pass over them. */
 void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item,
-                        int32_t *entries, ikv_work_item *items, uint32_t *n_items);
+                        const uint8_t *row_precision, int32_t *entries, ikv_work_item *items, uint32_t *n_items);
 
 #ifdef __cplusplus
 }

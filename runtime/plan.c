@@ -33,7 +33,7 @@ const char *ikv_reason_str(ikv_reason reason) {
 /* The plan's host buffers: one list for checking their allocation and for
  * freeing them. */
 #define PLAN_HOST_BUFFERS(X)                                                                                   \
-  X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(work)             \
+  X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(row_precision) X(work) \
   X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)            \
   X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(head_any) X(rank_keys) X(order)         \
   X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages) X(dsel_reserved) X(dsel_groups)
@@ -62,6 +62,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->first = malloc(sizeof(uint16_t) * E);
   pl->last = malloc(sizeof(uint16_t) * E);
   pl->page = malloc(sizeof(ikv_page_id) * E);
+  pl->row_precision = malloc(pl->cap_rows);
   pl->work = malloc(sizeof(ikv_work_item) * (E + (size_t)pl->cap_rows * IKV_PRECISION_COUNT));
   pl->work_entries = malloc(sizeof(int32_t) * E);
   pl->hints = malloc(sizeof(ikv_page_id) * E);
@@ -285,6 +286,8 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
       lo = stored < lo ? stored : lo, hi = stored > hi ? stored : hi; /* no store chain: counted below */
       done++;
     }
+    /* the rows' one precision, which spares the partition a pass */
+    memset(pl->row_precision + b * rows_per_seq, lo == hi && done == (uint32_t)(end - begin) ? lo : 0xff, rows_per_seq);
     if (lo == hi) { /* one precision, the usual case */
       s->pages_by_precision[lo] += done;
       s->bytes_read += (uint64_t)done * rt->page_bytes[lo];
@@ -493,7 +496,8 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   const uint32_t heads_per_row = pl->view.per_kv_head ? 1 : rt->cfg.geometry.kv_heads;
   pl->pages_per_item =
       rt->be->pages_per_item(rt, pl->n_rows, heads_per_row, pl->n_rows ? pl->n_entries / pl->n_rows + 1 : 1);
-  ikv_plan_partition(&pl->view, pl->n_rows, pl->pages_per_item, pl->work_entries, pl->work, &pl->n_work);
+  ikv_plan_partition(&pl->view, pl->n_rows, pl->pages_per_item, pl->row_precision, pl->work_entries, pl->work,
+                     &pl->n_work);
   if (pl->dsel) reserved_groups(pl);
   if (st == IKV_OK) {
     st = rt->be->plan_publish(rt, pl);

@@ -36,6 +36,7 @@ struct ikv_plan {
   uint32_t n_entries, n_rows;
   ikv_decode_plan view;
   /* work partition */
+  uint8_t *row_precision; /* [rows]: the row's one precision (resolve), else 0xff */
   ikv_work_item *work;
   uint32_t n_work;
   int32_t *work_entries;
