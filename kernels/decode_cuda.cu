@@ -743,6 +743,13 @@ extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per
   const uint64_t fill = kv_heads_per_row > 1 ? 2 * sms : sms;
   const uint32_t least = heads * ((pages_per_row + 15) / 16) < fill ? 8 : 16;
   const uint64_t slots = 3 * sms;
+  if (heads && heads * 32 <= slots) {
+    /* few (row, KV head) pairs, each then cut into 32 or more items: one
+     * full wave of items, however large (batch 1 x 8 KV heads: 64K 7-20%,
+     * 128K 3-12% faster than three waves; sweeps in docs/results.md) */
+    const uint64_t one_wave = (pages_per_row + slots / heads - 1) / (slots / heads);
+    return (uint32_t)(one_wave > least ? one_wave : least);
+  }
   if (pages < least) {
     pages = least;
     /* the floor leaves more than a wave of blocks (too few rows and heads
