@@ -728,7 +728,7 @@ __global__ void __launch_bounds__(MERGE_WARPS * 32) merge_kernel(decode_args a, 
 static ikv_status cuda_ok(cudaError_t e) { return e == cudaSuccess ? IKV_OK : IKV_E_CUDA; }
 
 extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per_row, uint32_t pages_per_row,
-                                            int sm_count) {
+                                            uint32_t precisions, int sm_count) {
   /* about three waves of blocks (three fit an SM), and at least 16 pages an
    * item so each warp streams several chunks through its pipeline: the best
    * of the sizes measured on H100 for small and for large caches; 8 when
@@ -743,11 +743,14 @@ extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per
   const uint64_t fill = kv_heads_per_row > 1 ? 2 * sms : sms;
   const uint32_t least = heads * ((pages_per_row + 15) / 16) < fill ? 8 : 16;
   const uint64_t slots = 3 * sms;
+  /* each page format a row mixes ends one more of its items early */
+  const uint64_t extra = precisions > 1 ? (precisions < IKV_PRECISION_COUNT ? precisions : IKV_PRECISION_COUNT) - 1 : 0;
   if (heads && heads * 32 <= slots) {
     /* few (row, KV head) pairs, each then cut into 32 or more items: one
      * full wave of items, however large (batch 1 x 8 KV heads: 64K 7-20%,
      * 128K 3-12% faster than three waves; sweeps in docs/results.md) */
-    const uint64_t one_wave = (pages_per_row + slots / heads - 1) / (slots / heads);
+    const uint64_t per_pair = slots / heads - extra;
+    const uint64_t one_wave = (pages_per_row + per_pair - 1) / per_pair;
     return (uint32_t)(one_wave > least ? one_wave : least);
   }
   if (pages < least) {
@@ -755,7 +758,7 @@ extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per
     /* the floor leaves more than a wave of blocks (too few rows and heads
      * for the three waves wanted): one full wave of larger items, up to 64
      * pages each (batch 1 x 32K x 8: 42-page items 12% faster than 16) */
-    const uint64_t per_wave = heads ? slots / heads : 0;
+    const uint64_t per_wave = heads && slots / heads > extra ? slots / heads - extra : 0;
     if (per_wave && heads * ((pages_per_row + pages - 1) / pages) > slots && (pages_per_row + per_wave - 1) / per_wave <= 64)
       pages = (pages_per_row + per_wave - 1) / per_wave;
   }

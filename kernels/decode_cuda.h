@@ -51,8 +51,11 @@ void ikv_cuda_plan_destroy(ikv_cuda_plan *plan);
 
 /* Pages per work item that spread a step over the GPU: about three waves of
  * blocks (one per item and KV head), at least 16 pages an item, or 8 where
- * the blocks would be few (the rule and its measurements: decode_cuda.cu). */
-uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per_row, uint32_t pages_per_row, int sm_count);
+ * the blocks would be few (the rule and its measurements: decode_cuda.cu).
+ * precisions: how many page formats the plan's rows mix (1 to 5; each adds
+ * at most one item to a row). */
+uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per_row, uint32_t pages_per_row,
+                                 uint32_t precisions, int sm_count);
 
 /* Bytes of scratch ikv_cuda_decode needs for this plan (partial results). */
 size_t ikv_cuda_decode_workspace(const ikv_geometry *geometry, const ikv_attn_params *params,

@@ -77,8 +77,9 @@ typedef struct rt_backend {
   /* a plan's buffers on the backend's side */
   ikv_status (*plan_open)(ikv_runtime *rt, ikv_plan *plan);
   void (*plan_close)(ikv_plan *plan);
-  /* pages per work item of the plan's partition */
-  uint32_t (*pages_per_item)(const ikv_runtime *rt, uint32_t rows, uint32_t heads_per_row, uint32_t pages_per_row);
+  /* pages per work item of the plan's partition (precisions: formats the rows mix) */
+  uint32_t (*pages_per_item)(const ikv_runtime *rt, uint32_t rows, uint32_t heads_per_row, uint32_t pages_per_row,
+                             uint32_t precisions);
   /* after a build: the plan where decode reads it */
   ikv_status (*plan_publish)(ikv_runtime *rt, ikv_plan *plan);
   ikv_status (*decode)(ikv_runtime *rt, const ikv_plan *plan, uint32_t layer, const void *q, void *out, float *lse,

@@ -117,8 +117,9 @@ static ikv_status cpu_plan_open(ikv_runtime *rt, ikv_plan *pl) {
 
 static void cpu_plan_close(ikv_plan *pl) { (void)pl; }
 
-static uint32_t cpu_pages_per_item(const ikv_runtime *rt, uint32_t rows, uint32_t heads, uint32_t pages) {
-  (void)rt, (void)rows, (void)heads, (void)pages;
+static uint32_t cpu_pages_per_item(const ikv_runtime *rt, uint32_t rows, uint32_t heads, uint32_t pages,
+                                   uint32_t precisions) {
+  (void)rt, (void)rows, (void)heads, (void)pages, (void)precisions;
   return IKV_WORK_PAGES;
 }
 

@@ -608,8 +608,8 @@ void cuda_plan_close(ikv_plan *pl) {
   pl->dev = NULL;
 }
 
-uint32_t cuda_pages_per_item(const ikv_runtime *rt, uint32_t rows, uint32_t heads, uint32_t pages) {
-  return ikv_cuda_pages_per_item(rows, heads, pages, state(rt)->sm_count);
+uint32_t cuda_pages_per_item(const ikv_runtime *rt, uint32_t rows, uint32_t heads, uint32_t pages, uint32_t precisions) {
+  return ikv_cuda_pages_per_item(rows, heads, pages, precisions, state(rt)->sm_count);
 }
 
 /* item_waits: an item waits when one of its pages may be written by the

@@ -494,8 +494,10 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   if (st == IKV_OK) st = rt_await_landing(rt, pl);
   ikv_pt_pages_touch(rt->pt, pl->page, pl->n_entries);
   const uint32_t heads_per_row = pl->view.per_kv_head ? 1 : rt->cfg.geometry.kv_heads;
+  uint32_t formats = 0; /* the page formats the plan reads (resolve counted them) */
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) formats += pl->stats.pages_by_precision[p] != 0;
   pl->pages_per_item =
-      rt->be->pages_per_item(rt, pl->n_rows, heads_per_row, pl->n_rows ? pl->n_entries / pl->n_rows + 1 : 1);
+      rt->be->pages_per_item(rt, pl->n_rows, heads_per_row, pl->n_rows ? pl->n_entries / pl->n_rows + 1 : 1, formats);
   ikv_plan_partition(&pl->view, pl->n_rows, pl->pages_per_item, pl->row_precision, pl->work_entries, pl->work,
                      &pl->n_work);
   if (pl->dsel) reserved_groups(pl);

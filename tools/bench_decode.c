@@ -162,7 +162,9 @@ static result run_config(uint8_t *arena, const ikv_geometry *g, uint32_t batch, 
   }
   ikv_decode_plan host = {batch, 0, indptr, slot, eprec, index, first, last, len};
   ikv_cuda_plan *cp;
-  uint32_t ppi = ikv_cuda_pages_per_item(batch, g->kv_heads, nnz / batch + 1, sm_count);
+  uint32_t formats = 0, seen[IKV_PRECISION_COUNT] = {0};
+  for (uint32_t e = 0; e < nnz; e++) formats += !seen[eprec[e]]++;
+  uint32_t ppi = ikv_cuda_pages_per_item(batch, g->kv_heads, nnz / batch + 1, formats, sm_count);
   if (getenv("IKV_PAGES_PER_ITEM")) ppi = (uint32_t)atoi(getenv("IKV_PAGES_PER_ITEM")); /* tuning only */
   IKV_CLI_CHECK(ikv_cuda_plan_create(&host, g->kv_heads, ppi, &cp));
   ikv_attn_params params = {.q_heads = HQ, .softmax_scale = 0.08838834764831845f};
