@@ -1,8 +1,9 @@
 /* The work partition of a decode plan, shared by the runtime and the kernels' launchers. */
 #include "kernels/decode_plan.h"
 
-void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item, const uint8_t *row_precision,
-                        int32_t *restrict entries, ikv_work_item *items, uint32_t *n_items) {
+void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item,
+                        const uint8_t *row_precision, int32_t *restrict entries, ikv_work_item *items,
+                        uint32_t *n_items) {
   const uint8_t *restrict precision = plan->precision;
   uint32_t n = 0;
   for (uint32_t r = 0; r < rows; r++) {

@@ -196,7 +196,9 @@ ikv_status cuda_open(ikv_runtime *rt) {
     for (int i = 0; i < SM_COPY_SLOTS; i++)
       if (!ok(cudaEventCreateWithFlags(&s->ring_done[i], cudaEventDisableTiming))) return IKV_E_CUDA;
   }
-  if (!s->dsts || !s->srcs || !s->sizes || !s->last_write || !s->waited || ikv_host_tier_open(bus_id, &rt->host) != IKV_OK) return IKV_E_NO_MEMORY;
+  if (!s->dsts || !s->srcs || !s->sizes || !s->last_write || !s->waited ||
+      ikv_host_tier_open(bus_id, &rt->host) != IKV_OK)
+    return IKV_E_NO_MEMORY;
   const size_t summary = sizeof(float) * rt->max_pages * rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
   s->sum.pages = rt->max_pages;
   if (!ok(cudaMalloc(&s->sum.kmin, summary)) || !ok(cudaMalloc(&s->sum.kmax, summary)) ||
