@@ -7,7 +7,8 @@
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
 
-enum { BATCH = 64, CONTEXT = 32768, PAGE = 16, PAGES = CONTEXT / PAGE, REPEATS = 21 };
+enum { BATCH = 64, CONTEXT = 32768, PAGE = 16, PAGES = CONTEXT / PAGE, REPEATS = 21, DECODE_STEPS = 48 };
+#define GROWN_PAGES (PAGES + DECODE_STEPS / PAGE + 1) /* a sequence's pages after the decode loops */
 
 static const char usage[] =
     "usage: ikv bench plan [--json]\n\n"
@@ -16,11 +17,50 @@ static const char usage[] =
     "0.0 and, after its conversions, at 0.9; and with scheduler tables listing\n"
     "every page; and a memcpy of the bytes such a plan holds (the floor on this\n"
     "host). Medians of repeated steady-state builds, and the best of them (on a\n"
-    "shared host the best is the steadier number).\n";
+    "shared host the best is the steadier number). Then the same builds in a\n"
+    "decode loop: before each, one token appended to every sequence (not timed),\n"
+    "the tables listing the new pages as they come, the page being written at\n"
+    "its stored fp16 (24 steps each; full pages then convert to INT4).\n";
 
 typedef struct timing {
   double median, best; /* us */
 } timing;
+
+/* Every page of every sequence (tokens[b] tokens) as the tables' indptr, index
+ * and precisions: INT4 (at most what any page stores), but the last page as
+ * stored (fp16) once the decode loop writes into it, as a scheduler would
+ * keep the page it writes. */
+static void list_every_page(const uint32_t *tokens, int writing, int32_t *indptr, int32_t *index, uint8_t *want) {
+  indptr[0] = 0;
+  for (int b = 0; b < BATCH; b++) {
+    const int32_t n = (int32_t)((tokens[b] + PAGE - 1) / PAGE);
+    for (int32_t i = 0; i < n; i++)
+      index[indptr[b] + i] = i, want[indptr[b] + i] = writing && i == n - 1 ? IKV_FP16 : IKV_INT4;
+    indptr[b + 1] = indptr[b] + n;
+  }
+}
+
+/* Builds in a decode loop: each after one token appended to every sequence. */
+static timing time_decode_loop(ikv_runtime *rt, ikv_plan *plan, ikv_plan_request *req, uint32_t *tokens) {
+  double samples[DECODE_STEPS / 2];
+  uint32_t ones[BATCH];
+  int64_t slots[BATCH];
+  uint8_t precs[BATCH];
+  for (int b = 0; b < BATCH; b++) ones[b] = 1;
+  for (int r = 0; r < DECODE_STEPS / 2; r++) {
+    IKV_CLI_CHECK(ikv_append(rt, req->seqs, ones, BATCH, slots, precs));
+    for (int b = 0; b < BATCH; b++) tokens[b]++;
+    if (req->mode == IKV_PLAN_TABLES)
+      list_every_page(tokens, 1, (int32_t *)req->tables.indptr, (int32_t *)req->tables.page_index,
+                      (uint8_t *)req->tables.precision);
+    uint64_t t0 = bench_now_ns();
+    IKV_CLI_CHECK(ikv_plan_build(rt, plan, req));
+    IKV_CLI_CHECK(ikv_step_end(rt, plan));
+    samples[r] = (double)(bench_now_ns() - t0) / 1e3;
+  }
+  const double median = bench_median(samples, DECODE_STEPS / 2); /* sorts them */
+  return (timing){median, samples[0]};
+}
 
 static timing time_plans(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req) {
   double samples[REPEATS];
@@ -42,8 +82,8 @@ int ikv_bench_plan(int argc, char **argv) {
   /* a small geometry: planning cost depends on pages, not on their size */
   ikv_runtime_config cfg = {.geometry = {.layers = 1, .kv_heads = 1, .head_dim = 16, .page_size = PAGE},
                             .q_heads = 1, .max_sequences = BATCH, .max_batch = BATCH,
-                            .max_plan_pages = BATCH * PAGES, .backend = IKV_BACKEND_CPU};
-  for (int p = 0; p < IKV_PRECISION_COUNT; p++) cfg.capacity[IKV_TIER_GPU][p] = p == IKV_BF16 ? 0 : BATCH * PAGES;
+                            .max_plan_pages = BATCH * GROWN_PAGES, .backend = IKV_BACKEND_CPU};
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) cfg.capacity[IKV_TIER_GPU][p] = p == IKV_BF16 ? 0 : BATCH * GROWN_PAGES;
   ikv_runtime *rt;
   ikv_plan *plan;
   IKV_CLI_CHECK(ikv_runtime_create(&cfg, &rt));
@@ -83,14 +123,18 @@ int ikv_bench_plan(int argc, char **argv) {
   IKV_CLI_CHECK(ikv_step_end(rt, plan));
 
   /* scheduler tables: every page at its stored precision */
-  int32_t *indptr = malloc(sizeof(int32_t) * (BATCH + 1)), *index = malloc(sizeof(int32_t) * BATCH * PAGES);
-  uint8_t *want = malloc(BATCH * PAGES);
-  for (int b = 0; b <= BATCH; b++) indptr[b] = b * PAGES;
-  for (int b = 0; b < BATCH; b++)
-    for (int i = 0; i < PAGES; i++) index[b * PAGES + i] = i, want[b * PAGES + i] = IKV_INT4; /* <= any stored */
+  uint32_t tokens[BATCH];
+  for (int b = 0; b < BATCH; b++) tokens[b] = CONTEXT;
+  int32_t *indptr = malloc(sizeof(int32_t) * (BATCH + 1)), *index = malloc(sizeof(int32_t) * BATCH * GROWN_PAGES);
+  uint8_t *want = malloc(BATCH * GROWN_PAGES);
+  list_every_page(tokens, 0, indptr, index, want);
   ikv_plan_request tables_req = {.seqs = seqs, .batch = BATCH, .mode = IKV_PLAN_TABLES,
                              .tables = {.indptr = indptr, .page_index = index, .precision = want}};
   timing tables = time_plans(rt, plan, &tables_req);
+  /* the decode loops (sequences grow from here on) */
+  req.router.memory_pressure = 0.0f;
+  timing router_loop = time_decode_loop(rt, plan, &req, tokens);
+  timing tables_loop = time_decode_loop(rt, plan, &tables_req, tokens);
 
   /* The floor: copying the bytes a built plan holds per page (slot 4, page
    * index 4, first 2, last 2, precision 1) once, on this host. */
@@ -115,9 +159,11 @@ int ikv_bench_plan(int argc, char **argv) {
            "\"page_size\": %d, \"router_us\": %.1f, \"router_best_us\": %.1f, \"router_pages_selected\": %u, "
            "\"router_pressure_0_9_us\": %.1f, \"router_pressure_0_9_best_us\": %.1f, "
            "\"router_pressure_0_9_pages_selected\": %u, \"tables_us\": %.1f, \"tables_best_us\": %.1f, "
-           "\"tables_pages\": %d, \"memcpy_floor_us\": %.1f}\n",
+           "\"tables_pages\": %d, \"memcpy_floor_us\": %.1f, \"router_decode_loop_us\": %.1f, "
+           "\"router_decode_loop_best_us\": %.1f, \"tables_decode_loop_us\": %.1f, \"tables_decode_loop_best_us\": %.1f}\n",
            date, cpu, cores, BATCH, CONTEXT, PAGE, router0.median, router0.best, st0.pages_selected, router9.median,
-           router9.best, st9.pages_selected, tables.median, tables.best, BATCH * PAGES, floor_us);
+           router9.best, st9.pages_selected, tables.median, tables.best, BATCH * PAGES, floor_us, router_loop.median,
+           router_loop.best, tables_loop.median, tables_loop.best);
   else {
     printf("ikv bench plan  (%s, %ld cores, %s): batch %d x %d tokens, page %d\n", cpu, cores, date, BATCH, CONTEXT, PAGE);
     printf("  router, pressure 0.0            %9.1f us  (best %.1f; %u pages selected)\n", router0.median, router0.best,
@@ -126,6 +172,10 @@ int ikv_bench_plan(int argc, char **argv) {
            st9.pages_selected);
     printf("  scheduler tables, every page    %9.1f us  (best %.1f; %d pages)\n", tables.median, tables.best, BATCH * PAGES);
     printf("  memcpy of a plan's bytes        %9.1f us  (13 bytes per page: the floor)\n", floor_us);
+    printf("  router, decode loop             %9.1f us  (best %.1f; a token appended a step)\n", router_loop.median,
+           router_loop.best);
+    printf("  scheduler tables, decode loop   %9.1f us  (best %.1f; a token appended a step)\n", tables_loop.median,
+           tables_loop.best);
   }
   free(slots), free(precs), free(indptr), free(index), free(want);
   ikv_plan_destroy(plan);
