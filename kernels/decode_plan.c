@@ -1,29 +1,36 @@
 /* The work partition of a decode plan, shared by the runtime and the kernels' launchers. */
 #include "kernels/decode_plan.h"
 
+_Static_assert(IKV_PRECISION_COUNT == 5, "ikv_plan_partition counts five page formats");
+
 void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item,
                         const uint8_t *row_precision, int32_t *restrict entries, ikv_work_item *items,
                         uint32_t *n_items) {
   const uint8_t *restrict precision = plan->precision;
   uint32_t n = 0;
   for (uint32_t r = 0; r < rows; r++) {
-    uint32_t start[IKV_PRECISION_COUNT + 1] = {0}, at[IKV_PRECISION_COUNT];
-    int32_t begin = plan->indptr[r], end = plan->indptr[r + 1];
-    uint8_t lo = 0xff, hi = 0;
-    if (row_precision && row_precision[r] < IKV_PRECISION_COUNT)
-      lo = hi = row_precision[r];
-    else
-      for (int32_t e = begin; e < end; e++)
-        lo = precision[e] < lo ? precision[e] : lo, hi = precision[e] > hi ? precision[e] : hi;
-    if (lo == hi) { /* one precision, the usual case: the identity */
-      start[lo + 1] = (uint32_t)(end - begin);
-      for (int32_t e = begin; e < end; e++) entries[e] = e;
-    } else {
-      for (int32_t e = begin; e < end; e++) start[precision[e] + 1]++;
+    uint32_t count[IKV_PRECISION_COUNT] = {0}, start[IKV_PRECISION_COUNT + 1], at[IKV_PRECISION_COUNT];
+    const int32_t begin = plan->indptr[r], end = plan->indptr[r + 1];
+    const uint32_t len = (uint32_t)(end - begin);
+    if (row_precision && row_precision[r] < IKV_PRECISION_COUNT) {
+      count[row_precision[r]] = len;
+    } else { /* one pass, a counter a format in registers (no chain of stores to count[]) */
+      uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0;
+      for (int32_t e = begin; e < end; e++) {
+        const unsigned p = precision[e];
+        c0 += p == 0, c1 += p == 1, c2 += p == 2, c3 += p == 3, c4 += p == 4;
+      }
+      count[0] = c0, count[1] = c1, count[2] = c2, count[3] = c3, count[4] = c4;
     }
+    int single = len == 0;
     start[0] = (uint32_t)begin;
-    for (int p = 0; p < IKV_PRECISION_COUNT; p++) start[p + 1] += start[p], at[p] = start[p];
-    if (lo != hi)
+    for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+      single |= count[p] == len;
+      start[p + 1] = start[p] + count[p], at[p] = start[p];
+    }
+    if (single) /* one precision, the usual case: the identity */
+      for (int32_t e = begin; e < end; e++) entries[e] = e;
+    else
       for (int32_t e = begin; e < end; e++) entries[at[precision[e]]++] = e;
     for (int p = 0; p < IKV_PRECISION_COUNT; p++)
       for (uint32_t w = start[p]; w < start[p + 1]; w += pages_per_item)
