@@ -1,7 +1,7 @@
 /* The work partition of a decode plan, shared by the runtime and the kernels' launchers. */
 #include "kernels/decode_plan.h"
 
-_Static_assert(IKV_PRECISION_COUNT == 5, "ikv_plan_partition counts five page formats");
+_Static_assert(IKV_PRECISION_COUNT == 5, "ikv_plan_partition counts and places five page formats");
 
 void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item,
                         const uint8_t *row_precision, int32_t *restrict entries, ikv_work_item *items,
@@ -28,10 +28,21 @@ void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pag
       single |= count[p] == len;
       start[p + 1] = start[p] + count[p], at[p] = start[p];
     }
-    if (single) /* one precision, the usual case: the identity */
-      for (int32_t e = begin; e < end; e++) entries[e] = e;
-    else
-      for (int32_t e = begin; e < end; e++) entries[at[precision[e]]++] = e;
+    if (single) { /* one precision, the usual case: the identity, 8 at a time (fixed trips vectorize at -O2) */
+      int32_t e = begin;
+      for (; e + 8 <= end; e += 8)
+        for (int32_t k = 0; k < 8; k++) entries[e + k] = e + k;
+      for (; e < end; e++) entries[e] = e;
+    } else { /* the counting sort's placing pass, a cursor a format in registers */
+      uint32_t a0 = at[0], a1 = at[1], a2 = at[2], a3 = at[3], a4 = at[4];
+      for (int32_t e = begin; e < end; e++) switch (precision[e]) { /* formats come in runs: well predicted */
+          case 0: entries[a0++] = e; break;
+          case 1: entries[a1++] = e; break;
+          case 2: entries[a2++] = e; break;
+          case 3: entries[a3++] = e; break;
+          default: entries[a4++] = e;
+        }
+    }
     for (int p = 0; p < IKV_PRECISION_COUNT; p++)
       for (uint32_t w = start[p]; w < start[p + 1]; w += pages_per_item)
         items[n++] = (ikv_work_item){.row = r, .precision = (uint8_t)p, .begin = w,
