@@ -7,6 +7,8 @@
 
 #include "runtime/plan_internal.h"
 
+_Static_assert(IKV_PRECISION_COUNT == 5, "resolve counts five page formats");
+
 
 static const char *const reason_names[IKV_REASON_COUNT] = {
     [IKV_REASON_SINKS] = "sink tokens: always read",
@@ -291,12 +293,14 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
     if (lo == hi) { /* one precision, the usual case */
       s->pages_by_precision[lo] += done;
       s->bytes_read += (uint64_t)done * rt->page_bytes[lo];
-    } else {
-      for (int32_t e = begin; e < end; e++)
-        if (out_precision[e] != IKV_SKIP) {
-          s->pages_by_precision[out_precision[e]]++;
-          s->bytes_read += rt->page_bytes[out_precision[e]];
-        }
+    } else { /* a counter a format in registers (IKV_SKIP counts nowhere) */
+      uint32_t c[IKV_PRECISION_COUNT] = {0};
+      for (int32_t e = begin; e < end; e++) {
+        const unsigned p = out_precision[e];
+        c[0] += p == 0, c[1] += p == 1, c[2] += p == 2, c[3] += p == 3, c[4] += p == 4;
+      }
+      for (int p = 0; p < IKV_PRECISION_COUNT; p++)
+        s->pages_by_precision[p] += c[p], s->bytes_read += (uint64_t)c[p] * rt->page_bytes[p];
     }
   }
   if (pl->view.per_kv_head) s->bytes_read /= rt->cfg.geometry.kv_heads; /* an entry reads one head's tiles */
