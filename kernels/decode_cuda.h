@@ -8,7 +8,10 @@
  * tensor cores, so each page is read once; a second, small kernel merges the
  * items of each row by log-sum-exp (split-KV), so a long sequence spreads
  * over all SMs. No host synchronization, no allocation: safe to capture in a
- * CUDA graph and to replay for every layer of a step. docs/decode_kernel.md.
+ * CUDA graph and to replay for every layer of a step. The merge lets a
+ * kernel launched after it as a programmatic dependent start early: such a
+ * kernel must wait (griddepcontrol.wait) before it reads out or lse, or
+ * before it writes anything the merge reads. docs/decode_kernel.md.
  */
 #ifndef IKV_DECODE_CUDA_H
 #define IKV_DECODE_CUDA_H

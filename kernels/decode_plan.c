@@ -1,7 +1,7 @@
 /* The work partition of a decode plan, shared by the runtime and the kernels' launchers. */
 #include "kernels/decode_plan.h"
 
-_Static_assert(IKV_PRECISION_COUNT == 5, "ikv_plan_partition counts and places five page formats");
+_Static_assert(IKV_PRECISION_COUNT == 5, "ikv_count_formats and the partition's placing pass know five formats");
 
 void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item,
                         const uint8_t *row_precision, int32_t *restrict entries, ikv_work_item *items,
@@ -9,24 +9,16 @@ void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pag
   const uint8_t *restrict precision = plan->precision;
   uint32_t n = 0;
   for (uint32_t r = 0; r < rows; r++) {
-    uint32_t count[IKV_PRECISION_COUNT] = {0}, start[IKV_PRECISION_COUNT + 1], at[IKV_PRECISION_COUNT];
+    uint32_t count[IKV_PRECISION_COUNT] = {0}, start[IKV_PRECISION_COUNT + 1];
     const int32_t begin = plan->indptr[r], end = plan->indptr[r + 1];
     const uint32_t len = (uint32_t)(end - begin);
-    if (row_precision && row_precision[r] < IKV_PRECISION_COUNT) {
-      count[row_precision[r]] = len;
-    } else { /* one pass, a counter a format in registers (no chain of stores to count[]) */
-      uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0;
-      for (int32_t e = begin; e < end; e++) {
-        const unsigned p = precision[e];
-        c0 += p == 0, c1 += p == 1, c2 += p == 2, c3 += p == 3, c4 += p == 4;
-      }
-      count[0] = c0, count[1] = c1, count[2] = c2, count[3] = c3, count[4] = c4;
-    }
+    if (row_precision && row_precision[r] < IKV_PRECISION_COUNT) count[row_precision[r]] = len;
+    else ikv_count_formats(precision, begin, end, count);
     int single = len == 0;
     start[0] = (uint32_t)begin;
     for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
       single |= count[p] == len;
-      start[p + 1] = start[p] + count[p], at[p] = start[p];
+      start[p + 1] = start[p] + count[p];
     }
     if (single) { /* one precision, the usual case: the identity, 8 at a time (fixed trips vectorize at -O2) */
       int32_t e = begin;
@@ -34,7 +26,7 @@ void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pag
         for (int32_t k = 0; k < 8; k++) entries[e + k] = e + k;
       for (; e < end; e++) entries[e] = e;
     } else { /* the counting sort's placing pass, a cursor a format in registers */
-      uint32_t a0 = at[0], a1 = at[1], a2 = at[2], a3 = at[3], a4 = at[4];
+      uint32_t a0 = start[0], a1 = start[1], a2 = start[2], a3 = start[3], a4 = start[4];
       for (int32_t e = begin; e < end; e++) switch (precision[e]) { /* formats come in runs: well predicted */
           case 0: entries[a0++] = e; break;
           case 1: entries[a1++] = e; break;

@@ -49,6 +49,20 @@ typedef struct ikv_work_item {
   uint32_t begin, end;
 } ikv_work_item;
 
+/* How many of precision[begin, end) hold each storable format (other codes,
+ * such as IKV_SKIP, count nowhere): a counter a format in registers, so no
+ * chain of stores to an array of counters (five formats: asserted in
+ * decode_plan.c). */
+static inline void ikv_count_formats(const uint8_t *precision, int32_t begin, int32_t end,
+                                     uint32_t count[IKV_PRECISION_COUNT]) {
+  uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0;
+  for (int32_t e = begin; e < end; e++) {
+    const unsigned p = precision[e];
+    c0 += p == 0, c1 += p == 1, c2 += p == 2, c3 += p == 3, c4 += p == 4;
+  }
+  count[0] = c0, count[1] = c1, count[2] = c2, count[3] = c3, count[4] = c4;
+}
+
 /* Partitions a plan: for each of its `rows` rows, a counting sort of the
  * entries by precision into entries[] (logical order kept inside a
  * precision), cut into items of at most pages_per_item entries. items must

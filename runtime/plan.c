@@ -7,7 +7,6 @@
 
 #include "runtime/plan_internal.h"
 
-_Static_assert(IKV_PRECISION_COUNT == 5, "resolve counts five page formats");
 
 
 static const char *const reason_names[IKV_REASON_COUNT] = {
@@ -293,12 +292,9 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
     if (lo == hi) { /* one precision, the usual case */
       s->pages_by_precision[lo] += done;
       s->bytes_read += (uint64_t)done * rt->page_bytes[lo];
-    } else { /* a counter a format in registers (IKV_SKIP counts nowhere) */
-      uint32_t c[IKV_PRECISION_COUNT] = {0};
-      for (int32_t e = begin; e < end; e++) {
-        const unsigned p = out_precision[e];
-        c[0] += p == 0, c[1] += p == 1, c[2] += p == 2, c[3] += p == 3, c[4] += p == 4;
-      }
+    } else { /* entries left for the slow path (IKV_SKIP) count nowhere */
+      uint32_t c[IKV_PRECISION_COUNT];
+      ikv_count_formats(out_precision, begin, end, c);
       for (int p = 0; p < IKV_PRECISION_COUNT; p++)
         s->pages_by_precision[p] += c[p], s->bytes_read += (uint64_t)c[p] * rt->page_bytes[p];
     }
