@@ -12,7 +12,7 @@
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
 
-enum { D = 128, P = 16, HQ = 32, DISTINCT = 64, REPLAYS = 30 };
+enum { D = BENCH_HEAD_DIM, P = BENCH_PAGE, HQ = BENCH_Q_HEADS, DISTINCT = 64, REPLAYS = 30 };
 #define ARENA_BYTES (44ull << 30)  /* KV the sweep may hold at once */
 #define L2_ROTATE_BYTES (512ull << 20) /* rotate layers until this much KV: no L2 reuse */
 

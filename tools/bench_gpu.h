@@ -7,6 +7,10 @@
 
 #include "runtime/intentkv.h"
 
+/* The attention shape the GPU benchmarks run (Llama-3.1-8B's: head_dim 128,
+ * 32 query heads over 8 KV heads) on 16-token pages. */
+enum { BENCH_HEAD_DIM = 128, BENCH_PAGE = 16, BENCH_Q_HEADS = 32, BENCH_KV_HEADS = 8 };
+
 /* Exits with the CUDA error and what failed unless e is cudaSuccess. */
 void bench_cuda_ok(cudaError_t e, const char *what);
 #define BENCH_CUDA(call) bench_cuda_ok((call), #call)

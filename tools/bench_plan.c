@@ -7,8 +7,8 @@
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
 
-enum { BATCH = 64, CONTEXT = 32768, PAGE = 16, PAGES = CONTEXT / PAGE, REPEATS = 21, DECODE_STEPS = 48 };
-#define GROWN_PAGES (PAGES + DECODE_STEPS / PAGE + 1) /* a sequence's pages after the decode loops */
+enum { BATCH = 64, CONTEXT = 32768, PAGE = 16, PAGES = CONTEXT / PAGE, REPEATS = 21, LOOP_STEPS = 24 };
+#define GROWN_PAGES (PAGES + 2 * LOOP_STEPS / PAGE + 1) /* a sequence's pages after both decode loops */
 
 static const char usage[] =
     "usage: ikv bench plan [--json]\n\n"
@@ -40,40 +40,42 @@ static void list_every_page(const uint32_t *tokens, int writing, int32_t *indptr
   }
 }
 
+/* One build and its step end, in microseconds. */
+static double build_us(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req) {
+  uint64_t t0 = bench_now_ns();
+  IKV_CLI_CHECK(ikv_plan_build(rt, plan, req));
+  IKV_CLI_CHECK(ikv_step_end(rt, plan));
+  return (double)(bench_now_ns() - t0) / 1e3;
+}
+
+static timing timing_of(double *samples, int n) {
+  const double median = bench_median(samples, n); /* sorts them */
+  return (timing){median, samples[0]};
+}
+
 /* Builds in a decode loop: each after one token appended to every sequence. */
 static timing time_decode_loop(ikv_runtime *rt, ikv_plan *plan, ikv_plan_request *req, uint32_t *tokens) {
-  double samples[DECODE_STEPS / 2];
+  double samples[LOOP_STEPS];
   uint32_t ones[BATCH];
   int64_t slots[BATCH];
   uint8_t precs[BATCH];
   for (int b = 0; b < BATCH; b++) ones[b] = 1;
-  for (int r = 0; r < DECODE_STEPS / 2; r++) {
+  for (int r = 0; r < LOOP_STEPS; r++) {
     IKV_CLI_CHECK(ikv_append(rt, req->seqs, ones, BATCH, slots, precs));
     for (int b = 0; b < BATCH; b++) tokens[b]++;
     if (req->mode == IKV_PLAN_TABLES)
       list_every_page(tokens, 1, (int32_t *)req->tables.indptr, (int32_t *)req->tables.page_index,
                       (uint8_t *)req->tables.precision);
-    uint64_t t0 = bench_now_ns();
-    IKV_CLI_CHECK(ikv_plan_build(rt, plan, req));
-    IKV_CLI_CHECK(ikv_step_end(rt, plan));
-    samples[r] = (double)(bench_now_ns() - t0) / 1e3;
+    samples[r] = build_us(rt, plan, req);
   }
-  const double median = bench_median(samples, DECODE_STEPS / 2); /* sorts them */
-  return (timing){median, samples[0]};
+  return timing_of(samples, LOOP_STEPS);
 }
 
 static timing time_plans(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req) {
   double samples[REPEATS];
-  IKV_CLI_CHECK(ikv_plan_build(rt, plan, req)); /* first build: conversions, warm caches */
-  IKV_CLI_CHECK(ikv_step_end(rt, plan));
-  for (int r = 0; r < REPEATS; r++) {
-    uint64_t t0 = bench_now_ns();
-    IKV_CLI_CHECK(ikv_plan_build(rt, plan, req));
-    IKV_CLI_CHECK(ikv_step_end(rt, plan));
-    samples[r] = (double)(bench_now_ns() - t0) / 1e3;
-  }
-  const double median = bench_median(samples, REPEATS); /* sorts them */
-  return (timing){median, samples[0]};
+  build_us(rt, plan, req); /* first build: conversions, warm caches */
+  for (int r = 0; r < REPEATS; r++) samples[r] = build_us(rt, plan, req);
+  return timing_of(samples, REPEATS);
 }
 
 int ikv_bench_plan(int argc, char **argv) {

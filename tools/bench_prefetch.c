@@ -11,7 +11,8 @@
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
 
-enum { D = 128, P = 16, HQ = 32, HKV = 8, LAYERS = 32, REPS = 7, CHUNK = 4096, BATCH_PIECES = 4096 };
+enum { D = BENCH_HEAD_DIM, P = BENCH_PAGE, HQ = BENCH_Q_HEADS, HKV = BENCH_KV_HEADS,
+       LAYERS = 32, REPS = 7, CHUNK = 4096, BATCH_PIECES = 4096 };
 /* How a copy of many pieces is issued. */
 typedef enum copy_way { ONE_CALL_EACH = 0, BATCHED_DMA, SM_COPY } copy_way;
 static const char *const way_names[] = {"one call each", "batched", "SM copy"};

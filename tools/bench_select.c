@@ -12,7 +12,7 @@
 #include "tools/bench_select.h"
 #include "tools/bench_util.h"
 
-enum { D = 128, P = 16, HQ = 32, HKV = 8, ROTATE = 4, REPLAYS = 20 };
+enum { D = BENCH_HEAD_DIM, P = BENCH_PAGE, HQ = BENCH_Q_HEADS, HKV = BENCH_KV_HEADS, ROTATE = 4, REPLAYS = 20 };
 
 typedef enum { SCORE = 1, RANK = 2 } stage;
 

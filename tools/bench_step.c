@@ -12,7 +12,8 @@
 #include "tools/bench_util.h"
 #include "tools/ikv_cli.h"
 
-enum { D = 128, P = 16, HQ = 32, HKV = 8, RECENT_PAGES = 64, WARM = 3, STEPS = 10, REPLAYS = 20 };
+enum { D = BENCH_HEAD_DIM, P = BENCH_PAGE, HQ = BENCH_Q_HEADS, HKV = BENCH_KV_HEADS,
+       RECENT_PAGES = 64, WARM = 3, STEPS = 10, REPLAYS = 20 };
 #define MAX_FP16_POOL (48ull << 30) /* configurations needing more fp16 pages are skipped */
 #define WRITE_TOKENS 65536u
 
