@@ -49,9 +49,11 @@ struct cuda_state {
   uint32_t *last_write; /* [page] build_seq when write_kv last wrote it */
   uint32_t *waited;     /* [page] build_seq of the plan whose items wait for it */
   int unflagged_write;  /* the plan in flight: a write_kv wrote a page its items do not wait for */
-  void *after_write;    /* the stream whose last runtime kernel is a write_kv (else NULL): only
-                           a decode right after it may start alongside it; after another
-                           kernel (the merge lets its dependents start early) it may not */
+  int after_write;      /* the runtime's last kernel is a write_kv, on write_stream: only a
+                           decode right after it on that stream may start alongside it;
+                           after another kernel (the merge lets its dependents start early)
+                           it may not. A flag, since NULL is a stream (the default one) */
+  void *write_stream;
   /* tier moves */
   cudaStream_t pf_stream;   /* prefetch copies */
   cudaEvent_t moved;        /* on the runtime's stream: the prefetch stream waits for its evictions */
@@ -497,7 +499,7 @@ ikv_status cuda_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const v
     s->last_write[p] = rt->build_seq;
   }
   wait_ready(rt, stream);
-  s->after_write = stream;
+  s->after_write = 1, s->write_stream = stream;
   ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
   return caller_enqueued(rt, stream, ikv_cuda_write_kv(&rt->cfg.geometry, &lp, k, v, dtype, (const int64_t *)s->slots.d,
                                                        (const uint8_t *)s->precs.d, n, stream));
@@ -511,7 +513,7 @@ ikv_status cuda_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const
   if (st == IKV_OK) st = stage(s, &s->pages, pages, sizeof(ikv_page_id) * n);
   if (st != IKV_OK) return st;
   wait_ready(rt, stream);
-  s->after_write = NULL;
+  s->after_write = 0;
   return caller_enqueued(rt, stream, ikv_cuda_summarize(&rt->cfg.geometry, &s->sum, k, dtype, (const int64_t *)s->slots.d,
                                                         (const uint32_t *)s->pages.d, n, stream));
 }
@@ -728,8 +730,9 @@ ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, cons
   ikv_cuda_plan dp = cp->dp;
   cuda_state *s = state(rt);
   /* alongside only the write_kv just before it, and only if its items wait for every page written */
-  if (s->unflagged_write || s->after_write != stream || (selects(pl) && layer == 0)) dp.item_waits = NULL;
-  s->after_write = NULL;
+  if (s->unflagged_write || !s->after_write || s->write_stream != stream || (selects(pl) && layer == 0))
+    dp.item_waits = NULL;
+  s->after_write = 0;
   return caller_enqueued(rt, stream, ikv_cuda_decode(&rt->cfg.geometry, &lp, &dp, &rt->attn, q, out, lse, dtype,
                                                      cp->ws, cp->ws_bytes, stream));
 }

@@ -4,7 +4,9 @@
  * copy-on-write after a fork, query-aware routing from page summaries kept
  * on the GPU, ranked on the host or selected on the GPU itself (no round
  * trip); every layer's decode compared (and the pages the router chose),
- * and a CUDA graph of a step's decodes replayed against the eager result. */
+ * also right after its layer's write_kv (the decode then starts alongside
+ * it, or not once an old page is rewritten), and a CUDA graph of a step's
+ * decodes replayed against the eager result. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdlib.h>
@@ -64,6 +66,14 @@ static void twin_grow(twin *t, int s, uint32_t n) {
   cudaFree(dk), cudaFree(dv), free(k), free(v);
 }
 
+/* Layer l's GPU output and LSE (out1, lse1) against the CPU backend's. */
+static void expect_layer_matches(uint32_t l, const float *out0, const float *lse0, const float *out1, const float *lse1,
+                                 uint32_t batch) {
+  for (size_t i = 0; i < (size_t)batch * HQ * D; i++)
+    if (!(fabs(out1[i] - out0[i]) <= 3e-3 + 6e-3 * fabs(out0[i]))) fail_msg("layer %u out[%zu] %g vs %g", l, i, out1[i], out0[i]);
+  for (uint32_t i = 0; i < batch * HQ; i++) assert_true(fabs(lse1[i] - lse0[i]) <= 2e-3 + 2e-4 * fabs(lse0[i]));
+}
+
 /* Builds the same plan on both, decodes every layer, compares, ends the step. */
 static void twin_step(twin *t, ikv_plan_request req0, ikv_plan_request req1, int graph) {
   assert_int_equal(ikv_plan_build(t->rt[0], t->plan[0], &req0), IKV_OK);
@@ -88,9 +98,7 @@ static void twin_step(twin *t, ikv_plan_request req0, ikv_plan_request req1, int
     assert_int_equal(ikv_decode(t->rt[0], t->plan[0], l, q, out0, lse0, IKV_DTYPE_F32, NULL), IKV_OK);
     CUDA_CHECK(cudaMemcpy(out1, (float *)dout + l * nq, sizeof(float) * nq, cudaMemcpyDeviceToHost));
     CUDA_CHECK(cudaMemcpy(lse1, dlse + l * batch * HQ, sizeof(float) * batch * HQ, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < nq; i++)
-      if (!(fabs(out1[i] - out0[i]) <= 3e-3 + 6e-3 * fabs(out0[i]))) fail_msg("layer %u out[%zu] %g vs %g", l, i, out1[i], out0[i]);
-    for (uint32_t i = 0; i < batch * HQ; i++) assert_true(fabs(lse1[i] - lse0[i]) <= 2e-3 + 2e-4 * fabs(lse0[i]));
+    expect_layer_matches(l, out0, lse0, out1, lse1, batch);
   }
   if (graph) { /* the step's decodes captured once and replayed: the same bytes as eager */
     cudaStream_t s;
@@ -216,6 +224,74 @@ static void cuda_backend_matches_cpu(void **state) {
  * layer) for as long as ikv_step_graph_key holds; every step's outputs must
  * be the same bytes. Scheduler tables of a fixed shape, then the router with
  * selection on the GPU (which the graph replays with each step's queries). */
+/* Fresh random K/V of count tokens into layer l of both twins, through each
+ * one's slot mapping (k, v: host scratch; dk, dv: device scratch). */
+static void write_both(twin *t, uint32_t l, int64_t *const slots[2], uint8_t *const precs[2], uint32_t count, float *k,
+                       float *v, void *dk, void *dv) {
+  const size_t n = (size_t)count * H * D;
+  rng_fill_gauss(&t->rng, k, n, 1.0f), rng_fill_gauss(&t->rng, v, n, 1.0f);
+  CUDA_CHECK(cudaMemcpy(dk, k, sizeof(float) * n, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dv, v, sizeof(float) * n, cudaMemcpyHostToDevice));
+  assert_int_equal(ikv_write_kv(t->rt[0], l, k, v, IKV_DTYPE_F32, slots[0], precs[0], count, NULL), IKV_OK);
+  assert_int_equal(ikv_write_kv(t->rt[1], l, dk, dv, IKV_DTYPE_F32, slots[1], precs[1], count, NULL), IKV_OK);
+}
+
+/* The usual order within a step: append, plan, then for each layer its
+ * write_kv and its decode, so each decode follows its write_kv on the
+ * stream and its items holding no page written this step start alongside
+ * it; in the second step every write_kv also rewrites a token of an old page
+ * (one no item waits for), after which the decodes wait in full. Both steps
+ * give the CPU backend's result. */
+static void decodes_follow_their_write_kv(void **state) {
+  (void)state;
+  require_gpu();
+  twin t;
+  twin_open(&t);
+  enum { FIRST = 100 };
+  uint32_t n = FIRST, one = 1;
+  int64_t old_slots[2][FIRST], new_slot[2];
+  uint8_t old_precs[2][FIRST], new_prec[2];
+  int64_t *const olds[2] = {old_slots[0], old_slots[1]}, *const news[2] = {&new_slot[0], &new_slot[1]};
+  uint8_t *const oldp[2] = {old_precs[0], old_precs[1]}, *const newp[2] = {&new_prec[0], &new_prec[1]};
+  for (int b = 0; b < 2; b++) {
+    assert_int_equal(ikv_seq_create(t.rt[b], IKV_FP16, &t.seq[b][0]), IKV_OK);
+    assert_int_equal(ikv_append(t.rt[b], &t.seq[b][0], &n, 1, old_slots[b], old_precs[b]), IKV_OK);
+  }
+  const size_t row = (size_t)H * D, nq = (size_t)HQ * D;
+  float *k = malloc(sizeof(float) * FIRST * row), *v = malloc(sizeof(float) * FIRST * row), *q = malloc(sizeof(float) * nq);
+  float *out0 = malloc(sizeof(float) * nq), *out1 = malloc(sizeof(float) * nq), lse0[HQ], lse1[HQ];
+  void *dk, *dv, *dq, *dout;
+  float *dlse;
+  CUDA_CHECK(cudaMalloc(&dk, sizeof(float) * FIRST * row));
+  CUDA_CHECK(cudaMalloc(&dv, sizeof(float) * FIRST * row));
+  CUDA_CHECK(cudaMalloc(&dq, sizeof(float) * nq));
+  CUDA_CHECK(cudaMalloc(&dout, sizeof(float) * nq));
+  CUDA_CHECK(cudaMalloc((void **)&dlse, sizeof(float) * HQ));
+  for (uint32_t l = 0; l < L; l++) write_both(&t, l, olds, oldp, FIRST, k, v, dk, dv);
+  for (int rewrite = 0; rewrite < 2; rewrite++) {
+    for (int b = 0; b < 2; b++)
+      assert_int_equal(ikv_append(t.rt[b], &t.seq[b][0], &one, 1, &new_slot[b], &new_prec[b]), IKV_OK);
+    ikv_plan_request req[2] = {router(t.seq[0], 1, 0.0f), router(t.seq[1], 1, 0.0f)};
+    for (int b = 0; b < 2; b++) assert_int_equal(ikv_plan_build(t.rt[b], t.plan[b], &req[b]), IKV_OK);
+    for (uint32_t l = 0; l < L; l++) {
+      if (rewrite) write_both(&t, l, olds, oldp, 1, k, v, dk, dv); /* token 0, on page 0: no item waits for it */
+      write_both(&t, l, news, newp, 1, k, v, dk, dv);
+      rng_fill_gauss(&t.rng, q, nq, 1.0f);
+      CUDA_CHECK(cudaMemcpy(dq, q, sizeof(float) * nq, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMemset(dout, 0xff, sizeof(float) * nq));
+      assert_int_equal(ikv_decode(t.rt[1], t.plan[1], l, dq, dout, dlse, IKV_DTYPE_F32, NULL), IKV_OK);
+      assert_int_equal(ikv_decode(t.rt[0], t.plan[0], l, q, out0, lse0, IKV_DTYPE_F32, NULL), IKV_OK);
+      CUDA_CHECK(cudaMemcpy(out1, dout, sizeof(float) * nq, cudaMemcpyDeviceToHost));
+      CUDA_CHECK(cudaMemcpy(lse1, dlse, sizeof(float) * HQ, cudaMemcpyDeviceToHost));
+      expect_layer_matches(l, out0, lse0, out1, lse1, 1);
+    }
+    for (int b = 0; b < 2; b++) assert_int_equal(ikv_step_end(t.rt[b], t.plan[b]), IKV_OK);
+  }
+  cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dout), cudaFree(dlse);
+  free(k), free(v), free(q), free(out0), free(out1);
+  twin_close(&t);
+}
+
 static void graph_replays_across_steps(void **state) {
   (void)state;
   require_gpu();
@@ -360,6 +436,7 @@ static void graph_replays_across_steps(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(cuda_backend_matches_cpu),
+                                     cmocka_unit_test(decodes_follow_their_write_kv),
                                      cmocka_unit_test(graph_replays_across_steps)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
