@@ -299,60 +299,179 @@ extern "C" ikv_status ikv_cuda_rank_keys_batch(uint32_t heads, uint64_t *keys, c
 
 namespace {
 
-constexpr int SCATTER_THREADS = 256, SCATTER_WARPS = SCATTER_THREADS / 32;
+/* Threads a block (a row): 1,024 where the rows do not fill the SMs (batch
+ * 1: 8 rows; each block's time is then its threads' chains of dependent
+ * steps, and more threads make each thread's run of candidates shorter:
+ * 2,048 candidates 15.2 -> 13.8 us, 8,192 45.6 -> 25.4 us on H100), 256
+ * where they do (batch 32: 256 rows, 19.4 us at 2,048 candidates, 27.4 with
+ * 1,024). */
+constexpr int FORMATS = IKV_PRECISION_COUNT;
 
-/* Exclusive prefix over the block of one count per thread (returned), and the total. */
-__device__ uint32_t block_scan(uint32_t x, uint32_t *warp_sums, uint32_t *total) {
+/* Exclusive prefixes over the block of K counts a thread (x, replaced), and
+ * their totals: one scan for all of them (warp scans, then each warp scans
+ * the warps' sums), two block barriers. */
+template <int K, int T>
+__device__ void block_scan(uint32_t (&x)[K], uint32_t (&total)[K], uint32_t *warp_sums /* [warps][K] */) {
   const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  uint32_t incl = x;
+  uint32_t incl[K];
 #pragma unroll
-  for (int off = 1; off < 32; off <<= 1) {
-    const uint32_t y = __shfl_up_sync(0xffffffffu, incl, off);
-    if (lane >= (uint32_t)off) incl += y;
+  for (int k = 0; k < K; k++) {
+    incl[k] = x[k];
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const uint32_t y = __shfl_up_sync(0xffffffffu, incl[k], off);
+      if (lane >= (uint32_t)off) incl[k] += y;
+    }
   }
-  __syncthreads(); /* warp_sums may hold the previous scan */
-  if (lane == 31) warp_sums[warp] = incl;
+  __syncthreads(); /* warp_sums may hold an earlier scan */
+  if (lane == 31)
+#pragma unroll
+    for (int k = 0; k < K; k++) warp_sums[warp * K + k] = incl[k];
   __syncthreads();
-  uint32_t before = 0, all = 0;
-  for (int w = 0; w < SCATTER_WARPS; w++) before += w < (int)warp ? warp_sums[w] : 0, all += warp_sums[w];
-  *total = all;
-  return before + incl - x;
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    const uint32_t mine = lane < T / 32 ? warp_sums[lane * K + k] : 0;
+    uint32_t w = mine;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      const uint32_t y = __shfl_up_sync(0xffffffffu, w, off);
+      if (lane >= (uint32_t)off) w += y;
+    }
+    const uint32_t before = __shfl_sync(0xffffffffu, w - mine, warp);
+    total[k] = __shfl_sync(0xffffffffu, w, 31), x[k] = before + incl[k] - x[k];
+  }
 }
 
-/* Each thread owns a contiguous run of the row's candidates; per precision,
- * a block scan places its chosen ones after those of the threads before. */
-__global__ void __launch_bounds__(SCATTER_THREADS) scatter_kernel(ikv_cuda_selection s) {
+/* What the warp that finds a radix-select digit hands to the block. */
+struct select_pass {
+  uint64_t prefix; /* the digits found so far, in place */
+  uint32_t need;   /* keys still wanted among those that share the prefix */
+  int done;        /* the bin of the last digit held exactly those */
+};
+
+/* The row's `want` smallest of its n keys (distinct; 0 < want < n): a radix
+ * select. The first digit starts at the highest bit in which the row's
+ * keys differ (the block's minimum and maximum), so no pass is spent on
+ * bits every key shares (float scores of one magnitude share their top
+ * byte); then 8-bit digits down, each pass a histogram of the keys that
+ * share the digits found so far, until a digit's bin holds exactly the
+ * keys still wanted. Lanes with the same digit add to its bin once
+ * (__match_any_sync): concentrated digits would otherwise serialize on one
+ * shared-memory address. Returns the shift below that digit: key x is
+ * among the smallest iff x >> shift <= *prefix >> shift. */
+template <int T>
+__device__ int select_smallest(const uint64_t *keys, uint32_t n, uint32_t want, uint32_t *hist, uint64_t *wide,
+                               select_pass *pass, uint64_t *prefix) {
+  const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint64_t lo = ~0ull, hi = 0;
+  for (uint32_t i = threadIdx.x; i < n; i += T) {
+    const uint64_t x = __ldg(keys + i);
+    lo = x < lo ? x : lo, hi = x > hi ? x : hi;
+  }
+  for (int round = 0; round < 2; round++) { /* over the warp, then over the warps' results */
+#pragma unroll
+    for (int off = 16; off; off >>= 1) {
+      const uint64_t l = __shfl_xor_sync(0xffffffffu, lo, off), h = __shfl_xor_sync(0xffffffffu, hi, off);
+      lo = l < lo ? l : lo, hi = h > hi ? h : hi;
+    }
+    if (round) break;
+    if (lane == 0) wide[warp] = lo, wide[T / 32 + warp] = hi;
+    __syncthreads();
+    lo = lane < T / 32 ? wide[lane] : ~0ull, hi = lane < T / 32 ? wide[T / 32 + lane] : 0;
+  }
+  const int top = 63 - __clzll((long long)(lo ^ hi)); /* n > 1 distinct keys: they differ somewhere */
+  int width = top + 1 < 8 ? top + 1 : 8, shift = top + 1 - width;
+  uint64_t pre = top == 63 ? 0 : lo >> (top + 1) << (top + 1);
+  uint32_t need = want;
+  for (;;) {
+    for (uint32_t d = threadIdx.x; d < 256; d += T) hist[d] = 0;
+    __syncthreads();
+    for (uint32_t base = warp * 32; base < n; base += T) { /* warp-uniform trips */
+      const uint32_t i = base + lane;
+      const uint64_t x = i < n ? __ldg(keys + i) : 0;
+      const bool live = i < n && (shift + width == 64 || (x ^ pre) >> (shift + width) == 0);
+      const uint32_t d = live ? (uint32_t)(x >> shift) & ((1u << width) - 1) : 256u;
+      const uint32_t peers = __match_any_sync(0xffffffffu, d);
+      if (live && lane == (uint32_t)__ffs(peers) - 1) atomicAdd(&hist[d], (uint32_t)__popc(peers));
+    }
+    __syncthreads();
+    if (warp == 0) { /* lane l sums bins 8l .. 8l + 7; the lane where the count reaches `need` picks */
+      uint32_t c[8], sum = 0;
+#pragma unroll
+      for (int j = 0; j < 8; j++) c[j] = hist[8 * lane + j], sum += c[j];
+      uint32_t incl = sum;
+#pragma unroll
+      for (int off = 1; off < 32; off <<= 1) {
+        const uint32_t y = __shfl_up_sync(0xffffffffu, incl, off);
+        if (lane >= (uint32_t)off) incl += y;
+      }
+      uint32_t before = incl - sum;
+      if (before < need && need <= incl) {
+        int d = 0;
+        while (before + c[d] < need) before += c[d++];
+        pass->prefix = pre | (uint64_t)(8 * lane + d) << shift;
+        pass->need = need - before;
+        pass->done = c[d] == need - before;
+      }
+    }
+    __syncthreads();
+    pre = pass->prefix, need = pass->need;
+    if (pass->done || shift == 0) break; /* distinct keys: the last digit's bin holds one */
+    width = shift < 8 ? shift : 8, shift -= width;
+  }
+  *prefix = pre;
+  return shift;
+}
+
+/* A block per row (b, h): the row's best found, then every thread takes a
+ * contiguous run of the candidates, and one scan of a count a page format
+ * places each thread's chosen ones after those of the threads before. */
+template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_cuda_selection s) {
   __shared__ uint8_t chosen[IKV_CUDA_RANK_MAX], prec[IKV_CUDA_RANK_MAX];
-  __shared__ uint32_t warp_sums[SCATTER_WARPS];
+  __shared__ uint32_t warp_sums[T / 32 * FORMATS], hist[256];
+  __shared__ uint64_t wide[T / 16];
+  __shared__ select_pass pass;
   const uint32_t row = blockIdx.x, b = row / s.kv_heads, h = row % s.kv_heads;
   const uint32_t off = s.seq_off[b], n = s.seq_off[b + 1] - off, want = n < s.k ? n : s.k;
   const uint64_t *keys = s.keys + (size_t)s.kv_heads * off + (size_t)h * n;
-  for (uint32_t i = threadIdx.x; i < n; i += SCATTER_THREADS) chosen[i] = 0, prec[i] = s.cand[off + i].precision;
+  uint64_t prefix = 0;
+  const int shift = want && want < n ? select_smallest<T>(keys, n, want, hist, wide, &pass, &prefix) : 0;
+  for (uint32_t i = threadIdx.x; i < n; i += T) {
+    chosen[i] = want == n || (want && keys[i] >> shift <= prefix >> shift);
+    prec[i] = s.cand[off + i].precision;
+  }
   __syncthreads();
-  for (uint32_t r = threadIdx.x; r < want; r += SCATTER_THREADS) chosen[(uint32_t)keys[r]] = 1; /* the ordinal */
-  __syncthreads();
-  const uint32_t per = (n + SCATTER_THREADS - 1) / SCATTER_THREADS, lo = threadIdx.x * per;
+  const uint32_t per = (n + T - 1) / T, lo = threadIdx.x * per;
   const uint32_t hi = lo + per < n ? lo + per : n;
-  for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
-    const int32_t base = s.reserved[row * IKV_PRECISION_COUNT + p];
-    if (base < 0) continue; /* block-uniform */
-    uint32_t mine = 0, of_p = 0;
-    for (uint32_t i = lo; i < hi; i++) mine += chosen[i] && prec[i] == p, of_p += prec[i] == p;
-    uint32_t placed, candidates;
-    uint32_t at = block_scan(mine, warp_sums, &placed);
-    block_scan(of_p, warp_sums, &candidates);
-    for (uint32_t i = lo; i < hi; i++)
-      if (chosen[i] && prec[i] == p) {
-        const ikv_select_candidate c = s.cand[off + i];
-        const int32_t e = base + (int32_t)at++;
-        s.page_slot[e] = c.slot, s.page_index[e] = c.page_index, s.first[e] = c.first, s.last[e] = c.last;
-      }
+  /* a format's chosen (low 16 bits) and candidates (high 16) in this run: n <= 8,192 */
+  uint32_t at[FORMATS], total[FORMATS];
+#pragma unroll
+  for (int p = 0; p < FORMATS; p++) at[p] = 0;
+  for (uint32_t i = lo; i < hi; i++)
+#pragma unroll
+    for (int p = 0; p < FORMATS; p++) at[p] += prec[i] == p ? 0x10000u + chosen[i] : 0;
+  block_scan<FORMATS, T>(at, total, warp_sums);
+  for (uint32_t i = lo; i < hi; i++) {
+    if (!chosen[i]) continue;
+    int32_t e = -1;
+#pragma unroll
+    for (int p = 0; p < FORMATS; p++) /* registers, not a local array indexed by the format */
+      if (prec[i] == p && s.reserved[row * FORMATS + p] >= 0)
+        e = s.reserved[row * FORMATS + p] + (int32_t)(at[p] & 0xffffu), at[p]++;
+    if (e < 0) continue; /* no entries reserved for its format */
+    const ikv_select_candidate c = s.cand[off + i];
+    s.page_slot[e] = c.slot, s.page_index[e] = c.page_index, s.first[e] = c.first, s.last[e] = c.last;
+  }
+  for (int p = 0; p < FORMATS; p++) {
+    const int32_t base = s.reserved[row * FORMATS + p];
+    if (base < 0) continue;
+    const uint32_t placed = total[p] & 0xffffu, candidates = total[p] >> 16;
     const uint32_t reserved = candidates < s.k ? candidates : s.k;
-    for (uint32_t e = placed + threadIdx.x; e < reserved; e += SCATTER_THREADS) s.first[base + e] = 1, s.last[base + e] = 0;
+    for (uint32_t e = placed + threadIdx.x; e < reserved; e += T) s.first[base + e] = 1, s.last[base + e] = 0;
     /* the items over the unfilled tail end where the filled part does */
-    const int32_t *g = s.groups + (row * IKV_PRECISION_COUNT + p) * 3;
+    const int32_t *g = s.groups + (row * FORMATS + p) * 3;
     const uint32_t group_end = (uint32_t)g[2], filled_to = group_end - (reserved - placed);
-    for (int32_t i = g[0] + (int32_t)threadIdx.x; g[0] >= 0 && i < g[0] + g[1]; i += SCATTER_THREADS) {
+    for (int32_t i = g[0] + (int32_t)threadIdx.x; g[0] >= 0 && i < g[0] + g[1]; i += T) {
       const uint32_t begin = s.items[i].begin, cut = begin + s.pages_per_item < group_end ? begin + s.pages_per_item : group_end;
       s.items[i].end = cut < filled_to ? cut : (filled_to > begin ? filled_to : begin);
     }
@@ -368,6 +487,12 @@ extern "C" ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *sel, voi
       !sel->first || !sel->last || !sel->groups || !sel->items)
     return IKV_E_NULL;
   if (!sel->pages_per_item) return IKV_E_INVALID;
-  scatter_kernel<<<sel->batch * sel->kv_heads, SCATTER_THREADS, 0, (cudaStream_t)stream>>>(*sel);
+  int device, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    return IKV_E_CUDA;
+  const uint32_t rows = sel->batch * sel->kv_heads;
+  if (rows <= (uint32_t)sms) select_scatter_kernel<1024><<<rows, 1024, 0, (cudaStream_t)stream>>>(*sel);
+  else select_scatter_kernel<256><<<rows, 256, 0, (cudaStream_t)stream>>>(*sel);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }

@@ -75,7 +75,7 @@ typedef struct ikv_cuda_selection {
   const uint32_t *seq_off;           /* [batch + 1]: sequence b's candidates are [seq_off[b], seq_off[b + 1]) */
   const ikv_select_candidate *cand;
   const uint64_t *keys;              /* sequence b's rows at keys + kv_heads * seq_off[b], row h n_b further
-                                        each, ranked by ikv_cuda_rank_keys (the best min(k, n_b) first) */
+                                        each, as ikv_cuda_page_keys_batch writes them (unranked) */
   const int32_t *reserved;           /* [batch * kv_heads][IKV_PRECISION_COUNT]: the row's first entry
                                         reserved for candidates of that precision (min(k, candidates of it)
                                         entries), -1 for none */
@@ -90,7 +90,8 @@ typedef struct ikv_cuda_selection {
   uint32_t pages_per_item;
 } ikv_cuda_selection;
 
-/* Row (b, h) takes its best min(k, n_b) candidates and writes each, in
+/* Row (b, h) finds its best min(k, n_b) candidates (the smallest keys, by
+ * a radix select: no ranking launch before it) and writes each, in
  * candidate order, into the next reserved entry of its precision; reserved
  * entries left over become empty (first 1, last 0), and the items over them
  * end early (empty items read nothing), so they cost no decode work. At

@@ -691,15 +691,14 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
 }
 
 /* Device selection, on the caller's stream before layer 0's decode: each
- * sequence's candidates scored and ranked per KV head, then the best written
- * into the plan's reserved entries. */
+ * sequence's candidates scored per KV head, then each row's best found and
+ * written into the plan's reserved entries (two launches). */
 ikv_status select_on_device(ikv_runtime *rt, const ikv_plan *pl, cudaStream_t stream) {
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
   const ikv_geometry *g = &rt->cfg.geometry;
   const uint32_t B = pl->view.batch;
   ikv_status st = ikv_cuda_page_keys_batch(g, &state(rt)->sum, pl->dsel_bound, cp->d_pages, cp->d_seq_off, pl->dsel_seq,
                                            B, pl->dsel_q, rt->cfg.q_heads, cp->d_keys, stream);
-  if (st == IKV_OK) st = ikv_cuda_rank_keys_batch(g->kv_heads, cp->d_keys, cp->d_seq_off, pl->dsel_seq, B, pl->dsel_k, stream);
   if (st != IKV_OK) return st;
   ikv_cuda_selection sel = {B,
                             g->kv_heads,

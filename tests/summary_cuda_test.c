@@ -3,7 +3,8 @@
  * kernels/page_summary.h (the CPU backend's): random keys in fp32/fp16/bf16,
  * pages started afresh and continued, runs of several tokens, outputs
  * poisoned first; scores at head_dim 16 to 512; the GPU's per-head ranking
- * equals the host's selection at every row length up to the longest. */
+ * equals the host's selection at every row length up to the longest, and so
+ * does device selection's top-k written into a plan's reserved entries. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdlib.h>
@@ -292,9 +293,132 @@ static void ranks_rows_of_every_length(void **state) {
   free(src), free(want), free(got);
 }
 
+/* One launch of device selection's top-k and scatter over `batch` sequences
+ * of the given lengths with `heads` KV heads, candidates in four page formats
+ * at random, every other row of three scores only (the ordinal decides
+ * among equals, so the radix select runs into the low digits), against the
+ * host's selection: each row's chosen candidates must fill its reserved
+ * entries of their format in candidate order, the rest empty (first 1,
+ * last 0), the items over them ended early. Outputs poisoned first. */
+static void expect_selection(test_rng *r, const uint32_t *lengths, uint32_t batch, uint32_t heads, uint32_t k) {
+  enum { PPI = 4 };
+  const uint8_t formats[4] = {IKV_FP16, IKV_FP8_E4M3, IKV_INT8, IKV_INT4};
+  const uint32_t rows = batch * heads, cells = rows * IKV_PRECISION_COUNT;
+  uint32_t *off = calloc(batch + 1, sizeof(uint32_t));
+  for (uint32_t b = 0; b < batch; b++) off[b + 1] = off[b] + lengths[b];
+  const uint32_t total = off[batch];
+  ikv_select_candidate *cand = malloc(sizeof(ikv_select_candidate) * total);
+  uint64_t *keys = malloc(sizeof(uint64_t) * heads * total), *best = malloc(sizeof(uint64_t) * IKV_CUDA_RANK_MAX);
+  int32_t *reserved = malloc(sizeof(int32_t) * cells), *groups = malloc(sizeof(int32_t) * 3 * cells);
+  ikv_work_item *items = malloc(sizeof(ikv_work_item) * (heads * total + cells));
+  for (uint32_t i = 0; i < total; i++)
+    cand[i] = (ikv_select_candidate){.page = i, .slot = (int32_t)(1000000 + i), .page_index = (int32_t)(i * 3),
+                                     .first = (uint16_t)rng_below(r, 4), .last = (uint16_t)(8 + rng_below(r, 8)),
+                                     .precision = formats[rng_below(r, 4)]};
+  for (uint32_t b = 0; b < batch; b++)
+    for (uint32_t h = 0; h < heads; h++)
+      for (uint32_t i = 0; i < lengths[b]; i++) {
+        const float score = (b + h) % 2 ? (float)rng_below(r, 3) : rng_gauss(r);
+        keys[heads * off[b] + h * lengths[b] + i] = ikv_rank_key(score, i);
+      }
+  /* each row reserves min(k, candidates of the format) entries a format, items every PPI */
+  uint32_t n_entries = 0, n_items = 0;
+  for (uint32_t row = 0; row < rows; row++) {
+    const uint32_t b = row / heads;
+    for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+      uint32_t of_p = 0;
+      for (uint32_t i = off[b]; i < off[b + 1]; i++) of_p += cand[i].precision == p;
+      const uint32_t take = of_p < k ? of_p : k, c = row * IKV_PRECISION_COUNT + p;
+      reserved[c] = take ? (int32_t)n_entries : -1;
+      groups[3 * c] = take ? (int32_t)n_items : -1, groups[3 * c + 1] = 0, groups[3 * c + 2] = (int32_t)(n_entries + take);
+      for (uint32_t e = n_entries; e < n_entries + take; e += PPI, groups[3 * c + 1]++)
+        items[n_items++] = (ikv_work_item){.row = row, .precision = (uint8_t)p, .begin = e, .end = 0xdeadbeefu};
+      n_entries += take;
+    }
+  }
+  void *d_off, *d_cand, *d_keys, *d_res, *d_groups, *d_items, *d_slot, *d_index, *d_first, *d_last;
+  const void *src[6] = {off, cand, keys, reserved, groups, items};
+  void **dst[6] = {&d_off, &d_cand, &d_keys, &d_res, &d_groups, &d_items};
+  const size_t bytes[6] = {sizeof(uint32_t) * (batch + 1), sizeof(ikv_select_candidate) * total,
+                           sizeof(uint64_t) * heads * total, sizeof(int32_t) * cells, sizeof(int32_t) * 3 * cells,
+                           sizeof(ikv_work_item) * n_items};
+  for (int a = 0; a < 6; a++) {
+    CUDA_CHECK(cudaMalloc(dst[a], bytes[a] ? bytes[a] : 1));
+    CUDA_CHECK(cudaMemcpy(*dst[a], src[a], bytes[a], cudaMemcpyHostToDevice));
+  }
+  void **outs[4] = {&d_slot, &d_index, &d_first, &d_last};
+  for (int a = 0; a < 4; a++) {
+    CUDA_CHECK(cudaMalloc(outs[a], sizeof(int32_t) * (n_entries + 1)));
+    CUDA_CHECK(cudaMemset(*outs[a], 0xa5, sizeof(int32_t) * (n_entries + 1))); /* poison */
+  }
+  const ikv_cuda_selection sel = {batch, heads, k, d_off, d_cand, d_keys, d_res, d_slot, d_index, d_first, d_last,
+                                  d_groups, d_items, PPI};
+  assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_OK);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  int32_t *slot = malloc(sizeof(int32_t) * (n_entries + 1)), *index = malloc(sizeof(int32_t) * (n_entries + 1));
+  uint16_t *first = malloc(sizeof(uint16_t) * (n_entries + 1)), *last = malloc(sizeof(uint16_t) * (n_entries + 1));
+  ikv_work_item *got_items = malloc(sizeof(ikv_work_item) * (n_items + 1));
+  CUDA_CHECK(cudaMemcpy(slot, d_slot, sizeof(int32_t) * n_entries, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(index, d_index, sizeof(int32_t) * n_entries, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(first, d_first, sizeof(uint16_t) * n_entries, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(last, d_last, sizeof(uint16_t) * n_entries, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(got_items, d_items, sizeof(ikv_work_item) * n_items, cudaMemcpyDeviceToHost));
+  for (uint32_t row = 0; row < rows; row++) {
+    const uint32_t b = row / heads, h = row % heads, n = lengths[b], want = n < k ? n : k;
+    memcpy(best, keys + heads * off[b] + h * n, sizeof(uint64_t) * n);
+    ikv_rank_smallest(best, n, want);
+    uint8_t *chosen = calloc(n + 1, 1);
+    for (uint32_t j = 0; j < want; j++) chosen[(uint32_t)best[j]] = 1;
+    for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+      const uint32_t c = row * IKV_PRECISION_COUNT + p;
+      if (reserved[c] < 0) continue;
+      const uint32_t end = (uint32_t)groups[3 * c + 2];
+      uint32_t e = (uint32_t)reserved[c];
+      for (uint32_t i = 0; i < n; i++) {
+        const ikv_select_candidate x = cand[off[b] + i];
+        if (!chosen[i] || x.precision != p) continue;
+        if (e >= end || slot[e] != x.slot || index[e] != x.page_index || first[e] != x.first || last[e] != x.last)
+          fail_msg("k %u, row %u (%u candidates), format %d: entry %u is not candidate %u", k, row, n, p, e, i);
+        e++;
+      }
+      const uint32_t filled_to = e;
+      for (; e < end; e++)
+        if (first[e] != 1 || last[e] != 0) fail_msg("k %u, row %u, format %d: entry %u not left empty", k, row, p, e);
+      for (int32_t it = groups[3 * c]; it < groups[3 * c] + groups[3 * c + 1]; it++) {
+        const uint32_t begin = items[it].begin, cut = begin + PPI < end ? begin + PPI : end;
+        const uint32_t expect = cut < filled_to ? cut : (filled_to > begin ? filled_to : begin);
+        if (got_items[it].end != expect)
+          fail_msg("k %u, row %u, format %d: item %d ends at %u, not %u", k, row, p, it, got_items[it].end, expect);
+      }
+    }
+    free(chosen);
+  }
+  for (int a = 0; a < 6; a++) cudaFree(*dst[a]);
+  for (int a = 0; a < 4; a++) cudaFree(*outs[a]);
+  free(off), free(cand), free(keys), free(best), free(reserved), free(groups), free(items);
+  free(slot), free(index), free(first), free(last), free(got_items);
+}
+
+/* Device selection's top-k at every row length up to the longest, k below,
+ * at and above the formats' counts, with the few rows of a batch-1 step (a
+ * block of 1,024 threads a row) and with more rows than SMs (256 threads). */
+static void selects_the_best_of_rows_of_every_length(void **state) {
+  (void)state;
+  require_gpu();
+  test_rng r = {0x5eed0804};
+  const uint32_t lengths[8] = {1, 2, 33, 257, 2048, 3000, 5000, IKV_CUDA_RANK_MAX}, ks[3] = {1, 300, IKV_CUDA_RANK_MAX};
+  for (int ki = 0; ki < 3; ki++) expect_selection(&r, lengths, 8, 2, ks[ki]);
+  enum { MANY = 160 };
+  uint32_t many[MANY];
+  for (uint32_t b = 0; b < MANY; b++) many[b] = 1 + rng_below(&r, b % 16 ? 600 : 3000);
+  expect_selection(&r, many, MANY, 1, 40);
+  expect_selection(&r, many, MANY / 2, 2, 300);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(summaries_and_scores_match_the_host),
                                      cmocka_unit_test(scores_match_the_host_at_every_head_dim),
-                                     cmocka_unit_test(ranks_rows_of_every_length)};
+                                     cmocka_unit_test(ranks_rows_of_every_length),
+                                     cmocka_unit_test(selects_the_best_of_rows_of_every_length)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

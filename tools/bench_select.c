@@ -2,7 +2,10 @@
  * Per configuration, every page of each sequence's context is a candidate:
  * the scores (Quest's upper bound from the per-channel key minima and
  * maxima, a score per page and KV head) and the per-KV-head top 12.5%,
- * timed as CUDA graph replays, apart and together. Each replay works through
+ * timed as CUDA graph replays, apart and together: the top-k as device
+ * selection makes it (found and written into a plan's reserved entries,
+ * the candidates in four page formats) and, for the host's budgeted
+ * selection, as a ranking of the best. Each replay works through
  * ROTATE separate sets of summaries, so a small configuration's summaries
  * come from memory, not from the L2 cache, as they would in a step. */
 #include <stdlib.h>
@@ -14,7 +17,7 @@
 
 enum { D = BENCH_HEAD_DIM, P = BENCH_PAGE, HQ = BENCH_Q_HEADS, HKV = BENCH_KV_HEADS, ROTATE = 4, REPLAYS = 20 };
 
-typedef enum { SCORE = 1, RANK = 2 } stage;
+typedef enum { SCORE = 1, RANK = 2, TOPK = 4 } stage;
 
 typedef struct selection {
   ikv_geometry g;
@@ -24,6 +27,7 @@ typedef struct selection {
   uint32_t *seq_off, *seq_off_host;
   float *q;
   uint64_t *keys[ROTATE];
+  ikv_cuda_selection plan[ROTATE]; /* set r's reserved entries (device) */
 } selection;
 
 static void enqueue(const selection *x, int stages, cudaStream_t s) {
@@ -37,7 +41,67 @@ static void enqueue(const selection *x, int stages, cudaStream_t s) {
       bench_ikv_ok(NULL,
                    ikv_cuda_rank_keys_batch(HKV, x->keys[r], x->seq_off, x->seq_off_host, x->batch, x->want, s),
                    "ikv_cuda_rank_keys_batch");
+    if (stages & TOPK) bench_ikv_ok(NULL, ikv_cuda_select_scatter(&x->plan[r], s), "ikv_cuda_select_scatter");
   }
+}
+
+static void *upload(const void *src, size_t bytes) {
+  void *d;
+  BENCH_CUDA(cudaMalloc(&d, bytes));
+  BENCH_CUDA(cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice));
+  return d;
+}
+
+/* Device selection's plan side for set r: candidate i stored in format i % 4
+ * of fp16, fp8, int8, int4; each row reserves min(want, candidates of the
+ * format) entries a format, cut into 16-page items, as the runtime does. */
+static void make_plan(selection *x, int r) {
+  enum { FORMATS = 4, PPI = 16 };
+  const uint8_t formats[FORMATS] = {IKV_FP16, IKV_FP8_E4M3, IKV_INT8, IKV_INT4};
+  const uint32_t rows = x->batch * HKV, per_set = x->batch * x->n;
+  ikv_select_candidate *cand = malloc(sizeof(ikv_select_candidate) * per_set);
+  int32_t *reserved = malloc(sizeof(int32_t) * rows * IKV_PRECISION_COUNT);
+  int32_t *groups = malloc(sizeof(int32_t) * 3 * rows * IKV_PRECISION_COUNT);
+  const uint32_t of_format = (x->n + FORMATS - 1) / FORMATS, take = of_format < x->want ? of_format : x->want;
+  const uint32_t items_a_group = (take + PPI - 1) / PPI, entries = rows * FORMATS * take;
+  ikv_work_item *items = malloc(sizeof(ikv_work_item) * rows * FORMATS * items_a_group);
+  if (!cand || !reserved || !groups || !items) bench_cuda_ok(cudaErrorMemoryAllocation, "bench select");
+  for (uint32_t i = 0; i < per_set; i++)
+    cand[i] = (ikv_select_candidate){.page = (uint32_t)r * per_set + i, .slot = (int32_t)i,
+                                     .page_index = (int32_t)(i % x->n), .first = 0, .last = P - 1,
+                                     .precision = formats[i % x->n % FORMATS]};
+  uint32_t at = 0, n_items = 0;
+  for (uint32_t row = 0; row < rows; row++)
+    for (int p = 0; p < IKV_PRECISION_COUNT; p++) {
+      int32_t *res = reserved + row * IKV_PRECISION_COUNT + p, *grp = groups + 3 * (row * IKV_PRECISION_COUNT + p);
+      *res = grp[0] = -1, grp[1] = grp[2] = 0;
+      for (int f = 0; f < FORMATS; f++)
+        if (formats[f] == p) {
+          *res = (int32_t)at, grp[0] = (int32_t)n_items, grp[1] = (int32_t)items_a_group, grp[2] = (int32_t)(at + take);
+          for (uint32_t e = at; e < at + take; e += PPI, n_items++)
+            items[n_items] = (ikv_work_item){.row = row, .precision = (uint8_t)p, .begin = e,
+                                             .end = e + PPI < at + take ? e + PPI : at + take};
+          at += take;
+        }
+    }
+  int32_t *slot, *index;
+  uint16_t *first, *last;
+  BENCH_CUDA(cudaMalloc((void **)&slot, sizeof(int32_t) * entries));
+  BENCH_CUDA(cudaMalloc((void **)&index, sizeof(int32_t) * entries));
+  BENCH_CUDA(cudaMalloc((void **)&first, sizeof(uint16_t) * entries));
+  BENCH_CUDA(cudaMalloc((void **)&last, sizeof(uint16_t) * entries));
+  x->plan[r] = (ikv_cuda_selection){.batch = x->batch, .kv_heads = HKV, .k = x->want, .seq_off = x->seq_off,
+                                    .cand = upload(cand, sizeof(ikv_select_candidate) * per_set), .keys = x->keys[r],
+                                    .reserved = upload(reserved, sizeof(int32_t) * rows * IKV_PRECISION_COUNT),
+                                    .page_slot = slot, .page_index = index, .first = first, .last = last,
+                                    .groups = upload(groups, sizeof(int32_t) * 3 * rows * IKV_PRECISION_COUNT),
+                                    .items = upload(items, sizeof(ikv_work_item) * n_items), .pages_per_item = PPI};
+  free(cand), free(reserved), free(groups), free(items);
+}
+
+static void free_plan(ikv_cuda_selection *p) {
+  cudaFree((void *)p->cand), cudaFree((void *)p->reserved), cudaFree((void *)p->groups), cudaFree(p->items);
+  cudaFree(p->page_slot), cudaFree(p->page_index), cudaFree(p->first), cudaFree(p->last);
 }
 
 /* GPU time of one selection (one of the ROTATE sets) of the given stages. */
@@ -73,37 +137,38 @@ static void bench_one(uint32_t batch, uint32_t ctx, double copy_bw, int json, in
     BENCH_CUDA(cudaMemcpy(x.pages[r], ids, sizeof(uint32_t) * per_set, cudaMemcpyHostToDevice));
     BENCH_CUDA(cudaMalloc((void **)&x.keys[r], sizeof(uint64_t) * per_set * HKV));
   }
-  BENCH_CUDA(cudaMalloc((void **)&x.seq_off, sizeof(uint32_t) * (batch + 1)));
-  BENCH_CUDA(cudaMemcpy(x.seq_off, x.seq_off_host, sizeof(uint32_t) * (batch + 1), cudaMemcpyHostToDevice));
+  x.seq_off = upload(x.seq_off_host, sizeof(uint32_t) * (batch + 1));
+  for (int r = 0; r < ROTATE; r++) make_plan(&x, r);
   BENCH_CUDA(cudaMalloc((void **)&x.q, sizeof(float) * batch * HQ * D));
   bench_fill_random_f32(x.q, (size_t)batch * HQ * D, 0, 13);
   cudaStream_t s;
   BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  enqueue(&x, SCORE, s); /* keys for the rank-only replays */
+  enqueue(&x, SCORE, s); /* keys for the replays without scores (the ranking sorts them in place: top-k first) */
   BENCH_CUDA(cudaStreamSynchronize(s));
-  const double score_us = time_stages(&x, SCORE, s), rank_us = time_stages(&x, RANK, s);
-  const double both_us = time_stages(&x, SCORE | RANK, s);
+  const double score_us = time_stages(&x, SCORE, s), topk_us = time_stages(&x, TOPK, s);
+  const double both_us = time_stages(&x, SCORE | TOPK, s), rank_us = time_stages(&x, RANK, s);
   const double bytes = 2.0 * per_set * HKV * D * sizeof(float); /* minima and maxima */
   const double gbs = bytes / (score_us * 1e-6) / 1e9;
   if (json)
     printf("%s{\"part\": \"select\", \"batch\": %u, \"context\": %u, \"candidates\": %u, \"topk\": %u, "
-           "\"score_us\": %.2f, \"rank_us\": %.2f, \"select_us\": %.2f, \"summary_bytes\": %.0f, \"score_gbs\": %.1f, "
-           "\"score_fraction_of_copy\": %.3f}",
-           *first ? "" : ", ", batch, ctx, x.n, x.want, score_us, rank_us, both_us, bytes, gbs, gbs * 1e9 / copy_bw);
+           "\"score_us\": %.2f, \"topk_us\": %.2f, \"select_us\": %.2f, \"rank_us\": %.2f, \"summary_bytes\": %.0f, "
+           "\"score_gbs\": %.1f, \"score_fraction_of_copy\": %.3f}",
+           *first ? "" : ", ", batch, ctx, x.n, x.want, score_us, topk_us, both_us, rank_us, bytes, gbs,
+           gbs * 1e9 / copy_bw);
   else
-    printf("select %5u %7u %6u %5u %10.2f %10.2f %10.2f %9.1f %8.0f %6.2f\n", batch, ctx, x.n, x.want, score_us,
-           rank_us, both_us, bytes / 1e6, gbs, gbs * 1e9 / copy_bw);
+    printf("select %5u %7u %6u %5u %10.2f %10.2f %10.2f %10.2f %9.1f %8.0f %6.2f\n", batch, ctx, x.n, x.want,
+           score_us, topk_us, both_us, rank_us, bytes / 1e6, gbs, gbs * 1e9 / copy_bw);
   *first = 0;
   cudaStreamDestroy(s);
-  for (int r = 0; r < ROTATE; r++) cudaFree(x.pages[r]), cudaFree(x.keys[r]);
+  for (int r = 0; r < ROTATE; r++) cudaFree(x.pages[r]), cudaFree(x.keys[r]), free_plan(&x.plan[r]);
   cudaFree(x.sums.kmin), cudaFree(x.sums.kmax), cudaFree(x.seq_off), cudaFree(x.q);
   free(ids), free(x.seq_off_host);
 }
 
 void bench_select(double copy_bw, int json, int *first) {
   if (!json)
-    printf("select %5s %7s %6s %5s %10s %10s %10s %9s %8s %6s\n", "batch", "context", "cand", "topk", "score_us",
-           "rank_us", "select_us", "sums_MB", "GB/s", "copy");
+    printf("select %5s %7s %6s %5s %10s %10s %10s %10s %9s %8s %6s\n", "batch", "context", "cand", "topk", "score_us",
+           "topk_us", "select_us", "rank_us", "sums_MB", "GB/s", "copy");
   const uint32_t batches[] = {1, 32}, contexts[] = {32768, 131072};
   for (int b = 0; b < 2; b++)
     for (int c = 0; c < 2; c++) bench_one(batches[b], contexts[c], copy_bw, json, first);
