@@ -78,6 +78,21 @@ IKV_HD float ikv_f16_to_f32(uint16_t h) {
 #endif
 }
 
+/* float -> the nearest half at or below (at or above) it: bounds that never
+ * cut the value they bound. Beyond the half range that is -inf (+inf) on
+ * the open side and +-65504 on the other; NaN stays NaN. A step from +0
+ * down (-0 up) cannot happen: round-to-nearest keeps the sign. */
+IKV_HD uint16_t ikv_f32_to_f16_down(float f) {
+  const uint16_t h = ikv_f32_to_f16(f);
+  if (!(ikv_f16_to_f32(h) > f)) return h;
+  return (h & 0x8000u) ? (uint16_t)(h + 1u) : (uint16_t)(h - 1u); /* one step toward -inf */
+}
+IKV_HD uint16_t ikv_f32_to_f16_up(float f) {
+  const uint16_t h = ikv_f32_to_f16(f);
+  if (!(ikv_f16_to_f32(h) < f)) return h;
+  return (h & 0x8000u) ? (uint16_t)(h - 1u) : (uint16_t)(h + 1u); /* one step toward +inf */
+}
+
 /* float -> bfloat16; NaN stays NaN (quiet). */
 IKV_HD uint16_t ikv_f32_to_bf16(float f) {
 #ifdef __CUDA_ARCH__

@@ -1,12 +1,15 @@
 /*
  * Page key summaries and the query-aware page scores computed from them. A
- * summary holds, per page, KV head and channel, the min, max and sum of the
- * keys of one layer. The folds are shared by the CPU backend and the CUDA
- * kernels (host and device); the score is written here for the host in the
- * order the GPU's warps add (kernels/summary_cuda.cu), so both give the same
- * bits. Device arithmetic is written out in round-to-nearest operations so
- * the device never fuses a multiply-add the host does not (the host builds
- * with ISO C, which does not contract).
+ * summary holds, per page, KV head and channel, the min and max of the keys
+ * of one layer as fp16 bounds (rounded outward, so the box still holds every
+ * key: exact for fp16 and bf16 keys, which the half range holds) and their
+ * sum in fp32. Half-width bounds halve the bytes a score reads, which is
+ * what scoring costs on a GPU. The folds are shared by the CPU backend and
+ * the CUDA kernels (host and device); the score is written here for the
+ * host in the order the GPU's warps add (kernels/summary_cuda.cu), so both
+ * give the same bits. Device arithmetic is written out in round-to-nearest
+ * operations so the device never fuses a multiply-add the host does not
+ * (the host builds with ISO C, which does not contract).
  */
 #ifndef IKV_PAGE_SUMMARY_H
 #define IKV_PAGE_SUMMARY_H
@@ -27,14 +30,20 @@
 #define IKV_SQRT(a) sqrtf(a)
 #endif
 
-/* A channel's summary before any key (a page's first token resets to this). */
-IKV_HD void ikv_summary_reset(float *mn, float *mx, float *sum) {
-  *mn = INFINITY, *mx = -INFINITY, *sum = 0.0f;
+#define IKV_F16_INF 0x7c00u
+#define IKV_F16_NEG_INF 0xfc00u
+
+/* A channel's summary before any key (a page's first token resets to this):
+ * mn, mx are fp16 bits. */
+IKV_HD void ikv_summary_reset(uint16_t *mn, uint16_t *mx, float *sum) {
+  *mn = IKV_F16_INF, *mx = IKV_F16_NEG_INF, *sum = 0.0f;
 }
 
-/* Folds one key value into a channel's summary. */
-IKV_HD void ikv_summary_fold(float *mn, float *mx, float *sum, float x) {
-  *mn = fminf(*mn, x), *mx = fmaxf(*mx, x), *sum = IKV_ADD(*sum, x);
+/* Folds one key value into a channel's summary (a NaN key moves no bound). */
+IKV_HD void ikv_summary_fold(uint16_t *mn, uint16_t *mx, float *sum, float x) {
+  if (x < ikv_f16_to_f32(*mn)) *mn = ikv_f32_to_f16_down(x);
+  if (x > ikv_f16_to_f32(*mx)) *mx = ikv_f32_to_f16_up(x);
+  *sum = IKV_ADD(*sum, x);
 }
 
 /* Scores add over channels in the order a warp sums them: the channels form
@@ -59,11 +68,12 @@ IKV_HOST float ikv_lanes_fold(float *lane) {
   return lane[0];
 }
 
-/* Score of one KV head's summary (mn, mx, sum over D channels) against its
- * query group q[group][D], the best over the group. bound != 0: the largest
- * q.k any key inside the page's per-channel box can reach (Quest's bound);
- * else the cosine of q with the page's mean key (0 for a zero vector). */
-IKV_HOST float ikv_summary_score(int bound, const float *mn, const float *mx, const float *sum, const float *q,
+/* Score of one KV head's summary (mn, mx: fp16 bits, sum over D channels)
+ * against its query group q[group][D], the best over the group. bound != 0:
+ * the largest q.k any key inside the page's per-channel box can reach
+ * (Quest's bound); else the cosine of q with the page's mean key (0 for a
+ * zero vector). */
+IKV_HOST float ikv_summary_score(int bound, const uint16_t *mn, const uint16_t *mx, const float *sum, const float *q,
                                  uint32_t group, uint32_t D) {
   float best = -INFINITY;
   for (uint32_t j = 0; j < group; j++) {
@@ -72,7 +82,7 @@ IKV_HOST float ikv_summary_score(int bound, const float *mn, const float *mx, co
     for (uint32_t c = 0; c < D; c++) {
       const uint32_t l = c / IKV_SUMMARY_CHUNK % IKV_SUMMARY_LANES;
       if (bound) {
-        a[l] = a[l] + fmaxf(qj[c] * mn[c], qj[c] * mx[c]);
+        a[l] = a[l] + fmaxf(qj[c] * ikv_f16_to_f32(mn[c]), qj[c] * ikv_f16_to_f32(mx[c]));
       } else {
         a[l] = a[l] + qj[c] * sum[c];
         b[l] = b[l] + qj[c] * qj[c];

@@ -1,4 +1,5 @@
 /* Page key summaries and page scores on the GPU (kernels/summary_cuda.h). */
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "kernels/page_summary.h"
@@ -26,7 +27,8 @@ __global__ void __launch_bounds__(THREADS) summarize_kernel(uint32_t P, uint32_t
   const uint32_t offset = (uint32_t)(slots[i] % P);
   for (uint32_t c = threadIdx.x; c < HD; c += THREADS) {
     const size_t at = (size_t)page * HD + c;
-    float mn = s.kmin[at], mx = s.kmax[at], sum = s.ksum[at];
+    uint16_t mn = s.kmin[at], mx = s.kmax[at];
+    float sum = s.ksum[at];
     if (offset == 0) ikv_summary_reset(&mn, &mx, &sum);
     for (uint32_t r = 0; r < len; r++) ikv_summary_fold(&mn, &mx, &sum, key_at(k, dtype, (size_t)(i + r) * HD + c));
     s.kmin[at] = mn, s.kmax[at] = mx, s.ksum[at] = sum;
@@ -40,6 +42,9 @@ __device__ float warp_fold(float v) {
   return __shfl_sync(0xffffffffu, v, 0);
 }
 
+/* Two fp16 values (bits, low half first) as floats, exactly. */
+__device__ __forceinline__ float2 half2_bits(uint32_t u) { return __half22float2(*reinterpret_cast<const __half2 *>(&u)); }
+
 /* Sequences side by side: sequence b holds candidates [off[b], off[b + 1])
  * of the concatenated page list, and its keys sit at H * off[b] as
  * [H][n_b]. off NULL: one sequence of n. */
@@ -52,11 +57,13 @@ struct segments {
  * in the host's order (kernels/page_summary.h): lane l holds the 4-channel
  * chunks l, l + 32, ... (CH of them) of each page's summary. Every load of a
  * warp is issued before any arithmetic (the page ids in one load, then all
- * pages' summaries), so a warp keeps its whole 4 KB in flight: a warp per
+ * pages' summaries), so a warp keeps its whole 2 KB in flight: a warp per
  * page, its loads behind a chain of dependent ones, reached 0.35-0.43 of
- * the copy bandwidth on H100. */
-template <int CH>
-__global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, ikv_cuda_summaries s, int bound,
+ * the copy bandwidth on H100. A kernel per mode (BOUND: Quest's bound from
+ * the fp16 minima and maxima; else the mean key's cosine from the sums)
+ * holds only its own data in registers. */
+template <int CH, bool BOUND>
+__global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, ikv_cuda_summaries s,
                                                         const uint32_t *pages, segments sg, const float *q,
                                                         size_t q_stride, uint32_t group, uint64_t *keys) {
   constexpr int PPW = 4 / CH; /* pages a warp */
@@ -66,19 +73,22 @@ __global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, 
   if (w >= per_head * H) return; /* the whole warp */
   const uint32_t h = w / per_head, i0 = (w % per_head) * PPW;
   const uint32_t my_page = lane < PPW && i0 + lane < n ? pages[off + i0 + lane] : 0;
-  /* bound: the minima and maxima; else the sums (in mn) */
-  float4 mn[PPW][CH], mx[PPW][CH];
+  uint2 mn16[PPW][CH], mx16[PPW][CH]; /* BOUND: a chunk's fp16 minima, maxima (8 bytes each) */
+  float4 sm[PPW][CH];                 /* else: a chunk's sums */
 #pragma unroll
   for (int p = 0; p < PPW; p++) {
     const size_t at = ((size_t)__shfl_sync(0xffffffffu, my_page, p) * H + h) * D;
-    const float4 *lo = reinterpret_cast<const float4 *>((bound ? s.kmin : s.ksum) + at);
-    const float4 *hi = reinterpret_cast<const float4 *>(s.kmax + at);
     const bool page = i0 + p < n;
 #pragma unroll
     for (int k = 0; k < CH; k++) {
       const uint32_t c = lane + 32 * k;
-      mn[p][k] = page && c < chunks ? lo[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      mx[p][k] = page && c < chunks && bound ? hi[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const bool in = page && c < chunks;
+      if constexpr (BOUND) {
+        mn16[p][k] = in ? reinterpret_cast<const uint2 *>(s.kmin + at)[c] : make_uint2(0u, 0u);
+        mx16[p][k] = in ? reinterpret_cast<const uint2 *>(s.kmax + at)[c] : make_uint2(0u, 0u);
+      } else {
+        sm[p][k] = in ? reinterpret_cast<const float4 *>(s.ksum + at)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      }
     }
   }
   float best[PPW];
@@ -96,27 +106,30 @@ __global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, 
       for (int k = 0; k < CH; k++) {
         if (lane + 32 * k >= chunks) break;
         const float qc[4] = {qv[k].x, qv[k].y, qv[k].z, qv[k].w};
-        const float lc[4] = {mn[p][k].x, mn[p][k].y, mn[p][k].z, mn[p][k].w};
-        const float hc[4] = {mx[p][k].x, mx[p][k].y, mx[p][k].z, mx[p][k].w};
+        if constexpr (BOUND) {
+          const float2 l01 = half2_bits(mn16[p][k].x), l23 = half2_bits(mn16[p][k].y);
+          const float2 h01 = half2_bits(mx16[p][k].x), h23 = half2_bits(mx16[p][k].y);
+          const float lc[4] = {l01.x, l01.y, l23.x, l23.y}, hc[4] = {h01.x, h01.y, h23.x, h23.y};
 #pragma unroll
-        for (int x = 0; x < 4; x++) {
-          if (bound) {
-            a = IKV_ADD(a, fmaxf(IKV_MUL(qc[x], lc[x]), IKV_MUL(qc[x], hc[x])));
-          } else {
-            a = IKV_ADD(a, IKV_MUL(qc[x], lc[x]));
+          for (int x = 0; x < 4; x++) a = IKV_ADD(a, fmaxf(IKV_MUL(qc[x], lc[x]), IKV_MUL(qc[x], hc[x])));
+        } else {
+          const float sc[4] = {sm[p][k].x, sm[p][k].y, sm[p][k].z, sm[p][k].w};
+#pragma unroll
+          for (int x = 0; x < 4; x++) {
+            a = IKV_ADD(a, IKV_MUL(qc[x], sc[x]));
             bb = IKV_ADD(bb, IKV_MUL(qc[x], qc[x]));
-            c2 = IKV_ADD(c2, IKV_MUL(lc[x], lc[x]));
+            c2 = IKV_ADD(c2, IKV_MUL(sc[x], sc[x]));
           }
         }
       }
-      float sc;
-      if (bound) {
-        sc = warp_fold(a);
+      float score;
+      if constexpr (BOUND) {
+        score = warp_fold(a);
       } else {
         const float dot = warp_fold(a), qq = warp_fold(bb), kk = warp_fold(c2);
-        sc = qq > 0.0f && kk > 0.0f ? IKV_DIV(dot, IKV_SQRT(IKV_MUL(qq, kk))) : 0.0f;
+        score = qq > 0.0f && kk > 0.0f ? IKV_DIV(dot, IKV_SQRT(IKV_MUL(qq, kk))) : 0.0f;
       }
-      best[p] = fmaxf(best[p], sc);
+      best[p] = fmaxf(best[p], score);
     }
   }
 #pragma unroll
@@ -214,6 +227,14 @@ extern "C" ikv_status ikv_cuda_summarize(const ikv_geometry *g, const ikv_cuda_s
 
 namespace {
 
+template <int CH>
+void launch_scores_ch(dim3 grid, cudaStream_t st, const ikv_geometry *g, const ikv_cuda_summaries *s, int bound,
+                      const uint32_t *pages, segments sg, const float *q, size_t q_stride, uint32_t group,
+                      uint64_t *keys) {
+  if (bound) score_kernel<CH, true><<<grid, THREADS, 0, st>>>(g->kv_heads, g->head_dim, *s, pages, sg, q, q_stride, group, keys);
+  else score_kernel<CH, false><<<grid, THREADS, 0, st>>>(g->kv_heads, g->head_dim, *s, pages, sg, q, q_stride, group, keys);
+}
+
 ikv_status launch_scores(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound, const uint32_t *pages,
                          segments sg, uint32_t longest, const float *q, size_t q_stride, uint32_t group, uint64_t *keys,
                          void *stream) {
@@ -222,9 +243,9 @@ ikv_status launch_scores(const ikv_geometry *g, const ikv_cuda_summaries *s, int
   const uint32_t warps = g->kv_heads * ((longest + ppw - 1) / ppw), per_block = THREADS / 32;
   const dim3 grid((warps + per_block - 1) / per_block, sg.off ? sg.count : 1);
   cudaStream_t st = (cudaStream_t)stream;
-  if (ch == 1) score_kernel<1><<<grid, THREADS, 0, st>>>(g->kv_heads, g->head_dim, *s, bound, pages, sg, q, q_stride, group, keys);
-  else if (ch == 2) score_kernel<2><<<grid, THREADS, 0, st>>>(g->kv_heads, g->head_dim, *s, bound, pages, sg, q, q_stride, group, keys);
-  else score_kernel<4><<<grid, THREADS, 0, st>>>(g->kv_heads, g->head_dim, *s, bound, pages, sg, q, q_stride, group, keys);
+  if (ch == 1) launch_scores_ch<1>(grid, st, g, s, bound, pages, sg, q, q_stride, group, keys);
+  else if (ch == 2) launch_scores_ch<2>(grid, st, g, s, bound, pages, sg, q, q_stride, group, keys);
+  else launch_scores_ch<4>(grid, st, g, s, bound, pages, sg, q, q_stride, group, keys);
   return cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 

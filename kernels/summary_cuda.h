@@ -2,8 +2,9 @@
  * Page key summaries on the GPU: kept current as keys are written, and the
  * query-aware page scores computed from them, ranked per KV head. The same bits as the CPU
  * backend's (the math is kernels/page_summary.h). Summaries are three device
- * arrays (min, max, sum), each [page id][kv_heads][head_dim] floats.
- * Asynchronous on the given stream, no allocation.
+ * arrays (min, max, sum), each [page id][kv_heads][head_dim]: the bounds as
+ * fp16 bits, the sums as floats. Asynchronous on the given stream, no
+ * allocation.
  */
 #ifndef IKV_SUMMARY_CUDA_H
 #define IKV_SUMMARY_CUDA_H
@@ -16,7 +17,8 @@ extern "C" {
 #endif
 
 typedef struct ikv_cuda_summaries {
-  float *kmin, *kmax, *ksum; /* device */
+  uint16_t *kmin, *kmax; /* device, fp16 bits */
+  float *ksum;           /* device */
   uint32_t pages;            /* page ids are below this */
 } ikv_cuda_summaries;
 

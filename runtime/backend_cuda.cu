@@ -201,10 +201,10 @@ ikv_status cuda_open(ikv_runtime *rt) {
   if (!s->dsts || !s->srcs || !s->sizes || !s->last_write || !s->waited ||
       ikv_host_tier_open(bus_id, &rt->host) != IKV_OK)
     return IKV_E_NO_MEMORY;
-  const size_t summary = sizeof(float) * rt->max_pages * rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
+  const size_t cells = (size_t)rt->max_pages * rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
   s->sum.pages = rt->max_pages;
-  if (!ok(cudaMalloc(&s->sum.kmin, summary)) || !ok(cudaMalloc(&s->sum.kmax, summary)) ||
-      !ok(cudaMalloc(&s->sum.ksum, summary)))
+  if (!ok(cudaMalloc(&s->sum.kmin, sizeof(uint16_t) * cells)) || !ok(cudaMalloc(&s->sum.kmax, sizeof(uint16_t) * cells)) ||
+      !ok(cudaMalloc(&s->sum.ksum, sizeof(float) * cells)))
     return IKV_E_CUDA;
   size_t n_pools = (size_t)rt->cfg.geometry.layers * IKV_TIER_COUNT * IKV_PRECISION_COUNT;
   rt->pools = (uint8_t **)calloc(n_pools, sizeof(uint8_t *));
@@ -522,9 +522,10 @@ void cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
   cuda_state *s = state(rt);
   const size_t m = (size_t)rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
   cudaStream_t stream = rt_stream(rt);
-  float *arrays[3] = {s->sum.kmin, s->sum.kmax, s->sum.ksum};
+  uint8_t *arrays[3] = {(uint8_t *)s->sum.kmin, (uint8_t *)s->sum.kmax, (uint8_t *)s->sum.ksum};
+  const size_t bytes[3] = {sizeof(uint16_t) * m, sizeof(uint16_t) * m, sizeof(float) * m}; /* a page's cells */
   for (int a = 0; a < 3; a++)
-    cudaMemcpyAsync(arrays[a] + dst * m, arrays[a] + src * m, sizeof(float) * m, cudaMemcpyDeviceToDevice, stream);
+    cudaMemcpyAsync(arrays[a] + dst * bytes[a], arrays[a] + src * bytes[a], bytes[a], cudaMemcpyDeviceToDevice, stream);
   cudaEventRecord(s->ready, stream);
 }
 

@@ -26,8 +26,10 @@ struct ikv_runtime {
   uint32_t *unwritten_plan;   /* [page] */
   ikv_page_id *token_pages;               /* write_kv: each token's page (scratch) */
   uint32_t cap_token_pages;
-  /* CPU backend: key summaries of score_layer, [page][kv_head][head_dim] */
-  float *kmin, *kmax, *ksum;
+  /* CPU backend: key summaries of score_layer, [page][kv_head][head_dim]
+   * (kernels/page_summary.h: fp16 bounds, fp32 sums) */
+  uint16_t *kmin, *kmax;
+  float *ksum;
   struct {
     ikv_seq_id seq;
     ikv_span_id span;

@@ -13,8 +13,8 @@ static size_t summary_size(const ikv_runtime *rt) {
 
 ikv_status rt_summaries_create(ikv_runtime *rt) {
   size_t n = (size_t)rt->max_pages * summary_size(rt);
-  rt->kmin = malloc(sizeof(float) * n);
-  rt->kmax = malloc(sizeof(float) * n);
+  rt->kmin = malloc(sizeof(uint16_t) * n);
+  rt->kmax = malloc(sizeof(uint16_t) * n);
   rt->ksum = malloc(sizeof(float) * n);
   return rt->kmin && rt->kmax && rt->ksum ? IKV_OK : IKV_E_NO_MEMORY;
 }
@@ -39,7 +39,8 @@ ikv_status rt_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const i
       return st;
     }
     const size_t base = (size_t)pages[i] * m;
-    float *mn = rt->kmin + base, *mx = rt->kmax + base, *sum = rt->ksum + base;
+    uint16_t *mn = rt->kmin + base, *mx = rt->kmax + base;
+    float *sum = rt->ksum + base;
     const int fresh = slots[i] % rt->cfg.geometry.page_size == 0;
     for (size_t c = 0; c < m; c++) {
       if (fresh) ikv_summary_reset(mn + c, mx + c, sum + c);
@@ -52,8 +53,8 @@ ikv_status rt_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const i
 
 void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
   size_t m = summary_size(rt);
-  memcpy(rt->kmin + dst * m, rt->kmin + src * m, sizeof(float) * m);
-  memcpy(rt->kmax + dst * m, rt->kmax + src * m, sizeof(float) * m);
+  memcpy(rt->kmin + dst * m, rt->kmin + src * m, sizeof(uint16_t) * m);
+  memcpy(rt->kmax + dst * m, rt->kmax + src * m, sizeof(uint16_t) * m);
   memcpy(rt->ksum + dst * m, rt->ksum + src * m, sizeof(float) * m);
 }
 

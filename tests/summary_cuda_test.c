@@ -39,15 +39,19 @@ static void summaries_and_scores_match_the_host(void **state) {
   test_rng r = {0x5eed0801};
   const ikv_geometry g = {.layers = 1, .kv_heads = H, .head_dim = D, .page_size = P};
   const size_t m = (size_t)H * D, cells = PAGES * m;
-  float *host[3], *got = malloc(sizeof(float) * cells);
+  /* host[a] and the device's array a: min and max (fp16 bits), sum (floats) */
   ikv_cuda_summaries dev = {.pages = PAGES};
-  float **darr[3] = {&dev.kmin, &dev.kmax, &dev.ksum};
+  void **darr[3] = {(void **)&dev.kmin, (void **)&dev.kmax, (void **)&dev.ksum}, *host[3];
+  const size_t es_sum[3] = {sizeof(uint16_t), sizeof(uint16_t), sizeof(float)};
+  uint8_t *got = malloc(sizeof(float) * cells);
   for (int a = 0; a < 3; a++) {
-    host[a] = malloc(sizeof(float) * cells);
-    CUDA_CHECK(cudaMalloc((void **)darr[a], sizeof(float) * cells));
-    CUDA_CHECK(cudaMemset(*darr[a], 0xff, sizeof(float) * cells)); /* poison: NaN */
-    for (size_t i = 0; i < cells; i++) host[a][i] = NAN;
+    host[a] = malloc(es_sum[a] * cells);
+    CUDA_CHECK(cudaMalloc(darr[a], es_sum[a] * cells));
+    CUDA_CHECK(cudaMemset(*darr[a], 0xff, es_sum[a] * cells)); /* poison: NaN */
+    memset(host[a], 0xff, es_sum[a] * cells);
   }
+  uint16_t *hmin = host[0], *hmax = host[1];
+  float *hsum = host[2];
   int64_t *slots = malloc(sizeof(int64_t) * N_MAX), *d_slots;
   uint32_t *pages = malloc(sizeof(uint32_t) * N_MAX), *d_pages;
   float *k = malloc(sizeof(float) * N_MAX * m), *kf = malloc(sizeof(float) * m);
@@ -74,7 +78,8 @@ static void summaries_and_scores_match_the_host(void **state) {
     const size_t es = dt == IKV_DTYPE_F32 ? 4 : 2;
     for (uint32_t i = 0; i < n; i++) {
       assert_int_equal(ikv_ref_to_float((const uint8_t *)src + es * m * i, dt, m, kf), IKV_OK);
-      float *mn = host[0] + pages[i] * m, *mx = host[1] + pages[i] * m, *sum = host[2] + pages[i] * m;
+      uint16_t *mn = hmin + pages[i] * m, *mx = hmax + pages[i] * m;
+      float *sum = hsum + pages[i] * m;
       for (size_t c = 0; c < m; c++) {
         if (slots[i] % P == 0) ikv_summary_reset(mn + c, mx + c, sum + c);
         ikv_summary_fold(mn + c, mx + c, sum + c, kf[c]);
@@ -85,14 +90,13 @@ static void summaries_and_scores_match_the_host(void **state) {
     CUDA_CHECK(cudaMemcpy(d_k, src, es * n * m, cudaMemcpyHostToDevice));
     assert_int_equal(ikv_cuda_summarize(&g, &dev, d_k, dt, d_slots, d_pages, n, NULL), IKV_OK);
     CUDA_CHECK(cudaDeviceSynchronize());
-    for (int a = 0; a < 3; a++) {
-      CUDA_CHECK(cudaMemcpy(got, *darr[a], sizeof(float) * cells, cudaMemcpyDeviceToHost));
+    for (int a = 0; a < 3; a++) { /* every cell's bits (untouched cells keep the poison on both sides) */
+      CUDA_CHECK(cudaMemcpy(got, *darr[a], es_sum[a] * cells, cudaMemcpyDeviceToHost));
       for (size_t i = 0; i < cells; i++)
-        if (memcmp(&got[i], &host[a][i], sizeof(float)) && !(isnan(got[i]) && isnan(host[a][i])))
-          fail_msg("call %d: summary %d, cell %zu: gpu %a, host %a", call, a, i, got[i], host[a][i]);
+        if (memcmp(got + es_sum[a] * i, (const uint8_t *)host[a] + es_sum[a] * i, es_sum[a]))
+          fail_msg("call %d: summary %d, cell %zu differs from the host's", call, a, i);
     }
   }
-  /* scores of every page in a shuffled order, both modes */
   /* rank keys of every page in a shuffled order, both modes */
   float q[HQ * D], *d_q;
   uint64_t *want = malloc(sizeof(uint64_t) * H * PAGES), *keys = malloc(sizeof(uint64_t) * H * PAGES), *d_keys;
@@ -107,7 +111,7 @@ static void summaries_and_scores_match_the_host(void **state) {
       for (uint32_t i = 0; i < PAGES; i++) {
         const size_t at = pages[i] * m + h * D;
         want[h * PAGES + i] = ikv_rank_key(
-            ikv_summary_score(bound, host[0] + at, host[1] + at, host[2] + at, q + h * (HQ / H) * D, HQ / H, D), i);
+            ikv_summary_score(bound, hmin + at, hmax + at, hsum + at, q + h * (HQ / H) * D, HQ / H, D), i);
       }
     CUDA_CHECK(cudaMemset(d_keys, 0xff, sizeof(uint64_t) * H * PAGES));
     assert_int_equal(ikv_cuda_page_keys(&g, &dev, bound, d_pages, PAGES, d_q, HQ / H, d_keys, NULL), IKV_OK);
@@ -142,7 +146,7 @@ static void summaries_and_scores_match_the_host(void **state) {
         for (uint32_t i = off[b]; i < off[b + 1]; i++) {
           const size_t at = pages[i] * m + h * D, n_b = off[b + 1] - off[b];
           want[H * off[b] + h * n_b + (i - off[b])] = ikv_rank_key(
-              ikv_summary_score(1, host[0] + at, host[1] + at, host[2] + at, q3 + (b * HQ + h * (HQ / H)) * D, HQ / H, D),
+              ikv_summary_score(1, hmin + at, hmax + at, hsum + at, q3 + (b * HQ + h * (HQ / H)) * D, HQ / H, D),
               i - off[b]);
         }
     CUDA_CHECK(cudaMemset(d_keys, 0xff, sizeof(uint64_t) * H * PAGES));
@@ -201,25 +205,24 @@ static void scores_match_the_host_at_every_head_dim(void **state) {
     const uint32_t Dd = dims[di];
     const ikv_geometry g = {.layers = 1, .kv_heads = H, .head_dim = Dd, .page_size = P};
     const size_t cells = (size_t)N * H * Dd;
-    float *arr[3], *q = malloc(sizeof(float) * HQ2 * Dd), *d_q;
+    float *q = malloc(sizeof(float) * HQ2 * Dd), *d_q, *sum = malloc(sizeof(float) * cells);
+    uint16_t *mn = malloc(sizeof(uint16_t) * cells), *mx = malloc(sizeof(uint16_t) * cells);
     ikv_cuda_summaries dev = {.pages = N};
-    float **darr[3] = {&dev.kmin, &dev.kmax, &dev.ksum};
-    for (int a = 0; a < 3; a++) {
-      arr[a] = malloc(sizeof(float) * cells);
-      rng_fill_gauss(&r, arr[a], cells, 1.0f);
+    void **darr[3] = {(void **)&dev.kmin, (void **)&dev.kmax, (void **)&dev.ksum};
+    const void *arr[3] = {mn, mx, sum};
+    const size_t bytes[3] = {sizeof(uint16_t) * cells, sizeof(uint16_t) * cells, sizeof(float) * cells};
+    rng_fill_gauss(&r, sum, cells, 1.0f);
+    for (size_t c = 0; c < cells; c++) { /* a box: min <= max */
+      const float a = rng_gauss(&r), b = rng_gauss(&r);
+      mn[c] = ikv_f32_to_f16_down(fminf(a, b)), mx[c] = ikv_f32_to_f16_up(fmaxf(a, b));
     }
-    for (size_t c = 0; c < cells; c++) /* a box: min <= max */
-      if (arr[0][c] > arr[1][c]) {
-        const float x = arr[0][c];
-        arr[0][c] = arr[1][c], arr[1][c] = x;
-      }
     rng_fill_gauss(&r, q, HQ2 * Dd, 1.0f);
     uint32_t pages[N], *d_pages;
     uint64_t want[H * N], got[H * N], *d_keys;
     for (uint32_t i = 0; i < N; i++) pages[i] = (i * 5 + 2) % N;
     for (int a = 0; a < 3; a++) {
-      CUDA_CHECK(cudaMalloc((void **)darr[a], sizeof(float) * cells));
-      CUDA_CHECK(cudaMemcpy(*darr[a], arr[a], sizeof(float) * cells, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaMalloc(darr[a], bytes[a]));
+      CUDA_CHECK(cudaMemcpy(*darr[a], arr[a], bytes[a], cudaMemcpyHostToDevice));
     }
     CUDA_CHECK(cudaMalloc((void **)&d_q, sizeof(float) * HQ2 * Dd));
     CUDA_CHECK(cudaMalloc((void **)&d_pages, sizeof(pages)));
@@ -231,7 +234,7 @@ static void scores_match_the_host_at_every_head_dim(void **state) {
         for (uint32_t i = 0; i < N; i++) {
           const size_t at = ((size_t)pages[i] * H + h) * Dd;
           want[h * N + i] =
-              ikv_rank_key(ikv_summary_score(bound, arr[0] + at, arr[1] + at, arr[2] + at, q + h * G * Dd, G, Dd), i);
+              ikv_rank_key(ikv_summary_score(bound, mn + at, mx + at, sum + at, q + h * G * Dd, G, Dd), i);
         }
       CUDA_CHECK(cudaMemset(d_keys, 0xff, sizeof(got)));
       assert_int_equal(ikv_cuda_page_keys(&g, &dev, bound, d_pages, N, d_q, G, d_keys, NULL), IKV_OK);
@@ -241,9 +244,9 @@ static void scores_match_the_host_at_every_head_dim(void **state) {
           fail_msg("head_dim %u bound %d: key %u: gpu %016llx, host %016llx", Dd, bound, i,
                    (unsigned long long)got[i], (unsigned long long)want[i]);
     }
-    for (int a = 0; a < 3; a++) cudaFree(*darr[a]), free(arr[a]);
+    for (int a = 0; a < 3; a++) cudaFree(*darr[a]);
     cudaFree(d_q), cudaFree(d_pages), cudaFree(d_keys);
-    free(q);
+    free(q), free(mn), free(mx), free(sum);
   }
 }
 

@@ -67,7 +67,9 @@ static void fill_random(void *device, size_t n, int half, int sign, unsigned lon
   free(host);
 }
 
-void bench_fill_random_f16(void *device, size_t n, unsigned long long seed) { fill_random(device, n, 1, 0, seed); }
+void bench_fill_random_f16(void *device, size_t n, int sign, unsigned long long seed) {
+  fill_random(device, n, 1, sign, seed);
+}
 
 void bench_fill_random_f32(float *device, size_t n, int sign, unsigned long long seed) {
   fill_random(device, n, 0, sign, seed);

@@ -24,10 +24,9 @@ float bench_elapsed_ms(cudaEvent_t a, cudaEvent_t b);
  * median of 7 timed 2 GiB copies inside scratch (at least 4 GiB). */
 double bench_copy_bandwidth(void *scratch);
 
-/* Fills n halves of device memory with random values in [-2, 2) (never zeros). */
-void bench_fill_random_f16(void *device, size_t n, unsigned long long seed);
-/* Fills n floats of device memory with random values of magnitude in [0.05, 2)
- * and the given sign (0: either). */
+/* Fill n halves (f16) or floats (f32) of device memory with random values
+ * of magnitude in [0.05, 2) (never zeros) and the given sign (0: either). */
+void bench_fill_random_f16(void *device, size_t n, int sign, unsigned long long seed);
 void bench_fill_random_f32(float *device, size_t n, int sign, unsigned long long seed);
 
 /* Median GPU time of `replays` replays of a graph after 3 warm-up ones, in

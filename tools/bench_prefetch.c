@@ -139,7 +139,7 @@ static decode_io decode_io_alloc(uint32_t batch, unsigned long long seed) {
   BENCH_CUDA(cudaMalloc(&io.q, sizeof(uint16_t) * batch * HQ * D));
   BENCH_CUDA(cudaMalloc(&io.out, sizeof(uint16_t) * batch * HQ * D));
   BENCH_CUDA(cudaMalloc((void **)&io.lse, sizeof(float) * batch * HQ));
-  bench_fill_random_f16(io.q, (size_t)batch * HQ * D, seed);
+  bench_fill_random_f16(io.q, (size_t)batch * HQ * D, 0, seed);
   return io;
 }
 
@@ -486,7 +486,7 @@ int ikv_bench_prefetch(int argc, char **argv) {
   kv_src src;
   BENCH_CUDA(cudaMalloc(&src.k, sizeof(uint16_t) * CHUNK * HKV * D));
   BENCH_CUDA(cudaMalloc(&src.v, sizeof(uint16_t) * CHUNK * HKV * D));
-  bench_fill_random_f16(src.k, (size_t)CHUNK * HKV * D, 41), bench_fill_random_f16(src.v, (size_t)CHUNK * HKV * D, 42);
+  bench_fill_random_f16(src.k, (size_t)CHUNK * HKV * D, 0, 41), bench_fill_random_f16(src.v, (size_t)CHUNK * HKV * D, 0, 42);
   ikv_host_placement where = {0};
   {
     ikv_runtime_config cfg = llama_config(1, 1, 1, 1);

@@ -121,12 +121,12 @@ static void bench_one(uint32_t batch, uint32_t ctx, double copy_bw, int json, in
   selection x = {.g = {.layers = 1, .kv_heads = HKV, .head_dim = D, .page_size = P}, .batch = batch, .n = ctx / P};
   x.want = x.n / 8;
   const uint32_t per_set = batch * x.n;
-  const size_t floats = (size_t)per_set * ROTATE * HKV * D;
+  const size_t cells = (size_t)per_set * ROTATE * HKV * D;
   x.sums.pages = per_set * ROTATE;
-  BENCH_CUDA(cudaMalloc((void **)&x.sums.kmin, sizeof(float) * floats));
-  BENCH_CUDA(cudaMalloc((void **)&x.sums.kmax, sizeof(float) * floats));
-  x.sums.ksum = x.sums.kmin; /* the bound reads only the extremes */
-  bench_fill_random_f32(x.sums.kmin, floats, -1, 11), bench_fill_random_f32(x.sums.kmax, floats, 1, 12);
+  BENCH_CUDA(cudaMalloc((void **)&x.sums.kmin, sizeof(uint16_t) * cells));
+  BENCH_CUDA(cudaMalloc((void **)&x.sums.kmax, sizeof(uint16_t) * cells));
+  x.sums.ksum = NULL; /* the bound reads only the extremes */
+  bench_fill_random_f16(x.sums.kmin, cells, -1, 11), bench_fill_random_f16(x.sums.kmax, cells, 1, 12);
   uint32_t *ids = malloc(sizeof(uint32_t) * per_set);
   x.seq_off_host = malloc(sizeof(uint32_t) * (batch + 1));
   if (!ids || !x.seq_off_host) bench_cuda_ok(cudaErrorMemoryAllocation, "bench select");
@@ -147,7 +147,7 @@ static void bench_one(uint32_t batch, uint32_t ctx, double copy_bw, int json, in
   BENCH_CUDA(cudaStreamSynchronize(s));
   const double score_us = time_stages(&x, SCORE, s), topk_us = time_stages(&x, TOPK, s);
   const double both_us = time_stages(&x, SCORE | TOPK, s), rank_us = time_stages(&x, RANK, s);
-  const double bytes = 2.0 * per_set * HKV * D * sizeof(float); /* minima and maxima */
+  const double bytes = 2.0 * per_set * HKV * D * sizeof(uint16_t); /* minima and maxima */
   const double gbs = bytes / (score_us * 1e-6) / 1e9;
   if (json)
     printf("%s{\"part\": \"select\", \"batch\": %u, \"context\": %u, \"candidates\": %u, \"topk\": %u, "

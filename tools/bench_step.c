@@ -27,7 +27,7 @@ static const char usage[] =
     "            copy bandwidth (read + write)\n"
     "  select    the GPU's query-aware selection alone, at 32K and 128K context,\n"
     "            batch 1 and 32: every page a candidate, scored by Quest's bound\n"
-    "            from the fp32 key minima and maxima (a score per page and KV\n"
+    "            from the fp16 key minima and maxima (a score per page and KV\n"
     "            head), then each KV head's top 12.5%: graph replays of the\n"
     "            scores, the top-k as device selection makes it (found and\n"
     "            written into a plan's reserved entries), both (select_us), and\n"
@@ -170,7 +170,7 @@ static void stepper_open(stepper *st, uint32_t batch, uint32_t layers, uint32_t 
   BENCH_CUDA(cudaMalloc(&st->q, sizeof(uint16_t) * qo));
   BENCH_CUDA(cudaMalloc(&st->out, sizeof(uint16_t) * qo));
   BENCH_CUDA(cudaMalloc((void **)&st->lse, sizeof(float) * batch * HQ));
-  bench_fill_random_f16(st->k, kv, 11), bench_fill_random_f16(st->v, kv, 12), bench_fill_random_f16(st->q, qo, 13);
+  bench_fill_random_f16(st->k, kv, 0, 11), bench_fill_random_f16(st->v, kv, 0, 12), bench_fill_random_f16(st->q, qo, 0, 13);
   st->score_q = malloc(sizeof(float) * qo);
   uint64_t x = 0x5c0e;
   for (size_t i = 0; i < qo; i++) x ^= x << 13, x ^= x >> 7, x ^= x << 17, st->score_q[i] = (float)((x >> 40) * 0x1.0p-23) - 1.0f;
@@ -384,7 +384,7 @@ int ikv_bench_step(int argc, char **argv) {
   const size_t n = (size_t)WRITE_TOKENS * HKV * D;
   BENCH_CUDA(cudaMalloc(&k, sizeof(uint16_t) * n));
   BENCH_CUDA(cudaMalloc(&v, sizeof(uint16_t) * n));
-  bench_fill_random_f16(k, n, 1), bench_fill_random_f16(v, n, 2);
+  bench_fill_random_f16(k, n, 0, 1), bench_fill_random_f16(v, n, 0, 2);
   for (int p = 0; run_write_kv && p < IKV_PRECISION_COUNT; p++)
     if (only < 0 || p == only) bench_write_kv((ikv_precision)p, k, v, copy_bw, json, &first);
   cudaFree(k), cudaFree(v);
