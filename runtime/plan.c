@@ -492,7 +492,9 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     resolve(rt, pl, req, 1, &pending, &absent);
   }
   if (st == IKV_OK) st = rt_await_landing(rt, pl);
-  ikv_pt_pages_touch(rt->pt, pl->page, pl->n_entries);
+  /* every page came from a live sequence: a refusal here is a runtime bug, and voids the plan */
+  if (st == IKV_OK && (st = ikv_pt_pages_touch(rt->pt, pl->page, pl->n_entries)) != IKV_OK)
+    rt_fail(rt, st, "ikv_plan_build: marking the plan's pages used: %s", ikv_status_str(st));
   const uint32_t heads_per_row = pl->view.per_kv_head ? 1 : rt->cfg.geometry.kv_heads;
   uint32_t formats = 0; /* the page formats the plan reads (resolve counted them) */
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) formats += pl->stats.pages_by_precision[p] != 0;
