@@ -30,7 +30,7 @@ typedef struct rt_backend {
   ikv_status (*open)(ikv_runtime *rt); /* pools, page summaries and the backend's own state */
   void (*close)(ikv_runtime *rt);
   /* a page's bytes in every layer, within the GPU tier (copy-on-write) */
-  void (*copy_page)(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision precision);
+  ikv_status (*copy_page)(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision precision);
   /* pages between tiers, batched; a RT_MOVE_PREFETCH batch is numbered
    * `batch` (1, 2, ... in issue order) for batch_landed and await_batch */
   ikv_status (*move_pages)(ikv_runtime *rt, rt_move_kind kind, const rt_move *moves, uint32_t n, uint32_t batch);
@@ -60,7 +60,7 @@ typedef struct rt_backend {
   ikv_status (*summarize)(ikv_runtime *rt, const void *k, ikv_dtype dtype, const int64_t *slots,
                           const ikv_page_id *pages, uint32_t n, void *stream);
   /* a copy-on-write copy's summary */
-  void (*copy_summary)(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
+  ikv_status (*copy_summary)(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
   /* Ranks candidate pages[0, n) for every KV head against one sequence's
    * queries q[q_heads][head_dim] (host); bound: Quest's bound, else mean-key
    * cosine. keys[h * n + r], r < want: head h's r-th best, as

@@ -60,9 +60,10 @@ static void cpu_close(ikv_runtime *rt) {
   ikv_host_tier_close(rt->host);
 }
 
-static void cpu_copy_page(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision p) {
+static ikv_status cpu_copy_page(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision p) {
   for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
     memcpy(rt_page(rt, l, IKV_TIER_GPU, p, dst_slot), rt_page(rt, l, IKV_TIER_GPU, p, src_slot), rt->page_bytes[p]);
+  return IKV_OK;
 }
 
 /* Moves land at once: prefetched pages are there before anything reads them. */

@@ -271,12 +271,13 @@ void cuda_close(ikv_runtime *rt) {
   free(s);
 }
 
-void cuda_copy_page(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision p) {
+ikv_status cuda_copy_page(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision p) {
   cudaStream_t stream = page_stream(rt);
   for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
-    cudaMemcpyAsync(rt_page(rt, l, IKV_TIER_GPU, p, dst_slot), rt_page(rt, l, IKV_TIER_GPU, p, src_slot),
-                    rt->page_bytes[p], cudaMemcpyDeviceToDevice, stream);
-  cudaEventRecord(state(rt)->ready, stream);
+    if (!ok(cudaMemcpyAsync(rt_page(rt, l, IKV_TIER_GPU, p, dst_slot), rt_page(rt, l, IKV_TIER_GPU, p, src_slot),
+                            rt->page_bytes[p], cudaMemcpyDeviceToDevice, stream)))
+      return IKV_E_CUDA;
+  return ok(cudaEventRecord(state(rt)->ready, stream)) ? IKV_OK : IKV_E_CUDA;
 }
 
 /* Up to MOVE_PIECES copies in one call: the batch API hands them to the copy
@@ -518,15 +519,17 @@ ikv_status cuda_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const
                                                         (const uint32_t *)s->pages.d, n, stream));
 }
 
-void cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
+ikv_status cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
   cuda_state *s = state(rt);
   const size_t m = (size_t)rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
   cudaStream_t stream = rt_stream(rt);
   uint8_t *arrays[3] = {(uint8_t *)s->sum.kmin, (uint8_t *)s->sum.kmax, (uint8_t *)s->sum.ksum};
   const size_t bytes[3] = {sizeof(uint16_t) * m, sizeof(uint16_t) * m, sizeof(float) * m}; /* a page's cells */
   for (int a = 0; a < 3; a++)
-    cudaMemcpyAsync(arrays[a] + dst * bytes[a], arrays[a] + src * bytes[a], bytes[a], cudaMemcpyDeviceToDevice, stream);
-  cudaEventRecord(s->ready, stream);
+    if (!ok(cudaMemcpyAsync(arrays[a] + dst * bytes[a], arrays[a] + src * bytes[a], bytes[a], cudaMemcpyDeviceToDevice,
+                            stream)))
+      return IKV_E_CUDA;
+  return ok(cudaEventRecord(s->ready, stream)) ? IKV_OK : IKV_E_CUDA;
 }
 
 /* The router's ranking: sequence b's candidates pages[seq_off[b],

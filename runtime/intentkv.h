@@ -104,7 +104,10 @@ ikv_status ikv_span_hint(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id);
  * slot_precision, both sum(n_tokens) long. Copy-on-write copies of shared
  * pages happen here, in every layer. New pages go to the GPU tier, which
  * makes room by evicting as a plan does (ikv_plan_build); such moves lose
- * nothing if the append then fails. Otherwise all or nothing. */
+ * nothing if the append then fails. Otherwise all or nothing, except that a
+ * copy-on-write copy the device refused (IKV_E_CUDA: the appends are rolled
+ * back) leaves that sequence with its own copy of the page, whose bytes are
+ * not to be trusted: the device is in an error state. */
 ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n_tokens,
                       uint32_t batch, int64_t *slot_mapping, uint8_t *slot_precision);
 

@@ -259,20 +259,22 @@ ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n
   for (uint32_t b = 0; b < batch; b++) {
     ikv_pt_copy cow;
     st = ikv_pt_seq_append(rt->pt, seqs[b], n_tokens[b], slot_mapping + at, slot_precision + at, &cow);
+    uint32_t appended = b; /* sequences to roll back on failure */
+    if (st == IKV_OK && cow.bytes) {
+      appended = b + 1;
+      st = rt->be->copy_page(rt, cow.src_slot, cow.dst_slot, cow.precision);
+      if (st == IKV_OK) st = rt->be->copy_summary(rt, cow.dst_page, cow.src_page);
+      if (st == IKV_OK) rt->fill[cow.dst_page] = rt->fill[cow.src_page], rt->stats.cow_copies++;
+    }
     if (st != IKV_OK) {
-      /* roll back the sequences appended before this one */
-      for (uint32_t r = 0; r < b; r++) {
+      for (uint32_t r = 0; r < appended; r++) {
         ikv_pt_seq_info info;
         ikv_pt_seq_get_info(rt->pt, seqs[r], &info);
         ikv_pt_seq_truncate(rt->pt, seqs[r], info.tokens - n_tokens[r]);
       }
-      return rt_fail(rt, st, "ikv_append: sequence %u of the batch: %s", b, ikv_status_str(st));
-    }
-    if (cow.bytes) {
-      rt->be->copy_page(rt, cow.src_slot, cow.dst_slot, cow.precision);
-      rt->be->copy_summary(rt, cow.dst_page, cow.src_page);
-      rt->fill[cow.dst_page] = rt->fill[cow.src_page];
-      rt->stats.cow_copies++;
+      /* a failed copy leaves the device in doubt: the copied page's bytes are not to be trusted */
+      return rt_fail(rt, st, "ikv_append: sequence %u of the batch: %s%s", b, ikv_status_str(st),
+                     appended > b ? " (copying a shared page on write)" : "");
     }
     at += n_tokens[b];
   }

@@ -75,7 +75,7 @@ ikv_status rt_summaries_create(ikv_runtime *rt);
 void rt_summaries_destroy(ikv_runtime *rt);
 ikv_status rt_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const int64_t *slots,
                         const ikv_page_id *pages, uint32_t n, void *stream);
-void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
+ikv_status rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src);
 ikv_status rt_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
                          uint32_t want, uint64_t *keys);
 

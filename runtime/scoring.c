@@ -51,11 +51,12 @@ ikv_status rt_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const i
   return IKV_OK;
 }
 
-void rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
+ikv_status rt_summary_copy(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
   size_t m = summary_size(rt);
   memcpy(rt->kmin + dst * m, rt->kmin + src * m, sizeof(uint16_t) * m);
   memcpy(rt->kmax + dst * m, rt->kmax + src * m, sizeof(uint16_t) * m);
   memcpy(rt->ksum + dst * m, rt->ksum + src * m, sizeof(float) * m);
+  return IKV_OK;
 }
 
 ikv_status rt_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
