@@ -784,9 +784,12 @@ extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_att
 template <int D>
 static cudaError_t launch(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch, cudaStream_t s) {
   if (n_items) {
-    /* above 48 KB a kernel must ask for its shared memory (head_dim 256) */
-    if (tiles<D>::SMEM > 48 * 1024)
-      cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
+    /* above 48 KB a kernel must ask for its shared memory */
+    if (tiles<D>::SMEM > 48 * 1024) {
+      const cudaError_t e =
+          cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
+      if (e != cudaSuccess) return e;
+    }
     const cudaError_t e = ikv_launch(decode_kernel<D>, dim3(n_items, heads), dim3(WARPS * 32), tiles<D>::SMEM, s,
                                         a.item_waits != NULL, a);
     if (e != cudaSuccess) return e;

@@ -105,8 +105,8 @@ bool capturing(void *stream) {
 
 /* The caller's stream waits for the runtime's copies; not while capturing a
  * graph (an outside event cannot join a capture): synchronize before it. */
-void wait_ready(ikv_runtime *rt, void *stream) {
-  if (!capturing(stream)) cudaStreamWaitEvent((cudaStream_t)stream, state(rt)->ready, 0);
+ikv_status wait_ready(ikv_runtime *rt, void *stream) {
+  return capturing(stream) || ok(cudaStreamWaitEvent((cudaStream_t)stream, state(rt)->ready, 0)) ? IKV_OK : IKV_E_CUDA;
 }
 
 /* After the caller's work on its stream: the runtime's next copies (which
@@ -117,21 +117,22 @@ ikv_status caller_enqueued(ikv_runtime *rt, void *stream, ikv_status st) {
   return st;
 }
 
-/* The runtime's stream, once the caller's last work is done. */
-cudaStream_t rt_stream(ikv_runtime *rt) {
+/* *stream: the runtime's stream, once the caller's last work is done. */
+ikv_status rt_stream(ikv_runtime *rt, cudaStream_t *stream) {
   cuda_state *s = state(rt);
-  cudaStreamWaitEvent(s->stream, s->caller_done, 0);
-  return s->stream;
+  *stream = s->stream;
+  return ok(cudaStreamWaitEvent(s->stream, s->caller_done, 0)) ? IKV_OK : IKV_E_CUDA;
 }
 
-/* The runtime's stream for work on page bytes: after the caller's last
- * work and after every prefetch issued (a page it moves, converts or
+/* *stream: the runtime's stream for work on page bytes, after the caller's
+ * last work and after every prefetch issued (a page it moves, converts or
  * copies may still be landing). */
-cudaStream_t page_stream(ikv_runtime *rt) {
+ikv_status page_stream(ikv_runtime *rt, cudaStream_t *stream) {
   cuda_state *s = state(rt);
-  cudaStream_t stream = rt_stream(rt);
-  if (s->pf_last) cudaStreamWaitEvent(stream, s->pf_done[s->pf_last % PREFETCH_EVENTS], 0);
-  return stream;
+  ikv_status st = rt_stream(rt, stream);
+  if (st == IKV_OK && s->pf_last && !ok(cudaStreamWaitEvent(*stream, s->pf_done[s->pf_last % PREFETCH_EVENTS], 0)))
+    st = IKV_E_CUDA;
+  return st;
 }
 
 ikv_status reserve(staged *st, size_t bytes) {
@@ -172,8 +173,7 @@ ikv_status cuda_open(ikv_runtime *rt) {
   rt->dev = s;
   int device = 0;
   char bus_id[32];
-  cudaGetDevice(&device);
-  if (!ok(cudaDeviceGetAttribute(&s->sm_count, cudaDevAttrMultiProcessorCount, device)) ||
+  if (!ok(cudaGetDevice(&device)) || !ok(cudaDeviceGetAttribute(&s->sm_count, cudaDevAttrMultiProcessorCount, device)) ||
       !ok(cudaDeviceGetPCIBusId(bus_id, sizeof(bus_id), device)) ||
       !ok(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking)) ||
       !ok(cudaStreamCreateWithFlags(&s->pf_stream, cudaStreamNonBlocking)) ||
@@ -272,7 +272,8 @@ void cuda_close(ikv_runtime *rt) {
 }
 
 ikv_status cuda_copy_page(ikv_runtime *rt, int32_t src_slot, int32_t dst_slot, ikv_precision p) {
-  cudaStream_t stream = page_stream(rt);
+  cudaStream_t stream;
+  if (page_stream(rt, &stream) != IKV_OK) return IKV_E_CUDA;
   for (uint32_t l = 0; l < rt->cfg.geometry.layers; l++)
     if (!ok(cudaMemcpyAsync(rt_page(rt, l, IKV_TIER_GPU, p, dst_slot), rt_page(rt, l, IKV_TIER_GPU, p, src_slot),
                             rt->page_bytes[p], cudaMemcpyDeviceToDevice, stream)))
@@ -343,7 +344,9 @@ ikv_status flush_dma(mover *mv, uint32_t n) {
 ikv_status cuda_move_pages(ikv_runtime *rt, rt_move_kind kind, const rt_move *m, uint32_t n, uint32_t batch) {
   cuda_state *s = state(rt);
   if (!n) return IKV_OK;
-  mover mv = {s, page_stream(rt), kind == RT_MOVE_DEMAND && s->stall_head - s->stall_tail < STALL_TIMERS, 0,
+  cudaStream_t stream;
+  if (page_stream(rt, &stream) != IKV_OK) return IKV_E_CUDA;
+  mover mv = {s, stream, kind == RT_MOVE_DEMAND && s->stall_head - s->stall_tail < STALL_TIMERS, 0,
               kind == RT_MOVE_PREFETCH ? (uint32_t)SM_COPY_BLOCKS_PREFETCH : (uint32_t)SM_COPY_BLOCKS_DEMAND};
   if (kind == RT_MOVE_PREFETCH) { /* after the evictions that made its room */
     if (!ok(cudaEventRecord(s->moved, mv.stream)) || !ok(cudaStreamWaitEvent(s->pf_stream, s->moved, 0)))
@@ -419,29 +422,29 @@ double cuda_take_stall_us(ikv_runtime *rt) {
 ikv_status cuda_convert_page(ikv_runtime *rt, const ikv_pt_move *mv, uint32_t rows) {
   cuda_state *s = state(rt);
   const ikv_geometry *g = &rt->cfg.geometry;
-  page_stream(rt);
+  cudaStream_t stream;
+  if (page_stream(rt, &stream) != IKV_OK) return IKV_E_CUDA;
   if (mv->old_slot[IKV_TIER_GPU] != IKV_NO_SLOT) {
     ikv_cuda_move m = {(uint8_t)mv->from, (uint8_t)mv->to, (uint16_t)rows, mv->old_slot[IKV_TIER_GPU],
                        mv->new_slot[IKV_TIER_GPU]};
-    if (!ok(cudaMemcpyAsync(s->d_move, &m, sizeof(m), cudaMemcpyHostToDevice, s->stream))) return IKV_E_CUDA;
+    if (!ok(cudaMemcpyAsync(s->d_move, &m, sizeof(m), cudaMemcpyHostToDevice, stream))) return IKV_E_CUDA;
     for (uint32_t l = 0; l < g->layers; l++) {
       ikv_layer_pools lp = rt_layer_pools(rt, l, IKV_TIER_GPU);
-      ikv_status st = ikv_cuda_requantize(g, &lp, s->d_move, 1, s->stream);
+      ikv_status st = ikv_cuda_requantize(g, &lp, s->d_move, 1, stream);
       if (st != IKV_OK) return st;
     }
     /* the next conversion reuses d_move: this one must have read it */
-    if (!ok(cudaStreamSynchronize(s->stream))) return IKV_E_CUDA;
+    if (!ok(cudaStreamSynchronize(stream))) return IKV_E_CUDA;
   }
   if (mv->old_slot[IKV_TIER_HOST] != IKV_NO_SLOT) { /* the host copy, by the C reference, once copies have landed */
-    if (!ok(cudaStreamSynchronize(s->stream))) return IKV_E_CUDA;
+    if (!ok(cudaStreamSynchronize(stream))) return IKV_E_CUDA;
     for (uint32_t l = 0; l < g->layers; l++) {
       ikv_status st = ikv_ref_requantize(g, mv->from, rt_page(rt, l, IKV_TIER_HOST, mv->from, mv->old_slot[IKV_TIER_HOST]),
                                          mv->to, rt_page(rt, l, IKV_TIER_HOST, mv->to, mv->new_slot[IKV_TIER_HOST]), rows);
       if (st != IKV_OK) return st;
     }
   }
-  cudaEventRecord(s->ready, s->stream);
-  return IKV_OK;
+  return ok(cudaEventRecord(s->ready, stream)) ? IKV_OK : IKV_E_CUDA;
 }
 
 ikv_status cuda_stage_tokens(ikv_runtime *rt, const int64_t *slots, const uint8_t *precs, const ikv_page_id *pages,
@@ -493,13 +496,13 @@ ikv_status cuda_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const v
   if (!n) return IKV_OK;
   ikv_status st = stage(s, &s->slots, slots, sizeof(int64_t) * n);
   if (st == IKV_OK) st = stage(s, &s->precs, precs, n);
+  if (st == IKV_OK) st = wait_ready(rt, stream);
   if (st != IKV_OK) return st;
   for (uint32_t i = 0; i < n; i++) { /* the runtime found each token's page (rt->token_pages) */
     const ikv_page_id p = rt->token_pages[i];
     if (rt->active && s->waited[p] != rt->build_seq) s->unflagged_write = 1;
     s->last_write[p] = rt->build_seq;
   }
-  wait_ready(rt, stream);
   s->after_write = 1, s->write_stream = stream;
   ikv_layer_pools lp = rt_layer_pools(rt, layer, IKV_TIER_GPU);
   return caller_enqueued(rt, stream, ikv_cuda_write_kv(&rt->cfg.geometry, &lp, k, v, dtype, (const int64_t *)s->slots.d,
@@ -512,8 +515,8 @@ ikv_status cuda_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const
   if (!n) return IKV_OK;
   ikv_status st = stage(s, &s->slots, slots, sizeof(int64_t) * n);
   if (st == IKV_OK) st = stage(s, &s->pages, pages, sizeof(ikv_page_id) * n);
+  if (st == IKV_OK) st = wait_ready(rt, stream);
   if (st != IKV_OK) return st;
-  wait_ready(rt, stream);
   s->after_write = 0;
   return caller_enqueued(rt, stream, ikv_cuda_summarize(&rt->cfg.geometry, &s->sum, k, dtype, (const int64_t *)s->slots.d,
                                                         (const uint32_t *)s->pages.d, n, stream));
@@ -522,7 +525,8 @@ ikv_status cuda_summarize(ikv_runtime *rt, const void *k, ikv_dtype dtype, const
 ikv_status cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) {
   cuda_state *s = state(rt);
   const size_t m = (size_t)rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
-  cudaStream_t stream = rt_stream(rt);
+  cudaStream_t stream;
+  if (rt_stream(rt, &stream) != IKV_OK) return IKV_E_CUDA;
   uint8_t *arrays[3] = {(uint8_t *)s->sum.kmin, (uint8_t *)s->sum.kmax, (uint8_t *)s->sum.ksum};
   const size_t bytes[3] = {sizeof(uint16_t) * m, sizeof(uint16_t) * m, sizeof(float) * m}; /* a page's cells */
   for (int a = 0; a < 3; a++)
@@ -549,7 +553,8 @@ ikv_status cuda_rank_pages_batch(ikv_runtime *rt, int bound, const ikv_page_id *
   if (st == IKV_OK) st = stage(s, &s->rank_off, seq_off, sizeof(uint32_t) * (batch + 1));
   if (st == IKV_OK) st = stage(s, &s->q, q, sizeof(float) * batch * rt->cfg.q_heads * g->head_dim);
   if (st == IKV_OK) st = reserve(&s->keys, key_bytes);
-  cudaStream_t stream = rt_stream(rt);
+  cudaStream_t stream;
+  if (st == IKV_OK) st = rt_stream(rt, &stream);
   if (st == IKV_OK)
     st = ikv_cuda_page_keys_batch(g, &s->sum, bound, (const uint32_t *)s->candidates.d, (const uint32_t *)s->rank_off.d,
                                   seq_off, batch, (const float *)s->q.d, rt->cfg.q_heads, (uint64_t *)s->keys.d, stream);
@@ -724,7 +729,7 @@ ikv_status select_on_device(ikv_runtime *rt, const ikv_plan *pl, cudaStream_t st
 ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, const void *q, void *out, float *lse,
                        ikv_dtype dtype, void *stream) {
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
-  wait_ready(rt, stream);
+  if (wait_ready(rt, stream) != IKV_OK) return IKV_E_CUDA;
   if (selects(pl) && layer == 0) {
     ikv_status st = select_on_device(rt, pl, (cudaStream_t)stream);
     if (st != IKV_OK) return st;
