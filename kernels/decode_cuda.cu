@@ -632,9 +632,7 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) 
 #pragma unroll
     for (int mt = 0; mt < D / 16; mt++)
 #pragma unroll
-      for (int hi = 0; hi < 2; hi++)
-        rec[v_channel<D>(packed_values, lane >> 2, mt, hi)] =
-            ws.acc[mt][2 * hi + j] + ws.z[j];
+      for (int hi = 0; hi < 2; hi++) rec[v_channel<D>(packed_values, lane >> 2, mt, hi)] = ws.acc[mt][2 * hi + j] + ws.z[j];
     if (lane < 4) rec[D] = ws.m[j], rec[D + 1] = ws.l[j];
   }
   __syncthreads();
@@ -791,7 +789,7 @@ static cudaError_t launch(const decode_args &a, uint32_t n_items, uint32_t heads
       if (e != cudaSuccess) return e;
     }
     const cudaError_t e = ikv_launch(decode_kernel<D>, dim3(n_items, heads), dim3(WARPS * 32), tiles<D>::SMEM, s,
-                                        a.item_waits != NULL, a);
+                                     a.item_waits != NULL, a);
     if (e != cudaSuccess) return e;
   }
   if (!batch) return cudaGetLastError();

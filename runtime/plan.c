@@ -7,8 +7,6 @@
 
 #include "runtime/plan_internal.h"
 
-
-
 static const char *const reason_names[IKV_REASON_COUNT] = {
     [IKV_REASON_SINKS] = "sink tokens: always read",
     [IKV_REASON_ALWAYS] = "ALWAYS span: read in full",
@@ -34,10 +32,11 @@ const char *ikv_reason_str(ikv_reason reason) {
 /* The plan's host buffers: one list for checking their allocation and for
  * freeing them. */
 #define PLAN_HOST_BUFFERS(X)                                                                                   \
-  X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(row_precision) X(work) \
-  X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)            \
-  X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(head_any) X(rank_keys) X(order)         \
-  X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages) X(dsel_reserved) X(dsel_groups)
+  X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(row_precision)    \
+  X(work) X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)    \
+  X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(head_any) X(rank_keys)      \
+  X(order) X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages)      \
+  X(dsel_reserved) X(dsel_groups)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
 

@@ -131,6 +131,12 @@ static void mark_candidates(route *r) {
   }
 }
 
+/* Whether page i competes for the budget: an ATTEND candidate that no
+ * mandatory rule already reads. */
+static inline int competes(const ikv_plan *pl, uint32_t i) {
+  return pl->cand_want[i] != IKV_SKIP && pl->sel_want[i] == IKV_SKIP;
+}
+
 /* Device selection: the candidates on the GPU tier (not already read for a
  * mandatory rule) go to the GPU, which ranks them at decode time; each row
  * reserves entries for them (emit_rows). They stay on the GPU for the step. */
@@ -145,7 +151,7 @@ static ikv_status offer_to_device(route *r) {
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) r->dsel_first[p] = UINT32_MAX;
   uint32_t n = 0;
   for (uint32_t i = 0; i < N; i++)
-    n += pl->cand_want[i] != IKV_SKIP && pl->sel_want[i] == IKV_SKIP && r->v.gpu_slots[i] != IKV_NO_SLOT;
+    n += competes(pl, i) && r->v.gpu_slots[i] != IKV_NO_SLOT;
   if (n > IKV_CUDA_RANK_MAX)
     return rt_fail(rt, IKV_E_UNSUPPORTED, "ikv_plan_build: sequence %u: %u candidates; the GPU ranks at most %d",
                    r->b, n, IKV_CUDA_RANK_MAX);
@@ -153,7 +159,7 @@ static ikv_status offer_to_device(route *r) {
     return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: %u candidates over the batch; a plan holds %u", base + n,
                    pl->scratch_pages);
   for (uint32_t i = 0; i < N; i++) {
-    if (pl->cand_want[i] == IKV_SKIP || pl->sel_want[i] != IKV_SKIP || r->v.gpu_slots[i] == IKV_NO_SLOT) continue;
+    if (!competes(pl, i) || r->v.gpu_slots[i] == IKV_NO_SLOT) continue;
     const uint8_t prec = r->v.precisions[i];
     if (r->dsel_first[prec] == UINT32_MAX) r->dsel_first[prec] = pl->n_dsel;
     r->dsel_count[prec]++;
@@ -193,7 +199,7 @@ static ikv_status select_by_query(route *r) {
   mark_candidates(r);
   uint32_t n_cand = 0;
   for (uint32_t i = 0; i < N; i++)
-    if (pl->cand_want[i] != IKV_SKIP && pl->sel_want[i] == IKV_SKIP) pl->order[n_cand++] = i;
+    if (competes(pl, i)) pl->order[n_cand++] = i;
   memset(pl->head_sel, 0, (size_t)H * N);
   memset(pl->head_any, 0, N);
   /* keys[h * n_cand + r]: head h's r-th best candidate, from the batch's
@@ -475,7 +481,7 @@ ikv_status rt_route_candidates(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_r
     mark_candidates(&r);
     uint32_t n = plan->dsel_seq[b];
     for (uint32_t i = 0; i < r.v.n_pages; i++) /* the order select_by_query ranks them in */
-      if (plan->cand_want[i] != IKV_SKIP && plan->sel_want[i] == IKV_SKIP) {
+      if (competes(plan, i)) {
         if (n == plan->scratch_pages) {
           st = IKV_E_CAPACITY;
           break;

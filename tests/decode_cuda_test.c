@@ -152,6 +152,14 @@ static fixture *hand_made_plans_open(test_rng *r, device_pools *dp) {
   return f;
 }
 
+/* A hand-made plan of `batch` sequences over the fixture's arrays (filled by the caller). */
+static void hand_made_plan_reset(fixture *f, uint32_t batch, uint32_t per_kv_head) {
+  memset(&f->plan, 0, sizeof(f->plan));
+  f->plan.batch = batch, f->plan.per_kv_head = per_kv_head;
+  f->plan.indptr = f->indptr, f->plan.page_slot = f->slot, f->plan.precision = f->prec;
+  f->plan.page_index = f->page_index, f->plan.first = f->first, f->plan.last = f->last, f->plan.seq_len = f->seq_len;
+}
+
 static void hand_made_plans_close(fixture *f, device_pools *dp) {
   free_device_pools(dp);
   free_pools(f);
@@ -165,14 +173,11 @@ static void edge_plans(void **state) {
   device_pools dp;
   fixture *f = hand_made_plans_open(&r, &dp);
   /* one token of one page; an odd sequence length; an empty second row */
-  memset(&f->plan, 0, sizeof(f->plan));
-  f->plan.batch = 2;
+  hand_made_plan_reset(f, 2, 0);
   f->seq_len[0] = 37, f->seq_len[1] = 5;
   f->indptr[0] = 0, f->indptr[1] = 2, f->indptr[2] = 2;
   f->slot[0] = 3, f->prec[0] = IKV_INT4, f->page_index[0] = 2, f->first[0] = 4, f->last[0] = 4;
   f->slot[1] = 7, f->prec[1] = IKV_FP8_E4M3, f->page_index[1] = 0, f->first[1] = 9, f->last[1] = 15;
-  f->plan.indptr = f->indptr, f->plan.page_slot = f->slot, f->plan.precision = f->prec;
-  f->plan.page_index = f->page_index, f->plan.first = f->first, f->plan.last = f->last, f->plan.seq_len = f->seq_len;
   check_launch(f, &dp, &r, IKV_DTYPE_F16, 1);
   /* nothing selected at all */
   f->indptr[1] = f->indptr[2] = 0;
@@ -191,8 +196,7 @@ static void long_and_short_rows(void **state) {
   fixture *f = hand_made_plans_open(&r, &dp);
   const uint32_t lengths[3] = {70, 3, 0}; /* pages a row: at one page an item, 70 items */
   for (int per_head = 0; per_head < 2; per_head++) {
-    memset(&f->plan, 0, sizeof(f->plan));
-    f->plan.batch = 3, f->plan.per_kv_head = (uint32_t)per_head;
+    hand_made_plan_reset(f, 3, (uint32_t)per_head);
     uint32_t e = 0, rows = per_head ? 6 : 3;
     f->indptr[0] = 0;
     for (uint32_t row = 0; row < rows; row++) {
@@ -204,8 +208,6 @@ static void long_and_short_rows(void **state) {
       }
       f->indptr[row + 1] = (int32_t)e;
     }
-    f->plan.indptr = f->indptr, f->plan.page_slot = f->slot, f->plan.precision = f->prec;
-    f->plan.page_index = f->page_index, f->plan.first = f->first, f->plan.last = f->last, f->plan.seq_len = f->seq_len;
     check_launch(f, &dp, &r, IKV_DTYPE_F16, 1); /* 70 items in the long row */
     check_launch(f, &dp, &r, IKV_DTYPE_F32, 2); /* 35 */
   }

@@ -188,21 +188,7 @@ static result run_config(uint8_t *arena, const ikv_geometry *g, uint32_t batch, 
     IKV_CLI_CHECK(ikv_cuda_decode(g, &pools[l], cp, &params, q, out, lse, IKV_DTYPE_F16, ws, ws_bytes, s));
   BENCH_CUDA(cudaStreamEndCapture(s, &graph));
   BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t a, b;
-  BENCH_CUDA(cudaEventCreate(&a));
-  BENCH_CUDA(cudaEventCreate(&b));
-  double samples[REPLAYS];
-  for (int r = 0; r < REPLAYS + 3; r++) {
-    BENCH_CUDA(cudaEventRecord(a, s));
-    BENCH_CUDA(cudaGraphLaunch(exec, s));
-    BENCH_CUDA(cudaEventRecord(b, s));
-    BENCH_CUDA(cudaEventSynchronize(b));
-    float ms;
-    BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
-    if (r >= 3) samples[r - 3] = ms * 1e3 / layers;
-  }
-  res.us = bench_median(samples, REPLAYS);
-  cudaEventDestroy(a), cudaEventDestroy(b);
+  res.us = bench_replay_us(exec, s, REPLAYS) / layers; /* a layer's share of the graph's median time */
   cudaGraphExecDestroy(exec), cudaGraphDestroy(graph), cudaStreamDestroy(s);
   cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(ws);
   ikv_cuda_plan_destroy(cp);
