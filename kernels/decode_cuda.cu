@@ -25,6 +25,7 @@ struct decode_args {
   const ikv_work_item *items;
   const int32_t *entries, *row_items;
   const uint8_t *item_waits; /* NULL: launched after the work before it */
+  int prefetch_pages;        /* ikv_cuda_plan.prefetch_pages */
   uint32_t kv_heads, group, page_size, q_heads;
   float scale_log2; /* softmax scale * log2(e): scores live in the log2 domain */
   int32_t window, sinks;
@@ -431,11 +432,11 @@ __device__ __forceinline__ void load_q_frags(const decode_args &a, uint32_t h, u
 
 template <int D, int PREC>
 __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *stage,
-                         warp_state<D> &ws) {
+                         warp_state<D> &ws, bool wait_late) {
   typedef slot_layout<D, PREC> L;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint32_t qb[D / 16][2];
-  load_q_frags<D, PREC>(a, h, b, lane, qb);
+  if (!wait_late) load_q_frags<D, PREC>(a, h, b, lane, qb);
   __half *p_smem = stage + tiles<D>::SLOTS;
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
   warp_entries m;
@@ -453,6 +454,10 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
       cursor_next(m, ic);
     }
     cp_async_commit();
+  }
+  if (wait_late) { /* the pages are on their way: now wait for the kernel before, which may write q */
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    load_q_frags<D, PREC>(a, h, b, lane, qb);
   }
   int folded = -1;
   uint32_t qp[D / 16][2];
@@ -599,7 +604,10 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) 
   asm volatile("griddepcontrol.launch_dependents;");
   /* launched alongside the kernel before it (item_waits): an item that
    * reads what that kernel writes waits for it */
-  if (a.item_waits && a.item_waits[blockIdx.x]) asm volatile("griddepcontrol.wait;" ::: "memory");
+  const bool waits = a.item_waits && a.item_waits[blockIdx.x];
+  if (waits) asm volatile("griddepcontrol.wait;" ::: "memory");
+  /* prefetch_pages: the others wait once their first pages are in flight */
+  const bool wait_late = a.prefetch_pages && !waits;
   const ikv_work_item it = a.items[blockIdx.x];
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.y, b = per_head ? it.row / a.kv_heads : it.row;
@@ -610,11 +618,11 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) 
 #pragma unroll
   for (int mt = 0; mt < D / 16; mt++) ws.acc[mt][0] = ws.acc[mt][1] = ws.acc[mt][2] = ws.acc[mt][3] = 0.0f;
   switch (it.precision) { /* block-uniform: one page format per item */
-    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, stage, ws); break;
-    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, stage, ws); break;
-    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, stage, ws); break;
-    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, stage, ws); break;
-    default: run_item<D, IKV_INT4>(a, it, h, b, stage, ws); break;
+    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, stage, ws, wait_late); break;
+    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, stage, ws, wait_late); break;
+    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, stage, ws, wait_late); break;
+    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, stage, ws, wait_late); break;
+    default: run_item<D, IKV_INT4>(a, it, h, b, stage, ws, wait_late); break;
   }
 #pragma unroll
   for (int j = 0; j < 2; j++)
@@ -789,7 +797,7 @@ static cudaError_t launch(const decode_args &a, uint32_t n_items, uint32_t heads
       if (e != cudaSuccess) return e;
     }
     const cudaError_t e = ikv_launch(decode_kernel<D>, dim3(n_items, heads), dim3(WARPS * 32), tiles<D>::SMEM, s,
-                                     a.item_waits != NULL, a);
+                                     a.item_waits != NULL || a.prefetch_pages, a);
     if (e != cudaSuccess) return e;
   }
   if (!batch) return cudaGetLastError();
@@ -824,6 +832,7 @@ extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_poo
   }
   a.csr = plan->csr;
   a.items = plan->items, a.entries = plan->entries, a.row_items = plan->row_items, a.item_waits = plan->item_waits;
+  a.prefetch_pages = plan->prefetch_pages;
   a.kv_heads = g->kv_heads, a.group = group, a.page_size = g->page_size, a.q_heads = p->q_heads;
   a.scale_log2 = p->softmax_scale * LOG2E;
   a.window = p->window, a.sinks = p->sinks;

@@ -42,6 +42,14 @@ typedef struct ikv_cuda_plan {
    * plan) or triggers no early completion. The runtime sets it after its
    * write_kv: items holding a page written this step wait. */
   const uint8_t *item_waits;
+  /* Nonzero: the decode is launched as a programmatic dependent of the
+   * kernel before it (item_waits or not); each block not already waiting
+   * puts its first chunks of pages in flight, then waits for that kernel
+   * (griddepcontrol.wait) before it reads the queries or writes anything.
+   * The caller vouches that the kernel before writes none of the pages the
+   * unflagged items read nor the plan (the previous layer's merge, a query
+   * projection: both fine). */
+  int prefetch_pages;
 } ikv_cuda_plan;
 
 /* Copies a host plan into new device buffers, partitioned into items of at

@@ -53,15 +53,40 @@ static void dtype_set(void *x, ikv_dtype t, size_t i, float v) {
   else ((uint16_t *)x)[i] = t == IKV_DTYPE_F16 ? ikv_f32_to_f16(v) : ikv_f32_to_bf16(v);
 }
 
-/* One launch against the reference; returns the number of elements checked. */
+/* out and lse as the GPU wrote them (dout, dlse), against the reference's. */
+static void check_outputs(const fixture *f, ikv_dtype dt, uint32_t pages_per_item, const char *launch,
+                          const void *dout, const float *dlse, const float *ref, const float *ref_lse) {
+  const uint32_t D = f->g.head_dim, Hq = f->params.q_heads;
+  const size_t nq = (size_t)f->plan.batch * Hq, n = nq * D;
+  void *out = malloc(n * dtype_size(dt));
+  float *lse = malloc(sizeof(float) * nq);
+  CUDA_CHECK(cudaMemcpy(out, dout, n * dtype_size(dt), cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(lse, dlse, sizeof(float) * nq, cudaMemcpyDeviceToHost));
+  const double atol = dt == IKV_DTYPE_BF16 ? 1e-2 : 3e-3, rtol = dt == IKV_DTYPE_BF16 ? 1.6e-2 : 6e-3;
+  for (size_t i = 0; i < nq; i++) {
+    if (ref_lse[i] == -INFINITY) assert_true(lse[i] == -INFINITY);
+    else if (!(fabs(lse[i] - ref_lse[i]) <= 2e-3 + 2e-4 * fabs(ref_lse[i])))
+      fail_msg("lse[%zu] %g vs %g (%s)", i, lse[i], ref_lse[i], launch);
+    for (uint32_t d = 0; d < D; d++) {
+      double got = dtype_get(out, dt, i * D + d), want = ref[i * D + d];
+      if (!(fabs(got - want) <= atol + rtol * fabs(want)))
+        fail_msg("out[%zu][%u] %g vs %g (D=%u P=%u G=%u dtype=%d split=%u, %s)", i, d, got, want, D, f->g.page_size,
+                 Hq / f->g.kv_heads, dt, pages_per_item, launch);
+    }
+  }
+  free(out), free(lse);
+}
+
+/* One plan's launches against the reference; returns the number of elements
+ * checked. */
 static size_t check_launch(fixture *f, const device_pools *dp, test_rng *r, ikv_dtype dt, uint32_t pages_per_item) {
   const uint32_t D = f->g.head_dim, Hq = f->params.q_heads;
   const size_t nq = (size_t)f->plan.batch * Hq, n = nq * D, es = dtype_size(dt);
   assert_int_equal(ikv_plan_check(&f->g, &f->pools, &f->plan, &f->params), IKV_OK);
   /* queries in the I/O type; the reference reads the same values */
-  void *q = malloc(n * es), *out = malloc(n * es);
-  float *qf = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n), *ref_lse = malloc(sizeof(float) * nq),
-        *lse = malloc(sizeof(float) * nq);
+  void *q = malloc(n * es);
+  float *qf = malloc(sizeof(float) * n), *ref = malloc(sizeof(float) * n), *ref_lse = malloc(sizeof(float) * nq);
+  float *ref2 = malloc(sizeof(float) * n), *ref2_lse = malloc(sizeof(float) * nq);
   for (size_t i = 0; i < n; i++) {
     dtype_set(q, dt, i, rng_gauss(r));
     qf[i] = dtype_get(q, dt, i);
@@ -70,49 +95,53 @@ static size_t check_launch(fixture *f, const device_pools *dp, test_rng *r, ikv_
   ikv_cuda_plan *cp;
   assert_int_equal(ikv_cuda_plan_create(&f->plan, f->g.kv_heads, pages_per_item, &cp), IKV_OK);
   size_t ws_bytes = ikv_cuda_decode_workspace(&f->g, &f->params, cp);
-  void *dq, *dout, *dws = NULL;
-  float *dlse;
+  void *dq, *dout, *dout2, *dws = NULL;
+  float *dlse, *dlse2;
   CUDA_CHECK(cudaMalloc(&dq, n * es));
   CUDA_CHECK(cudaMalloc(&dout, n * es));
+  CUDA_CHECK(cudaMalloc(&dout2, n * es));
   CUDA_CHECK(cudaMalloc((void **)&dlse, sizeof(float) * nq));
+  CUDA_CHECK(cudaMalloc((void **)&dlse2, sizeof(float) * nq));
   if (ws_bytes) CUDA_CHECK(cudaMalloc(&dws, ws_bytes));
   CUDA_CHECK(cudaMemcpy(dq, q, n * es, cudaMemcpyHostToDevice));
-  const double atol = dt == IKV_DTYPE_BF16 ? 1e-2 : 3e-3, rtol = dt == IKV_DTYPE_BF16 ? 1.6e-2 : 6e-3;
-  /* twice: the second launch finds the plan as the first left it, and is
-   * launched as a programmatic dependent with every other item free to
-   * start early (nothing before it writes what it reads) */
+  /* three times: the second launch finds the plan as the first left it, and
+   * is launched as a programmatic dependent with every other item free to
+   * start early (nothing before it writes what it reads); the third,
+   * prefetching pages, is followed by a second prefetching decode whose
+   * queries are the first one's output and which shares its workspace: it
+   * must wait for the first one's merge before reading either */
   uint8_t *waits = malloc(cp->n_items + 1), *d_waits;
   for (uint32_t i = 0; i < cp->n_items; i++) waits[i] = (uint8_t)(i & 1);
   CUDA_CHECK(cudaMalloc((void **)&d_waits, cp->n_items + 1));
   CUDA_CHECK(cudaMemcpy(d_waits, waits, cp->n_items + 1, cudaMemcpyHostToDevice));
-  for (int launch = 0; launch < 2; launch++) {
+  static const char *const launches[3] = {"ordinary launch", "item waits", "prefetching pages"};
+  for (int launch = 0; launch < 3; launch++) {
     cp->item_waits = launch ? d_waits : NULL;
+    cp->prefetch_pages = launch == 2;
     CUDA_CHECK(cudaMemset(dout, 0xff, n * es)); /* poison: NaN in every type */
     CUDA_CHECK(cudaMemset(dlse, 0xff, sizeof(float) * nq));
+    CUDA_CHECK(cudaMemset(dout2, 0xff, n * es));
+    CUDA_CHECK(cudaMemset(dlse2, 0xff, sizeof(float) * nq));
     if (ws_bytes) CUDA_CHECK(cudaMemset(dws, 0xff, ws_bytes));
     assert_int_equal(ikv_cuda_decode(&f->g, &dp->pools, cp, &f->params, dq, dout, dlse, dt, dws, ws_bytes, NULL),
                      IKV_OK);
+    if (launch == 2)
+      assert_int_equal(
+          ikv_cuda_decode(&f->g, &dp->pools, cp, &f->params, dout, dout2, dlse2, dt, dws, ws_bytes, NULL), IKV_OK);
     CUDA_CHECK(cudaDeviceSynchronize());
     CUDA_CHECK(cudaGetLastError());
-    CUDA_CHECK(cudaMemcpy(out, dout, n * es, cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaMemcpy(lse, dlse, sizeof(float) * nq, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < nq; i++) {
-      if (ref_lse[i] == -INFINITY) assert_true(lse[i] == -INFINITY);
-      else if (!(fabs(lse[i] - ref_lse[i]) <= 2e-3 + 2e-4 * fabs(ref_lse[i])))
-        fail_msg("lse[%zu] %g vs %g (launch %d)", i, lse[i], ref_lse[i], launch);
-      for (uint32_t d = 0; d < D; d++) {
-        double got = dtype_get(out, dt, i * D + d), want = ref[i * D + d];
-        if (!(fabs(got - want) <= atol + rtol * fabs(want)))
-          fail_msg("out[%zu][%u] %g vs %g (D=%u P=%u G=%u dtype=%d split=%u launch %d)", i, d, got, want, D,
-                   f->g.page_size, Hq / f->g.kv_heads, dt, pages_per_item, launch);
-      }
-    }
+    check_outputs(f, dt, pages_per_item, launches[launch], dout, dlse, ref, ref_lse);
   }
-  cudaFree(dq), cudaFree(dout), cudaFree(dlse), cudaFree(dws), cudaFree(d_waits);
+  /* the chained decode: its reference reads the first one's output as queries */
+  CUDA_CHECK(cudaMemcpy(q, dout, n * es, cudaMemcpyDeviceToHost));
+  for (size_t i = 0; i < n; i++) qf[i] = dtype_get(q, dt, i);
+  assert_int_equal(ikv_ref_decode(&f->g, &f->pools, &f->plan, &f->params, qf, ref2, ref2_lse, 0), IKV_OK);
+  check_outputs(f, dt, pages_per_item, "prefetching pages, chained", dout2, dlse2, ref2, ref2_lse);
+  cudaFree(dq), cudaFree(dout), cudaFree(dout2), cudaFree(dlse), cudaFree(dlse2), cudaFree(dws), cudaFree(d_waits);
   free(waits);
   ikv_cuda_plan_destroy(cp);
-  free(q), free(out), free(qf), free(ref), free(ref_lse), free(lse);
-  return n;
+  free(q), free(qf), free(ref), free(ref_lse), free(ref2), free(ref2_lse);
+  return 2 * n;
 }
 
 static void shape_sweep_matches_the_reference(void **state) {

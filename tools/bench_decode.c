@@ -28,6 +28,10 @@ static const char usage[] =
     "no replay reads from L2. Reports KV bytes read (scales included), GB/s, the\n"
     "fraction of the device-to-device copy bandwidth measured in the same run\n"
     "(bytes read + written per second), and the speedup over its own dense fp16.\n"
+    "Each configuration is timed twice: ordinary launches (time_us), and each\n"
+    "layer's decode launched as a programmatic dependent of the layer before,\n"
+    "its first pages in flight before it waits for that layer's merge\n"
+    "(ikv_cuda_plan.prefetch_pages; dependent_us, dep_us).\n"
     "--quick: batch 1 and 8, contexts 4K and 32K. --batch, --context, --kv-heads\n"
     "and --variant keep only the sweep's points with that value (one shape or\n"
     "format under a profiler, say); with --variant the dense fp16 baseline is\n"
@@ -89,13 +93,32 @@ static void fill_pool(uint8_t *pool, size_t page_bytes, uint64_t n, int precisio
 }
 
 typedef struct result {
-  double us, bytes;
+  double us, dependent_us, bytes; /* ordinary launches; each a programmatic dependent prefetching pages */
   int skipped;
 } result;
 
+/* A layer's share of a graph replaying every layer's decode in turn. */
+static double time_layers(const ikv_geometry *g, const ikv_layer_pools *pools, uint32_t layers, const ikv_cuda_plan *cp,
+                          const ikv_attn_params *params, const void *q, void *out, float *lse, void *ws,
+                          size_t ws_bytes, cudaStream_t s) {
+  for (uint32_t l = 0; l < layers; l++) /* warm-up, checked */
+    IKV_CLI_CHECK(ikv_cuda_decode(g, &pools[l], cp, params, q, out, lse, IKV_DTYPE_F16, ws, ws_bytes, s));
+  BENCH_CUDA(cudaStreamSynchronize(s));
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (uint32_t l = 0; l < layers; l++)
+    IKV_CLI_CHECK(ikv_cuda_decode(g, &pools[l], cp, params, q, out, lse, IKV_DTYPE_F16, ws, ws_bytes, s));
+  BENCH_CUDA(cudaStreamEndCapture(s, &graph));
+  BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  const double us = bench_replay_us(exec, s, REPLAYS) / layers;
+  cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
+  return us;
+}
+
 static result run_config(uint8_t *arena, const ikv_geometry *g, uint32_t batch, uint32_t ctx, const variant *var,
                          int sm_count) {
-  result res = {0, 0, 0};
+  result res = {0, 0, 0, 0};
   const uint32_t pages_per_seq = ctx / P;
   const uint64_t n_pages = (uint64_t)batch * pages_per_seq;
   /* each page's precision and slot; slots are a random permutation per pool */
@@ -178,18 +201,10 @@ static result run_config(uint8_t *arena, const ikv_geometry *g, uint32_t batch, 
   BENCH_CUDA(cudaMemset(q, 0x3c, nq * 2)); /* fp16 ~1.06: a nonzero query */
   cudaStream_t s;
   BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  for (uint32_t l = 0; l < layers; l++) /* warm-up, checked */
-    IKV_CLI_CHECK(ikv_cuda_decode(g, &pools[l], cp, &params, q, out, lse, IKV_DTYPE_F16, ws, ws_bytes, s));
-  BENCH_CUDA(cudaStreamSynchronize(s));
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  for (uint32_t l = 0; l < layers; l++)
-    IKV_CLI_CHECK(ikv_cuda_decode(g, &pools[l], cp, &params, q, out, lse, IKV_DTYPE_F16, ws, ws_bytes, s));
-  BENCH_CUDA(cudaStreamEndCapture(s, &graph));
-  BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  res.us = bench_replay_us(exec, s, REPLAYS) / layers; /* a layer's share of the graph's median time */
-  cudaGraphExecDestroy(exec), cudaGraphDestroy(graph), cudaStreamDestroy(s);
+  res.us = time_layers(g, pools, layers, cp, &params, q, out, lse, ws, ws_bytes, s);
+  cp->prefetch_pages = 1;
+  res.dependent_us = time_layers(g, pools, layers, cp, &params, q, out, lse, ws, ws_bytes, s);
+  cudaStreamDestroy(s);
   cudaFree(q), cudaFree(out), cudaFree(lse), cudaFree(ws);
   ikv_cuda_plan_destroy(cp);
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) free(perm[p]);
@@ -247,9 +262,9 @@ int ikv_bench_decode(int argc, char **argv) {
            "\"page_size\": %d, \"q_heads\": %d, \"results\": [",
            prop.name, date, copy_bw / 1e9, D, P, HQ);
   else
-    printf("ikv bench decode on %s (%s): copy bandwidth %.0f GB/s (read + write)\n%5s %7s %6s %-12s %10s %10s %8s %7s %8s\n",
+    printf("ikv bench decode on %s (%s): copy bandwidth %.0f GB/s (read + write)\n%5s %7s %6s %-12s %10s %10s %8s %7s %8s %8s\n",
            prop.name, date, copy_bw / 1e9, "batch", "context", "Hq/Hkv", "pages", "time_us", "KV_MB", "GB/s",
-           "of_copy", "speedup");
+           "of_copy", "speedup", "dep_us");
   int first_row = 1;
   for (int hi = 0; hi < 2; hi++) {
     if (only_heads && kv_heads[hi] != only_heads) continue;
@@ -259,29 +274,31 @@ int ikv_bench_decode(int argc, char **argv) {
       for (int ci = 0; ci < 5; ci++) {
         if (quick && (bi == 2 || (ci != 0 && ci != 2))) continue;
         if ((only_batch && batches[bi] != only_batch) || (only_context && contexts[ci] != only_context)) continue;
-        double dense_us = 0;
+        double dense_us = 0, dense_dep_us = 0;
         for (size_t v = 0; v < N_VARIANTS; v++) {
           if (only_variant && strcmp(variants[v].name, only_variant)) continue;
           if (progress)
             fprintf(stderr, "\r%u x %u, %u/%u heads, %s          ", batches[bi], contexts[ci], HQ, kv_heads[hi], variants[v].name);
           result r = run_config(arena, &g, batches[bi], contexts[ci], &variants[v], prop.multiProcessorCount);
-          if (v == 0) dense_us = r.us;
+          if (v == 0) dense_us = r.us, dense_dep_us = r.dependent_us;
           double gbs = r.us > 0 ? r.bytes / (r.us * 1e-6) / 1e9 : 0, frac = gbs * 1e9 / copy_bw,
-                 speedup = r.us > 0 && dense_us > 0 ? dense_us / r.us : 0;
+                 speedup = r.us > 0 && dense_us > 0 ? dense_us / r.us : 0,
+                 dep_speedup = r.dependent_us > 0 && dense_dep_us > 0 ? dense_dep_us / r.dependent_us : 0;
           if (progress) fprintf(stderr, "\r%70s\r", "");
           if (json) {
             printf("%s{\"batch\": %u, \"context\": %u, \"kv_heads\": %u, \"variant\": \"%s\", ", first_row ? "" : ", ",
                    batches[bi], contexts[ci], kv_heads[hi], variants[v].name);
             if (r.skipped) printf("\"skipped\": \"KV does not fit the arena\"}");
             else
-              printf("\"time_us\": %.2f, \"kv_bytes\": %.0f, \"gbs\": %.1f, \"fraction_of_copy\": %.3f, \"speedup_vs_dense\": %.2f}",
-                     r.us, r.bytes, gbs, frac, speedup);
+              printf("\"time_us\": %.2f, \"kv_bytes\": %.0f, \"gbs\": %.1f, \"fraction_of_copy\": %.3f, \"speedup_vs_dense\": %.2f, "
+                     "\"dependent_us\": %.2f, \"dependent_speedup_vs_dense\": %.2f}",
+                     r.us, r.bytes, gbs, frac, speedup, r.dependent_us, dep_speedup);
             first_row = 0;
           } else if (r.skipped) {
             printf("%5u %7u %3u/%-2u %-12s %10s\n", batches[bi], contexts[ci], HQ, kv_heads[hi], variants[v].name, "skipped");
           } else {
-            printf("%5u %7u %3u/%-2u %-12s %10.2f %10.1f %8.0f %7.2f %8.2f\n", batches[bi], contexts[ci], HQ, kv_heads[hi],
-                   variants[v].name, r.us, r.bytes / 1e6, gbs, frac, speedup);
+            printf("%5u %7u %3u/%-2u %-12s %10.2f %10.1f %8.0f %7.2f %8.2f %8.2f\n", batches[bi], contexts[ci], HQ,
+                   kv_heads[hi], variants[v].name, r.us, r.bytes / 1e6, gbs, frac, speedup, r.dependent_us);
           }
           fflush(stdout);
         }
