@@ -603,11 +603,11 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) 
    * (griddepcontrol.wait) and take SM slots as these blocks leave them */
   asm volatile("griddepcontrol.launch_dependents;");
   /* launched alongside the kernel before it (item_waits): an item that
-   * reads what that kernel writes waits for it */
+   * reads pages that kernel writes waits for it now, the others once their
+   * first pages are in flight (as with prefetch_pages) */
   const bool waits = a.item_waits && a.item_waits[blockIdx.x];
   if (waits) asm volatile("griddepcontrol.wait;" ::: "memory");
-  /* prefetch_pages: the others wait once their first pages are in flight */
-  const bool wait_late = a.prefetch_pages && !waits;
+  const bool wait_late = (a.prefetch_pages || a.item_waits) && !waits;
   const ikv_work_item it = a.items[blockIdx.x];
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.y, b = per_head ? it.row / a.kv_heads : it.row;

@@ -34,21 +34,22 @@ typedef struct ikv_cuda_plan {
   const int32_t *entries;       /* the partition's permutation of entries */
   const int32_t *row_items;     /* [rows + 1] */
   uint32_t n_items;
-  /* NULL: the decode starts once the work before it on the stream is done.
-   * Else [n_items]: the decode is launched as a programmatic dependent of the
-   * kernel before it, and the blocks of an item with item_waits[i] == 0 start
-   * at once, alongside that kernel: the caller vouches that the kernel
-   * writes none of what those blocks read (their pages, the queries, the
-   * plan) or triggers no early completion. The runtime sets it after its
-   * write_kv: items holding a page written this step wait. */
+  /* NULL: the decode starts once the work before it on the stream is done
+   * (unless prefetch_pages). Else [n_items]: the decode is launched as a
+   * programmatic dependent of the kernel before it; the blocks of an item
+   * with item_waits[i] != 0 wait for that kernel (griddepcontrol.wait) on
+   * entry, the others as with prefetch_pages. The runtime sets it after its
+   * write_kv (which lets its dependents start before it waits for the
+   * kernel before it): items holding a page written this step wait. */
   const uint8_t *item_waits;
   /* Nonzero: the decode is launched as a programmatic dependent of the
-   * kernel before it (item_waits or not); each block not already waiting
-   * puts its first chunks of pages in flight, then waits for that kernel
-   * (griddepcontrol.wait) before it reads the queries or writes anything.
-   * The caller vouches that the kernel before writes none of the pages the
-   * unflagged items read nor the plan (the previous layer's merge, a query
-   * projection: both fine). */
+   * kernel before it; each block not waiting on entry puts its first chunks
+   * of pages in flight, then waits for that kernel before it reads the
+   * queries or writes anything (its workspace included). The caller vouches
+   * that the kernel before, and any it lets start early, write none of the
+   * pages those blocks read nor the plan: the previous layer's merge or a
+   * query projection qualify; a device selection filling this plan does
+   * not. */
   int prefetch_pages;
 } ikv_cuda_plan;
 

@@ -537,12 +537,12 @@ __global__ void __launch_bounds__(THREADS, 4) write_kv_kernel(tile_geo g, const 
                                                            const int64_t *slots, const uint8_t *precs, uint32_t n,
                                                            uint32_t chunk, bool wide, uint32_t stage_bytes) {
   extern __shared__ params warp_params[];
-  /* launched as a programmatic dependent: the kernel before it is done
-   * (its writes visible) past this wait; then a kernel launched as this
-   * one's dependent (the runtime's decode) may start: it waits before
-   * reading pages this call writes */
-  asm volatile("griddepcontrol.wait;" ::: "memory");
+  /* a kernel launched as this one's dependent (the runtime's decode) may
+   * start now: it waits for this grid before reading what this call or the
+   * kernels before it write, and meanwhile loads the pages it may; this
+   * one, launched as a dependent too, waits for the kernel before it */
   asm volatile("griddepcontrol.launch_dependents;");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
   const uint32_t i0 = blockIdx.x * chunk, end = min(i0 + chunk, n), warp = threadIdx.x >> 5;
   params *sp = warp_params + warp * g.D;
   uint8_t *stage = reinterpret_cast<uint8_t *>(warp_params + WARPS * g.D) + warp * stage_bytes;

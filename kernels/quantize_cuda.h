@@ -23,11 +23,12 @@ extern "C" {
  * provisioned pool, the inputs must be finite (INT4: |x| <= 30000), and a
  * page may appear in only one run of consecutive tokens per call (what
  * ikv_append produces). Arguments are checked; CUDA errors are IKV_E_CUDA.
- * It is launched as a programmatic dependent of the kernel before it (its
- * blocks wait for that kernel on entry, so only the launch overlaps), then
- * lets its own dependents start: a kernel launched after it as one
- * (ikv_cuda_decode with item_waits) runs alongside it and must wait before
- * reading the pages it writes. */
+ * It is launched as a programmatic dependent of the kernel before it and
+ * lets its own dependents start on entry, then waits for that kernel: a
+ * kernel launched after it as a dependent (ikv_cuda_decode with
+ * item_waits) starts alongside it and must wait (griddepcontrol.wait) before
+ * it reads the pages this call writes or anything the kernels before it
+ * write. */
 ikv_status ikv_cuda_write_kv(const ikv_geometry *geometry, const ikv_layer_pools *pools, const void *k,
                              const void *v, ikv_dtype dtype, const int64_t *slot_mapping,
                              const uint8_t *slot_precision, uint32_t n_tokens, void *stream);
