@@ -169,6 +169,11 @@ static void summaries_and_scores_match_the_host(void **state) {
   assert_int_equal(ikv_cuda_select_scatter(NULL, NULL), IKV_E_NULL);
   ikv_cuda_selection sel = {.batch = 1, .kv_heads = H, .k = 2};
   assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_E_NULL); /* no arrays */
+  /* every array given (refused before any launch reads them), items of no pages */
+  sel.seq_off = (const uint32_t *)d_keys, sel.cand = (const ikv_select_candidate *)d_keys, sel.keys = d_keys;
+  sel.reserved = sel.groups = (const int32_t *)d_keys, sel.page_slot = sel.page_index = (int32_t *)d_keys;
+  sel.first = sel.last = (uint16_t *)d_keys, sel.items = (ikv_work_item *)d_keys;
+  assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_E_INVALID);
   sel.batch = 0;
   assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_OK); /* nothing to do */
   /* a row longer than the GPU sort takes, with ties (equal scores rank by ordinal) */
