@@ -2,6 +2,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
+#include <cuda.h>
+#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdlib.h>
@@ -34,6 +36,14 @@ struct decode_args {
   float *lse;
   int dtype;
   float *ws; /* partials: [item][kv head or 0][group] x (head_dim acc, m, l) */
+};
+
+/* The layer's FP16 pool as a 2-D tensor of rows of head_dim halves, for the
+ * bulk tensor copies of decode_kernel_tma. */
+struct tma_pool {
+  CUtensorMap map;
+  uint32_t page_rows, head_rows, v_row; /* rows: a page, a KV head's two tiles, where V starts */
+  uint32_t min_pages;                   /* shorter items load their FP16 pages by cp.async */
 };
 
 __device__ __forceinline__ float load_q(const void *q, int dtype, size_t i) {
@@ -84,6 +94,39 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
  * converted row never reaches the packed rows still to be read). Rows outside
  * [first, last] become zeros: their scores are masked and their values must be
  * finite. */
+/* FP16 chunks at head_dim >= 128 by bulk tensor copies (the TMA engine,
+ * not the SM's load path): per chunk a box of 16 rows x 64 channels per
+ * 64 channels of K and of V, landing 128-byte swizzled (a 16-byte piece c
+ * of row r at piece c ^ (r % 8)) so ldmatrix reads them without bank
+ * conflicts; completion on the slot's mbarrier. */
+#define TMA_BOX_BYTES 2048 /* 16 rows x 128 bytes */
+#define TMA_MIN_PAGES 16   /* in IKV_CUDA_COPIES_AUTO, shorter items load FP16 pages by cp.async */
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mbar_init(uint64_t *bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_inval(uint64_t *bar) {
+  asm volatile("mbarrier.inval.shared::cta.b64 [%0];" ::"r"(smem_addr(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                 : "=r"(done)
+                 : "r"(smem_addr(bar)), "r"(parity)
+                 : "memory");
+  } while (!done);
+}
+/* the 16-byte piece holding (row, col) of a swizzled area (col a multiple of 8) */
+__device__ __forceinline__ const __half *swizzled(const uint8_t *area, int row, int col) {
+  return reinterpret_cast<const __half *>(area + (col >> 6) * TMA_BOX_BYTES + row * 128 +
+                                          ((((col & 63) >> 3) ^ (row & 7)) << 4));
+}
+/* where a 16-bit slot's swizzled K area starts (1024-byte aligned, as the swizzle needs); V follows it */
+__device__ __forceinline__ uint8_t *tma_area(uint8_t *slot) {
+  return slot + ((1024u - (smem_addr(slot) & 1023u)) & 1023u);
+}
+
 template <int PREC, int D> struct chunk16 {
   static constexpr int ROW_BYTES = D * 2, PIECES = ROW_BYTES /* 16 rows of 16-byte pieces */,
                        PER_LANE = (PIECES + 31) / 32;
@@ -254,7 +297,8 @@ template <int D> struct tiles {
   static constexpr int SCALES = (D * 4 + 64) / 2;        /* halves: the K tile's scales, the chunk's V scales */
   static constexpr int SLOT = 2 * KV + SCALES;           /* halves: one 16-bit stage */
   static constexpr int SLOTS = STAGES16 * SLOT;          /* halves per warp: its staging area */
-  static constexpr int STAGE = SLOTS + 8 * 16;           /* halves per warp: the staging area, and P */
+  static constexpr int STAGE = SLOTS + 8 * 16 + 4 * STAGES16; /* halves per warp: the staging area, P, and
+                                                                an mbarrier a 16-bit stage */
   static constexpr size_t SMEM_STAGE = (size_t)WARPS * STAGE * sizeof(__half);
   static constexpr size_t SMEM_MERGE = (size_t)WARPS * 8 * (D + 2) * sizeof(float);
   static constexpr size_t SMEM = SMEM_STAGE > SMEM_MERGE ? SMEM_STAGE : SMEM_MERGE;
@@ -387,16 +431,32 @@ __device__ __forceinline__ void cursor_next(const warp_entries &m, cursor &c) {
 
 template <int D, int PREC>
 __device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, const warp_entries &m, const cursor &c,
-                                            uint8_t *slot, int lane) {
+                                            uint8_t *slot, int lane, const tma_pool *tp, bool tma, uint64_t *bar) {
   typedef slot_layout<D, PREC> L;
   uint8_t *k_area = slot, *v_area = slot + L::K_BYTES, *sc = v_area + L::V_BYTES;
   const uint32_t span = entry_span(m, c.n);
-  const uint8_t *page = a.base[PREC] + (size_t)__shfl_sync(0xffffffffu, m.slot, c.n & 31) * a.page_bytes[PREC];
+  const int32_t page_slot = __shfl_sync(0xffffffffu, m.slot, c.n & 31);
+  const uint8_t *page = a.base[PREC] + (size_t)page_slot * a.page_bytes[PREC];
   const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
   const int first = (int)(span & 0xffffu), last = (int)(span >> 16);
   if (PACKED(PREC)) {
     packed<PREC, D>::issue(kt, c.r0, first, last, lane, k_area, packed<PREC, D>::K_STRIDE);
     packed<PREC, D>::issue(vt, c.r0, first, last, lane, v_area, packed<PREC, D>::V_STRIDE);
+  } else if (PREC == IKV_FP16 && D >= 128 && tma) {
+    /* lane 0 tells the barrier the bytes to expect, then a lane a box puts its copy in flight */
+    if (lane == 0)
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(2 * 16 * D * 2)
+                   : "memory");
+    __syncwarp(); /* and every lane's fence before the copies */
+    if (lane < 2 * (D / 64)) {
+      const int kv = lane / (D / 64), box = lane % (D / 64);
+      const int32_t y = (int32_t)((uint32_t)page_slot * tp->page_rows + h * tp->head_rows + (kv ? tp->v_row : 0)) + c.r0;
+      asm volatile(
+          "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+              smem_addr(tma_area(slot) + lane * TMA_BOX_BYTES)),
+          "l"(&tp->map), "r"(box * 64), "r"(y), "r"(smem_addr(bar))
+          : "memory");
+    }
   } else {
     chunk16<PREC, D>::issue(kt, c.r0, first, last, lane, k_area);
     chunk16<PREC, D>::issue(vt, c.r0, first, last, lane, v_area);
@@ -430,14 +490,26 @@ __device__ __forceinline__ void load_q_frags(const decode_args &a, uint32_t h, u
     }
 }
 
-template <int D, int PREC>
-__device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t h, uint32_t b, __half *stage,
-                         warp_state<D> &ws, bool wait_late) {
+template <int D, int PREC, bool TMA>
+__device__ void run_item(const decode_args &a, const tma_pool *tp, const ikv_work_item &it, uint32_t h, uint32_t b,
+                         __half *stage, warp_state<D> &ws, bool wait_late) {
   typedef slot_layout<D, PREC> L;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint32_t qb[D / 16][2];
   if (!wait_late) load_q_frags<D, PREC>(a, h, b, lane, qb);
   __half *p_smem = stage + tiles<D>::SLOTS;
+  /* bulk tensor copies pay where a warp streams several chunks; on short
+   * items their longer first-byte latency costs more than they give (1 x 4K
+   * x 8: 14.6 -> 15.0 us with them, 8 x 32K x 32: 1,496 -> 1,422 us) */
+  const bool tma = TMA && PREC == IKV_FP16 && D >= 128 && it.end - it.begin >= tp->min_pages;
+  uint64_t *bars = reinterpret_cast<uint64_t *>(p_smem + 8 * 16); /* bulk tensor copies: one a slot */
+  uint32_t phases = 0;                                             /* each slot's barrier phase */
+  if (tma) {
+    if (lane == 0)
+      for (int st = 0; st < L::N; st++) mbar_init(bars + st);
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    __syncwarp();
+  }
   const int64_t query = (int64_t)a.csr.seq_len[b] - 1;
   warp_entries m;
   m.count = it.end > it.begin + warp ? ((int)(it.end - it.begin) - warp + WARPS - 1) / WARPS : 0;
@@ -450,7 +522,7 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
 #pragma unroll
   for (int st = 0; st < L::N; st++) {
     if (ic.n < m.count) {
-      issue_chunk<D, PREC>(a, h, m, ic, (uint8_t *)stage + st * L::SIZE, lane);
+      issue_chunk<D, PREC>(a, h, m, ic, (uint8_t *)stage + st * L::SIZE, lane, tp, tma, bars + st);
       cursor_next(m, ic);
     }
     cp_async_commit();
@@ -474,8 +546,23 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
     uint8_t *slot_bytes = (uint8_t *)stage + slot * L::SIZE;
     __half *ks_smem = (__half *)slot_bytes, *vs_smem = (__half *)(slot_bytes + L::K_BYTES);
     const uint8_t *kscales = slot_bytes + L::K_BYTES + L::V_BYTES, *vscales = kscales + L::VS_OFF; /* staged */
-    cp_async_wait<L::N - 1>(); /* this chunk's group has landed (for this lane) */
-    __syncwarp();                /* ... and for every lane */
+    if (tma) { /* this chunk's bulk copies have landed; V rows outside [first, last] (unwritten, maybe NaN) become 0 */
+      mbar_wait(bars + slot, (phases >> slot) & 1u);
+      phases ^= 1u << slot;
+      if (r0 < first || r0 + 15 > last) {
+        if (lane < 16 && (r0 + lane < first || r0 + lane > last))
+#pragma unroll
+          for (int box = 0; box < D / 64; box++)
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+              reinterpret_cast<uint4 *>(tma_area(slot_bytes) + (D / 64 + box) * TMA_BOX_BYTES + lane * 128)[i] =
+                  make_uint4(0, 0, 0, 0);
+        __syncwarp();
+      }
+    } else {
+      cp_async_wait<L::N - 1>(); /* this chunk's group has landed (for this lane) */
+      __syncwarp();              /* ... and for every lane */
+    }
     if (e != folded) { /* a new page: fold its scales */
       fold_keys<D, PREC>(kscales, qb, qp, score_scale, score_bias, lane);
       tile_vscale = PREC == IKV_FP8_E4M3 ? *reinterpret_cast<const float *>(vscales) : 1.0f;
@@ -506,7 +593,8 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
       for (int ks = 0; ks < D / 16; ks++) {
         uint32_t ka[4];
         const int mi = lane >> 3;
-        ldmatrix_x4(ka, ks_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + ks * 16 + (mi >> 1) * 8);
+        if (tma) ldmatrix_x4(ka, swizzled(tma_area(slot_bytes), (lane & 7) + (mi & 1) * 8, ks * 16 + (mi >> 1) * 8));
+        else ldmatrix_x4(ka, ks_smem + ((lane & 7) + (mi & 1) * 8) * (D + 8) + ks * 16 + (mi >> 1) * 8);
         mma(ks & 1 ? c2 : c, ka, qp[ks][0], qp[ks][1]);
       }
     }
@@ -580,24 +668,32 @@ __device__ void run_item(const decode_args &a, const ikv_work_item &it, uint32_t
         for (int mt = 0; mt < D / 16; mt++) {
           uint32_t va[4];
           const int mi = lane >> 3;
-          ldmatrix_x4_trans(va, vs_smem + ((lane & 7) + (mi >> 1) * 8) * (D + 8) + mt * 16 + (mi & 1) * 8);
+          if (tma)
+            ldmatrix_x4_trans(va, swizzled(tma_area(slot_bytes) + (D / 64) * TMA_BOX_BYTES, (lane & 7) + (mi >> 1) * 8,
+                                           mt * 16 + (mi & 1) * 8));
+          else ldmatrix_x4_trans(va, vs_smem + ((lane & 7) + (mi >> 1) * 8) * (D + 8) + mt * 16 + (mi & 1) * 8);
           mma(ws.acc[mt], va, pb[0], pb[1]);
         }
       }
     }
     __syncwarp(); /* every lane is done with this slot (and with P) */
     if (ic.n < m.count) { /* refill the slot with the chunk N ahead */
-      issue_chunk<D, PREC>(a, h, m, ic, slot_bytes, lane);
+      if (tma) asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); /* this slot's reads and zeroing before the copies */
+      issue_chunk<D, PREC>(a, h, m, ic, slot_bytes, lane, tp, tma, bars + slot);
       cursor_next(m, ic);
     }
     cp_async_commit();
     slot = slot + 1 == L::N ? 0 : slot + 1;
   }
   cp_async_wait<0>();
+  if (tma) { /* every copy consumed: the barriers' memory goes back to plain use */
+    __syncwarp();
+    if (lane == 0)
+      for (int st = 0; st < L::N; st++) mbar_inval(bars + st);
+  }
 }
 
-/* Three blocks an SM fit in shared memory below head_dim 256: registers must not be what limits */
-template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) decode_kernel(decode_args a) {
+template <int D, bool TMA> __device__ __forceinline__ void decode_block(const decode_args &a, const tma_pool *tp) {
   extern __shared__ __align__(16) unsigned char smem[];
   /* the merge kernel may be scheduled now: its blocks wait for this grid
    * (griddepcontrol.wait) and take SM slots as these blocks leave them */
@@ -618,11 +714,11 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) 
 #pragma unroll
   for (int mt = 0; mt < D / 16; mt++) ws.acc[mt][0] = ws.acc[mt][1] = ws.acc[mt][2] = ws.acc[mt][3] = 0.0f;
   switch (it.precision) { /* block-uniform: one page format per item */
-    case IKV_FP16: run_item<D, IKV_FP16>(a, it, h, b, stage, ws, wait_late); break;
-    case IKV_BF16: run_item<D, IKV_BF16>(a, it, h, b, stage, ws, wait_late); break;
-    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3>(a, it, h, b, stage, ws, wait_late); break;
-    case IKV_INT8: run_item<D, IKV_INT8>(a, it, h, b, stage, ws, wait_late); break;
-    default: run_item<D, IKV_INT4>(a, it, h, b, stage, ws, wait_late); break;
+    case IKV_FP16: run_item<D, IKV_FP16, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
+    case IKV_BF16: run_item<D, IKV_BF16, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
+    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
+    case IKV_INT8: run_item<D, IKV_INT8, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
+    default: run_item<D, IKV_INT4, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
   }
 #pragma unroll
   for (int j = 0; j < 2; j++)
@@ -661,6 +757,18 @@ template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) 
     out[d] = A;
     if (d == 0) out[D] = M, out[D + 1] = L;
   }
+}
+
+/* Three blocks an SM fit in shared memory below head_dim 256: registers
+ * must not be what limits. Two kernels: FP16 pages by cp.async, and by bulk
+ * tensor copies (large launches; the host picks). */
+template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) decode_kernel(decode_args a) {
+  decode_block<D, false>(a, NULL);
+}
+template <int D>
+__global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1)
+    decode_kernel_tma(decode_args a, const __grid_constant__ tma_pool tp) {
+  decode_block<D, true>(a, &tp);
 }
 
 /* One block per (sequence, query head): merges the row's partials by
@@ -788,16 +896,22 @@ extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_att
 }
 
 template <int D>
-static cudaError_t launch(const decode_args &a, uint32_t n_items, uint32_t heads, uint32_t batch, cudaStream_t s) {
+static cudaError_t launch(const decode_args &a, const tma_pool *tp, uint32_t n_items, uint32_t heads, uint32_t batch,
+                          cudaStream_t s) {
   if (n_items) {
     /* above 48 KB a kernel must ask for its shared memory */
-    if (tiles<D>::SMEM > 48 * 1024) {
-      const cudaError_t e =
-          cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
-      if (e != cudaSuccess) return e;
+    const bool dependent = a.item_waits != NULL || a.prefetch_pages;
+    const dim3 grid(n_items, heads), block(WARPS * 32);
+    cudaError_t e = cudaSuccess;
+    if (tp) {
+      if (tiles<D>::SMEM > 48 * 1024)
+        e = cudaFuncSetAttribute(decode_kernel_tma<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
+      if (e == cudaSuccess) e = ikv_launch(decode_kernel_tma<D>, grid, block, tiles<D>::SMEM, s, dependent, a, *tp);
+    } else {
+      if (tiles<D>::SMEM > 48 * 1024)
+        e = cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
+      if (e == cudaSuccess) e = ikv_launch(decode_kernel<D>, grid, block, tiles<D>::SMEM, s, dependent, a);
     }
-    const cudaError_t e = ikv_launch(decode_kernel<D>, dim3(n_items, heads), dim3(WARPS * 32), tiles<D>::SMEM, s,
-                                     a.item_waits != NULL || a.prefetch_pages, a);
     if (e != cudaSuccess) return e;
   }
   if (!batch) return cudaGetLastError();
@@ -808,6 +922,61 @@ static cudaError_t launch(const decode_args &a, uint32_t n_items, uint32_t heads
                             ? ikv_launch(merge_kernel<D, 16>, grid, dim3(16 * 32), 0, s, true, a, heads)
                             : ikv_launch(merge_kernel<D, 4>, grid, dim3(4 * 32), 0, s, true, a, heads);
   return e != cudaSuccess ? e : cudaGetLastError();
+}
+
+/* cuTensorMapEncodeTiled from the driver, found once (the entry point never changes) */
+static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void *p = NULL;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      p = NULL;
+    return (PFN_cuTensorMapEncodeTiled_v12000)p;
+  }();
+  return fn;
+}
+
+/* The layer's FP16 pool as a 2-D tensor of rows of head_dim halves, read in
+ * boxes of 16 rows x 64 halves, 128-byte swizzled; false where it cannot
+ * be described so (the kernel then loads FP16 pages as the others). */
+static bool fp16_tensor_map(const ikv_geometry *g, const ikv_layer_pools *pools, const ikv_cuda_plan *plan,
+                            const decode_args *a, tma_pool *tp) {
+  const uint32_t D = g->head_dim, row_bytes = D * 2;
+  const size_t page_bytes = a->page_bytes[IKV_FP16], head_bytes = (size_t)a->k_tile[IKV_FP16] + a->v_tile[IKV_FP16];
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (D < 128 || !encode || !pools->base[IKV_FP16] || !pools->pages[IKV_FP16] || page_bytes % row_bytes ||
+      head_bytes % row_bytes || a->k_tile[IKV_FP16] % row_bytes || ((uintptr_t)pools->base[IKV_FP16] & 15))
+    return false;
+  const uint64_t rows = (uint64_t)pools->pages[IKV_FP16] * (page_bytes / row_bytes);
+  if (rows > 0x7fffffffull) return false;
+  const cuuint64_t dims[2] = {D, rows}, strides[1] = {row_bytes};
+  const cuuint32_t box[2] = {64, 16}, steps[2] = {1, 1};
+  if (encode(&tp->map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, pools->base[IKV_FP16], dims, strides, box, steps,
+             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+    return false;
+  tp->page_rows = (uint32_t)(page_bytes / row_bytes);
+  tp->head_rows = (uint32_t)(head_bytes / row_bytes);
+  tp->v_row = a->k_tile[IKV_FP16] / row_bytes;
+  tp->min_pages = plan->fp16_copies == IKV_CUDA_COPIES_BULK ? 1 : TMA_MIN_PAGES;
+  return true;
+}
+
+/* FP16 pages by bulk tensor copies where the launch is bandwidth-bound: FP16
+ * pages in the plan and two waves of blocks or more (three blocks an SM
+ * below head_dim 256). On smaller launches, whose time is latency, the
+ * copies' longer first-byte latency cost 2-5% (docs/results.md). */
+static bool bulk_copies_pay(const ikv_geometry *g, const ikv_cuda_plan *plan, uint32_t heads) {
+  if (g->head_dim < 128 || plan->fp16_copies == IKV_CUDA_COPIES_ASYNC) return false;
+  if (plan->fp16_copies == IKV_CUDA_COPIES_BULK) return true;
+  if (plan->formats && !(plan->formats & (1u << IKV_FP16))) return false;
+  int device, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    return false;
+  const uint64_t per_sm = g->head_dim < 256 ? 3 : 1;
+  return (uint64_t)plan->n_items * heads >= 2 * per_sm * (uint64_t)sms;
 }
 
 extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_pools *pools, const ikv_cuda_plan *plan,
@@ -839,10 +1008,12 @@ extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_poo
   a.q = q, a.out = out, a.lse = lse, a.dtype = dtype, a.ws = (float *)workspace;
   const uint32_t heads = plan->csr.per_kv_head ? 1 : g->kv_heads;
   cudaStream_t s = (cudaStream_t)stream;
+  tma_pool pool;
+  const tma_pool *tp = bulk_copies_pay(g, plan, heads) && fp16_tensor_map(g, pools, plan, &a, &pool) ? &pool : NULL;
   switch (g->head_dim) {
-    case 64: return cuda_ok(launch<64>(a, plan->n_items, heads, plan->csr.batch, s));
-    case 128: return cuda_ok(launch<128>(a, plan->n_items, heads, plan->csr.batch, s));
-    default: return cuda_ok(launch<256>(a, plan->n_items, heads, plan->csr.batch, s));
+    case 64: return cuda_ok(launch<64>(a, tp, plan->n_items, heads, plan->csr.batch, s));
+    case 128: return cuda_ok(launch<128>(a, tp, plan->n_items, heads, plan->csr.batch, s));
+    default: return cuda_ok(launch<256>(a, tp, plan->n_items, heads, plan->csr.batch, s));
   }
 }
 
@@ -880,6 +1051,7 @@ extern "C" ikv_status ikv_cuda_plan_create(const ikv_decode_plan *host, uint32_t
     }
     ikv_cuda_plan *p = &ps->plan;
     p->csr = *host;
+    for (uint32_t e = 0; e < nnz; e++) p->formats |= 1u << host->precision[e];
     p->rows = rows;
     p->n_items = n_items;
     const void **dst[10] = {(const void **)&p->csr.indptr, (const void **)&p->csr.page_slot, (const void **)&p->csr.precision,

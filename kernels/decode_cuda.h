@@ -24,6 +24,13 @@
 extern "C" {
 #endif
 
+/* How the decode loads FP16 pages. AUTO: by bulk tensor copies (the TMA
+ * engine) in launches of two waves of blocks or more, for items of 16
+ * pages or more (bandwidth-bound: 5% faster on large caches), else by
+ * cp.async (latency-bound launches: 2-5% faster); ASYNC, BULK: always so
+ * (BULK at head_dim 64 loads by cp.async). */
+typedef enum ikv_cuda_copies { IKV_CUDA_COPIES_AUTO, IKV_CUDA_COPIES_ASYNC, IKV_CUDA_COPIES_BULK } ikv_cuda_copies;
+
 /* A plan in device memory: the CSR arrays (ikv_decode_plan, every pointer a
  * device pointer), its work partition, and for each row the range of its
  * items (items are ordered by row). */
@@ -51,6 +58,12 @@ typedef struct ikv_cuda_plan {
    * query projection qualify; a device selection filling this plan does
    * not. */
   int prefetch_pages;
+  /* Bit p set: the plan holds pages of precision p (0: not known, any).
+   * Lets a large launch whose plan holds FP16 pages read them by bulk
+   * tensor copies. */
+  uint32_t formats;
+  /* How FP16 pages are loaded at head_dim 128 and 256 (ikv_cuda_copies). */
+  int fp16_copies;
 } ikv_cuda_plan;
 
 /* Copies a host plan into new device buffers, partitioned into items of at

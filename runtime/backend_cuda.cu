@@ -477,7 +477,7 @@ ikv_status cuda_graph_key(const ikv_runtime *rt, const ikv_plan *pl, uint64_t *k
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
   const uint64_t parts[] = {(uintptr_t)pl, pl->view.batch, pl->view.per_kv_head, pl->n_rows, pl->n_work,
                             (uint64_t)(cp->dp.item_waits && !s->unflagged_write), /* decodes launched overlapping */
-                            pl->n_entries, (uint64_t)selects(pl), selects(pl) ? pl->n_dsel : 0, longest,
+                            pl->n_entries, cp->dp.formats, (uint64_t)selects(pl), selects(pl) ? pl->n_dsel : 0, longest,
                             selects(pl) ? pl->dsel_k : 0, (uintptr_t)pl->dsel_q, (uintptr_t)s->slots.d,
                             (uintptr_t)s->precs.d, (uintptr_t)s->pages.d, s->slots.bytes, s->pages.bytes};
   uint64_t h = 0xcbf29ce484222325ull;
@@ -684,6 +684,8 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
   dp->item_waits = overlap ? (const uint8_t *)cp->buf[10] : NULL;
   dp->rows = rows;
   dp->n_items = pl->n_work;
+  dp->formats = 0; /* the formats resolve counted (device selection's reserved entries included) */
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) dp->formats |= pl->stats.pages_by_precision[p] ? 1u << p : 0u;
   if (selects(pl)) { /* what the GPU ranks at layer 0's decode */
     const uint32_t B = pl->view.batch;
     if (!ok(cudaMemcpyAsync(cp->d_seq_off, pl->dsel_seq, sizeof(uint32_t) * (B + 1), cudaMemcpyHostToDevice, s->stream)) ||
