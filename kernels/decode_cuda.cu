@@ -87,13 +87,6 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 
 /* ---- 16-bit pages: 16 token rows of a tile as fp16 in shared memory ------- */
 
-/* A chunk of an FP16 or BF16 tile: rows [r0, r0 + 16), staged as fp16
- * [16][D + 8] (padded rows for ldmatrix). FP16 rows are copied there
- * directly; BF16 rows land at the end of the same area and are rounded to
- * fp16 in place (each lane reads all its pieces before any write, and a
- * converted row never reaches the packed rows still to be read). Rows outside
- * [first, last] become zeros: their scores are masked and their values must be
- * finite. */
 /* FP16 chunks at head_dim >= 128 by bulk tensor copies (the TMA engine,
  * not the SM's load path): per chunk a box of 16 rows x 64 channels per
  * 64 channels of K and of V, landing 128-byte swizzled (a 16-byte piece c
@@ -127,6 +120,13 @@ __device__ __forceinline__ uint8_t *tma_area(uint8_t *slot) {
   return slot + ((1024u - (smem_addr(slot) & 1023u)) & 1023u);
 }
 
+/* A chunk of an FP16 or BF16 tile: rows [r0, r0 + 16), staged as fp16
+ * [16][D + 8] (padded rows for ldmatrix). FP16 rows are copied there
+ * directly; BF16 rows land at the end of the same area and are rounded to
+ * fp16 in place (each lane reads all its pieces before any write, and a
+ * converted row never reaches the packed rows still to be read). Rows outside
+ * [first, last] become zeros: their scores are masked and their values must be
+ * finite. */
 template <int PREC, int D> struct chunk16 {
   static constexpr int ROW_BYTES = D * 2, PIECES = ROW_BYTES /* 16 rows of 16-byte pieces */,
                        PER_LANE = (PIECES + 31) / 32;
@@ -317,6 +317,8 @@ template <int D, int PREC> struct slot_layout {
   /* INT4 stays at two: its chunks are bound by their conversion work, and
    * deeper pipelines measured 2-9% slower on H100 (docs/results.md) */
   static constexpr int N = PREC == IKV_INT4 ? 2 : tiles<D>::SLOTS * 2 / SIZE;
+  /* the bulk copies' swizzled K and V (1024-byte aligned inside the slot) fit it */
+  static_assert(PREC != IKV_FP16 || D < 128 || SIZE >= 2 * 16 * D * 2 + 1008, "an FP16 slot holds a swizzled chunk");
 };
 
 /* Per page: the scales of a tile folded where they cost least. Keys: q of
