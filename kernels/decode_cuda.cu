@@ -41,9 +41,11 @@ struct decode_args {
 /* The layer's FP16 pool as a 2-D tensor of rows of head_dim halves, for the
  * bulk tensor copies of decode_kernel_tma. */
 struct tma_pool {
-  CUtensorMap map;
-  uint32_t page_rows, head_rows, v_row; /* rows: a page, a KV head's two tiles, where V starts */
-  uint32_t min_pages;                   /* shorter items load their FP16 pages by cp.async */
+  CUtensorMap map;                      /* FP16 pool (if fp16) */
+  CUtensorMap map8;                     /* FP8 pool as [tile][row][byte] (if fp8) */
+  uint32_t page_rows, head_rows, v_row; /* FP16 rows: a page, a KV head's two tiles, where V starts */
+  uint32_t min_pages;                   /* shorter items load their pages by cp.async */
+  int fp16, fp8;
 };
 
 __device__ __forceinline__ float load_q(const void *q, int dtype, size_t i) {
@@ -118,6 +120,24 @@ __device__ __forceinline__ const __half *swizzled(const uint8_t *area, int row, 
 /* where a 16-bit slot's swizzled K area starts (1024-byte aligned, as the swizzle needs); V follows it */
 __device__ __forceinline__ uint8_t *tma_area(uint8_t *slot) {
   return slot + ((1024u - (smem_addr(slot) & 1023u)) & 1023u);
+}
+/* FP8 chunks by bulk copies: slots of their own pitch from the 1024-byte
+ * aligned start of the warp's staging area, each K (16 rows of D bytes,
+ * swizzled), V, then the two tile scales (16 bytes each) */
+template <int D> struct fp8_slots {
+  static constexpr int K_OFF = 0, V_OFF = 16 * D, SC_OFF = 32 * D;
+  static constexpr int PITCH = (SC_OFF + 32 + 1023) / 1024 * 1024;
+};
+/* N words of a swizzled packed row r from byte col on (16-byte pieces; 128-byte box columns) */
+template <int N>
+__device__ __forceinline__ void load_swizzled(uint32_t (&w)[N], const uint8_t *area, int r, int col) {
+#pragma unroll
+  for (int i = 0; i < N / 4; i++) {
+    const int c = col + 16 * i;
+    const uint4 v = *reinterpret_cast<const uint4 *>(area + (c >> 7) * TMA_BOX_BYTES + r * 128 +
+                                                     ((((c & 127) >> 4) ^ (r & 7)) << 4));
+    w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+  }
 }
 
 /* A chunk of an FP16 or BF16 tile: rows [r0, r0 + 16), staged as fp16
@@ -297,8 +317,8 @@ template <int D> struct tiles {
   static constexpr int SCALES = (D * 4 + 64) / 2;        /* halves: the K tile's scales, the chunk's V scales */
   static constexpr int SLOT = 2 * KV + SCALES;           /* halves: one 16-bit stage */
   static constexpr int SLOTS = STAGES16 * SLOT;          /* halves per warp: its staging area */
-  static constexpr int STAGE = SLOTS + 8 * 16 + 4 * STAGES16; /* halves per warp: the staging area, P, and
-                                                                an mbarrier a 16-bit stage */
+  static constexpr int STAGE = SLOTS + 8 * 16 + 16; /* halves per warp: the staging area, P, and four
+                                                      mbarriers (a slot each for bulk copies) */
   static constexpr size_t SMEM_STAGE = (size_t)WARPS * STAGE * sizeof(__half);
   static constexpr size_t SMEM_MERGE = (size_t)WARPS * 8 * (D + 2) * sizeof(float);
   static constexpr size_t SMEM = SMEM_STAGE > SMEM_MERGE ? SMEM_STAGE : SMEM_MERGE;
@@ -441,6 +461,30 @@ __device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, co
   const uint8_t *page = a.base[PREC] + (size_t)page_slot * a.page_bytes[PREC];
   const uint8_t *kt = page + (size_t)h * (a.k_tile[PREC] + a.v_tile[PREC]), *vt = kt + a.k_tile[PREC];
   const int first = (int)(span & 0xffffu), last = (int)(span >> 16);
+  if (PREC == IKV_FP8_E4M3 && D == 128 && tma) {
+    typedef fp8_slots<D> S;
+    if (lane == 0)
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(2 * 16 * D + 32)
+                   : "memory");
+    __syncwarp(); /* and every lane's fence before the copies */
+    constexpr int BOXES = D / 128; /* a box a 128 bytes of a row */
+    if (lane < 2 * BOXES) {
+      const int kv = lane / BOXES, box = lane % BOXES;
+      const int32_t tile = (int32_t)(((uint32_t)page_slot * a.kv_heads + h) * 2 + kv);
+      asm volatile(
+          "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(
+              smem_addr(slot + (kv ? S::V_OFF : S::K_OFF) + box * TMA_BOX_BYTES)),
+          "l"(&tp->map8), "r"(box * 128), "r"(c.r0), "r"(tile), "r"(smem_addr(bar))
+          : "memory");
+    } else if (lane < 2 * BOXES + 2) { /* the K and V tile scales */
+      const int kv = lane - 2 * BOXES;
+      asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], 16, [%2];" ::"r"(
+                       smem_addr(slot + S::SC_OFF + 16 * kv)),
+                   "l"((kv ? vt : kt) + a.payload[PREC]), "r"(smem_addr(bar))
+                   : "memory");
+    }
+    return;
+  }
   if (PACKED(PREC)) {
     packed<PREC, D>::issue(kt, c.r0, first, last, lane, k_area, packed<PREC, D>::K_STRIDE);
     packed<PREC, D>::issue(vt, c.r0, first, last, lane, v_area, packed<PREC, D>::V_STRIDE);
@@ -503,7 +547,14 @@ __device__ void run_item(const decode_args &a, const tma_pool *tp, const ikv_wor
   /* bulk tensor copies pay where a warp streams several chunks; on short
    * items their longer first-byte latency costs more than they give (1 x 4K
    * x 8: 14.6 -> 15.0 us with them, 8 x 32K x 32: 1,496 -> 1,422 us) */
-  const bool tma = TMA && PREC == IKV_FP16 && D >= 128 && it.end - it.begin >= tp->min_pages;
+  const bool tma = TMA && D >= 128 && it.end - it.begin >= tp->min_pages &&
+                   ((PREC == IKV_FP16 && tp->fp16) || (PREC == IKV_FP8_E4M3 && D == 128 && tp->fp8));
+  constexpr bool TMA8 = PREC == IKV_FP8_E4M3 && D == 128;
+  static_assert(!TMA8 || L::N * fp8_slots<D>::PITCH + 1008 <= tiles<D>::SLOTS * 2, "FP8 bulk-copy slots fit");
+  static_assert(L::N <= 4 || (PREC != IKV_FP16 && !TMA8), "an mbarrier a slot");
+  /* a slot's bytes: FP8 by bulk copies in slots of their own pitch */
+  uint8_t *const slots = TMA8 && tma ? tma_area((uint8_t *)stage) : (uint8_t *)stage;
+  const int pitch = TMA8 && tma ? fp8_slots<D>::PITCH : L::SIZE;
   uint64_t *bars = reinterpret_cast<uint64_t *>(p_smem + 8 * 16); /* bulk tensor copies: one a slot */
   uint32_t phases = 0;                                             /* each slot's barrier phase */
   if (tma) {
@@ -524,7 +575,7 @@ __device__ void run_item(const decode_args &a, const tma_pool *tp, const ikv_wor
 #pragma unroll
   for (int st = 0; st < L::N; st++) {
     if (ic.n < m.count) {
-      issue_chunk<D, PREC>(a, h, m, ic, (uint8_t *)stage + st * L::SIZE, lane, tp, tma, bars + st);
+      issue_chunk<D, PREC>(a, h, m, ic, slots + st * pitch, lane, tp, tma, bars + st);
       cursor_next(m, ic);
     }
     cp_async_commit();
@@ -545,20 +596,23 @@ __device__ void run_item(const decode_args &a, const tma_pool *tp, const ikv_wor
     const uint32_t span = entry_span(m, pc.n);
     const int first = (int)(span & 0xffffu), last = (int)(span >> 16), r0 = pc.r0, e = pc.n;
     const int64_t base_pos = (int64_t)__shfl_sync(0xffffffffu, m.page, pc.n & 31) * a.page_size;
-    uint8_t *slot_bytes = (uint8_t *)stage + slot * L::SIZE;
-    __half *ks_smem = (__half *)slot_bytes, *vs_smem = (__half *)(slot_bytes + L::K_BYTES);
-    const uint8_t *kscales = slot_bytes + L::K_BYTES + L::V_BYTES, *vscales = kscales + L::VS_OFF; /* staged */
+    uint8_t *slot_bytes = slots + slot * pitch;
+    const bool swz8 = TMA8 && tma; /* this chunk's FP8 rows swizzled, its scales after them */
+    __half *ks_smem = (__half *)slot_bytes, *vs_smem = (__half *)(slot_bytes + (swz8 ? fp8_slots<D>::V_OFF : L::K_BYTES));
+    const uint8_t *kscales = slot_bytes + (swz8 ? fp8_slots<D>::SC_OFF : L::K_BYTES + L::V_BYTES),
+                  *vscales = kscales + L::VS_OFF; /* staged */
     if (tma) { /* this chunk's bulk copies have landed; V rows outside [first, last] (unwritten, maybe NaN) become 0 */
       mbar_wait(bars + slot, (phases >> slot) & 1u);
       phases ^= 1u << slot;
       if (r0 < first || r0 + 15 > last) {
+        uint8_t *v_rows = TMA8 ? slot_bytes + fp8_slots<D>::V_OFF : tma_area(slot_bytes) + (D / 64) * TMA_BOX_BYTES;
+        constexpr int V_BOXES = TMA8 ? D / 128 : D / 64;
         if (lane < 16 && (r0 + lane < first || r0 + lane > last))
 #pragma unroll
-          for (int box = 0; box < D / 64; box++)
+          for (int box = 0; box < V_BOXES; box++)
 #pragma unroll
             for (int i = 0; i < 8; i++)
-              reinterpret_cast<uint4 *>(tma_area(slot_bytes) + (D / 64 + box) * TMA_BOX_BYTES + lane * 128)[i] =
-                  make_uint4(0, 0, 0, 0);
+              reinterpret_cast<uint4 *>(v_rows + box * TMA_BOX_BYTES + lane * 128)[i] = make_uint4(0, 0, 0, 0);
         __syncwarp();
       }
     } else {
@@ -580,10 +634,15 @@ __device__ void run_item(const decode_args &a, const tma_pool *tp, const ikv_wor
     float c[4] = {0, 0, 0, 0}, c2[4] = {0, 0, 0, 0};
     if (PACKED(PREC)) {
       typedef packed<PREC, D> pk;
-      const uint8_t *row = (const uint8_t *)ks_smem + (lane >> 2) * pk::K_STRIDE + (lane & 3) * (pk::ROW / 4);
       uint32_t lo[pk::K_WORDS], hi[pk::K_WORDS];
-      pk::load(lo, row);
-      pk::load(hi, row + 8 * pk::K_STRIDE);
+      if (swz8) {
+        load_swizzled(lo, (const uint8_t *)ks_smem, lane >> 2, (lane & 3) * (pk::ROW / 4));
+        load_swizzled(hi, (const uint8_t *)ks_smem, (lane >> 2) + 8, (lane & 3) * (pk::ROW / 4));
+      } else {
+        const uint8_t *row = (const uint8_t *)ks_smem + (lane >> 2) * pk::K_STRIDE + (lane & 3) * (pk::ROW / 4);
+        pk::load(lo, row);
+        pk::load(hi, row + 8 * pk::K_STRIDE);
+      }
 #pragma unroll
       for (int ks = 0; ks < D / 16; ks++) {
         uint32_t ka[4];
@@ -656,9 +715,11 @@ __device__ void run_item(const decode_args &a, const tma_pool *tp, const ikv_wor
         typedef packed<PREC, D> pk;
         uint32_t v[4][pk::V_WORDS];
 #pragma unroll
-        for (int j = 0; j < 4; j++) /* tokens 2t, 2t + 1, 2t + 8, 2t + 9 */
-          pk::load(v[j], (const uint8_t *)vs_smem + (2 * (lane & 3) + (j & 1) + 8 * (j >> 1)) * pk::V_STRIDE +
-                             (lane >> 2) * (pk::ROW / 8));
+        for (int j = 0; j < 4; j++) { /* tokens 2t, 2t + 1, 2t + 8, 2t + 9 */
+          const int r = 2 * (lane & 3) + (j & 1) + 8 * (j >> 1);
+          if (swz8) load_swizzled(v[j], (const uint8_t *)vs_smem, r, (lane >> 2) * (pk::ROW / 8));
+          else pk::load(v[j], (const uint8_t *)vs_smem + r * pk::V_STRIDE + (lane >> 2) * (pk::ROW / 8));
+        }
 #pragma unroll
         for (int mt = 0; mt < D / 16; mt++) {
           uint32_t va[4];
@@ -941,14 +1002,13 @@ static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 
 /* The layer's FP16 pool as a 2-D tensor of rows of head_dim halves, read in
  * boxes of 16 rows x 64 halves, 128-byte swizzled; false where it cannot
- * be described so (the kernel then loads FP16 pages as the others). */
-static bool fp16_tensor_map(const ikv_geometry *g, const ikv_layer_pools *pools, const ikv_cuda_plan *plan,
-                            const decode_args *a, tma_pool *tp) {
+ * be described so (the kernel then loads FP16 pages by cp.async). */
+static bool fp16_tensor_map(PFN_cuTensorMapEncodeTiled_v12000 encode, const ikv_geometry *g,
+                            const ikv_layer_pools *pools, const decode_args *a, tma_pool *tp) {
   const uint32_t D = g->head_dim, row_bytes = D * 2;
   const size_t page_bytes = a->page_bytes[IKV_FP16], head_bytes = (size_t)a->k_tile[IKV_FP16] + a->v_tile[IKV_FP16];
-  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
-  if (D < 128 || !encode || !pools->base[IKV_FP16] || !pools->pages[IKV_FP16] || page_bytes % row_bytes ||
-      head_bytes % row_bytes || a->k_tile[IKV_FP16] % row_bytes || ((uintptr_t)pools->base[IKV_FP16] & 15))
+  if (!pools->base[IKV_FP16] || !pools->pages[IKV_FP16] || page_bytes % row_bytes || head_bytes % row_bytes ||
+      a->k_tile[IKV_FP16] % row_bytes || ((uintptr_t)pools->base[IKV_FP16] & 15))
     return false;
   const uint64_t rows = (uint64_t)pools->pages[IKV_FP16] * (page_bytes / row_bytes);
   if (rows > 0x7fffffffull) return false;
@@ -961,18 +1021,49 @@ static bool fp16_tensor_map(const ikv_geometry *g, const ikv_layer_pools *pools,
   tp->page_rows = (uint32_t)(page_bytes / row_bytes);
   tp->head_rows = (uint32_t)(head_bytes / row_bytes);
   tp->v_row = a->k_tile[IKV_FP16] / row_bytes;
-  tp->min_pages = plan->fp16_copies == IKV_CUDA_COPIES_BULK ? 1 : TMA_MIN_PAGES;
   return true;
 }
 
-/* FP16 pages by bulk tensor copies where the launch is bandwidth-bound: FP16
- * pages in the plan and two waves of blocks or more (three blocks an SM
+/* The layer's FP8 pool (head_dim 128) as a 3-D tensor [tile][row][byte]:
+ * K and V tiles of one size, one after the other, each head_dim-byte rows
+ * then its scale; read in boxes of 16 rows x 128 bytes, 128-byte swizzled. */
+static bool fp8_tensor_map(PFN_cuTensorMapEncodeTiled_v12000 encode, const ikv_geometry *g,
+                           const ikv_layer_pools *pools, const decode_args *a, tma_pool *tp) {
+  const uint32_t tile = a->k_tile[IKV_FP8_E4M3];
+  if (g->head_dim != 128 || !pools->base[IKV_FP8_E4M3] || !pools->pages[IKV_FP8_E4M3] ||
+      a->v_tile[IKV_FP8_E4M3] != tile || a->page_bytes[IKV_FP8_E4M3] != (size_t)2 * g->kv_heads * tile ||
+      tile % 16 || a->payload[IKV_FP8_E4M3] != g->page_size * g->head_dim || ((uintptr_t)pools->base[IKV_FP8_E4M3] & 15))
+    return false;
+  const uint64_t tiles = (uint64_t)pools->pages[IKV_FP8_E4M3] * 2 * g->kv_heads;
+  if (tiles > 0x7fffffffull) return false;
+  const cuuint64_t dims[3] = {g->head_dim, g->page_size, tiles}, strides[2] = {g->head_dim, tile};
+  const cuuint32_t box[3] = {128, 16, 1}, steps[3] = {1, 1, 1};
+  return encode(&tp->map8, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, pools->base[IKV_FP8_E4M3], dims, strides, box, steps,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* The tensor maps of the pools the plan reads by bulk copies; false where
+ * none could be made. */
+static bool tensor_maps(const ikv_geometry *g, const ikv_layer_pools *pools, const ikv_cuda_plan *plan,
+                        const decode_args *a, tma_pool *tp) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
+  if (!encode) return false;
+  const bool any = !plan->formats;
+  tp->fp16 = (any || (plan->formats & (1u << IKV_FP16))) && fp16_tensor_map(encode, g, pools, a, tp);
+  tp->fp8 = (any || (plan->formats & (1u << IKV_FP8_E4M3))) && fp8_tensor_map(encode, g, pools, a, tp);
+  tp->min_pages = plan->page_copies == IKV_CUDA_COPIES_BULK ? 1 : TMA_MIN_PAGES;
+  return tp->fp16 || tp->fp8;
+}
+
+/* FP16 and FP8 pages by bulk tensor copies where the launch is
+ * bandwidth-bound: such pages in the plan and two waves of blocks or more (three blocks an SM
  * below head_dim 256). On smaller launches, whose time is latency, the
  * copies' longer first-byte latency cost 2-5% (docs/results.md). */
 static bool bulk_copies_pay(const ikv_geometry *g, const ikv_cuda_plan *plan, uint32_t heads) {
-  if (g->head_dim < 128 || plan->fp16_copies == IKV_CUDA_COPIES_ASYNC) return false;
-  if (plan->fp16_copies == IKV_CUDA_COPIES_BULK) return true;
-  if (plan->formats && !(plan->formats & (1u << IKV_FP16))) return false;
+  if (g->head_dim < 128 || plan->page_copies == IKV_CUDA_COPIES_ASYNC) return false;
+  if (plan->page_copies == IKV_CUDA_COPIES_BULK) return true;
+  if (plan->formats && !(plan->formats & (1u << IKV_FP16 | 1u << IKV_FP8_E4M3))) return false;
   int device, sms = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
@@ -1011,7 +1102,7 @@ extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_poo
   const uint32_t heads = plan->csr.per_kv_head ? 1 : g->kv_heads;
   cudaStream_t s = (cudaStream_t)stream;
   tma_pool pool;
-  const tma_pool *tp = bulk_copies_pay(g, plan, heads) && fp16_tensor_map(g, pools, plan, &a, &pool) ? &pool : NULL;
+  const tma_pool *tp = bulk_copies_pay(g, plan, heads) && tensor_maps(g, pools, plan, &a, &pool) ? &pool : NULL;
   switch (g->head_dim) {
     case 64: return cuda_ok(launch<64>(a, tp, plan->n_items, heads, plan->csr.batch, s));
     case 128: return cuda_ok(launch<128>(a, tp, plan->n_items, heads, plan->csr.batch, s));

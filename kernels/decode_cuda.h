@@ -24,11 +24,12 @@
 extern "C" {
 #endif
 
-/* How the decode loads FP16 pages. AUTO: by bulk tensor copies (the TMA
- * engine) in launches of two waves of blocks or more, for items of 16
- * pages or more (bandwidth-bound: 5% faster on large caches), else by
+/* How the decode loads FP16 and FP8 pages. AUTO: by bulk tensor copies
+ * (the TMA engine) in launches of two waves of blocks or more, for items
+ * of 16 pages or more (bandwidth-bound: faster on large caches), else by
  * cp.async (latency-bound launches: 2-5% faster); ASYNC, BULK: always so
- * (BULK at head_dim 64 loads by cp.async). */
+ * where the format and head_dim allow (FP16 at head_dim 128 and 256, FP8
+ * at 128). */
 typedef enum ikv_cuda_copies { IKV_CUDA_COPIES_AUTO, IKV_CUDA_COPIES_ASYNC, IKV_CUDA_COPIES_BULK } ikv_cuda_copies;
 
 /* A plan in device memory: the CSR arrays (ikv_decode_plan, every pointer a
@@ -62,8 +63,9 @@ typedef struct ikv_cuda_plan {
    * Lets a large launch whose plan holds FP16 pages read them by bulk
    * tensor copies. */
   uint32_t formats;
-  /* How FP16 pages are loaded at head_dim 128 and 256 (ikv_cuda_copies). */
-  int fp16_copies;
+  /* How FP16 (head_dim 128 and 256) and FP8 (head_dim 128) pages are
+   * loaded (ikv_cuda_copies). */
+  int page_copies;
 } ikv_cuda_plan;
 
 /* Copies a host plan into new device buffers, partitioned into items of at

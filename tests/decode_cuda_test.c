@@ -110,8 +110,8 @@ static size_t check_launch(fixture *f, const device_pools *dp, test_rng *r, ikv_
    * prefetching pages, is followed by a second prefetching decode whose
    * queries are the first one's output and which shares its workspace: it
    * must wait for the first one's merge before reading either. The first
-   * loads FP16 pages by cp.async, the others by bulk tensor copies (the
-   * automatic choice takes them only on launches larger than these). */
+   * loads FP16 and FP8 pages by cp.async, the others by bulk tensor copies
+   * (the automatic choice takes them only on launches larger than these). */
   uint8_t *waits = malloc(cp->n_items + 1), *d_waits;
   for (uint32_t i = 0; i < cp->n_items; i++) waits[i] = (uint8_t)(i & 1);
   CUDA_CHECK(cudaMalloc((void **)&d_waits, cp->n_items + 1));
@@ -121,7 +121,7 @@ static size_t check_launch(fixture *f, const device_pools *dp, test_rng *r, ikv_
   for (int launch = 0; launch < 3; launch++) {
     cp->item_waits = launch ? d_waits : NULL;
     cp->prefetch_pages = launch == 2;
-    cp->fp16_copies = launch ? IKV_CUDA_COPIES_BULK : IKV_CUDA_COPIES_ASYNC;
+    cp->page_copies = launch ? IKV_CUDA_COPIES_BULK : IKV_CUDA_COPIES_ASYNC;
     CUDA_CHECK(cudaMemset(dout, 0xff, n * es)); /* poison: NaN in every type */
     CUDA_CHECK(cudaMemset(dlse, 0xff, sizeof(float) * nq));
     CUDA_CHECK(cudaMemset(dout2, 0xff, n * es));
