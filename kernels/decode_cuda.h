@@ -25,8 +25,9 @@ extern "C" {
 #endif
 
 /* How the decode loads FP16 and FP8 pages. AUTO: by bulk tensor copies
- * (the TMA engine) in launches of two waves of blocks or more, for items
- * of 16 pages or more (bandwidth-bound: faster on large caches), else by
+ * (the TMA engine) in launches of two waves of blocks or more, or of one
+ * wave of items of 32 pages or more on average, for items of 16 pages or
+ * more (bandwidth-bound: faster on large caches), else by
  * cp.async (latency-bound launches: 2-5% faster); ASYNC, BULK: always so
  * where the format and head_dim allow (FP16 at head_dim 128 and 256, FP8
  * at 128). */
@@ -63,6 +64,7 @@ typedef struct ikv_cuda_plan {
    * Lets a large launch whose plan holds FP16 pages read them by bulk
    * tensor copies. */
   uint32_t formats;
+  uint32_t n_entries; /* the plan's entries (0: not known); with n_items, how long items are */
   /* How FP16 (head_dim 128 and 256) and FP8 (head_dim 128) pages are
    * loaded (ikv_cuda_copies). */
   int page_copies;

@@ -684,6 +684,7 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
   dp->item_waits = overlap ? (const uint8_t *)cp->buf[10] : NULL;
   dp->rows = rows;
   dp->n_items = pl->n_work;
+  dp->n_entries = nnz;
   dp->formats = 0; /* the formats resolve counted (device selection's reserved entries included) */
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) dp->formats |= pl->stats.pages_by_precision[p] ? 1u << p : 0u;
   if (selects(pl)) { /* what the GPU ranks at layer 0's decode */
