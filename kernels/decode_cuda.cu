@@ -38,8 +38,8 @@ struct decode_args {
   float *ws; /* partials: [item][kv head or 0][group] x (head_dim acc, m, l) */
 };
 
-/* The layer's FP16 pool as a 2-D tensor of rows of head_dim halves, for the
- * bulk tensor copies of decode_kernel_tma. */
+/* The layer's FP16 and FP8 pools as tensor maps, for the bulk tensor
+ * copies of decode_kernel_tma. */
 struct tma_pool {
   CUtensorMap map;                      /* FP16 pool (if fp16) */
   CUtensorMap map8;                     /* FP8 pool as [tile][row][byte] (if fp8) */
@@ -89,11 +89,12 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 
 /* ---- 16-bit pages: 16 token rows of a tile as fp16 in shared memory ------- */
 
-/* FP16 chunks at head_dim >= 128 by bulk tensor copies (the TMA engine,
- * not the SM's load path): per chunk a box of 16 rows x 64 channels per
- * 64 channels of K and of V, landing 128-byte swizzled (a 16-byte piece c
- * of row r at piece c ^ (r % 8)) so ldmatrix reads them without bank
- * conflicts; completion on the slot's mbarrier. */
+/* FP16 (head_dim >= 128) and FP8 (head_dim 128) chunks by bulk tensor
+ * copies (the TMA engine, not the SM's load path): per chunk a box of 16
+ * rows x 128 bytes per 128 bytes of a K row and of a V row, landing
+ * 128-byte swizzled (a 16-byte piece c of row r at piece c ^ (r % 8)) so
+ * ldmatrix and the packed loads read them without bank conflicts;
+ * completion on the slot's mbarrier. */
 #define TMA_BOX_BYTES 2048 /* 16 rows x 128 bytes */
 #define TMA_MIN_PAGES 16   /* in IKV_CUDA_COPIES_AUTO, shorter items load FP16 pages by cp.async */
 __device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -823,8 +824,8 @@ template <int D, bool TMA> __device__ __forceinline__ void decode_block(const de
 }
 
 /* Three blocks an SM fit in shared memory below head_dim 256: registers
- * must not be what limits. Two kernels: FP16 pages by cp.async, and by bulk
- * tensor copies (large launches; the host picks). */
+ * must not be what limits. Two kernels: every page by cp.async, and FP16
+ * and FP8 pages by bulk tensor copies (large launches; the host picks). */
 template <int D> __global__ void __launch_bounds__(WARPS * 32, D < 256 ? 3 : 1) decode_kernel(decode_args a) {
   decode_block<D, false>(a, NULL);
 }
