@@ -96,7 +96,7 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
  * ldmatrix and the packed loads read them without bank conflicts;
  * completion on the slot's mbarrier. */
 #define TMA_BOX_BYTES 2048 /* 16 rows x 128 bytes */
-#define TMA_MIN_PAGES 16   /* in IKV_CUDA_COPIES_AUTO, shorter items load FP16 pages by cp.async */
+#define TMA_MIN_PAGES 16   /* in IKV_CUDA_COPIES_AUTO, shorter items load their pages by cp.async */
 __device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
 __device__ __forceinline__ void mbar_init(uint64_t *bar) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
@@ -113,10 +113,21 @@ __device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
                  : "memory");
   } while (!done);
 }
-/* the 16-byte piece holding (row, col) of a swizzled area (col a multiple of 8) */
+/* the 16-byte piece holding byte `byte` (a multiple of 16) of row `row` in a
+ * swizzled area: boxes of 128-byte rows, piece c of row r at c ^ (r % 8) */
+__device__ __forceinline__ const uint8_t *swizzled_piece(const uint8_t *area, int row, int byte) {
+  return area + (byte >> 7) * TMA_BOX_BYTES + row * 128 + ((((byte & 127) >> 4) ^ (row & 7)) << 4);
+}
+/* the same for FP16 rows: the piece holding half `col` (a multiple of 8) */
 __device__ __forceinline__ const __half *swizzled(const uint8_t *area, int row, int col) {
-  return reinterpret_cast<const __half *>(area + (col >> 6) * TMA_BOX_BYTES + row * 128 +
-                                          ((((col & 63) >> 3) ^ (row & 7)) << 4));
+  return reinterpret_cast<const __half *>(swizzled_piece(area, row, col * 2));
+}
+/* lane 0 tells the slot's barrier the bytes its copies will bring; the
+ * warp's lanes (their proxy fences done) then put the copies in flight */
+__device__ __forceinline__ void mbar_expect(uint64_t *bar, uint32_t bytes, int lane) {
+  if (lane == 0)
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+  __syncwarp();
 }
 /* where a 16-bit slot's swizzled K area starts (1024-byte aligned, as the swizzle needs); V follows it */
 __device__ __forceinline__ uint8_t *tma_area(uint8_t *slot) {
@@ -134,9 +145,7 @@ template <int N>
 __device__ __forceinline__ void load_swizzled(uint32_t (&w)[N], const uint8_t *area, int r, int col) {
 #pragma unroll
   for (int i = 0; i < N / 4; i++) {
-    const int c = col + 16 * i;
-    const uint4 v = *reinterpret_cast<const uint4 *>(area + (c >> 7) * TMA_BOX_BYTES + r * 128 +
-                                                     ((((c & 127) >> 4) ^ (r & 7)) << 4));
+    const uint4 v = *reinterpret_cast<const uint4 *>(swizzled_piece(area, r, col + 16 * i));
     w[4 * i] = v.x, w[4 * i + 1] = v.y, w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
   }
 }
@@ -464,21 +473,17 @@ __device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, co
   const int first = (int)(span & 0xffffu), last = (int)(span >> 16);
   if (PREC == IKV_FP8_E4M3 && D == 128 && tma) {
     typedef fp8_slots<D> S;
-    if (lane == 0)
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(2 * 16 * D + 32)
-                   : "memory");
-    __syncwarp(); /* and every lane's fence before the copies */
-    constexpr int BOXES = D / 128; /* a box a 128 bytes of a row */
-    if (lane < 2 * BOXES) {
-      const int kv = lane / BOXES, box = lane % BOXES;
-      const int32_t tile = (int32_t)(((uint32_t)page_slot * a.kv_heads + h) * 2 + kv);
+    mbar_expect(bar, 2 * 16 * D + 32, lane);
+    /* head_dim 128: a K row and a V row are one 128-byte box column each */
+    if (lane < 2) {
+      const int32_t tile = (int32_t)(((uint32_t)page_slot * a.kv_heads + h) * 2 + lane);
       asm volatile(
           "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];" ::"r"(
-              smem_addr(slot + (kv ? S::V_OFF : S::K_OFF) + box * TMA_BOX_BYTES)),
-          "l"(&tp->map8), "r"(box * 128), "r"(c.r0), "r"(tile), "r"(smem_addr(bar))
+              smem_addr(slot + (lane ? S::V_OFF : S::K_OFF))),
+          "l"(&tp->map8), "r"(0), "r"(c.r0), "r"(tile), "r"(smem_addr(bar))
           : "memory");
-    } else if (lane < 2 * BOXES + 2) { /* the K and V tile scales */
-      const int kv = lane - 2 * BOXES;
+    } else if (lane < 4) { /* the K and V tile scales */
+      const int kv = lane - 2;
       asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], 16, [%2];" ::"r"(
                        smem_addr(slot + S::SC_OFF + 16 * kv)),
                    "l"((kv ? vt : kt) + a.payload[PREC]), "r"(smem_addr(bar))
@@ -490,11 +495,7 @@ __device__ __forceinline__ void issue_chunk(const decode_args &a, uint32_t h, co
     packed<PREC, D>::issue(kt, c.r0, first, last, lane, k_area, packed<PREC, D>::K_STRIDE);
     packed<PREC, D>::issue(vt, c.r0, first, last, lane, v_area, packed<PREC, D>::V_STRIDE);
   } else if (PREC == IKV_FP16 && D >= 128 && tma) {
-    /* lane 0 tells the barrier the bytes to expect, then a lane a box puts its copy in flight */
-    if (lane == 0)
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(2 * 16 * D * 2)
-                   : "memory");
-    __syncwarp(); /* and every lane's fence before the copies */
+    mbar_expect(bar, 2 * 16 * D * 2, lane); /* then a lane a box */
     if (lane < 2 * (D / 64)) {
       const int kv = lane / (D / 64), box = lane % (D / 64);
       const int32_t y = (int32_t)((uint32_t)page_slot * tp->page_rows + h * tp->head_rows + (kv ? tp->v_row : 0)) + c.r0;
@@ -959,23 +960,25 @@ extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_att
   return (size_t)plan->n_items * heads * (p->q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
 }
 
+/* One of the decode kernels on grid (items x heads); above 48 KB a kernel
+ * must ask for its shared memory. */
+template <int D, typename... Args>
+static cudaError_t launch_decode(void (*k)(Args...), uint32_t n_items, uint32_t heads, cudaStream_t s, bool dependent,
+                                 Args... args) {
+  if (tiles<D>::SMEM > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
+    if (e != cudaSuccess) return e;
+  }
+  return ikv_launch(k, dim3(n_items, heads), dim3(WARPS * 32), tiles<D>::SMEM, s, dependent, args...);
+}
+
 template <int D>
 static cudaError_t launch(const decode_args &a, const tma_pool *tp, uint32_t n_items, uint32_t heads, uint32_t batch,
                           cudaStream_t s) {
   if (n_items) {
-    /* above 48 KB a kernel must ask for its shared memory */
     const bool dependent = a.item_waits != NULL || a.prefetch_pages;
-    const dim3 grid(n_items, heads), block(WARPS * 32);
-    cudaError_t e = cudaSuccess;
-    if (tp) {
-      if (tiles<D>::SMEM > 48 * 1024)
-        e = cudaFuncSetAttribute(decode_kernel_tma<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
-      if (e == cudaSuccess) e = ikv_launch(decode_kernel_tma<D>, grid, block, tiles<D>::SMEM, s, dependent, a, *tp);
-    } else {
-      if (tiles<D>::SMEM > 48 * 1024)
-        e = cudaFuncSetAttribute(decode_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
-      if (e == cudaSuccess) e = ikv_launch(decode_kernel<D>, grid, block, tiles<D>::SMEM, s, dependent, a);
-    }
+    const cudaError_t e = tp ? launch_decode<D>(decode_kernel_tma<D>, n_items, heads, s, dependent, a, *tp)
+                             : launch_decode<D>(decode_kernel<D>, n_items, heads, s, dependent, a);
     if (e != cudaSuccess) return e;
   }
   if (!batch) return cudaGetLastError();
@@ -1001,6 +1004,17 @@ static PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
+/* A tiled tensor map read in 128-byte swizzled boxes (unit steps, no
+ * interleave, 256-byte L2 promotion, no out-of-bounds fill). */
+static bool encode_swizzled(PFN_cuTensorMapEncodeTiled_v12000 encode, CUtensorMap *map, CUtensorMapDataType type,
+                            cuuint32_t rank, void *base, const cuuint64_t *dims, const cuuint64_t *strides,
+                            const cuuint32_t *box) {
+  const cuuint32_t steps[3] = {1, 1, 1};
+  return encode(map, type, rank, base, dims, strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 /* The layer's FP16 pool as a 2-D tensor of rows of head_dim halves, read in
  * boxes of 16 rows x 64 halves, 128-byte swizzled; false where it cannot
  * be described so (the kernel then loads FP16 pages by cp.async). */
@@ -1014,10 +1028,8 @@ static bool fp16_tensor_map(PFN_cuTensorMapEncodeTiled_v12000 encode, const ikv_
   const uint64_t rows = (uint64_t)pools->pages[IKV_FP16] * (page_bytes / row_bytes);
   if (rows > 0x7fffffffull) return false;
   const cuuint64_t dims[2] = {D, rows}, strides[1] = {row_bytes};
-  const cuuint32_t box[2] = {64, 16}, steps[2] = {1, 1};
-  if (encode(&tp->map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, pools->base[IKV_FP16], dims, strides, box, steps,
-             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+  const cuuint32_t box[2] = {64, 16};
+  if (!encode_swizzled(encode, &tp->map, CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 2, pools->base[IKV_FP16], dims, strides, box))
     return false;
   tp->page_rows = (uint32_t)(page_bytes / row_bytes);
   tp->head_rows = (uint32_t)(head_bytes / row_bytes);
@@ -1038,10 +1050,9 @@ static bool fp8_tensor_map(PFN_cuTensorMapEncodeTiled_v12000 encode, const ikv_g
   const uint64_t tiles = (uint64_t)pools->pages[IKV_FP8_E4M3] * 2 * g->kv_heads;
   if (tiles > 0x7fffffffull) return false;
   const cuuint64_t dims[3] = {g->head_dim, g->page_size, tiles}, strides[2] = {g->head_dim, tile};
-  const cuuint32_t box[3] = {128, 16, 1}, steps[3] = {1, 1, 1};
-  return encode(&tp->map8, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, pools->base[IKV_FP8_E4M3], dims, strides, box, steps,
-                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  const cuuint32_t box[3] = {128, 16, 1};
+  return encode_swizzled(encode, &tp->map8, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, pools->base[IKV_FP8_E4M3], dims, strides,
+                         box);
 }
 
 /* The tensor maps of the pools the plan reads by bulk copies; false where
@@ -1067,10 +1078,8 @@ static bool bulk_copies_pay(const ikv_geometry *g, const ikv_cuda_plan *plan, ui
   if (g->head_dim < 128 || plan->page_copies == IKV_CUDA_COPIES_ASYNC) return false;
   if (plan->page_copies == IKV_CUDA_COPIES_BULK) return true;
   if (plan->formats && !(plan->formats & (1u << IKV_FP16 | 1u << IKV_FP8_E4M3))) return false;
-  int device, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-    return false;
+  const int sms = ikv_cuda_sm_count();
+  if (!sms) return false;
   const uint64_t per_sm = g->head_dim < 256 ? 3 : 1, blocks = (uint64_t)plan->n_items * heads;
   return blocks >= 2 * per_sm * (uint64_t)sms ||
          (blocks >= (uint64_t)sms && plan->n_entries >= 32ull * plan->n_items && plan->n_items);

@@ -22,4 +22,13 @@ static inline cudaError_t ikv_launch(void (*k)(Args...), dim3 grid, dim3 block, 
   return cudaLaunchKernelEx(&cfg, k, args...);
 }
 
+/* The current device's SM count, 0 where it cannot be read. */
+static inline int ikv_cuda_sm_count() {
+  int device, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    return 0;
+  return sms;
+}
+
 #endif /* IKV_LAUNCH_CUH */

@@ -2,6 +2,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/launch.cuh"
 #include "kernels/page_summary.h"
 #include "kernels/summary_cuda.h"
 
@@ -508,10 +509,8 @@ extern "C" ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *sel, voi
       !sel->first || !sel->last || !sel->groups || !sel->items)
     return IKV_E_NULL;
   if (!sel->pages_per_item) return IKV_E_INVALID;
-  int device, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-    return IKV_E_CUDA;
+  const int sms = ikv_cuda_sm_count();
+  if (!sms) return IKV_E_CUDA;
   const uint32_t rows = sel->batch * sel->kv_heads;
   if (rows <= (uint32_t)sms) select_scatter_kernel<1024><<<rows, 1024, 0, (cudaStream_t)stream>>>(*sel);
   else select_scatter_kernel<256><<<rows, 256, 0, (cudaStream_t)stream>>>(*sel);
