@@ -1090,7 +1090,8 @@ extern "C" ikv_status ikv_cuda_decode(const ikv_geometry *g, const ikv_layer_poo
                                       void *workspace, size_t workspace_bytes, void *stream) {
   if (!g || !pools || !plan || !p) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK || !p->q_heads || p->q_heads % g->kv_heads || !(p->softmax_scale > 0.0f) ||
-      p->window < 0 || p->sinks < 0 || (unsigned)dtype >= IKV_DTYPE_COUNT)
+      p->window < 0 || p->sinks < 0 || (unsigned)dtype >= IKV_DTYPE_COUNT ||
+      (unsigned)plan->page_copies > IKV_CUDA_COPIES_BULK)
     return IKV_E_INVALID;
   const uint32_t group = p->q_heads / g->kv_heads;
   if (group > 8 || (g->head_dim != 64 && g->head_dim != 128 && g->head_dim != 256)) return IKV_E_UNSUPPORTED;

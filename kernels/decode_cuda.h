@@ -66,7 +66,7 @@ typedef struct ikv_cuda_plan {
   uint32_t formats;
   uint32_t n_entries; /* the plan's entries (0: not known); with n_items, how long items are */
   /* How FP16 (head_dim 128 and 256) and FP8 (head_dim 128) pages are
-   * loaded (ikv_cuda_copies). */
+   * loaded (ikv_cuda_copies; another value: IKV_E_INVALID). */
   int page_copies;
 } ikv_cuda_plan;
 

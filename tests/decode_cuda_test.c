@@ -272,6 +272,10 @@ static void arguments_are_checked(void **state) {
   assert_int_equal(ikv_cuda_decode(&g96, &pools, cp, &p, x, x, lse, IKV_DTYPE_F32, NULL, 0, NULL), IKV_E_UNSUPPORTED);
   assert_int_equal(ikv_cuda_decode(&g, &pools, cp, &p, x, x, lse, (ikv_dtype)7, NULL, 0, NULL), IKV_E_INVALID);
   assert_int_equal(ikv_cuda_decode(&g, &pools, cp, &p, NULL, x, lse, IKV_DTYPE_F32, NULL, 0, NULL), IKV_E_NULL);
+  cp->page_copies = IKV_CUDA_COPIES_BULK + 1; /* no such load path */
+  assert_int_equal(ikv_cuda_decode(&g, &pools, cp, &p, x, x, lse, IKV_DTYPE_F32, NULL, 0, NULL), IKV_E_INVALID);
+  cp->page_copies = -1;
+  assert_int_equal(ikv_cuda_decode(&g, &pools, cp, &p, x, x, lse, IKV_DTYPE_F32, NULL, 0, NULL), IKV_E_INVALID);
   ikv_cuda_plan_destroy(cp);
   ikv_cuda_plan_destroy(NULL);
 }
