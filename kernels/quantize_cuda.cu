@@ -1,4 +1,5 @@
 /* write_kv and requantize on the GPU, byte for byte the C reference's. */
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <string.h>
 
@@ -254,6 +255,10 @@ template <int CJ> struct lane_cells {
   }
   __device__ int row_of(int b, int i) const { return row + G * (b * RB + i / CJ); }
   __device__ int chunk_of(int i) const { return col + LR * (i % CJ); }
+  /* chunk_of for a lane's whole row (row groups), rotated by the row: the
+   * 8 lanes of a quarter warp (4 rows) then read 8 different bank groups of
+   * the staged rows, where rows 256 bytes apart all hit the same ones */
+  __device__ int chunk_of_row(int i, int r) const { return col + LR * ((i + r) % CJ); }
   /* batches covering n rows: the same count on every lane */
   __device__ int batches(int n) const { return ((n + G - 1) / G + RB - 1) / RB; }
   __device__ bool holds(int b, int i, int n) const { return row_of(b, i) < n && chunk_of(i) < C; }
@@ -281,11 +286,8 @@ template <int CJ, typename Src> __device__ __forceinline__ void write_row_groups
       float lo = INFINITY, hi = -INFINITY;
 #pragma unroll 1
       for (int cj = 0; cj < CJ; cj++) {
-        if (r >= n || L.chunk_of(cj) >= L.C) continue;
-        float v[8];
-        src.load8(r, 8 * L.chunk_of(cj), v);
-#pragma unroll
-        for (int j = 0; j < 8; j++) lo = fminf(lo, v[j]), hi = fmaxf(hi, v[j]);
+        if (r >= n || L.chunk_of_row(cj, r) >= L.C) continue;
+        src.range8(r, 8 * L.chunk_of_row(cj, r), lo, hi);
       }
       lanes_range(lo, hi, 1, L.LR); /* the row's lanes */
       const params p = fit_row(t, lo, hi);
@@ -295,10 +297,11 @@ template <int CJ, typename Src> __device__ __forceinline__ void write_row_groups
     if (r >= n) continue;
 #pragma unroll 1
     for (int cj = 0; cj < CJ; cj++) {
-      if (L.chunk_of(cj) >= L.C) continue;
+      const int c = L.chunk_of_row(cj, r);
+      if (c >= L.C) continue;
       float v[8];
-      src.load8(r, 8 * L.chunk_of(cj), v);
-      encode_put8(t, fill + r, 8 * L.chunk_of(cj), v, &cd, false);
+      src.load8(r, 8 * c, v);
+      encode_put8(t, fill + r, 8 * c, v, &cd, false);
     }
   }
 }
@@ -439,6 +442,23 @@ __device__ __forceinline__ void tile_write(const tile &t, int fill, int n, const
   }
 }
 
+/* lo and hi folded over 8 values. */
+__device__ __forceinline__ void fold_range8(const float *v, float &lo, float &hi) {
+#pragma unroll
+  for (int j = 0; j < 8; j++) lo = fminf(lo, v[j]), hi = fmaxf(hi, v[j]);
+}
+
+/* The same over 8 fp16 values (bits in w): their minimum and maximum taken in
+ * fp16, two at a time (exact: no rounding in a comparison), then converted
+ * once each, where converting every value first took three instructions a
+ * value. */
+__device__ __forceinline__ void fold_range8_f16(uint4 w, float &lo, float &hi) {
+  const __half2 *h = reinterpret_cast<const __half2 *>(&w);
+  const float2 mn = __half22float2(__hmin2(__hmin2(h[0], h[1]), __hmin2(h[2], h[3])));
+  const float2 mx = __half22float2(__hmax2(__hmax2(h[0], h[1]), __hmax2(h[2], h[3])));
+  lo = fminf(lo, fminf(mn.x, mn.y)), hi = fmaxf(hi, fmaxf(mx.x, mx.y));
+}
+
 /* ---- write_kv ---------------------------------------------------------------- */
 
 struct input_rows { /* the new tokens' rows of one head, in the input dtype */
@@ -478,6 +498,16 @@ struct input_rows { /* the new tokens' rows of one head, in the input dtype */
       for (int j = 0; j < 8; j++) out[j] = dtype == IKV_DTYPE_F16 ? ikv_f16_to_f32(e[j]) : ikv_bf16_to_f32(e[j]);
     }
   }
+  /* lo and hi folded over channels c .. c + 7 of row r */
+  __device__ void range8(int r, int c, float &lo, float &hi) const {
+    if (wide && dtype == IKV_DTYPE_F16) {
+      fold_range8_f16(bits8(r, c), lo, hi);
+    } else {
+      float v[8];
+      load8(r, c, v);
+      fold_range8(v, lo, hi);
+    }
+  }
 };
 
 /* The new rows of one head staged in the warp's shared slice, in the input
@@ -506,24 +536,61 @@ struct staged_rows {
         for (int j = 0; j < 8; j++) out[j] = ikv_bf16_to_f32(e[j]);
     }
   }
+  __device__ void range8(int r, int c, float &lo, float &hi) const {
+    if (dtype == IKV_DTYPE_F16) {
+      fold_range8_f16(bits8(r, c), lo, hi);
+    } else {
+      float v[8];
+      load8(r, c, v);
+      fold_range8(v, lo, hi);
+    }
+  }
 };
 
 /* Copies the n rows of src into buf (cap bytes) with every load in flight at
  * once; false (nothing copied) when they do not fit or are not 16-byte
- * aligned. Run by one whole warp. */
+ * aligned. Run by one whole warp. A row's 16-byte pieces go to consecutive
+ * lanes; where they divide a warp (head_dim 128 fp16: 16 pieces, two rows a
+ * step) each lane keeps its piece and steps its row pointer, with no
+ * division or 64-bit product a step (this loop was 14% of write_kv's
+ * instructions). */
 __device__ __forceinline__ bool stage_rows(const input_rows &src, int n, uint8_t *buf, uint32_t cap) {
   const uint32_t row_bytes = src.D * (src.dtype == IKV_DTYPE_F32 ? 4 : 2), pieces = row_bytes / 16;
   if (!src.wide || (uint32_t)n * row_bytes > cap) return false;
-  uint32_t r = lane() / pieces, piece = lane() % pieces; /* of x, kept by steps: no division a step */
-  for (uint32_t x = lane(); x < n * pieces; x += 32) {
-    const uint8_t *row = reinterpret_cast<const uint8_t *>(src.x) + ((src.first_token + r) * src.H + src.h) * row_bytes;
-    cp_async16(buf + 16 * x, row + 16 * piece, true);
-    for (piece += 32; piece >= pieces; piece -= pieces) r++;
+  const size_t stride = (size_t)src.H * row_bytes; /* bytes from one token's row of this head to the next */
+  const uint8_t *row0 = reinterpret_cast<const uint8_t *>(src.x) + (src.first_token * src.H + src.h) * row_bytes;
+  if (32 % pieces == 0) {
+    const uint32_t step = 32 / pieces, piece = lane() % pieces;
+    const uint8_t *from = row0 + (lane() / pieces) * stride + 16 * piece;
+    for (uint32_t x = lane(); x < n * pieces; x += 32, from += step * stride) cp_async16(buf + 16 * x, from, true);
+  } else {
+    uint32_t r = lane() / pieces, piece = lane() % pieces; /* of x, kept by steps */
+    for (uint32_t x = lane(); x < n * pieces; x += 32) {
+      cp_async16(buf + 16 * x, row0 + r * stride + 16 * piece, true);
+      for (piece += 32; piece >= pieces; piece -= pieces) r++;
+    }
   }
   cp_async_commit();
   cp_async_wait<0>();
   __syncwarp();
   return true;
+}
+
+/* The tokens of the run that starts at token i (consecutive slots of one
+ * page and precision; slot and prec are token i's), counted by the warp 32
+ * tokens at a time: every lane tests one token and a ballot finds the first
+ * that breaks the run (a thread walking the run token by token was 9% of
+ * write_kv's instructions). */
+__device__ __forceinline__ uint32_t run_length(const int64_t *slots, const uint8_t *precs, uint32_t n, uint32_t i,
+                                               int64_t slot, uint8_t prec, uint32_t p_shift) {
+  uint32_t len = 1;
+  for (;;) {
+    const uint32_t j = i + len + lane();
+    const bool same = j < n && precs[j] == prec && slots[j] == slot + (j - i) && (slot + (j - i)) >> p_shift == slot >> p_shift;
+    const uint32_t breaks = __ballot_sync(0xffffffffu, !same);
+    if (breaks) return len + (uint32_t)(__ffs(breaks) - 1);
+    len += 32;
+  }
 }
 
 /* A block per chunk of `chunk` tokens writes every run (consecutive slots of
@@ -549,8 +616,7 @@ __global__ void __launch_bounds__(THREADS, 4) write_kv_kernel(tile_geo g, const 
   for (uint32_t i = i0; i < end;) {
     const int64_t slot = slots[i], page = slot >> g.p_shift;
     const uint8_t prec = precs[i];
-    uint32_t len = 1;
-    while (i + len < n && precs[i + len] == prec && slots[i + len] == slot + len && (slot + len) >> g.p_shift == page) len++;
+    const uint32_t len = run_length(slots, precs, n, i, slot, prec, g.p_shift);
     const bool continues = i == i0 && i > 0 && precs[i - 1] == prec && slots[i - 1] + 1 == slot && slots[i - 1] >> g.p_shift == page;
     if (!continues) /* else the run began in the chunk before: that block writes it */
       for (uint32_t t = blockIdx.y * WARPS + warp; t < 2 * g.H; t += WARPS * gridDim.y) {
@@ -579,6 +645,11 @@ struct tile_rows { /* a stored tile's rows, decoded */
   __device__ void load8(int r, int c, float *out) const {
 #pragma unroll
     for (int j = 0; j < 8; j++) out[j] = (*this)(r, c + j);
+  }
+  __device__ void range8(int r, int c, float &lo, float &hi) const {
+    float v[8];
+    load8(r, c, v);
+    fold_range8(v, lo, hi);
   }
 };
 
