@@ -54,9 +54,10 @@ IKV_HD float ikv_fp8_decode(uint8_t c, float scale) { return ikv_fp8_e4m3_to_f32
  * rintf does, by adding 1.5 * 2^23 (the add rounds away the fraction): on
  * the GPU full-rate float and integer adds instead of quarter-rate
  * conversions. */
+#define IKV_ROUND_BIAS 12582912.0f /* 1.5 * 2^23: its bits are 0x4B400000 */
 IKV_HD int32_t ikv_round_small(float f) {
 #ifdef __CUDA_ARCH__
-  return __float_as_int(__fadd_rn(f, 12582912.0f)) - 0x4B400000;
+  return __float_as_int(__fadd_rn(f, IKV_ROUND_BIAS)) - 0x4B400000;
 #else
   return (int32_t)rintf(f);
 #endif
@@ -86,8 +87,12 @@ IKV_HD float ikv_int4_hi(ikv_int4_params p) {
   return ikv_f16_to_f32(p.zero) + IKV_INT4_QMAX * ikv_f16_to_f32(p.scale);
 }
 /* zero: the value of code 0 as float; inverse: ikv_scale_inverse of the scale */
+/* (x - zero) / scale clamped to the codes' range, before rounding */
+IKV_HD float ikv_int4_clamped(float x, float zero, float inverse) {
+  return fminf(fmaxf((x - zero) * inverse, 0.0f), IKV_INT4_QMAX);
+}
 IKV_HD uint8_t ikv_int4_encode_by(float x, float zero, float inverse) {
-  return (uint8_t)ikv_round_small(fminf(fmaxf((x - zero) * inverse, 0.0f), IKV_INT4_QMAX));
+  return (uint8_t)ikv_round_small(ikv_int4_clamped(x, zero, inverse));
 }
 IKV_HD uint8_t ikv_int4_encode(float x, ikv_int4_params p) {
   return ikv_int4_encode_by(x, ikv_f16_to_f32(p.zero), ikv_scale_inverse(ikv_f16_to_f32(p.scale)));
