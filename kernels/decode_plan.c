@@ -1,7 +1,6 @@
 /* The work partition of a decode plan, shared by the runtime and the kernels' launchers. */
 #include "kernels/decode_plan.h"
 
-_Static_assert(IKV_PRECISION_COUNT == 5, "ikv_count_formats and the partition's placing pass know five formats");
 
 void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item,
                         const uint8_t *row_precision, int32_t *restrict entries, ikv_work_item *items,
@@ -25,15 +24,21 @@ void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pag
       for (; e + 8 <= end; e += 8)
         for (int32_t k = 0; k < 8; k++) entries[e + k] = e + k;
       for (; e < end; e++) entries[e] = e;
-    } else { /* the counting sort's placing pass, a cursor a format in registers */
-      uint32_t a0 = start[0], a1 = start[1], a2 = start[2], a3 = start[3], a4 = start[4];
-      for (int32_t e = begin; e < end; e++) switch (precision[e]) { /* formats come in runs: well predicted */
-          case 0: entries[a0++] = e; break;
-          case 1: entries[a1++] = e; break;
-          case 2: entries[a2++] = e; break;
-          case 3: entries[a3++] = e; break;
-          default: entries[a4++] = e;
+    } else { /* the counting sort's placing pass by runs of one format (rows hold long runs: a
+                mixed row is mostly one format with a few pages of another), each run's
+                positions written as a block where a switch an entry cost a few ns each */
+      uint32_t at[IKV_PRECISION_COUNT];
+      memcpy(at, start, sizeof(at));
+      for (int32_t e = begin; e < end;) {
+        const uint8_t p = precision[e];
+        const int32_t run = ikv_format_run_end(precision, e, end);
+        if (p < IKV_PRECISION_COUNT) { /* valid plans hold no other code */
+          int32_t *restrict out = entries + at[p];
+          for (int32_t k = 0; k < run - e; k++) out[k] = e + k;
+          at[p] += (uint32_t)(run - e);
         }
+        e = run;
+      }
     }
     for (int p = 0; p < IKV_PRECISION_COUNT; p++)
       for (uint32_t w = start[p]; w < start[p + 1]; w += pages_per_item)

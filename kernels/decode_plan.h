@@ -8,6 +8,8 @@
 #ifndef IKV_DECODE_PLAN_H
 #define IKV_DECODE_PLAN_H
 
+#include <string.h>
+
 #include "runtime/ikv_base.h"
 
 #ifdef __cplusplus
@@ -49,18 +51,28 @@ typedef struct ikv_work_item {
   uint32_t begin, end;
 } ikv_work_item;
 
+/* The end of the run of entries from e on that hold precision[e] (before
+ * end): eight codes compared at a time, as a row's formats come in long
+ * runs (most of a mixed row is one format). */
+static inline int32_t ikv_format_run_end(const uint8_t *precision, int32_t e, int32_t end) {
+  const uint8_t p = precision[e];
+  const uint64_t all_p = 0x0101010101010101ull * p;
+  int32_t run = e + 1;
+  for (uint64_t w; run + 8 <= end && (memcpy(&w, precision + run, 8), w == all_p);) run += 8;
+  while (run < end && precision[run] == p) run++;
+  return run;
+}
+
 /* How many of precision[begin, end) hold each storable format (other codes,
- * such as IKV_SKIP, count nowhere): a counter a format in registers, so no
- * chain of stores to an array of counters (five formats: asserted in
- * decode_plan.c). */
+ * such as IKV_SKIP, count nowhere), run by run. */
 static inline void ikv_count_formats(const uint8_t *precision, int32_t begin, int32_t end,
                                      uint32_t count[IKV_PRECISION_COUNT]) {
-  uint32_t c0 = 0, c1 = 0, c2 = 0, c3 = 0, c4 = 0;
-  for (int32_t e = begin; e < end; e++) {
-    const unsigned p = precision[e];
-    c0 += p == 0, c1 += p == 1, c2 += p == 2, c3 += p == 3, c4 += p == 4;
+  memset(count, 0, sizeof(uint32_t) * IKV_PRECISION_COUNT);
+  for (int32_t e = begin; e < end;) {
+    const int32_t run = ikv_format_run_end(precision, e, end);
+    if (precision[e] < IKV_PRECISION_COUNT) count[precision[e]] += (uint32_t)(run - e);
+    e = run;
   }
-  count[0] = c0, count[1] = c1, count[2] = c2, count[3] = c3, count[4] = c4;
 }
 
 /* Partitions a plan: for each of its `rows` rows, a counting sort of the

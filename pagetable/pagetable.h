@@ -103,6 +103,10 @@ ikv_status ikv_pt_seq_pages(const ikv_pagetable *pt, ikv_seq_id seq, uint32_t fi
  * slot or precision changed since the sequence's last view or export. */
 typedef struct ikv_pt_seq_view {
   uint32_t tokens, n_pages;
+  /* changes when a page the sequence had moves, changes precision or is
+   * replaced (pages appended leave it): a plan built earlier from the same
+   * version and at most n_pages pages still holds their right slots */
+  uint32_t version;
   const ikv_page_id *pages;
   const int32_t *gpu_slots;
   const uint8_t *precisions;
@@ -151,6 +155,15 @@ ikv_status ikv_pt_page_unpin(ikv_pagetable *pt, ikv_page_id page); /* IKV_E_INVA
 ikv_status ikv_pt_page_touch(ikv_pagetable *pt, ikv_page_id page);
 /* The same for n pages, in order (the last is the most recent); all or none. */
 ikv_status ikv_pt_pages_touch(ikv_pagetable *pt, const ikv_page_id *pages, uint32_t n);
+/* Deferred touches: ikv_pt_clock_reserve advances the recency clock by n
+ * and gives the value before (*base); ikv_pt_pages_stamp later gives pages[i]
+ * the recency base + i + 1 unless it has been used since. Reserving at a
+ * plan build and stamping before anything reads the order (an eviction)
+ * orders pages exactly as touching them at the build would, and a plan
+ * that is built again over the same pages stamps nothing in between. Pages
+ * freed since are passed over. */
+ikv_status ikv_pt_clock_reserve(ikv_pagetable *pt, uint32_t n, uint64_t *base);
+ikv_status ikv_pt_pages_stamp(ikv_pagetable *pt, const ikv_page_id *pages, uint32_t n, uint64_t base);
 /* Up to `cap` pages resident in `tier`, least recently used first, pinned pages
  * left out; *n receives how many were written. One pass over the table's
  * pages (O(pages log cap)): ask for all the victims a step needs at once. */

@@ -31,6 +31,11 @@ typedef struct pt_seq {
   uint8_t *precisions;
   uint64_t export_epoch;
   int32_t missing;
+  uint32_t cached_pages; /* pages whose cache entries were exact when last written */
+  /* Bumped when a page the sequence already had changes its GPU slot or
+   * precision, or is replaced (copy on write, truncation): what a plan
+   * built from it earlier may still hold is then stale. */
+  uint32_t version;
   uint32_t n_spans, cap_spans;
   ikv_span_id next_span_id;
   pt_span *spans;

@@ -123,6 +123,24 @@ ikv_status ikv_pt_pages_touch(ikv_pagetable *pt, const ikv_page_id *pages, uint3
   return IKV_OK;
 }
 
+ikv_status ikv_pt_clock_reserve(ikv_pagetable *pt, uint32_t n, uint64_t *base) {
+  if (!pt || !base) return IKV_E_NULL;
+  *base = pt->clock;
+  pt->clock += n;
+  return IKV_OK;
+}
+
+ikv_status ikv_pt_pages_stamp(ikv_pagetable *pt, const ikv_page_id *pages, uint32_t n, uint64_t base) {
+  if (!pt || (!pages && n)) return IKV_E_NULL;
+  if (base + n > pt->clock) return IKV_E_INVALID; /* not reserved */
+  /* a page freed since needs no recency, and one whose id was taken again
+   * was touched when it was made, after the reservation: neither changes */
+  uint64_t *restrict last_use = pt->last_use;
+  for (uint32_t i = 0; i < n; i++)
+    if (pt_page_live(pt, pages[i]) && last_use[pages[i]] < base + i + 1) last_use[pages[i]] = base + i + 1;
+  return IKV_OK;
+}
+
 /* Max-heap of page ids on last_use, held in the caller's buffer. */
 static void heap_sift_down(const uint64_t *key, ikv_page_id *h, uint32_t n, uint32_t i) {
   for (;;) {

@@ -70,6 +70,7 @@ static void cache_put(const ikv_pagetable *pt, pt_seq *s, uint32_t i) {
   s->gpu_slots[i] = slot;
   s->precisions[i] = pt->precision[s->pages[i]];
   s->missing |= slot;
+  if (i >= s->cached_pages) s->cached_pages = i + 1;
 }
 
 int32_t pt_seq_refresh_cache(ikv_pagetable *pt, pt_seq *s) {
@@ -78,10 +79,21 @@ int32_t pt_seq_refresh_cache(ikv_pagetable *pt, pt_seq *s) {
   const uint8_t *restrict precision = pt->precision;
   const ikv_page_id *restrict pages = s->pages;
   int32_t *restrict out = s->gpu_slots, missing = 0;
-  for (uint32_t i = 0; i < s->n_pages; i++) missing |= out[i] = slot[pages[i]];
   uint8_t *restrict prec = s->precisions;
-  for (uint32_t i = 0; i < s->n_pages; i++) prec[i] = precision[pages[i]];
+  /* the pages cached before: did any of them move or change precision? */
+  const uint32_t known = s->cached_pages < s->n_pages ? s->cached_pages : s->n_pages;
+  uint32_t moved = 0;
+  for (uint32_t i = 0; i < known; i++) {
+    const int32_t now = slot[pages[i]];
+    moved |= (uint32_t)(out[i] ^ now) | (uint32_t)(prec[i] ^ precision[pages[i]]);
+    missing |= out[i] = now;
+    prec[i] = precision[pages[i]];
+  }
+  for (uint32_t i = known; i < s->n_pages; i++) missing |= out[i] = slot[pages[i]];
+  for (uint32_t i = known; i < s->n_pages; i++) prec[i] = precision[pages[i]];
+  s->version += moved != 0;
   s->missing = missing;
+  s->cached_pages = s->n_pages;
   s->export_epoch = pt->gpu_epoch;
   return missing;
 }
@@ -175,6 +187,7 @@ ikv_status ikv_pt_seq_append(ikv_pagetable *pt, ikv_seq_id seq, uint32_t n_token
     };
     pt_page_unref(pt, last);
     s->pages[s->n_pages - 1] = copy;
+    s->version++;
     cache_put(pt, s, s->n_pages - 1);
     pt->cow_copies++;
   } else if (n_tokens && offset) {
@@ -203,6 +216,7 @@ ikv_status ikv_pt_seq_truncate(ikv_pagetable *pt, ikv_seq_id seq, uint32_t n_tok
   if (n_tokens > s->tokens) return IKV_E_RANGE;
   uint32_t keep = pages_for(n_tokens, pt->geometry.page_size);
   while (s->n_pages > keep) pt_page_unref(pt, s->pages[--s->n_pages]);
+  s->version++;
   if (s->missing < 0) s->export_epoch = 0; /* the missing page may be gone: recount */
   s->tokens = n_tokens;
   pt_spans_clip(s, n_tokens);
@@ -223,7 +237,7 @@ ikv_status ikv_pt_seq_get_view(ikv_pagetable *pt, ikv_seq_id seq, ikv_pt_seq_vie
   pt_seq *s = pt_seq_lookup(pt, seq);
   if (!s) return IKV_E_UNKNOWN_SEQ;
   pt_seq_refresh_cache(pt, s);
-  *out = (ikv_pt_seq_view){.tokens = s->tokens, .n_pages = s->n_pages, .pages = s->pages,
+  *out = (ikv_pt_seq_view){.tokens = s->tokens, .n_pages = s->n_pages, .version = s->version, .pages = s->pages,
                            .gpu_slots = s->gpu_slots, .precisions = s->precisions};
   return IKV_OK;
 }

@@ -258,6 +258,8 @@ typedef struct ikv_plan_stats {
   uint32_t evictions;         /* pages this plan moved GPU -> host to make room (its own and its prefetches') */
   uint32_t prefetched;        /* pages the prefetcher copied host -> GPU after this plan, for the next */
   uint64_t bytes_h2d, bytes_d2h; /* bytes those moves copied, per direction */
+  uint32_t entries_kept;      /* scheduler tables: entries kept from the plan object's last build (their
+                                 row and sequence unchanged), not checked or resolved again */
 } ikv_plan_stats;
 ikv_status ikv_plan_get_stats(const ikv_plan *plan, ikv_plan_stats *out);
 

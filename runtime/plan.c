@@ -36,7 +36,7 @@ const char *ikv_reason_str(ikv_reason reason) {
   X(work) X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)    \
   X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(head_any) X(rank_keys)      \
   X(order) X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages)      \
-  X(dsel_reserved) X(dsel_groups)
+  X(dsel_reserved) X(dsel_groups) X(reuse_seqs) X(reuse_version) X(reuse_pages) X(old_start) X(fresh)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
 
@@ -91,6 +91,11 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->dsel_pages = malloc(sizeof(uint32_t) * N);
   pl->dsel_reserved = malloc(sizeof(int32_t) * pl->cap_rows * IKV_PRECISION_COUNT);
   pl->dsel_groups = malloc(sizeof(int32_t) * 3 * pl->cap_rows * IKV_PRECISION_COUNT);
+  pl->reuse_seqs = malloc(sizeof(ikv_seq_id) * pl->cap_batch);
+  pl->reuse_version = malloc(sizeof(uint32_t) * pl->cap_batch);
+  pl->reuse_pages = malloc(sizeof(uint32_t) * pl->cap_batch);
+  pl->old_start = malloc(sizeof(int32_t) * (pl->cap_rows + 1));
+  pl->fresh = malloc(sizeof(int32_t) * pl->cap_rows);
   if (PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
     ikv_plan_destroy(pl);
     return IKV_E_NO_MEMORY;
@@ -116,6 +121,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
 void ikv_plan_destroy(ikv_plan *pl) {
   if (!pl) return;
   if (pl->rt && pl->rt->active == pl) ikv_step_end(pl->rt, pl);
+  if (pl->rt && pl->rt->stamped == pl) rt_stamp_plan(pl->rt);
   if (pl->rt) pl->rt->be->plan_close(pl);
   PLAN_HOST_BUFFERS(PLAN_FREE)
   free(pl);
@@ -167,11 +173,12 @@ static ikv_status check_request(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_re
   return IKV_OK;
 }
 
-/* Checks and writes row [begin, end) of the tables after the plan's entries
- * (the caller commits them), in one tight loop. Returns the first entry that
- * breaks a rule, or end. */
+/* Checks and writes entries [begin, end) of a row of the tables after the
+ * plan's entries (the caller commits them), in one tight loop; prev: the
+ * row's page before them (-1: none). Returns the first entry that breaks a
+ * rule, or end. */
 static int32_t tables_row(ikv_plan *pl, const ikv_plan_tables *t, const ikv_pt_seq_view *v, uint32_t P, int32_t begin,
-                          int32_t end) {
+                          int32_t end, int32_t prev) {
   const int32_t *restrict index = t->page_index;
   const uint8_t *restrict want = t->precision, *restrict stored = v->precisions;
   const uint16_t *restrict first = t->first, *restrict last = t->last;
@@ -179,7 +186,6 @@ static int32_t tables_row(ikv_plan *pl, const ikv_plan_tables *t, const ikv_pt_s
   const plan_entries out = plan_entries_of(pl);
   const uint32_t at = pl->n_entries - (uint32_t)begin; /* entry e lands at e + at */
   const uint32_t n_pages = v->n_pages, tail = n_pages ? v->tokens - (n_pages - 1) * P : 0; /* the last page's tokens */
-  int32_t prev = -1;
   for (int32_t e = begin; e < end; e++) {
     const int32_t i = index[e];
     const uint8_t w = want[e];
@@ -215,6 +221,13 @@ static ikv_status tables_refusal(ikv_runtime *rt, const ikv_plan_tables *t, cons
                  i, first, last, valid);
 }
 
+/* Sequence b's decision: its rows came from the scheduler's tables. */
+static ikv_status tables_decision(ikv_plan *pl, uint32_t b, uint32_t pages) {
+  ikv_span_decision d = {.seq_index = b, .kind = IKV_SPAN_KIND_COUNT, .reason = IKV_REASON_SCHEDULER_TABLES,
+                         .pages_selected = pages, .precision = IKV_SKIP};
+  return plan_decide(pl, d, NULL);
+}
+
 /* Scheduler tables for sequence b: every row checked, then pushed. */
 static ikv_status tables_sequence(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, uint32_t b) {
   const ikv_plan_tables *t = &req->tables;
@@ -229,14 +242,143 @@ static ikv_status tables_sequence(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_
                      b, base + h, base + h + 1, begin, end);
     if (pl->n_entries + (uint32_t)(end - begin) > pl->cap_entries)
       return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: more than max_plan_pages (%u) pages", pl->cap_entries);
-    const int32_t bad = tables_row(pl, t, &v, rt->cfg.geometry.page_size, begin, end);
+    const int32_t bad = tables_row(pl, t, &v, rt->cfg.geometry.page_size, begin, end, -1);
     if (bad != end) return tables_refusal(rt, t, &v, b, begin, bad);
     pl->n_entries += (uint32_t)(end - begin);
     pl->indptr[++pl->n_rows] = (int32_t)pl->n_entries;
   }
-  ikv_span_decision d = {.seq_index = b, .kind = IKV_SPAN_KIND_COUNT, .reason = IKV_REASON_SCHEDULER_TABLES,
-                         .pages_selected = pl->n_entries - (uint32_t)pl->indptr[base], .precision = IKV_SKIP};
-  return plan_decide(pl, d, NULL);
+  return tables_decision(pl, b, pl->n_entries - (uint32_t)pl->indptr[base]);
+}
+
+/* ---- scheduler tables, kept where they did not change ---------------------- */
+
+/* Whether this build may keep rows of the last one: both scheduler tables
+ * for the same batch in the same row shape and mask form. */
+static int tables_reusable(const ikv_plan *pl, const ikv_plan_request *req) {
+  const ikv_plan_tables *t = &req->tables;
+  return pl->reuse_ok && req->batch && req->batch == pl->reuse_batch && (t->per_kv_head != 0) == pl->reuse_per_head &&
+         (t->first != NULL) == pl->reuse_masks && !memcmp(req->seqs, pl->reuse_seqs, sizeof(ikv_seq_id) * req->batch);
+}
+
+/* How many leading entries of an old row the request's row repeats (n at
+ * most): page, precision, and the masks where the scheduler gives them.
+ * memcmp first, as equal rows are the usual case. */
+static int32_t same_prefix(const ikv_plan *pl, const ikv_plan_tables *t, int32_t req_at, int32_t old_at, int32_t n) {
+  const int32_t *ri = t->page_index + req_at, *pi = pl->page_index + old_at;
+  const uint8_t *rw = t->precision + req_at, *pw = pl->want + old_at;
+  int same = !memcmp(ri, pi, sizeof(int32_t) * (size_t)n) && !memcmp(rw, pw, (size_t)n);
+  if (t->first)
+    same = same && !memcmp(t->first + req_at, pl->first + old_at, sizeof(uint16_t) * (size_t)n) &&
+           !memcmp(t->last + req_at, pl->last + old_at, sizeof(uint16_t) * (size_t)n);
+  if (same) return n;
+  int32_t d = 0;
+  while (d < n && ri[d] == pi[d] && rw[d] == pw[d] &&
+         (!t->first || (t->first[req_at + d] == pl->first[old_at + d] && t->last[req_at + d] == pl->last[old_at + d])))
+    d++;
+  return d;
+}
+
+/* Entries [from, from + n) of the plan moved to `to` (to >= from), every array. */
+static void move_entries(ikv_plan *pl, int32_t from, int32_t to, int32_t n) {
+  if (from == to || !n) return;
+#define MOVE(a) memmove(pl->a + to, pl->a + from, sizeof(*pl->a) * (size_t)n);
+  MOVE(page) MOVE(page_index) MOVE(first) MOVE(last) MOVE(want) MOVE(slot) MOVE(precision)
+#undef MOVE
+}
+
+/* After a failed build that kept rows: their pages get the recency the last
+ * build reserved for them (its stamps were to be superseded by this one's). */
+static void stamp_kept(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+  if (!pl->kept_pending) return;
+  const ikv_plan_tables *t = &req->tables;
+  const uint32_t rows = req->batch * (t->per_kv_head ? rt->cfg.geometry.kv_heads : 1);
+  for (uint32_t r = 0; r < rows; r++) {
+    const int32_t kept = pl->fresh[r] - t->indptr[r];
+    if (kept > 0)
+      ikv_pt_pages_stamp(rt->pt, pl->page + t->indptr[r], (uint32_t)kept, pl->kept_base + (uint64_t)pl->old_start[r]);
+  }
+  pl->kept_pending = 0;
+}
+
+/* Scheduler tables over the last build's plan (tables_reusable): each row
+ * keeps the entries its sequence's version and the request still vouch for
+ * (checked and resolved then), moves them to the row's new place, and only
+ * the rest is checked and written as tables_sequence does; pl->fresh[r]:
+ * the row's first new entry. With masks left to the runtime the entries
+ * from the sequence's old last page on are always rewritten (its valid
+ * tokens may have grown). *reused == 0: nothing was changed, build afresh
+ * (a row shrank, an indptr range is invalid, or the rows outgrow the plan:
+ * the full build gives those their messages). */
+static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int *reused) {
+  const ikv_plan_tables *t = &req->tables;
+  const uint32_t P = rt->cfg.geometry.page_size, per = t->per_kv_head ? rt->cfg.geometry.kv_heads : 1,
+                 rows = req->batch * per;
+  int32_t *old = pl->old_start, *keep = pl->fresh; /* keep[r]: entries row r keeps, until fresh[r] replaces it */
+  *reused = 0;
+  memcpy(old, pl->indptr, sizeof(int32_t) * (rows + 1));
+  for (uint32_t b = 0; b < req->batch; b++) {
+    ikv_pt_seq_view v;
+    ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+    const int same = v.version == pl->reuse_version[b] && v.n_pages >= pl->reuse_pages[b];
+    const int32_t tail = (int32_t)pl->reuse_pages[b] - 1; /* the old last page */
+    for (uint32_t r = b * per; r < (b + 1) * per; r++) {
+      const int32_t begin = t->indptr[r], end = t->indptr[r + 1], old_len = old[r + 1] - old[r];
+      if (begin < 0 || end < begin || (r == 0 && begin != 0) || end - begin < old_len) return IKV_OK;
+      int32_t d = same ? same_prefix(pl, t, begin, old[r], old_len) : 0;
+      if (!t->first)
+        while (d > 0 && pl->page_index[old[r] + d - 1] >= tail) d--;
+      keep[r] = d;
+    }
+  }
+  if ((uint32_t)t->indptr[rows] > pl->cap_entries) return IKV_OK;
+  *reused = 1;
+  /* the last build's entries not kept leave with the recency it reserved */
+  const uint64_t old_base = pl->stamp_base;
+  const int stamped = rt->stamped == pl;
+  for (uint32_t r = 0; stamped && r < rows; r++)
+    ikv_pt_pages_stamp(rt->pt, pl->page + old[r] + keep[r], (uint32_t)(old[r + 1] - old[r] - keep[r]),
+                       old_base + (uint64_t)(old[r] + keep[r]));
+  rt->stamped = NULL;
+  /* rows only grow: moved from the last, none lands on one not yet moved */
+  for (uint32_t r = rows; r-- > 0;) {
+    move_entries(pl, old[r], t->indptr[r], keep[r]);
+    keep[r] += t->indptr[r]; /* now fresh[r] */
+  }
+  pl->kept_pending = stamped, pl->kept_base = old_base;
+  ikv_status st = IKV_OK;
+  for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++) {
+    ikv_pt_seq_view v;
+    ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+    for (uint32_t r = b * per; r < (b + 1) * per && st == IKV_OK; r++) {
+      const int32_t from = pl->fresh[r], end = t->indptr[r + 1];
+      pl->n_entries = (uint32_t)from;
+      const int32_t bad = tables_row(pl, t, &v, P, from, end, from > t->indptr[r] ? t->page_index[from - 1] : -1);
+      if (bad != end) st = tables_refusal(rt, t, &v, b, t->indptr[r], bad);
+      pl->indptr[r + 1] = end;
+    }
+    if (st == IKV_OK) st = tables_decision(pl, b, (uint32_t)(t->indptr[(b + 1) * per] - t->indptr[b * per]));
+  }
+  pl->n_entries = (uint32_t)t->indptr[rows], pl->n_rows = rows;
+  return st;
+}
+
+/* What the next build may keep: the sequences' versions and pages now. */
+static void remember_tables(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+  pl->reuse_ok = 1, pl->reuse_batch = req->batch;
+  pl->reuse_per_head = req->tables.per_kv_head != 0, pl->reuse_masks = req->tables.first != NULL;
+  memcpy(pl->reuse_seqs, req->seqs, sizeof(ikv_seq_id) * req->batch);
+  for (uint32_t b = 0; b < req->batch; b++) {
+    ikv_pt_seq_view v;
+    ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+    pl->reuse_version[b] = v.version, pl->reuse_pages[b] = v.n_pages;
+  }
+}
+
+void rt_stamp_plan(ikv_runtime *rt) {
+  ikv_plan *pl = rt->stamped;
+  if (!pl) return;
+  ikv_pt_pages_stamp(rt->pt, pl->page, pl->n_entries, pl->stamp_base);
+  rt->stamped = NULL;
 }
 
 /* ---- effects --------------------------------------------------------------- */
@@ -271,20 +413,30 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
     int32_t *restrict out_slot = pl->slot;
     uint8_t *restrict out_precision = pl->precision;
     uint8_t lo = 0xff, hi = 0;
-    uint32_t done = 0;
-    for (int32_t e = begin; e < end; e++) {
-      uint8_t stored = precisions[index[e]];
-      int32_t slot = gpu_slots[index[e]];
-      if (slot < 0 || (!settled && rt_rank[want[e]] < rt_rank[stored])) {
-        todo++;
-        off_gpu += slot < 0;
-        out_precision[e] = IKV_SKIP;
-        continue;
+    uint32_t done = 0, kept = 0, todo_before = todo;
+    for (uint32_t r = b * rows_per_seq; r < (b + 1) * rows_per_seq; r++) {
+      /* entries a kept row holds from the last build are resolved already */
+      const int32_t from = settled ? pl->indptr[r] : pl->fresh[r];
+      kept += (uint32_t)(from - pl->indptr[r]);
+      for (int32_t e = from; e < pl->indptr[r + 1]; e++) {
+        uint8_t stored = precisions[index[e]];
+        int32_t slot = gpu_slots[index[e]];
+        if (slot < 0 || (!settled && rt_rank[want[e]] < rt_rank[stored])) {
+          todo++;
+          off_gpu += slot < 0;
+          out_precision[e] = IKV_SKIP;
+          continue;
+        }
+        out_slot[e] = slot;
+        out_precision[e] = stored;
+        lo = stored < lo ? stored : lo, hi = stored > hi ? stored : hi; /* no store chain: counted below */
+        done++;
       }
-      out_slot[e] = slot;
-      out_precision[e] = stored;
-      lo = stored < lo ? stored : lo, hi = stored > hi ? stored : hi; /* no store chain: counted below */
-      done++;
+    }
+    if (kept) { /* kept entries: of the one precision the rows had last build, if they had one */
+      const uint8_t had = pl->row_precision[b * rows_per_seq];
+      const int one = had < IKV_PRECISION_COUNT && todo == todo_before && (!done || (lo == had && hi == had));
+      lo = one ? had : 0xff, hi = one ? had : 0, done = one ? (uint32_t)(end - begin) : 0;
     }
     /* the rows' one precision, which spares the partition a pass */
     memset(pl->row_precision + b * rows_per_seq, lo == hi && done == (uint32_t)(end - begin) ? lo : 0xff, rows_per_seq);
@@ -455,6 +607,10 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   if (!pl || !req) return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: NULL argument");
   ikv_status st = check_request(rt, pl, req);
   if (st != IKV_OK) return st;
+  /* a build that rewrites the plan (or another plan's) stamps the last one's pages first */
+  const int reuse = req->mode == IKV_PLAN_TABLES && tables_reusable(pl, req);
+  if (rt->stamped && (rt->stamped != pl || !reuse)) rt_stamp_plan(rt);
+  pl->reuse_ok = pl->kept_pending = 0;
   pl->n_entries = pl->n_rows = pl->n_decisions = pl->n_hints = pl->n_work = pl->n_touched = 0;
   memset(&pl->stats, 0, sizeof(pl->stats));
   rt->build_seq++;
@@ -473,8 +629,14 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   scheduler_hints(rt, pl);
   pl->n_sched_hints = pl->n_hints;
   st = rank_batch(rt, pl, req);
-  for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++)
+  int reused = 0;
+  if (st == IKV_OK && reuse) st = tables_reuse(rt, pl, req, &reused);
+  if (st == IKV_OK && reuse && !reused) rt_stamp_plan(rt); /* rebuilt whole after all */
+  for (uint32_t b = 0; b < req->batch && st == IKV_OK && !reused; b++)
     st = req->mode == IKV_PLAN_TABLES ? tables_sequence(rt, pl, req, b) : rt_route_sequence(rt, pl, req, b);
+  for (uint32_t r = 0; r < pl->n_rows && st == IKV_OK && !reused; r++) pl->fresh[r] = pl->indptr[r]; /* all new */
+  for (uint32_t r = 0; r < pl->n_rows && st == IKV_OK && reused; r++)
+    pl->stats.entries_kept += (uint32_t)(pl->fresh[r] - pl->indptr[r]);
   pl->n_margin_hints = pl->n_hints - pl->n_sched_hints;
   /* The common step changes no page: every entry resolves at once. */
   uint32_t pending = 0, absent = 0;
@@ -483,6 +645,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   pl->stats.pages_hit = pl->hits, pl->stats.pages_missed = pl->misses;
   if (st == IKV_OK && pending) st = settle_pages(rt, pl, req);
   if (st != IKV_OK) {
+    stamp_kept(rt, pl, req);
     pl->n_entries = pl->n_rows = pl->view.batch = 0;
     return st;
   }
@@ -491,9 +654,16 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     resolve(rt, pl, req, 1, &pending, &absent);
   }
   if (st == IKV_OK) st = rt_await_landing(rt, pl);
-  /* every page came from a live sequence: a refusal here is a runtime bug, and voids the plan */
-  if (st == IKV_OK && (st = ikv_pt_pages_touch(rt->pt, pl->page, pl->n_entries)) != IKV_OK)
-    rt_fail(rt, st, "ikv_plan_build: marking the plan's pages used: %s", ikv_status_str(st));
+  /* the plan's pages count as used now, in entry order: their recency is
+   * reserved and stamped when something next reads the order (an eviction)
+   * or the plan changes, so a build that keeps rows writes nothing for them */
+  if (st == IKV_OK) { /* the kept rows' stamps from the last build are superseded */
+    pl->kept_pending = 0;
+    ikv_pt_clock_reserve(rt->pt, pl->n_entries, &pl->stamp_base);
+    rt->stamped = pl;
+  } else {
+    stamp_kept(rt, pl, req);
+  }
   const uint32_t heads_per_row = pl->view.per_kv_head ? 1 : rt->cfg.geometry.kv_heads;
   uint32_t formats = 0; /* the page formats the plan reads (resolve counted them) */
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) formats += pl->stats.pages_by_precision[p] != 0;
@@ -509,9 +679,11 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   rt->active = pl;
   if (st != IKV_OK) { /* pages were moved (nothing lost); the plan is void */
     ikv_step_end(rt, pl);
+    rt_stamp_plan(rt);
     pl->n_entries = pl->n_rows = pl->view.batch = 0;
     return st;
   }
+  if (req->mode == IKV_PLAN_TABLES) remember_tables(rt, pl, req);
   rt->n_span_hints = 0; /* served */
   rt_prefetch_next(rt, pl);
   rt->errmsg[0] = 0;

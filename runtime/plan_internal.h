@@ -79,6 +79,20 @@ struct ikv_plan {
   int32_t *dsel_reserved;             /* [rows][IKV_PRECISION_COUNT], -1: none */
   int32_t *dsel_groups;               /* [rows][IKV_PRECISION_COUNT][3]: ikv_cuda_selection.groups */
   uint32_t pages_per_item;            /* the partition's cut */
+  /* Rebuilding only what changed (scheduler tables): the last build's
+   * request as far as its rows depend on it. A row whose sequence is at the
+   * same version with no fewer pages keeps the entries its table still
+   * lists; only the rest is checked, written and resolved. */
+  int reuse_ok, reuse_per_head, reuse_masks;
+  uint32_t reuse_batch;
+  ikv_seq_id *reuse_seqs;   /* [batch] */
+  uint32_t *reuse_version;  /* [batch] ikv_pt_seq_view.version */
+  uint32_t *reuse_pages;    /* [batch] the sequence's pages */
+  int32_t *old_start;       /* [rows + 1] scratch: the last build's row starts */
+  int32_t *fresh;           /* [rows] each row's first entry written by this build */
+  uint64_t stamp_base;      /* entry e's recency is stamp_base + e + 1 (runtime stamped == this plan) */
+  int kept_pending;         /* rows kept by this build still owe the last build's stamps (kept_base) */
+  uint64_t kept_base;
 };
 
 /* The plan's entry arrays, fetched once into a local for a loop that writes

@@ -56,6 +56,7 @@ struct ikv_runtime {
   uint32_t *pairs;       /* [4 * gpu_pages] scratch: victims with their LRU rank */
   uint8_t *mark;         /* [page] scratch, all 0 between uses */
   ikv_plan *active;
+  ikv_plan *stamped; /* the last plan built: its pages' recency not yet stamped (plan.c) */
   char errmsg[256];
 };
 
@@ -104,6 +105,9 @@ ikv_status rt_await_landing(ikv_runtime *rt, ikv_plan *pl);
 /* After a successful build: the history learns the plan, and the
  * prefetcher copies the predicted pages of the next step. */
 void rt_prefetch_next(ikv_runtime *rt, ikv_plan *pl);
+/* plan.c: gives the pages of the last plan built (rt->stamped) the recency
+ * its build reserved; before anything reads the recency order. */
+void rt_stamp_plan(ikv_runtime *rt);
 /* Polls finished stall timings into the statistics. */
 void rt_poll_stalls(ikv_runtime *rt);
 

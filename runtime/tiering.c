@@ -112,6 +112,7 @@ ikv_status rt_make_room(ikv_runtime *rt, ikv_plan *pl, const uint32_t need[IKV_P
   }
   if (!total) return IKV_OK;
   uint32_t n = 0;
+  rt_stamp_plan(rt); /* the order below is the least recently used first */
   ikv_pt_evict_candidates(rt->pt, IKV_TIER_GPU, rt->victims, rt->gpu_pages, &n);
   /* per precision: its evictable pages in LRU order, the window sorted by score */
   ikv_page_id *pair = rt->pairs; /* (page, LRU rank) */

@@ -633,6 +633,73 @@ static void slot_owners_and_views(void **state) {
   ikv_pt_destroy(pt);
 }
 
+/* Deferred touches order pages as touching them at reservation would; a
+ * use since wins, freed pages are passed over, unreserved values refused. */
+static void stamps_order_as_touches_would(void **state) {
+  (void)state;
+  ikv_pagetable *pt = make_table(8, 0, 8, 0, 2);
+  ikv_seq_id s = new_seq(pt, 64);
+  ikv_page_id p[4], out[8];
+  uint32_t n;
+  assert_int_equal(ikv_pt_seq_pages(pt, s, 0, 4, p), IKV_OK);
+  uint64_t base;
+  assert_int_equal(ikv_pt_clock_reserve(pt, 2, &base), IKV_OK); /* a plan reading p[2], p[0], in that order */
+  assert_int_equal(ikv_pt_page_touch(pt, p[1]), IKV_OK);        /* used after the plan was built */
+  ikv_page_id read[2] = {p[2], p[0]};
+  assert_int_equal(ikv_pt_pages_stamp(pt, read, 2, base), IKV_OK);
+  assert_int_equal(ikv_pt_evict_candidates(pt, IKV_TIER_GPU, out, 8, &n), IKV_OK);
+  assert_int_equal(n, 4);
+  assert_int_equal(out[0], p[3]), assert_int_equal(out[1], p[2]), assert_int_equal(out[2], p[0]), assert_int_equal(out[3], p[1]);
+  /* stamps no newer than a page's recency change nothing: p[1]'s later use stays */
+  ikv_page_id again[2] = {p[1], p[0]};
+  assert_int_equal(ikv_pt_pages_stamp(pt, again, 2, base), IKV_OK);
+  assert_int_equal(ikv_pt_evict_candidates(pt, IKV_TIER_GPU, out, 8, &n), IKV_OK);
+  assert_int_equal(out[0], p[3]), assert_int_equal(out[1], p[2]), assert_int_equal(out[2], p[0]), assert_int_equal(out[3], p[1]);
+  ikv_page_id gone[2] = {p[0], 4242};
+  assert_int_equal(ikv_pt_pages_stamp(pt, gone, 2, base), IKV_OK); /* an unknown page: passed over */
+  snapshot before = take(pt);
+  assert_int_equal(ikv_pt_pages_stamp(pt, read, 2, base + 10), IKV_E_INVALID); /* never reserved */
+  assert_int_equal(ikv_pt_pages_stamp(pt, NULL, 1, base), IKV_E_NULL);
+  assert_int_equal(ikv_pt_clock_reserve(pt, 1, NULL), IKV_E_NULL);
+  assert_int_equal(ikv_pt_clock_reserve(NULL, 1, &base), IKV_E_NULL);
+  assert_unchanged(pt, &before);
+  ikv_pt_destroy(pt);
+}
+
+/* A view's version moves when a page the sequence had moves, changes
+ * precision or is replaced, and not when pages are appended. */
+static void view_versions_track_changed_pages(void **state) {
+  (void)state;
+  ikv_pagetable *pt = make_table(8, 4, 8, 0, 3);
+  ikv_seq_id s = new_seq(pt, 20), t = new_seq(pt, 20);
+  ikv_pt_seq_view v, w;
+  assert_int_equal(ikv_pt_seq_get_view(pt, s, &v), IKV_OK);
+  assert_int_equal(ikv_pt_seq_get_view(pt, t, &w), IKV_OK);
+  const uint32_t v0 = v.version, w0 = w.version;
+  int64_t slots[16];
+  assert_int_equal(ikv_pt_seq_append(pt, s, 16, slots, NULL, NULL), IKV_OK); /* a page more */
+  assert_int_equal(ikv_pt_seq_get_view(pt, s, &v), IKV_OK);
+  assert_int_equal(v.version, v0);
+  ikv_pt_move mv;
+  assert_int_equal(ikv_pt_page_set_precision(pt, v.pages[0], IKV_INT8, &mv), IKV_OK);
+  assert_int_equal(ikv_pt_seq_get_view(pt, s, &v), IKV_OK);
+  assert_int_equal(ikv_pt_seq_get_view(pt, t, &w), IKV_OK);
+  assert_true(v.version != v0);
+  assert_int_equal(w.version, w0); /* none of t's pages changed */
+  const uint32_t v1 = v.version;
+  assert_int_equal(ikv_pt_seq_truncate(pt, s, 18), IKV_OK);
+  assert_int_equal(ikv_pt_seq_get_view(pt, s, &v), IKV_OK);
+  assert_true(v.version != v1);
+  ikv_seq_id child;
+  assert_int_equal(ikv_pt_seq_fork(pt, t, &child), IKV_OK);
+  ikv_pt_copy cow;
+  assert_int_equal(ikv_pt_seq_append(pt, t, 1, slots, NULL, &cow), IKV_OK); /* its last page is copied */
+  assert_true(cow.dst_page != cow.src_page);
+  assert_int_equal(ikv_pt_seq_get_view(pt, t, &w), IKV_OK);
+  assert_true(w.version != w0);
+  ikv_pt_destroy(pt);
+}
+
 /* Scale: 100k live sequences at once, and a sequence of more than 1M tokens. */
 static void scales_to_many_sequences_and_long_ones(void **state) {
   (void)state;
@@ -690,6 +757,8 @@ int main(void) {
       cmocka_unit_test(export_errors_are_reported),
       cmocka_unit_test(stats_count_bytes_per_pool),
       cmocka_unit_test(slot_owners_and_views),
+      cmocka_unit_test(stamps_order_as_touches_would),
+      cmocka_unit_test(view_versions_track_changed_pages),
       cmocka_unit_test(scales_to_many_sequences_and_long_ones),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

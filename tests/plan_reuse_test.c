@@ -1,0 +1,222 @@
+/* Plans that keep the rows of the last build (scheduler tables) against
+ * plans built afresh: two runtimes fed the same operations, one planning
+ * with a single plan object (which keeps what did not change), the other
+ * with a new plan object every step (which builds everything and touches
+ * its pages in full). Every plan, its partition, its statistics, every
+ * error, and the pages' tiers, slots and precisions must agree step for
+ * step, through appends, evictions to a small GPU tier, offloads,
+ * conversions, truncations, changing tables and masks, per-head rows and
+ * refused requests (a bad page index; a plan the GPU tier cannot hold). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pagetable/pagetable.h"
+#include "runtime/intentkv.h"
+#include "tests/cmocka_all.h"
+#include "tests/test_rng.h"
+
+enum { L = 1, H = 2, HQ = 4, D = 16, P = 16, SEQS = 4, MAX_TOKENS = 640, MAX_PAGES = MAX_TOKENS / P, STEPS = 400 };
+
+typedef struct twin {
+  ikv_runtime *rt;
+  ikv_plan *kept; /* the persistent plan (NULL in the fresh twin) */
+  ikv_seq_id seqs[SEQS];
+} twin;
+
+static void twin_open(twin *t, int persistent) {
+  ikv_runtime_config c = {.geometry = {.layers = L, .kv_heads = H, .head_dim = D, .page_size = P},
+                          .q_heads = HQ, .max_sequences = 8, .max_batch = SEQS, .max_plan_pages = 4096,
+                          .backend = IKV_BACKEND_CPU};
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++)
+    c.capacity[IKV_TIER_GPU][p] = 48, c.capacity[IKV_TIER_HOST][p] = 400; /* sequences outgrow the GPU tier */
+  assert_int_equal(ikv_runtime_create(&c, &t->rt), IKV_OK);
+  t->kept = NULL;
+  if (persistent) assert_int_equal(ikv_plan_create(t->rt, &t->kept), IKV_OK);
+  for (int s = 0; s < SEQS; s++) assert_int_equal(ikv_seq_create(t->rt, IKV_FP16, &t->seqs[s]), IKV_OK);
+}
+
+static void twin_close(twin *t) {
+  ikv_plan_destroy(t->kept);
+  ikv_runtime_destroy(t->rt);
+}
+
+/* Page i of sequence s: its id, and where it is. */
+static ikv_pt_page_info page_of(const twin *t, int s, uint32_t i) {
+  const ikv_pagetable *pt = ikv_runtime_pagetable(t->rt);
+  ikv_page_id page;
+  ikv_pt_page_info info;
+  assert_int_equal(ikv_pt_seq_pages(pt, t->seqs[s], i, 1, &page), IKV_OK);
+  assert_int_equal(ikv_pt_page_get_info(pt, page, &info), IKV_OK);
+  return info;
+}
+
+static uint32_t tokens_of(const twin *t, int s) {
+  ikv_pt_seq_info info;
+  assert_int_equal(ikv_pt_seq_get_info(ikv_runtime_pagetable(t->rt), t->seqs[s], &info), IKV_OK);
+  return info.tokens;
+}
+
+/* Both twins hold the same pages in the same places. */
+static void same_pages(const twin *a, const twin *b) {
+  for (int s = 0; s < SEQS; s++) {
+    assert_int_equal(tokens_of(a, s), tokens_of(b, s));
+    for (uint32_t i = 0; i < (tokens_of(a, s) + P - 1) / P; i++) {
+      const ikv_pt_page_info x = page_of(a, s, i), y = page_of(b, s, i);
+      assert_int_equal(x.precision, y.precision);
+      for (int tier = 0; tier < IKV_TIER_COUNT; tier++) assert_int_equal(x.slot[tier], y.slot[tier]);
+    }
+  }
+  ikv_runtime_stats x, y;
+  assert_int_equal(ikv_runtime_get_stats(a->rt, &x), IKV_OK);
+  assert_int_equal(ikv_runtime_get_stats(b->rt, &y), IKV_OK);
+  assert_true(x.conversions == y.conversions && x.demand_fetches == y.demand_fetches && x.evictions == y.evictions &&
+              x.pages_read == y.pages_read && x.pages_hit == y.pages_hit && x.bytes_read == y.bytes_read);
+}
+
+static void same_plans(const ikv_plan *a, const ikv_plan *b) {
+  const ikv_decode_plan *x = ikv_plan_view(a), *y = ikv_plan_view(b);
+  assert_int_equal(x->batch, y->batch);
+  assert_int_equal(x->per_kv_head, y->per_kv_head);
+  const uint32_t rows = x->batch * (x->per_kv_head ? H : 1), n = (uint32_t)x->indptr[rows];
+  assert_memory_equal(x->indptr, y->indptr, sizeof(int32_t) * (rows + 1));
+  assert_memory_equal(x->page_slot, y->page_slot, sizeof(int32_t) * n);
+  assert_memory_equal(x->precision, y->precision, n);
+  assert_memory_equal(x->page_index, y->page_index, sizeof(int32_t) * n);
+  assert_memory_equal(x->first, y->first, sizeof(uint16_t) * n);
+  assert_memory_equal(x->last, y->last, sizeof(uint16_t) * n);
+  assert_memory_equal(x->seq_len, y->seq_len, sizeof(int32_t) * x->batch);
+  uint32_t nx, ny;
+  const ikv_work_item *wx = ikv_plan_work(a, &nx), *wy = ikv_plan_work(b, &ny);
+  assert_int_equal(nx, ny);
+  for (uint32_t i = 0; i < nx; i++) /* field by field: the struct has padding */
+    assert_true(wx[i].row == wy[i].row && wx[i].precision == wy[i].precision && wx[i].begin == wy[i].begin &&
+                wx[i].end == wy[i].end);
+  assert_memory_equal(ikv_plan_work_entries(a), ikv_plan_work_entries(b), sizeof(int32_t) * n);
+  ikv_plan_stats sx, sy;
+  assert_int_equal(ikv_plan_get_stats(a, &sx), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(b, &sy), IKV_OK);
+  assert_int_equal(sy.entries_kept, 0); /* a new plan object keeps nothing */
+  sy.entries_kept = sx.entries_kept;
+  assert_memory_equal(&sx, &sy, sizeof(sx));
+  uint32_t dx, dy;
+  ikv_plan_decisions(a, &dx), ikv_plan_decisions(b, &dy);
+  assert_int_equal(dx, dy);
+}
+
+/* The scheduler's tables this step: each row lists most pages of its
+ * sequence, mostly the same ones step after step (a page's choice depends
+ * on its index and a per-row salt that changes now and then), at the
+ * page's stored precision or a lower one; masks either left to the runtime
+ * or given (the valid tokens, sometimes fewer). */
+typedef struct tables {
+  int32_t indptr[SEQS * H + 1], index[SEQS * H * MAX_PAGES];
+  uint8_t want[SEQS * H * MAX_PAGES];
+  uint16_t first[SEQS * H * MAX_PAGES], last[SEQS * H * MAX_PAGES];
+} tables;
+
+static void make_tables(const twin *t, tables *tb, const uint32_t *salt, int per_head, int masks, int bad) {
+  /* one step down in fidelity (fp16, bf16 > int8 > fp8 > int4) */
+  static const uint8_t lower[IKV_PRECISION_COUNT] = {IKV_INT8, IKV_INT8, IKV_INT4, IKV_FP8_E4M3, IKV_INT4};
+  const uint32_t rows_per = per_head ? H : 1;
+  tb->indptr[0] = 0;
+  for (int s = 0; s < SEQS; s++) {
+    const uint32_t tokens = tokens_of(t, s), n_pages = (tokens + P - 1) / P;
+    for (uint32_t h = 0; h < rows_per; h++) {
+      const uint32_t r = s * rows_per + h;
+      int32_t e = tb->indptr[r];
+      for (uint32_t i = 0; i < n_pages; i++) {
+        const uint32_t hash = (i * 2654435761u) ^ (salt[r] * 40503u);
+        if (i + 1 < n_pages && hash % 5 == 0) continue; /* the last page is always read */
+        const ikv_precision stored = page_of(t, s, i).precision;
+        tb->index[e] = (int32_t)i;
+        tb->want[e] = i + 1 < n_pages && (hash >> 8) % 4 == 0 ? lower[stored] : (uint8_t)stored;
+        const uint32_t valid = i + 1 == n_pages ? tokens - i * P : P;
+        tb->first[e] = masks && (hash >> 12) % 3 == 0 ? (uint16_t)((hash >> 16) % valid) : 0;
+        tb->last[e] = (uint16_t)(valid - 1);
+        e++;
+      }
+      tb->indptr[r + 1] = e;
+    }
+  }
+  if (bad && tb->indptr[1] > 0) tb->index[tb->indptr[1] - 1] = (int32_t)MAX_PAGES; /* out of range */
+}
+
+static void step_tables(void **state) {
+  (void)state;
+  twin a, b;
+  twin_open(&a, 1), twin_open(&b, 0);
+  test_rng rng = {0x9e3779b97f4a7c15ull};
+  static tables tb;
+  uint32_t salt[SEQS * H] = {0};
+  for (uint32_t r = 0; r < SEQS * H; r++) salt[r] = r + 1;
+  int per_head = 0, masks = 0;
+  uint64_t built = 0, kept_entries = 0, selected = 0;
+  for (int step = 0; step < STEPS; step++) {
+    /* new tokens (a prompt first, then a few a step), written to both twins */
+    uint32_t n[SEQS], total = 0;
+    for (int s = 0; s < SEQS; s++) {
+      n[s] = step == 0 ? 60 + 37 * s : (tokens_of(&a, s) + 8 < MAX_TOKENS ? rng_below(&rng, 3) : 0);
+      total += n[s];
+    }
+    float *k = malloc(sizeof(float) * total * H * D), *v = malloc(sizeof(float) * total * H * D);
+    rng_fill_gauss(&rng, k, (size_t)total * H * D, 1.0f), rng_fill_gauss(&rng, v, (size_t)total * H * D, 1.0f);
+    int64_t *sl[2] = {malloc(sizeof(int64_t) * total), malloc(sizeof(int64_t) * total)};
+    uint8_t *pr[2] = {malloc(total), malloc(total)};
+    twin *tw[2] = {&a, &b};
+    for (int x = 0; x < 2; x++) {
+      assert_int_equal(ikv_append(tw[x]->rt, tw[x]->seqs, n, SEQS, sl[x], pr[x]), IKV_OK);
+      assert_int_equal(ikv_write_kv(tw[x]->rt, 0, k, v, IKV_DTYPE_F32, sl[x], pr[x], total, NULL), IKV_OK);
+    }
+    assert_memory_equal(sl[0], sl[1], sizeof(int64_t) * total);
+    free(k), free(v), free(sl[0]), free(sl[1]), free(pr[0]), free(pr[1]);
+    /* now and then: an offload, a truncation, a row's choice changed, another row shape or mask form */
+    const uint32_t event = rng_below(&rng, 100), s = rng_below(&rng, SEQS);
+    if (event < 4 && tokens_of(&a, (int)s) > 2 * P)
+      for (int x = 0; x < 2; x++) assert_int_equal(ikv_seq_offload(tw[x]->rt, tw[x]->seqs[s], 1, 1), IKV_OK);
+    if (event >= 4 && event < 7 && tokens_of(&a, (int)s) > 3 * P) {
+      const uint32_t keep = tokens_of(&a, (int)s) - 20;
+      for (int x = 0; x < 2; x++) assert_int_equal(ikv_seq_truncate(tw[x]->rt, tw[x]->seqs[s], keep), IKV_OK);
+    }
+    if (event >= 7 && event < 17) salt[rng_below(&rng, SEQS * H)] += 7;
+    if (step % 97 == 96) per_head = !per_head;
+    if (step % 61 == 60) masks = !masks;
+    const int bad = event >= 17 && event < 20;
+    /* the same tables for both (made from twin a; asserted equal below) */
+    make_tables(&a, &tb, salt, per_head, masks, bad);
+    const ikv_plan_request req = {.seqs = a.seqs, .batch = SEQS, .mode = IKV_PLAN_TABLES,
+                                  .tables = {.per_kv_head = (uint32_t)per_head, .indptr = tb.indptr, .page_index = tb.index,
+                                             .precision = tb.want, .first = masks ? tb.first : NULL, .last = masks ? tb.last : NULL}};
+    ikv_plan_request req_b = req;
+    req_b.seqs = b.seqs;
+    ikv_plan *fresh;
+    assert_int_equal(ikv_plan_create(b.rt, &fresh), IKV_OK);
+    const ikv_status sa = ikv_plan_build(a.rt, a.kept, &req), sb = ikv_plan_build(b.rt, fresh, &req_b);
+    assert_int_equal(sa, sb);
+    if (bad) {
+      assert_int_equal(sa, IKV_E_RANGE);
+      assert_string_equal(ikv_runtime_errmsg(a.rt), ikv_runtime_errmsg(b.rt));
+    }
+    if (sa == IKV_OK) {
+      same_plans(a.kept, fresh);
+      ikv_plan_stats st;
+      assert_int_equal(ikv_plan_get_stats(a.kept, &st), IKV_OK);
+      built++, kept_entries += st.entries_kept, selected += st.pages_selected;
+      assert_int_equal(ikv_step_end(a.rt, a.kept), IKV_OK);
+      assert_int_equal(ikv_step_end(b.rt, fresh), IKV_OK);
+    }
+    ikv_plan_destroy(fresh);
+    same_pages(&a, &b);
+  }
+  ikv_runtime_stats st;
+  assert_int_equal(ikv_runtime_get_stats(a.rt, &st), IKV_OK);
+  /* the run went where it was meant to: pages left the GPU tier and came back, and pages converted */
+  assert_true(st.evictions > 0 && st.demand_fetches > 0 && st.conversions > 0);
+  assert_true(built > STEPS * 3 / 4); /* the rest: refused alike (bad entries, more fp16 pages than the tier holds) */
+  assert_true(kept_entries > selected / 2); /* most entries were kept, so that path was the one checked */
+  twin_close(&a), twin_close(&b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(step_tables)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
