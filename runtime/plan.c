@@ -153,6 +153,8 @@ static ikv_status check_request(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_re
     if (!t->indptr || (!t->page_index && req->batch) || (!t->precision && req->batch))
       return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: tables need indptr, page_index and precision");
     if (!t->first != !t->last) return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: give both first and last, or neither");
+    if (t->per_kv_head && req->batch && t->indptr[req->batch * rt->cfg.geometry.kv_heads] < 0)
+      return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: indptr");
     return IKV_OK;
   }
   if (req->mode != IKV_PLAN_ROUTER) return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: mode %d", (int)req->mode);
@@ -278,6 +280,17 @@ static int32_t same_prefix(const ikv_plan *pl, const ikv_plan_tables *t, int32_t
   return d;
 }
 
+/* How many of the n entries from `at` hold their page in the precision
+ * they ask for: the others wait for a downgrade the last build could not
+ * make (no room, or rows appended and not yet written) and are tried again
+ * (their stored precision can only be higher). */
+static int32_t settled_prefix(const ikv_plan *pl, int32_t at, int32_t n) {
+  if (!memcmp(pl->want + at, pl->precision + at, (size_t)n)) return n;
+  int32_t d = 0;
+  while (d < n && pl->want[at + d] == pl->precision[at + d]) d++;
+  return d;
+}
+
 /* Entries [from, from + n) of the plan moved to `to` (to >= from), every array. */
 static void move_entries(ikv_plan *pl, int32_t from, int32_t to, int32_t n) {
   if (from == to || !n) return;
@@ -306,9 +319,10 @@ static void stamp_kept(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *re
  * the rest is checked and written as tables_sequence does; pl->fresh[r]:
  * the row's first new entry. With masks left to the runtime the entries
  * from the sequence's old last page on are always rewritten (its valid
- * tokens may have grown). *reused == 0: nothing was changed, build afresh
- * (a row shrank, an indptr range is invalid, or the rows outgrow the plan:
- * the full build gives those their messages). */
+ * tokens may have grown). *reused == 0: build afresh (a row shrank, an
+ * indptr range is invalid, or the rows outgrow the plan: the full build
+ * gives those their messages); nothing was changed but the last plan's
+ * pages stamped. */
 static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int *reused) {
   const ikv_plan_tables *t = &req->tables;
   const uint32_t P = rt->cfg.geometry.page_size, per = t->per_kv_head ? rt->cfg.geometry.kv_heads : 1,
@@ -316,21 +330,28 @@ static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
   int32_t *old = pl->old_start, *keep = pl->fresh; /* keep[r]: entries row r keeps, until fresh[r] replaces it */
   *reused = 0;
   memcpy(old, pl->indptr, sizeof(int32_t) * (rows + 1));
-  for (uint32_t b = 0; b < req->batch; b++) {
+  for (uint32_t b = 0; b < req->batch && !*reused; b++) {
     ikv_pt_seq_view v;
     ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
     const int same = v.version == pl->reuse_version[b] && v.n_pages >= pl->reuse_pages[b];
     const int32_t tail = (int32_t)pl->reuse_pages[b] - 1; /* the old last page */
     for (uint32_t r = b * per; r < (b + 1) * per; r++) {
       const int32_t begin = t->indptr[r], end = t->indptr[r + 1], old_len = old[r + 1] - old[r];
-      if (begin < 0 || end < begin || (r == 0 && begin != 0) || end - begin < old_len) return IKV_OK;
+      if (begin < 0 || end < begin || (r == 0 && begin != 0) || end - begin < old_len) {
+        *reused = -1;
+        break;
+      }
       int32_t d = same ? same_prefix(pl, t, begin, old[r], old_len) : 0;
       if (!t->first)
         while (d > 0 && pl->page_index[old[r] + d - 1] >= tail) d--;
-      keep[r] = d;
+      keep[r] = settled_prefix(pl, old[r], d);
     }
   }
-  if ((uint32_t)t->indptr[rows] > pl->cap_entries) return IKV_OK;
+  if (*reused || (uint32_t)t->indptr[rows] > pl->cap_entries) { /* built afresh: the last plan's pages stamped first */
+    if (rt->stamped == pl) ikv_pt_pages_stamp(rt->pt, pl->page, (uint32_t)old[rows], pl->stamp_base), rt->stamped = NULL;
+    *reused = 0;
+    return IKV_OK;
+  }
   *reused = 1;
   /* the last build's entries not kept leave with the recency it reserved */
   const uint64_t old_base = pl->stamp_base;
@@ -623,15 +644,11 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   pl->view.batch = req->batch;
   pl->view.per_kv_head = req->mode == IKV_PLAN_TABLES ? (req->tables.per_kv_head != 0)
                                                         : req->router.score_mode != IKV_SCORE_SPAN;
-  if (req->mode == IKV_PLAN_TABLES && pl->view.per_kv_head && req->batch &&
-      req->tables.indptr[req->batch * rt->cfg.geometry.kv_heads] < 0)
-    return rt_fail(rt, IKV_E_INVALID, "ikv_plan_build: indptr");
   scheduler_hints(rt, pl);
   pl->n_sched_hints = pl->n_hints;
   st = rank_batch(rt, pl, req);
   int reused = 0;
   if (st == IKV_OK && reuse) st = tables_reuse(rt, pl, req, &reused);
-  if (st == IKV_OK && reuse && !reused) rt_stamp_plan(rt); /* rebuilt whole after all */
   for (uint32_t b = 0; b < req->batch && st == IKV_OK && !reused; b++)
     st = req->mode == IKV_PLAN_TABLES ? tables_sequence(rt, pl, req, b) : rt_route_sequence(rt, pl, req, b);
   for (uint32_t r = 0; r < pl->n_rows && st == IKV_OK && !reused; r++) pl->fresh[r] = pl->indptr[r]; /* all new */

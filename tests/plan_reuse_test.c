@@ -29,6 +29,7 @@ static void twin_open(twin *t, int persistent) {
                           .backend = IKV_BACKEND_CPU};
   for (int p = 0; p < IKV_PRECISION_COUNT; p++)
     c.capacity[IKV_TIER_GPU][p] = 48, c.capacity[IKV_TIER_HOST][p] = 400; /* sequences outgrow the GPU tier */
+  c.capacity[IKV_TIER_GPU][IKV_INT4] = 36; /* and downgrades to INT4 run out of room: they wait for a later plan */
   assert_int_equal(ikv_runtime_create(&c, &t->rt), IKV_OK);
   t->kept = NULL;
   if (persistent) assert_int_equal(ikv_plan_create(t->rt, &t->kept), IKV_OK);
@@ -132,7 +133,8 @@ static void make_tables(const twin *t, tables *tb, const uint32_t *salt, int per
         tb->want[e] = i + 1 < n_pages && (hash >> 8) % 4 == 0 ? lower[stored] : (uint8_t)stored;
         const uint32_t valid = i + 1 == n_pages ? tokens - i * P : P;
         tb->first[e] = masks && (hash >> 12) % 3 == 0 ? (uint16_t)((hash >> 16) % valid) : 0;
-        tb->last[e] = (uint16_t)(valid - 1);
+        tb->last[e] = (uint16_t)((hash >> 20) % 2 || valid < 8 ? valid - 1 : 7); /* some masks stay put as pages fill */
+        if (tb->first[e] > tb->last[e]) tb->first[e] = tb->last[e];
         e++;
       }
       tb->indptr[r + 1] = e;
@@ -216,7 +218,69 @@ static void step_tables(void **state) {
   twin_close(&a), twin_close(&b);
 }
 
+/* A downgrade the last build could not make (its target pool was full) is
+ * tried again by the next build, even where that build keeps the row. */
+static void deferred_downgrades_are_retried(void **state) {
+  (void)state;
+  ikv_runtime_config c = {.geometry = {.layers = L, .kv_heads = H, .head_dim = D, .page_size = P},
+                          .q_heads = HQ, .max_sequences = 4, .max_batch = 2, .max_plan_pages = 64,
+                          .backend = IKV_BACKEND_CPU};
+  c.capacity[IKV_TIER_GPU][IKV_FP16] = 8, c.capacity[IKV_TIER_GPU][IKV_INT4] = 1;
+  ikv_runtime *rt;
+  ikv_plan *plan;
+  assert_int_equal(ikv_runtime_create(&c, &rt), IKV_OK);
+  assert_int_equal(ikv_plan_create(rt, &plan), IKV_OK);
+  ikv_seq_id seq, filler;
+  assert_int_equal(ikv_seq_create(rt, IKV_FP16, &seq), IKV_OK);
+  assert_int_equal(ikv_seq_create(rt, IKV_FP16, &filler), IKV_OK);
+  test_rng rng = {7};
+  float k[3 * P * H * D], v[3 * P * H * D];
+  rng_fill_gauss(&rng, k, sizeof(k) / sizeof(float), 1.0f), rng_fill_gauss(&rng, v, sizeof(v) / sizeof(float), 1.0f);
+  int64_t slots[3 * P];
+  uint8_t precs[3 * P];
+  uint32_t n = 3 * P, one = P;
+  assert_int_equal(ikv_append(rt, &seq, &n, 1, slots, precs), IKV_OK);
+  assert_int_equal(ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F32, slots, precs, n, NULL), IKV_OK);
+  assert_int_equal(ikv_append(rt, &filler, &one, 1, slots, precs), IKV_OK);
+  assert_int_equal(ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F32, slots, precs, one, NULL), IKV_OK);
+  /* the filler's page takes the one INT4 slot */
+  int32_t indptr[2] = {0, 1}, index[3] = {0, 1, 2};
+  uint8_t want[3] = {IKV_INT4, IKV_FP16, IKV_FP16};
+  ikv_plan_request req = {.seqs = &filler, .batch = 1, .mode = IKV_PLAN_TABLES,
+                          .tables = {.indptr = indptr, .page_index = index, .precision = want}};
+  assert_int_equal(ikv_plan_build(rt, plan, &req), IKV_OK);
+  assert_int_equal(ikv_step_end(rt, plan), IKV_OK);
+  /* the sequence's page 0 asks for INT4 too: no room, read as FP16 */
+  ikv_plan *kept;
+  assert_int_equal(ikv_plan_create(rt, &kept), IKV_OK);
+  indptr[1] = 3;
+  req.seqs = &seq;
+  ikv_plan_stats st;
+  assert_int_equal(ikv_plan_build(rt, kept, &req), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(kept, &st), IKV_OK);
+  assert_int_equal(st.conversions, 0);
+  assert_int_equal(ikv_plan_view(kept)->precision[0], IKV_FP16);
+  assert_int_equal(ikv_step_end(rt, kept), IKV_OK);
+  /* the slot frees up; the same tables again: rows kept, page 0 converted */
+  ikv_plan_destroy(plan);
+  assert_int_equal(ikv_seq_free(rt, filler), IKV_OK);
+  assert_int_equal(ikv_plan_build(rt, kept, &req), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(kept, &st), IKV_OK);
+  assert_int_equal(st.conversions, 1);
+  assert_int_equal(ikv_plan_view(kept)->precision[0], IKV_INT4);
+  assert_int_equal(st.entries_kept, 0); /* the row from its waiting entry on: all of it */
+  assert_int_equal(ikv_step_end(rt, kept), IKV_OK);
+  /* and once settled, a third build keeps all three entries */
+  assert_int_equal(ikv_plan_build(rt, kept, &req), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(kept, &st), IKV_OK);
+  assert_int_equal(st.conversions, 0);
+  assert_int_equal(st.entries_kept, 2); /* page 2 is the sequence's last: its mask is looked at again */
+  assert_int_equal(ikv_step_end(rt, kept), IKV_OK);
+  ikv_plan_destroy(kept);
+  ikv_runtime_destroy(rt);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(step_tables)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(step_tables), cmocka_unit_test(deferred_downgrades_are_retried)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,7 +8,7 @@
 #include "tools/ikv_cli.h"
 
 enum { BATCH = 64, CONTEXT = 32768, PAGE = 16, PAGES = CONTEXT / PAGE, REPEATS = 21, LOOP_STEPS = 24 };
-#define GROWN_PAGES (PAGES + 2 * LOOP_STEPS / PAGE + 1) /* a sequence's pages after both decode loops */
+#define GROWN_PAGES (PAGES + 3 * LOOP_STEPS / PAGE + 1) /* a sequence's pages after the three decode loops */
 
 static const char usage[] =
     "usage: ikv bench plan [--json]\n\n"
@@ -20,10 +20,15 @@ static const char usage[] =
     "shared host the best is the steadier number). Then the same builds in a\n"
     "decode loop: before each, one token appended to every sequence (not timed),\n"
     "the tables listing the new pages as they come, the page being written at\n"
-    "its stored fp16 (24 steps each; full pages then convert to INT4).\n";
+    "its stored fp16 (24 steps each; full pages then convert to INT4). The\n"
+    "sequences fill their pages in step; a last loop (tables) first cuts them\n"
+    "to different lengths, so that every step some fill a page: their rows grow\n"
+    "and their full page converts. A plan object built again from tables keeps\n"
+    "the rows that did not change (kept: the share of entries it kept).\n";
 
 typedef struct timing {
-  double median, best; /* us */
+  double median, best, worst; /* us */
+  double kept;                /* entries kept from the build before, over entries (tables) */
 } timing;
 
 /* Every page of every sequence (tokens[b] tokens) as the tables' indptr, index
@@ -40,22 +45,27 @@ static void list_every_page(const uint32_t *tokens, int writing, int32_t *indptr
   }
 }
 
-/* One build and its step end, in microseconds. */
-static double build_us(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req) {
+/* One build and its step end, in microseconds; *kept (optional) adds the
+ * entries it kept and *entries those it holds. */
+static double build_us(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, double *kept, double *entries) {
   uint64_t t0 = bench_now_ns();
   IKV_CLI_CHECK(ikv_plan_build(rt, plan, req));
   IKV_CLI_CHECK(ikv_step_end(rt, plan));
-  return (double)(bench_now_ns() - t0) / 1e3;
+  const double us = (double)(bench_now_ns() - t0) / 1e3;
+  ikv_plan_stats st;
+  IKV_CLI_CHECK(ikv_plan_get_stats(plan, &st));
+  if (kept) *kept += st.entries_kept, *entries += st.pages_selected;
+  return us;
 }
 
-static timing timing_of(double *samples, int n) {
+static timing timing_of(double *samples, int n, double kept, double entries) {
   const double median = bench_median(samples, n); /* sorts them */
-  return (timing){median, samples[0]};
+  return (timing){median, samples[0], samples[n - 1], entries ? kept / entries : 0.0};
 }
 
 /* Builds in a decode loop: each after one token appended to every sequence. */
 static timing time_decode_loop(ikv_runtime *rt, ikv_plan *plan, ikv_plan_request *req, uint32_t *tokens) {
-  double samples[LOOP_STEPS];
+  double samples[LOOP_STEPS], kept = 0, entries = 0;
   uint32_t ones[BATCH];
   int64_t slots[BATCH];
   uint8_t precs[BATCH];
@@ -66,16 +76,16 @@ static timing time_decode_loop(ikv_runtime *rt, ikv_plan *plan, ikv_plan_request
     if (req->mode == IKV_PLAN_TABLES)
       list_every_page(tokens, 1, (int32_t *)req->tables.indptr, (int32_t *)req->tables.page_index,
                       (uint8_t *)req->tables.precision);
-    samples[r] = build_us(rt, plan, req);
+    samples[r] = build_us(rt, plan, req, &kept, &entries);
   }
-  return timing_of(samples, LOOP_STEPS);
+  return timing_of(samples, LOOP_STEPS, kept, entries);
 }
 
 static timing time_plans(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req) {
-  double samples[REPEATS];
-  build_us(rt, plan, req); /* first build: conversions, warm caches */
-  for (int r = 0; r < REPEATS; r++) samples[r] = build_us(rt, plan, req);
-  return timing_of(samples, REPEATS);
+  double samples[REPEATS], kept = 0, entries = 0;
+  build_us(rt, plan, req, NULL, NULL); /* first build: conversions, warm caches */
+  for (int r = 0; r < REPEATS; r++) samples[r] = build_us(rt, plan, req, &kept, &entries);
+  return timing_of(samples, REPEATS, kept, entries);
 }
 
 int ikv_bench_plan(int argc, char **argv) {
@@ -137,6 +147,11 @@ int ikv_bench_plan(int argc, char **argv) {
   req.router.memory_pressure = 0.0f;
   timing router_loop = time_decode_loop(rt, plan, &req, tokens);
   timing tables_loop = time_decode_loop(rt, plan, &tables_req, tokens);
+  for (int b = 0; b < BATCH; b++) { /* lengths apart: sequence b is (5 b) mod 16 tokens shorter */
+    tokens[b] -= (uint32_t)(5 * b) % PAGE;
+    IKV_CLI_CHECK(ikv_seq_truncate(rt, seqs[b], tokens[b]));
+  }
+  timing staggered = time_decode_loop(rt, plan, &tables_req, tokens);
 
   /* The floor: copying the bytes a built plan holds per page (slot 4, page
    * index 4, first 2, last 2, precision 1) once, on this host. */
@@ -162,22 +177,29 @@ int ikv_bench_plan(int argc, char **argv) {
            "\"router_pressure_0_9_us\": %.1f, \"router_pressure_0_9_best_us\": %.1f, "
            "\"router_pressure_0_9_pages_selected\": %u, \"tables_us\": %.1f, \"tables_best_us\": %.1f, "
            "\"tables_pages\": %d, \"memcpy_floor_us\": %.1f, \"router_decode_loop_us\": %.1f, "
-           "\"router_decode_loop_best_us\": %.1f, \"tables_decode_loop_us\": %.1f, \"tables_decode_loop_best_us\": %.1f}\n",
+           "\"router_decode_loop_best_us\": %.1f, \"router_decode_loop_worst_us\": %.1f, \"tables_kept\": %.4f, "
+           "\"tables_decode_loop_us\": %.1f, \"tables_decode_loop_best_us\": %.1f, \"tables_decode_loop_worst_us\": %.1f, "
+           "\"tables_decode_loop_kept\": %.4f, \"tables_staggered_loop_us\": %.1f, \"tables_staggered_loop_best_us\": %.1f, "
+           "\"tables_staggered_loop_worst_us\": %.1f, \"tables_staggered_loop_kept\": %.4f}\n",
            date, cpu, cores, BATCH, CONTEXT, PAGE, router0.median, router0.best, st0.pages_selected, router9.median,
            router9.best, st9.pages_selected, tables.median, tables.best, BATCH * PAGES, floor_us, router_loop.median,
-           router_loop.best, tables_loop.median, tables_loop.best);
+           router_loop.best, router_loop.worst, tables.kept, tables_loop.median, tables_loop.best, tables_loop.worst,
+           tables_loop.kept, staggered.median, staggered.best, staggered.worst, staggered.kept);
   else {
     printf("ikv bench plan  (%s, %ld cores, %s): batch %d x %d tokens, page %d\n", cpu, cores, date, BATCH, CONTEXT, PAGE);
     printf("  router, pressure 0.0            %9.1f us  (best %.1f; %u pages selected)\n", router0.median, router0.best,
            st0.pages_selected);
     printf("  router, pressure 0.9            %9.1f us  (best %.1f; %u pages selected)\n", router9.median, router9.best,
            st9.pages_selected);
-    printf("  scheduler tables, every page    %9.1f us  (best %.1f; %d pages)\n", tables.median, tables.best, BATCH * PAGES);
+    printf("  scheduler tables, every page    %9.1f us  (best %.1f; %d pages; kept %.1f%%)\n", tables.median, tables.best,
+           BATCH * PAGES, 100 * tables.kept);
     printf("  memcpy of a plan's bytes        %9.1f us  (13 bytes per page: the floor)\n", floor_us);
-    printf("  router, decode loop             %9.1f us  (best %.1f; a token appended a step)\n", router_loop.median,
-           router_loop.best);
-    printf("  scheduler tables, decode loop   %9.1f us  (best %.1f; a token appended a step)\n", tables_loop.median,
-           tables_loop.best);
+    printf("  router, decode loop             %9.1f us  (best %.1f, worst %.1f; a token appended a step)\n",
+           router_loop.median, router_loop.best, router_loop.worst);
+    printf("  scheduler tables, decode loop   %9.1f us  (best %.1f, worst %.1f; kept %.1f%%)\n", tables_loop.median,
+           tables_loop.best, tables_loop.worst, 100 * tables_loop.kept);
+    printf("  tables, staggered decode loop   %9.1f us  (best %.1f, worst %.1f; kept %.1f%%)\n", staggered.median,
+           staggered.best, staggered.worst, 100 * staggered.kept);
   }
   free(slots), free(precs), free(indptr), free(index), free(want);
   ikv_plan_destroy(plan);
