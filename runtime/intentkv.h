@@ -193,7 +193,11 @@ void ikv_plan_destroy(ikv_plan *plan);
  * used pages not in the plan to the host tier; if the GPU tier cannot hold
  * the plan's pages, IKV_E_CAPACITY comes after such moves (they lose
  * nothing). A runtime has at most one plan in flight: end it (ikv_step_end)
- * before building the next. */
+ * before building the next. Build each step's plan with the same plan
+ * object: from scheduler tables for the same sequences it keeps the rows'
+ * entries that neither the tables nor the sequences changed, and does the
+ * work only for the rest (the result is the same as a new plan object's;
+ * ikv_plan_stats.entries_kept). */
 ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *request);
 
 /* The plan as kernels read it (owned by the plan, valid until it is rebuilt). */
