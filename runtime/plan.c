@@ -36,7 +36,7 @@ const char *ikv_reason_str(ikv_reason reason) {
   X(work) X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)    \
   X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(head_any) X(rank_keys)      \
   X(order) X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages)      \
-  X(dsel_reserved) X(dsel_groups) X(reuse_seqs) X(reuse_version) X(reuse_pages) X(old_start) X(fresh)
+  X(dsel_reserved) X(dsel_groups) X(reuse_seqs) X(reuse_version) X(reuse_pages) X(old_start) X(fresh) X(seq_pending)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
 
@@ -96,6 +96,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->reuse_pages = malloc(sizeof(uint32_t) * pl->cap_batch);
   pl->old_start = malloc(sizeof(int32_t) * (pl->cap_rows + 1));
   pl->fresh = malloc(sizeof(int32_t) * pl->cap_rows);
+  pl->seq_pending = malloc(pl->cap_batch);
   if (PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
     ikv_plan_destroy(pl);
     return IKV_E_NO_MEMORY;
@@ -413,8 +414,8 @@ static void forget_touched(ikv_plan *pl) {
  * accepts get their slot now; the rest (a downgrade or a fetch to do) are
  * counted in *pending. `settled`: after the slow path, read what is stored.
  * Also fills seq_len and the statistics. */
-static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int settled, uint32_t *pending,
-                    uint32_t *absent) {
+static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int settled, int narrow,
+                    uint32_t *pending, uint32_t *absent) {
   const uint32_t H = rt->cfg.geometry.kv_heads, rows_per_seq = pl->view.per_kv_head ? H : 1;
   ikv_plan_stats *s = &pl->stats;
   uint32_t todo = 0, off_gpu = 0;
@@ -435,9 +436,10 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
     uint8_t *restrict out_precision = pl->precision;
     uint8_t lo = 0xff, hi = 0;
     uint32_t done = 0, kept = 0, todo_before = todo;
+    const int skip_seq = narrow && !pl->seq_pending[b]; /* after moves that touched none of its pages */
     for (uint32_t r = b * rows_per_seq; r < (b + 1) * rows_per_seq; r++) {
       /* entries a kept row holds from the last build are resolved already */
-      const int32_t from = settled ? pl->indptr[r] : pl->fresh[r];
+      const int32_t from = skip_seq ? pl->indptr[r + 1] : settled ? pl->indptr[r] : pl->fresh[r];
       kept += (uint32_t)(from - pl->indptr[r]);
       for (int32_t e = from; e < pl->indptr[r + 1]; e++) {
         uint8_t stored = precisions[index[e]];
@@ -454,6 +456,7 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
         done++;
       }
     }
+    if (!settled) pl->seq_pending[b] = todo != todo_before;
     if (kept) { /* kept entries: of the one precision the rows had last build, if they had one */
       const uint8_t had = pl->row_precision[b * rows_per_seq];
       const int one = had < IKV_PRECISION_COUNT && todo == todo_before && (!done || (lo == had && hi == had));
@@ -479,10 +482,15 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
 
 /* The slow path, phase A (no changes): the distinct pages, the precision each
  * ends up in (a downgrade only where the target pools have room), and
- * whether the GPU tier can hold them all. */
-static ikv_status settle_pages(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+ * whether the GPU tier can hold them all. narrow (see narrow_effects): only
+ * the sequences with entries left pending, whose pages no other sequence
+ * holds, and all of them on the GPU tier: then nothing is fetched or
+ * evicted, conversions move only their pages, and the tier holds the plan
+ * as it held it before (a conversion needs room in its target pool). */
+static ikv_status settle_pages(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int narrow) {
   const uint32_t H = rt->cfg.geometry.kv_heads, rows_per_seq = pl->view.per_kv_head ? H : 1;
   for (uint32_t b = 0; b < req->batch; b++) {
+    if (narrow && !pl->seq_pending[b]) continue;
     ikv_pt_seq_view v;
     ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
     for (int32_t e = pl->indptr[b * rows_per_seq]; e < pl->indptr[(b + 1) * rows_per_seq]; e++) {
@@ -527,6 +535,23 @@ static ikv_status settle_pages(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
                      ikv_precision_name(p), rt->cfg.capacity[IKV_TIER_GPU][p]);
     }
   return IKV_OK;
+}
+
+/* Whether the slow path may look at the sequences with pending entries
+ * alone: every page left pending is on the GPU tier (absent: none) and
+ * held by one sequence, so only that sequence's rows read it. */
+static int narrow_effects(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, uint32_t absent) {
+  if (absent) return 0;
+  const uint32_t rows_per_seq = pl->view.per_kv_head ? rt->cfg.geometry.kv_heads : 1;
+  for (uint32_t b = 0; b < req->batch; b++) {
+    if (!pl->seq_pending[b]) continue;
+    for (int32_t e = pl->indptr[b * rows_per_seq]; e < pl->indptr[(b + 1) * rows_per_seq]; e++) {
+      ikv_pt_page_info info;
+      if (pl->precision[e] == IKV_SKIP && (ikv_pt_page_get_info(rt->pt, pl->page[e], &info) != IKV_OK || info.refcount > 1))
+        return 0;
+    }
+  }
+  return 1;
 }
 
 /* Phase B: conversions, demand fetches (evicting as needed), recency. */
@@ -657,10 +682,11 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   pl->n_margin_hints = pl->n_hints - pl->n_sched_hints;
   /* The common step changes no page: every entry resolves at once. */
   uint32_t pending = 0, absent = 0;
-  if (st == IKV_OK) resolve(rt, pl, req, 0, &pending, &absent);
+  if (st == IKV_OK) resolve(rt, pl, req, 0, 0, &pending, &absent);
   pl->misses = absent, pl->hits = pl->n_entries - absent;
   pl->stats.pages_hit = pl->hits, pl->stats.pages_missed = pl->misses;
-  if (st == IKV_OK && pending) st = settle_pages(rt, pl, req);
+  const int narrow = st == IKV_OK && pending && narrow_effects(rt, pl, req, absent);
+  if (st == IKV_OK && pending) st = settle_pages(rt, pl, req, narrow);
   if (st != IKV_OK) {
     stamp_kept(rt, pl, req);
     pl->n_entries = pl->n_rows = pl->view.batch = 0;
@@ -668,7 +694,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   }
   if (pending) {
     st = apply_effects(rt, pl);
-    resolve(rt, pl, req, 1, &pending, &absent);
+    resolve(rt, pl, req, 1, narrow, &pending, &absent);
   }
   if (st == IKV_OK) st = rt_await_landing(rt, pl);
   /* the plan's pages count as used now, in entry order: their recency is

@@ -90,6 +90,7 @@ struct ikv_plan {
   uint32_t *reuse_pages;    /* [batch] the sequence's pages */
   int32_t *old_start;       /* [rows + 1] scratch: the last build's row starts */
   int32_t *fresh;           /* [rows] each row's first entry written by this build */
+  uint8_t *seq_pending;     /* [batch] resolve left some of the sequence's entries for the slow path */
   uint64_t stamp_base;      /* entry e's recency is stamp_base + e + 1 (runtime stamped == this plan) */
   int kept_pending;         /* rows kept by this build still owe the last build's stamps (kept_base) */
   uint64_t kept_base;
