@@ -94,9 +94,9 @@ static void write_kv_matches_the_reference(void **state) {
   test_rng r = {0x5eed0601};
   /* 48: rows of 6 chunks of 8 channels (lanes idle); 272: two chunks a lane,
    * the second only on two lanes */
-  const uint32_t dims[] = {48, 64, 128, 272}, pages[] = {16, 32};
+  const uint32_t dims[] = {48, 64, 128, 272}, pages[] = {16, 32, 64}; /* 64: a run longer than a warp */
   for (int di = 0; di < 4; di++)
-    for (int pi = 0; pi < 2; pi++) {
+    for (int pi = 0; pi < 3; pi++) {
       const uint32_t P = pages[pi];
       pools2 p;
       pools_open(&p, (ikv_geometry){.layers = 1, .kv_heads = 2, .head_dim = dims[di], .page_size = P}, 12, &r);
