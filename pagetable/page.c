@@ -17,7 +17,9 @@ ikv_status pt_pages_init(ikv_pagetable *pt) {
   pt->refcount = calloc(n, sizeof(uint32_t));
   pt->pins = calloc(n, sizeof(uint32_t));
   pt->last_use = calloc(n, sizeof(uint64_t));
-  int ok = pt->free_pages && pt->precision && pt->refcount && pt->pins && pt->last_use;
+  pt->owner_seq = malloc(sizeof(uint32_t) * n);
+  pt->owner_at = malloc(sizeof(uint32_t) * n);
+  int ok = pt->free_pages && pt->precision && pt->refcount && pt->pins && pt->last_use && pt->owner_seq && pt->owner_at;
   for (int t = 0; t < IKV_TIER_COUNT; t++) {
     pt->slot[t] = malloc(sizeof(int32_t) * n);
     ok = ok && pt->slot[t];
@@ -35,6 +37,8 @@ void pt_pages_release(ikv_pagetable *pt) {
   free(pt->refcount);
   free(pt->pins);
   free(pt->last_use);
+  free(pt->owner_seq);
+  free(pt->owner_at);
   for (int t = 0; t < IKV_TIER_COUNT; t++) free(pt->slot[t]);
 }
 
@@ -58,12 +62,14 @@ ikv_page_id pt_page_new(ikv_pagetable *pt, ikv_precision precision, ikv_tier tie
   pt->precision[page] = (uint8_t)precision;
   pt->refcount[page] = 1;
   pt->pins[page] = 0;
+  pt->owner_seq[page] = PT_SHARED; /* until the sequence taking it says so (pt_page_own) */
   pt_tier_attach(pt, page, tier);
   pt->live_pages++;
   return page;
 }
 
 void pt_page_ref(ikv_pagetable *pt, ikv_page_id page) {
+  pt->owner_seq[page] = PT_SHARED; /* for good: unsharing does not say which sequence is left */
   if (++pt->refcount[page] == 2) pt->shared_pages++;
 }
 

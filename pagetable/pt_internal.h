@@ -53,6 +53,11 @@ struct ikv_pagetable {
   int32_t *slot[IKV_TIER_COUNT];
   uint8_t *precision;
   uint32_t *refcount; /* 0: page id is free */
+  /* The sequence (index into seqs) holding a page and the page's place in
+   * it, while one sequence alone ever held it (PT_SHARED once another one
+   * did): a move of such a page updates that sequence's export cache in
+   * place instead of making every sequence's stale. */
+  uint32_t *owner_seq, *owner_at;
   uint32_t *pins;
   /* Recency: a page's last use on a logical clock (a use is one store, so a
    * plan can touch every page it reads; eviction order is derived on demand). */
@@ -78,6 +83,8 @@ void pt_pool_release(pt_pool *pool);
 int32_t pt_slot_take(pt_pool *pool, ikv_page_id owner); /* caller checked n_free > 0 */
 void pt_slot_give(pt_pool *pool, int32_t slot);
 
+#define PT_SHARED UINT32_MAX
+
 /* page.c: page descriptors, refcounts and LRU order */
 ikv_status pt_pages_init(ikv_pagetable *pt);
 void pt_pages_release(ikv_pagetable *pt);
@@ -102,6 +109,14 @@ int pt_has_room(const ikv_pagetable *pt, ikv_tier tier, ikv_precision precision,
 pt_seq *pt_seq_lookup(const ikv_pagetable *pt, ikv_seq_id id);
 /* Makes the sequence's export cache exact; returns its `missing`. */
 int32_t pt_seq_refresh_cache(ikv_pagetable *pt, pt_seq *s);
+/* A page's GPU slot or precision changed: its one sequence's cache entry
+ * follows (and that sequence's version moves), or, for a page sequences
+ * share, every sequence's cache goes stale. */
+void pt_page_moved(ikv_pagetable *pt, ikv_page_id page);
+/* Page i of sequence s is s's alone (new, or its copy on write). */
+static inline void pt_page_own(ikv_pagetable *pt, const pt_seq *s, uint32_t i) {
+  pt->owner_seq[s->pages[i]] = (uint32_t)(s - pt->seqs), pt->owner_at[s->pages[i]] = i;
+}
 ikv_status pt_seqs_init(ikv_pagetable *pt);
 void pt_seqs_release(ikv_pagetable *pt);
 

@@ -47,7 +47,7 @@ ikv_status ikv_pt_page_set_precision(ikv_pagetable *pt, ikv_page_id page, ikv_pr
   if (from != to) {
     pt->precision[page] = (uint8_t)to;
     pt->precision_changes++;
-    pt->gpu_epoch++;
+    pt_page_moved(pt, page);
   }
   return IKV_OK;
 }
@@ -62,7 +62,7 @@ ikv_status ikv_pt_page_make_resident(ikv_pagetable *pt, ikv_page_id page, ikv_ti
   int resident = pt->slot[tier][page] != IKV_NO_SLOT;
   if (!resident && pt->pools[tier][prec].n_free == 0) return IKV_E_CAPACITY;
   if (!resident) pt_tier_attach(pt, page, tier);
-  if (!resident && tier == IKV_TIER_GPU) pt->gpu_epoch++;
+  if (!resident && tier == IKV_TIER_GPU) pt_page_moved(pt, page);
   *copy = (ikv_pt_copy){
       .src_page = page,
       .dst_page = page,
@@ -84,7 +84,7 @@ ikv_status ikv_pt_page_release(ikv_pagetable *pt, ikv_page_id page, ikv_tier tie
   if (pt->slot[other][page] == IKV_NO_SLOT) return IKV_E_LAST_COPY;
   if (tier == IKV_TIER_GPU && pt->pins[page]) return IKV_E_PINNED;
   pt_tier_detach(pt, page, tier);
-  if (tier == IKV_TIER_GPU) pt->gpu_epoch++;
+  if (tier == IKV_TIER_GPU) pt_page_moved(pt, page);
   return IKV_OK;
 }
 

@@ -48,6 +48,7 @@ static pt_seq *seq_take(ikv_pagetable *pt, ikv_precision precision) {
   s->next_span_id = 1;
   s->export_epoch = pt->gpu_epoch; /* an empty cache is exact */
   s->missing = 0;
+  s->cached_pages = 0;
   pt->live_seqs++;
   return s;
 }
@@ -98,6 +99,23 @@ int32_t pt_seq_refresh_cache(ikv_pagetable *pt, pt_seq *s) {
   return missing;
 }
 
+void pt_page_moved(ikv_pagetable *pt, ikv_page_id page) {
+  const uint32_t o = pt->owner_seq[page];
+  if (o == PT_SHARED) {
+    pt->gpu_epoch++;
+    return;
+  }
+  pt_seq *s = &pt->seqs[o];
+  const uint32_t i = pt->owner_at[page];
+  s->version++;
+  if (s->export_epoch != pt->gpu_epoch || i >= s->cached_pages) return; /* the next refresh takes it */
+  const int32_t slot = pt->slot[IKV_TIER_GPU][page];
+  if (slot >= 0 && s->gpu_slots[i] < 0) s->export_epoch = 0; /* back on the GPU: whether any is missing, recounted */
+  s->gpu_slots[i] = slot;
+  s->precisions[i] = pt->precision[page];
+  s->missing |= slot;
+}
+
 ikv_status ikv_pt_seq_create(ikv_pagetable *pt, ikv_precision precision, ikv_seq_id *out) {
   if (!pt || !out) return IKV_E_NULL;
   if (!ikv_precision_valid(precision)) return IKV_E_PRECISION;
@@ -138,6 +156,7 @@ ikv_status ikv_pt_seq_fork(ikv_pagetable *pt, ikv_seq_id parent, ikv_seq_id *chi
   memcpy(c->precisions, p->precisions, p->n_pages);
   c->export_epoch = p->export_epoch;
   c->missing = p->missing;
+  c->cached_pages = p->cached_pages;
   c->n_pages = p->n_pages;
   c->tokens = p->tokens;
   for (uint32_t i = 0; i < c->n_pages; i++) pt_page_ref(pt, c->pages[i]);
@@ -188,6 +207,7 @@ ikv_status ikv_pt_seq_append(ikv_pagetable *pt, ikv_seq_id seq, uint32_t n_token
     pt_page_unref(pt, last);
     s->pages[s->n_pages - 1] = copy;
     s->version++;
+    pt_page_own(pt, s, s->n_pages - 1);
     cache_put(pt, s, s->n_pages - 1);
     pt->cow_copies++;
   } else if (n_tokens && offset) {
@@ -195,6 +215,7 @@ ikv_status ikv_pt_seq_append(ikv_pagetable *pt, ikv_seq_id seq, uint32_t n_token
   }
   for (uint32_t i = 0; i < new_pages; i++) {
     s->pages[s->n_pages] = pt_page_new(pt, s->precision, IKV_TIER_GPU);
+    pt_page_own(pt, s, s->n_pages);
     cache_put(pt, s, s->n_pages++);
   }
 
