@@ -1151,7 +1151,7 @@ extern "C" ikv_status ikv_cuda_plan_create(const ikv_decode_plan *host, uint32_t
   ikv_status st = ps && entries && items && row_items ? IKV_OK : IKV_E_NO_MEMORY;
   uint32_t n_items = 0;
   if (st == IKV_OK) {
-    ikv_plan_partition(host, rows, pages_per_item, NULL, entries, items, &n_items);
+    ikv_plan_partition(host, rows, pages_per_item, NULL, NULL, entries, items, &n_items);
     for (uint32_t r = 0, i = 0; r <= rows; r++) { /* items come ordered by row */
       while (i < n_items && items[i].row < r) i++;
       row_items[r] = (int32_t)i;

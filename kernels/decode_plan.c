@@ -3,8 +3,8 @@
 
 
 void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item,
-                        const uint8_t *row_precision, int32_t *restrict entries, ikv_work_item *items,
-                        uint32_t *n_items) {
+                        const uint8_t *row_precision, const uint8_t *placed, int32_t *restrict entries,
+                        ikv_work_item *items, uint32_t *n_items) {
   const uint8_t *restrict precision = plan->precision;
   uint32_t n = 0;
   for (uint32_t r = 0; r < rows; r++) {
@@ -19,7 +19,9 @@ void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pag
       single |= count[p] == len;
       start[p + 1] = start[p] + count[p];
     }
-    if (single) { /* one precision, the usual case: the identity, 8 at a time (fixed trips vectorize at -O2) */
+    if (placed && placed[r]) {
+      /* entries[] holds the row's order already: only its items below */
+    } else if (single) { /* one precision, the usual case: the identity, 8 at a time (fixed trips vectorize at -O2) */
       int32_t e = begin;
       for (; e + 8 <= end; e += 8)
         for (int32_t k = 0; k < 8; k++) entries[e + k] = e + k;

@@ -81,9 +81,12 @@ static inline void ikv_count_formats(const uint8_t *precision, int32_t begin, in
  * hold nnz + rows * IKV_PRECISION_COUNT; *n_items receives the count.
  * row_precision (optional, [rows]): the one precision of each row's
  * entries where the caller knows it (any other value: look), which spares
- * a pass over them. */
+ * a pass over them. placed (optional, [rows]): nonzero where entries[]
+ * holds the row's order already (the row as it was when last partitioned,
+ * at the same place): only its items are cut. */
 void ikv_plan_partition(const ikv_decode_plan *plan, uint32_t rows, uint32_t pages_per_item,
-                        const uint8_t *row_precision, int32_t *entries, ikv_work_item *items, uint32_t *n_items);
+                        const uint8_t *row_precision, const uint8_t *placed, int32_t *entries, ikv_work_item *items,
+                        uint32_t *n_items);
 
 #ifdef __cplusplus
 }

@@ -36,7 +36,8 @@ const char *ikv_reason_str(ikv_reason reason) {
   X(work) X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)    \
   X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(head_any) X(rank_keys)      \
   X(order) X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages)      \
-  X(dsel_reserved) X(dsel_groups) X(reuse_seqs) X(reuse_version) X(reuse_pages) X(old_start) X(fresh) X(seq_pending)
+  X(dsel_reserved) X(dsel_groups) X(reuse_seqs) X(reuse_version) X(reuse_pages) X(old_start) X(fresh) X(seq_pending) \
+  X(parted_precision) X(placed) X(parted_indptr)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
 
@@ -97,6 +98,9 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->old_start = malloc(sizeof(int32_t) * (pl->cap_rows + 1));
   pl->fresh = malloc(sizeof(int32_t) * pl->cap_rows);
   pl->seq_pending = malloc(pl->cap_batch);
+  pl->parted_precision = malloc(E);
+  pl->placed = malloc(pl->cap_rows);
+  pl->parted_indptr = malloc(sizeof(int32_t) * (pl->cap_rows + 1));
   if (PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
     ikv_plan_destroy(pl);
     return IKV_E_NO_MEMORY;
@@ -594,6 +598,23 @@ static ikv_status apply_effects(ikv_runtime *rt, ikv_plan *pl) {
   return IKV_OK;
 }
 
+/* The work partition. A row at the place it had in the last partition,
+ * with the same formats entry by entry, has its order in work_entries
+ * already (a step that keeps its rows then writes only their items); the
+ * plan's formats are kept for the next build's comparison. */
+static void partition_rows(ikv_plan *pl) {
+  for (uint32_t r = 0; r < pl->n_rows; r++) {
+    const int32_t begin = pl->indptr[r], end = pl->indptr[r + 1];
+    pl->placed[r] = r < pl->parted_rows && pl->parted_indptr[r] == begin && pl->parted_indptr[r + 1] == end &&
+                    !memcmp(pl->precision + begin, pl->parted_precision + begin, (size_t)(end - begin));
+  }
+  ikv_plan_partition(&pl->view, pl->n_rows, pl->pages_per_item, pl->row_precision, pl->placed, pl->work_entries,
+                     pl->work, &pl->n_work);
+  memcpy(pl->parted_precision, pl->precision, pl->n_entries);
+  memcpy(pl->parted_indptr, pl->indptr, sizeof(int32_t) * (pl->n_rows + 1));
+  pl->parted_rows = pl->n_rows;
+}
+
 /* Device selection: the items of each row's precision groups, for the GPU to
  * end early over reserved entries it leaves empty. */
 static void reserved_groups(ikv_plan *pl) {
@@ -712,8 +733,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) formats += pl->stats.pages_by_precision[p] != 0;
   pl->pages_per_item =
       rt->be->pages_per_item(rt, pl->n_rows, heads_per_row, pl->n_rows ? pl->n_entries / pl->n_rows + 1 : 1, formats);
-  ikv_plan_partition(&pl->view, pl->n_rows, pl->pages_per_item, pl->row_precision, pl->work_entries, pl->work,
-                     &pl->n_work);
+  partition_rows(pl);
   if (pl->dsel) reserved_groups(pl);
   if (st == IKV_OK) {
     st = rt->be->plan_publish(rt, pl);

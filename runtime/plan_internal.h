@@ -91,6 +91,10 @@ struct ikv_plan {
   int32_t *old_start;       /* [rows + 1] scratch: the last build's row starts */
   int32_t *fresh;           /* [rows] each row's first entry written by this build */
   uint8_t *seq_pending;     /* [batch] resolve left some of the sequence's entries for the slow path */
+  /* the last partition's rows and formats: a row found the same needs no new order (partition_rows) */
+  uint8_t *parted_precision, *placed; /* [entries], [rows] */
+  int32_t *parted_indptr;             /* [rows + 1] */
+  uint32_t parted_rows;               /* 0: none to compare with */
   uint64_t stamp_base;      /* entry e's recency is stamp_base + e + 1 (runtime stamped == this plan) */
   int kept_pending;         /* rows kept by this build still owe the last build's stamps (kept_base) */
   uint64_t kept_base;
