@@ -1,0 +1,88 @@
+/* A copy-on-write copy the device refuses: ikv_append fails with the
+ * backend's status, rolls back every sequence of the batch, names the copy in
+ * its message, and the runtime goes on working. The device is stood in for by
+ * the CPU backend with its page copy made to fail (the rollback is the
+ * runtime's, the same for every backend). */
+#include <string.h>
+
+#include "runtime/runtime_internal.h"
+#include "tests/cmocka_all.h"
+#include "tests/test_rng.h"
+
+enum { H = 2, D = 16, P = 16 };
+
+static ikv_status refuse_copy(ikv_runtime *rt, int32_t src, int32_t dst, ikv_precision precision) {
+  (void)rt, (void)src, (void)dst, (void)precision;
+  return IKV_E_CUDA;
+}
+
+static uint32_t tokens_of(ikv_runtime *rt, ikv_seq_id s) {
+  ikv_pt_seq_info info;
+  assert_int_equal(ikv_pt_seq_get_info(ikv_runtime_pagetable(rt), s, &info), IKV_OK);
+  return info.tokens;
+}
+
+static void refused_copy_on_write_rolls_back(void **state) {
+  (void)state;
+  ikv_runtime_config c = {.geometry = {.layers = 2, .kv_heads = H, .head_dim = D, .page_size = P},
+                          .q_heads = 4, .max_sequences = 4, .max_batch = 3, .max_plan_pages = 64,
+                          .backend = IKV_BACKEND_CPU};
+  c.capacity[IKV_TIER_GPU][IKV_FP16] = 32;
+  ikv_runtime *rt;
+  assert_int_equal(ikv_runtime_create(&c, &rt), IKV_OK);
+  ikv_seq_id seq[3];
+  assert_int_equal(ikv_seq_create(rt, IKV_FP16, &seq[0]), IKV_OK);
+  assert_int_equal(ikv_seq_create(rt, IKV_FP16, &seq[1]), IKV_OK);
+  test_rng rng = {99};
+  static float k[64 * H * D], v[64 * H * D]; /* the most tokens written at once: 44 */
+  rng_fill_gauss(&rng, k, sizeof(k) / sizeof(float), 1.0f), rng_fill_gauss(&rng, v, sizeof(v) / sizeof(float), 1.0f);
+  int64_t slots[64];
+  uint8_t precs[64];
+  uint32_t n[3] = {20, 24, 0}; /* seq 0's last page partly filled */
+  assert_int_equal(ikv_append(rt, seq, n, 2, slots, precs), IKV_OK);
+  for (uint32_t l = 0; l < 2; l++)
+    assert_int_equal(ikv_write_kv(rt, l, k, v, IKV_DTYPE_F32, slots, precs, 44, NULL), IKV_OK);
+  assert_int_equal(ikv_seq_fork(rt, seq[0], &seq[2]), IKV_OK); /* the last page now shared */
+  ikv_pt_stats before;
+  assert_int_equal(ikv_pt_get_stats(ikv_runtime_pagetable(rt), &before), IKV_OK);
+  /* seq 1 appends fine, then seq 2's append must copy the shared page: refused */
+  const rt_backend *cpu = rt->be;
+  rt_backend failing = *cpu;
+  failing.copy_page = refuse_copy;
+  rt->be = &failing;
+  uint32_t more[3] = {3, 5, 2};
+  const ikv_seq_id order[3] = {seq[1], seq[0], seq[2]};
+  assert_int_equal(ikv_append(rt, order, more, 3, slots, precs), IKV_E_CUDA);
+  assert_non_null(strstr(ikv_runtime_errmsg(rt), "copying a shared page on write"));
+  /* every sequence of the batch as it was (seq 0 appended first, without a copy: rolled back too) */
+  assert_int_equal(tokens_of(rt, seq[0]), 20);
+  assert_int_equal(tokens_of(rt, seq[1]), 24);
+  assert_int_equal(tokens_of(rt, seq[2]), 20);
+  ikv_pt_stats after;
+  assert_int_equal(ikv_pt_get_stats(ikv_runtime_pagetable(rt), &after), IKV_OK);
+  /* the refused copy's page stays with seq 2 (its bytes not to be trusted), and nothing else leaks */
+  assert_int_equal(after.live_pages, before.live_pages + 1);
+  assert_int_equal(after.shared_pages, before.shared_pages - 1);
+  /* the device back: appends, writes and a plan work again */
+  rt->be = cpu;
+  assert_int_equal(ikv_append(rt, order, more, 3, slots, precs), IKV_OK);
+  assert_int_equal(tokens_of(rt, seq[0]), 25), assert_int_equal(tokens_of(rt, seq[1]), 27);
+  assert_int_equal(tokens_of(rt, seq[2]), 22);
+  for (uint32_t l = 0; l < 2; l++)
+    assert_int_equal(ikv_write_kv(rt, l, k, v, IKV_DTYPE_F32, slots, precs, 10, NULL), IKV_OK);
+  ikv_plan *plan;
+  assert_int_equal(ikv_plan_create(rt, &plan), IKV_OK);
+  int32_t indptr[4] = {0, 2, 4, 6}, index[6] = {0, 1, 0, 1, 0, 1};
+  uint8_t want[6] = {IKV_FP16, IKV_FP16, IKV_FP16, IKV_FP16, IKV_FP16, IKV_FP16};
+  const ikv_plan_request req = {.seqs = seq, .batch = 3, .mode = IKV_PLAN_TABLES,
+                                .tables = {.indptr = indptr, .page_index = index, .precision = want}};
+  assert_int_equal(ikv_plan_build(rt, plan, &req), IKV_OK);
+  assert_int_equal(ikv_step_end(rt, plan), IKV_OK);
+  ikv_plan_destroy(plan);
+  ikv_runtime_destroy(rt);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(refused_copy_on_write_rolls_back)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
