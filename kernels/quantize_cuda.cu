@@ -288,6 +288,25 @@ __device__ __forceinline__ void batch_load(const lane_cells<CJ> &L, const Src &s
     if (L.holds(b, i, n)) src.load8(L.row_of(b, i), 8 * L.chunk_of(i), v[i]);
 }
 
+/* lo and hi folded over channels c .. c + 7 of row r of any source. From
+ * fp16 rows the minimum and maximum are taken in fp16, two at a time
+ * (exact: no rounding in a comparison), then converted once each, where
+ * converting every value first took three instructions a value. */
+template <typename Src> __device__ __forceinline__ void range8(const Src &src, int r, int c, float &lo, float &hi) {
+  if (src.f16_bits()) {
+    const uint4 w = src.bits8(r, c);
+    const __half2 *h = reinterpret_cast<const __half2 *>(&w);
+    const float2 mn = __half22float2(__hmin2(__hmin2(h[0], h[1]), __hmin2(h[2], h[3])));
+    const float2 mx = __half22float2(__hmax2(__hmax2(h[0], h[1]), __hmax2(h[2], h[3])));
+    lo = fminf(lo, fminf(mn.x, mn.y)), hi = fmaxf(hi, fmaxf(mx.x, mx.y));
+  } else {
+    float v[8];
+    src.load8(r, c, v);
+#pragma unroll
+    for (int j = 0; j < 8; j++) lo = fminf(lo, v[j]), hi = fmaxf(hi, v[j]);
+  }
+}
+
 /* Groups within a row (fp16/bf16 conversions; INT8/INT4 values, a group per
  * token). Called with CJ of 8 per 256 channels, so a row's range reduces
  * over two lanes (head_dim 128), not sixteen, and a lane fits a row once for
@@ -303,7 +322,7 @@ template <int CJ, typename Src> __device__ __forceinline__ void write_row_groups
 #pragma unroll 1
       for (int cj = 0; cj < CJ; cj++) {
         if (r >= n || L.chunk_of_row(cj, r) >= L.C) continue;
-        src.range8(r, 8 * L.chunk_of_row(cj, r), lo, hi);
+        range8(src, r, 8 * L.chunk_of_row(cj, r), lo, hi);
       }
       lanes_range(lo, hi, 1, L.LR); /* the row's lanes */
       const params p = fit_row(t, lo, hi);
@@ -458,23 +477,6 @@ __device__ __forceinline__ void tile_write(const tile &t, int fill, int n, const
   }
 }
 
-/* lo and hi folded over 8 values. */
-__device__ __forceinline__ void fold_range8(const float *v, float &lo, float &hi) {
-#pragma unroll
-  for (int j = 0; j < 8; j++) lo = fminf(lo, v[j]), hi = fmaxf(hi, v[j]);
-}
-
-/* The same over 8 fp16 values (bits in w): their minimum and maximum taken in
- * fp16, two at a time (exact: no rounding in a comparison), then converted
- * once each, where converting every value first took three instructions a
- * value. */
-__device__ __forceinline__ void fold_range8_f16(uint4 w, float &lo, float &hi) {
-  const __half2 *h = reinterpret_cast<const __half2 *>(&w);
-  const float2 mn = __half22float2(__hmin2(__hmin2(h[0], h[1]), __hmin2(h[2], h[3])));
-  const float2 mx = __half22float2(__hmax2(__hmax2(h[0], h[1]), __hmax2(h[2], h[3])));
-  lo = fminf(lo, fminf(mn.x, mn.y)), hi = fmaxf(hi, fmaxf(mx.x, mx.y));
-}
-
 /* ---- write_kv ---------------------------------------------------------------- */
 
 struct input_rows { /* the new tokens' rows of one head, in the input dtype */
@@ -514,16 +516,8 @@ struct input_rows { /* the new tokens' rows of one head, in the input dtype */
       for (int j = 0; j < 8; j++) out[j] = dtype == IKV_DTYPE_F16 ? ikv_f16_to_f32(e[j]) : ikv_bf16_to_f32(e[j]);
     }
   }
-  /* lo and hi folded over channels c .. c + 7 of row r */
-  __device__ void range8(int r, int c, float &lo, float &hi) const {
-    if (wide && dtype == IKV_DTYPE_F16) {
-      fold_range8_f16(bits8(r, c), lo, hi);
-    } else {
-      float v[8];
-      load8(r, c, v);
-      fold_range8(v, lo, hi);
-    }
-  }
+  /* whether bits8 gives the rows as fp16 */
+  __device__ bool f16_bits() const { return wide && dtype == IKV_DTYPE_F16; }
 };
 
 /* The new rows of one head staged in the warp's shared slice, in the input
@@ -552,15 +546,7 @@ struct staged_rows {
         for (int j = 0; j < 8; j++) out[j] = ikv_bf16_to_f32(e[j]);
     }
   }
-  __device__ void range8(int r, int c, float &lo, float &hi) const {
-    if (dtype == IKV_DTYPE_F16) {
-      fold_range8_f16(bits8(r, c), lo, hi);
-    } else {
-      float v[8];
-      load8(r, c, v);
-      fold_range8(v, lo, hi);
-    }
-  }
+  __device__ bool f16_bits() const { return dtype == IKV_DTYPE_F16; }
 };
 
 /* Copies the n rows of src into buf (cap bytes) with every load in flight at
@@ -662,11 +648,7 @@ struct tile_rows { /* a stored tile's rows, decoded */
 #pragma unroll
     for (int j = 0; j < 8; j++) out[j] = (*this)(r, c + j);
   }
-  __device__ void range8(int r, int c, float &lo, float &hi) const {
-    float v[8];
-    load8(r, c, v);
-    fold_range8(v, lo, hi);
-  }
+  __device__ bool f16_bits() const { return false; }
 };
 
 /* A block per move; its warps share the page's tiles. */

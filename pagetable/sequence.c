@@ -90,8 +90,7 @@ int32_t pt_seq_refresh_cache(ikv_pagetable *pt, pt_seq *s) {
     missing |= out[i] = now;
     prec[i] = precision[pages[i]];
   }
-  for (uint32_t i = known; i < s->n_pages; i++) missing |= out[i] = slot[pages[i]];
-  for (uint32_t i = known; i < s->n_pages; i++) prec[i] = precision[pages[i]];
+  for (uint32_t i = known; i < s->n_pages; i++) missing |= out[i] = slot[pages[i]], prec[i] = precision[pages[i]];
   s->version += moved != 0;
   s->missing = missing;
   s->cached_pages = s->n_pages;

@@ -313,7 +313,7 @@ static void stamp_kept(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *re
   for (uint32_t r = 0; r < rows; r++) {
     const int32_t kept = pl->fresh[r] - t->indptr[r];
     if (kept > 0)
-      ikv_pt_pages_stamp(rt->pt, pl->page + t->indptr[r], (uint32_t)kept, pl->kept_base + (uint64_t)pl->old_start[r]);
+      ikv_pt_pages_stamp(rt->pt, pl->page + t->indptr[r], (uint32_t)kept, pl->stamp_base + (uint64_t)pl->old_start[r]);
   }
   pl->kept_pending = 0;
 }
@@ -359,18 +359,17 @@ static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
   }
   *reused = 1;
   /* the last build's entries not kept leave with the recency it reserved */
-  const uint64_t old_base = pl->stamp_base;
   const int stamped = rt->stamped == pl;
   for (uint32_t r = 0; stamped && r < rows; r++)
     ikv_pt_pages_stamp(rt->pt, pl->page + old[r] + keep[r], (uint32_t)(old[r + 1] - old[r] - keep[r]),
-                       old_base + (uint64_t)(old[r] + keep[r]));
+                       pl->stamp_base + (uint64_t)(old[r] + keep[r]));
   rt->stamped = NULL;
   /* rows only grow: moved from the last, none lands on one not yet moved */
   for (uint32_t r = rows; r-- > 0;) {
     move_entries(pl, old[r], t->indptr[r], keep[r]);
     keep[r] += t->indptr[r]; /* now fresh[r] */
   }
-  pl->kept_pending = stamped, pl->kept_base = old_base;
+  pl->kept_pending = stamped;
   ikv_status st = IKV_OK;
   for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++) {
     ikv_pt_seq_view v;

@@ -96,8 +96,8 @@ struct ikv_plan {
   int32_t *parted_indptr;             /* [rows + 1] */
   uint32_t parted_rows;               /* 0: none to compare with */
   uint64_t stamp_base;      /* entry e's recency is stamp_base + e + 1 (runtime stamped == this plan) */
-  int kept_pending;         /* rows kept by this build still owe the last build's stamps (kept_base) */
-  uint64_t kept_base;
+  int kept_pending;         /* rows kept by this build still owe the last build's stamps (stamp_base,
+                               unchanged until this build reserves its own) */
 };
 
 /* The plan's entry arrays, fetched once into a local for a loop that writes
