@@ -34,10 +34,10 @@ const char *ikv_reason_str(ikv_reason reason) {
 #define PLAN_HOST_BUFFERS(X)                                                                                   \
   X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(row_precision)    \
   X(work) X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)    \
-  X(sel_want) X(cand_want) X(sel_lo) X(sel_hi) X(cand_lo) X(cand_hi) X(head_sel) X(head_any) X(rank_keys)      \
+  X(segs) X(marks) X(bounds) X(cand_seg) X(head_sel) X(head_any) X(rank_keys)                                \
   X(order) X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages)      \
   X(dsel_reserved) X(dsel_groups) X(reuse_seqs) X(reuse_version) X(reuse_pages) X(old_start) X(fresh) X(seq_pending) \
-  X(parted_precision) X(placed) X(parted_indptr)
+  X(parted_precision) X(placed) X(parted_indptr) X(runs) X(old_runs) X(run_at) X(old_run_at) X(row_settled)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
 
@@ -72,12 +72,10 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->touched_stored = malloc(E);
   pl->touched_on_gpu = malloc(E);
   pl->page_want = malloc(rt->max_pages);
-  pl->sel_want = malloc(N);
-  pl->cand_want = malloc(N);
-  pl->sel_lo = malloc(sizeof(uint16_t) * N);
-  pl->sel_hi = malloc(sizeof(uint16_t) * N);
-  pl->cand_lo = malloc(sizeof(uint16_t) * N);
-  pl->cand_hi = malloc(sizeof(uint16_t) * N);
+  pl->segs = malloc(sizeof(rt_seg) * RT_SEGMENTS(S));
+  pl->marks = malloc(sizeof(rt_mark) * (S + 2));
+  pl->bounds = malloc(sizeof(uint32_t) * RT_SEGMENTS(S));
+  pl->cand_seg = malloc(sizeof(uint32_t) * N);
   pl->head_sel = malloc((size_t)H * N);
   pl->head_any = malloc(N);
   pl->rank_keys = malloc(sizeof(uint64_t) * H * N);
@@ -98,9 +96,14 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->old_start = malloc(sizeof(int32_t) * (pl->cap_rows + 1));
   pl->fresh = malloc(sizeof(int32_t) * pl->cap_rows);
   pl->seq_pending = malloc(pl->cap_batch);
+  pl->row_settled = malloc(pl->cap_rows);
   pl->parted_precision = malloc(E);
   pl->placed = malloc(pl->cap_rows);
   pl->parted_indptr = malloc(sizeof(int32_t) * (pl->cap_rows + 1));
+  pl->runs = malloc(sizeof(rt_run) * E); /* a run holds an entry at least */
+  pl->old_runs = malloc(sizeof(rt_run) * E);
+  pl->run_at = malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
+  pl->old_run_at = malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
   if (PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
     ikv_plan_destroy(pl);
     return IKV_E_NO_MEMORY;
@@ -257,14 +260,24 @@ static ikv_status tables_sequence(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_
   return tables_decision(pl, b, pl->n_entries - (uint32_t)pl->indptr[base]);
 }
 
-/* ---- scheduler tables, kept where they did not change ---------------------- */
+/* ---- rows kept where they did not change ------------------------------------ */
 
-/* Whether this build may keep rows of the last one: both scheduler tables
- * for the same batch in the same row shape and mask form. */
-static int tables_reusable(const ikv_plan *pl, const ikv_plan_request *req) {
+/* Whether this build may keep rows of the last one: the same batch, the
+ * same mode, and rows of the same shape (tables: row shape and mask form;
+ * the router: span mode, one row a sequence, its last rows remembered). */
+static int rows_reusable(const ikv_plan *pl, const ikv_plan_request *req) {
+  if (!pl->reuse_ok || !req->batch || req->batch != pl->reuse_batch || req->mode != pl->reuse_mode ||
+      memcmp(req->seqs, pl->reuse_seqs, sizeof(ikv_seq_id) * req->batch))
+    return 0;
+  if (req->mode == IKV_PLAN_ROUTER) return req->router.score_mode == IKV_SCORE_SPAN;
   const ikv_plan_tables *t = &req->tables;
-  return pl->reuse_ok && req->batch && req->batch == pl->reuse_batch && (t->per_kv_head != 0) == pl->reuse_per_head &&
-         (t->first != NULL) == pl->reuse_masks && !memcmp(req->seqs, pl->reuse_seqs, sizeof(ikv_seq_id) * req->batch);
+  return (t->per_kv_head != 0) == pl->reuse_per_head && (t->first != NULL) == pl->reuse_masks;
+}
+
+/* Whether sequence b's entries of the last build still hold their pages'
+ * right slots: its view's version is the same and it lost no page. */
+static int seq_unchanged(const ikv_plan *pl, const ikv_pt_seq_view *v, uint32_t b) {
+  return v->version == pl->reuse_version[b] && v->n_pages >= pl->reuse_pages[b];
 }
 
 /* How many leading entries of an old row the request's row repeats (n at
@@ -285,18 +298,30 @@ static int32_t same_prefix(const ikv_plan *pl, const ikv_plan_tables *t, int32_t
   return d;
 }
 
-/* How many of the n entries from `at` hold their page in the precision
- * they ask for: the others wait for a downgrade the last build could not
- * make (no room, or rows appended and not yet written) and are tried again
- * (their stored precision can only be higher). */
-static int32_t settled_prefix(const ikv_plan *pl, int32_t at, int32_t n) {
-  if (!memcmp(pl->want + at, pl->precision + at, (size_t)n)) return n;
+/* How many leading pages two span-mode rows, given as runs, read alike. */
+static uint32_t same_runs(const rt_run *a, uint32_t na, const rt_run *b, uint32_t nb) {
+  uint32_t n = 0;
+  for (uint32_t k = 0; k < na && k < nb; k++) {
+    if (a[k].first != b[k].first || a[k].lo != b[k].lo || a[k].hi != b[k].hi || a[k].want != b[k].want) break;
+    n += a[k].count < b[k].count ? a[k].count : b[k].count;
+    if (a[k].count != b[k].count) break;
+  }
+  return n;
+}
+
+/* How many of the first n entries of the last build's row r (from `at`)
+ * were resolved in full: the others wait for a downgrade that build could
+ * not make (no room, or rows appended and not yet written) and are tried
+ * again (their stored precision can only be higher than wanted). A row
+ * whose entries all resolved at once says so (row_settled). */
+static int32_t settled_prefix(const ikv_plan *pl, uint32_t r, int32_t at, int32_t n) {
+  if (pl->row_settled[r]) return n;
   int32_t d = 0;
-  while (d < n && pl->want[at + d] == pl->precision[at + d]) d++;
+  while (d < n && rt_rank[pl->precision[at + d]] <= rt_rank[pl->want[at + d]]) d++;
   return d;
 }
 
-/* Entries [from, from + n) of the plan moved to `to` (to >= from), every array. */
+/* Entries [from, from + n) of the plan moved to `to`, every array. */
 static void move_entries(ikv_plan *pl, int32_t from, int32_t to, int32_t n) {
   if (from == to || !n) return;
 #define MOVE(a) memmove(pl->a + to, pl->a + from, sizeof(*pl->a) * (size_t)n);
@@ -304,41 +329,70 @@ static void move_entries(ikv_plan *pl, int32_t from, int32_t to, int32_t n) {
 #undef MOVE
 }
 
+/* The rows placed at `starts` ([rows + 1]), row r keeping fresh[r] leading
+ * entries of its last place (old_start[r]): the last build's entries not
+ * kept leave with the recency it reserved, the kept ones move (rows that
+ * move right from the last, then rows that move left from the first: no
+ * row lands on one not yet moved), and fresh[r] becomes the row's first
+ * entry still to write. */
+static void keep_rows(ikv_runtime *rt, ikv_plan *pl, uint32_t rows, const int32_t *starts) {
+  const int32_t *old = pl->old_start;
+  int32_t *keep = pl->fresh;
+  const int stamped = rt->stamped == pl;
+  for (uint32_t r = 0; stamped && r < rows; r++)
+    ikv_pt_pages_stamp(rt->pt, pl->page + old[r] + keep[r], (uint32_t)(old[r + 1] - old[r] - keep[r]),
+                       pl->stamp_base + (uint64_t)(old[r] + keep[r]));
+  rt->stamped = NULL;
+  for (uint32_t r = rows; r-- > 0;)
+    if (starts[r] > old[r]) move_entries(pl, old[r], starts[r], keep[r]);
+  for (uint32_t r = 0; r < rows; r++)
+    if (starts[r] < old[r]) move_entries(pl, old[r], starts[r], keep[r]);
+  if (pl->indptr != starts) memcpy(pl->indptr, starts, sizeof(int32_t) * (rows + 1));
+  for (uint32_t r = 0; r < rows; r++) keep[r] += starts[r];
+  pl->n_rows = rows;
+  pl->kept_pending = stamped;
+}
+
+/* The first n entries of the plan, the last build's (rt->stamped == pl),
+ * leave with the recency that build reserved for them. */
+static void stamp_last(ikv_runtime *rt, ikv_plan *pl, uint32_t n) {
+  if (rt->stamped != pl) return;
+  ikv_pt_pages_stamp(rt->pt, pl->page, n, pl->stamp_base);
+  rt->stamped = NULL;
+}
+
 /* After a failed build that kept rows: their pages get the recency the last
  * build reserved for them (its stamps were to be superseded by this one's). */
-static void stamp_kept(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+static void stamp_kept(ikv_runtime *rt, ikv_plan *pl) {
   if (!pl->kept_pending) return;
-  const ikv_plan_tables *t = &req->tables;
-  const uint32_t rows = req->batch * (t->per_kv_head ? rt->cfg.geometry.kv_heads : 1);
-  for (uint32_t r = 0; r < rows; r++) {
-    const int32_t kept = pl->fresh[r] - t->indptr[r];
+  for (uint32_t r = 0; r < pl->n_rows; r++) {
+    const int32_t kept = pl->fresh[r] - pl->indptr[r];
     if (kept > 0)
-      ikv_pt_pages_stamp(rt->pt, pl->page + t->indptr[r], (uint32_t)kept, pl->stamp_base + (uint64_t)pl->old_start[r]);
+      ikv_pt_pages_stamp(rt->pt, pl->page + pl->indptr[r], (uint32_t)kept, pl->stamp_base + (uint64_t)pl->old_start[r]);
   }
   pl->kept_pending = 0;
 }
 
-/* Scheduler tables over the last build's plan (tables_reusable): each row
+/* Scheduler tables over the last build's plan (rows_reusable): each row
  * keeps the entries its sequence's version and the request still vouch for
  * (checked and resolved then), moves them to the row's new place, and only
- * the rest is checked and written as tables_sequence does; pl->fresh[r]:
- * the row's first new entry. With masks left to the runtime the entries
- * from the sequence's old last page on are always rewritten (its valid
- * tokens may have grown). *reused == 0: build afresh (a row shrank, an
- * indptr range is invalid, or the rows outgrow the plan: the full build
- * gives those their messages); nothing was changed but the last plan's
- * pages stamped. */
-static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int *reused) {
+ * the rest is checked and written as tables_sequence does. With masks left
+ * to the runtime the entries from the sequence's old last page on are
+ * always rewritten (its valid tokens may have grown). *reused == 0: build
+ * afresh (a row shrank, an indptr range is invalid, or the rows outgrow the
+ * plan: the full build gives those their messages); nothing was changed but
+ * the last plan's pages stamped. */
+static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int *reused,
+                               uint32_t old_entries) {
   const ikv_plan_tables *t = &req->tables;
   const uint32_t P = rt->cfg.geometry.page_size, per = t->per_kv_head ? rt->cfg.geometry.kv_heads : 1,
                  rows = req->batch * per;
-  int32_t *old = pl->old_start, *keep = pl->fresh; /* keep[r]: entries row r keeps, until fresh[r] replaces it */
+  int32_t *old = pl->old_start, *keep = pl->fresh;
   *reused = 0;
-  memcpy(old, pl->indptr, sizeof(int32_t) * (rows + 1));
   for (uint32_t b = 0; b < req->batch && !*reused; b++) {
     ikv_pt_seq_view v;
     ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
-    const int same = v.version == pl->reuse_version[b] && v.n_pages >= pl->reuse_pages[b];
+    const int same = seq_unchanged(pl, &v, b);
     const int32_t tail = (int32_t)pl->reuse_pages[b] - 1; /* the old last page */
     for (uint32_t r = b * per; r < (b + 1) * per; r++) {
       const int32_t begin = t->indptr[r], end = t->indptr[r + 1], old_len = old[r + 1] - old[r];
@@ -349,27 +403,16 @@ static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
       int32_t d = same ? same_prefix(pl, t, begin, old[r], old_len) : 0;
       if (!t->first)
         while (d > 0 && pl->page_index[old[r] + d - 1] >= tail) d--;
-      keep[r] = settled_prefix(pl, old[r], d);
+      keep[r] = settled_prefix(pl, r, old[r], d);
     }
   }
   if (*reused || (uint32_t)t->indptr[rows] > pl->cap_entries) { /* built afresh: the last plan's pages stamped first */
-    if (rt->stamped == pl) ikv_pt_pages_stamp(rt->pt, pl->page, (uint32_t)old[rows], pl->stamp_base), rt->stamped = NULL;
+    stamp_last(rt, pl, old_entries);
     *reused = 0;
     return IKV_OK;
   }
   *reused = 1;
-  /* the last build's entries not kept leave with the recency it reserved */
-  const int stamped = rt->stamped == pl;
-  for (uint32_t r = 0; stamped && r < rows; r++)
-    ikv_pt_pages_stamp(rt->pt, pl->page + old[r] + keep[r], (uint32_t)(old[r + 1] - old[r] - keep[r]),
-                       pl->stamp_base + (uint64_t)(old[r] + keep[r]));
-  rt->stamped = NULL;
-  /* rows only grow: moved from the last, none lands on one not yet moved */
-  for (uint32_t r = rows; r-- > 0;) {
-    move_entries(pl, old[r], t->indptr[r], keep[r]);
-    keep[r] += t->indptr[r]; /* now fresh[r] */
-  }
-  pl->kept_pending = stamped;
+  keep_rows(rt, pl, rows, t->indptr);
   ikv_status st = IKV_OK;
   for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++) {
     ikv_pt_seq_view v;
@@ -379,17 +422,43 @@ static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
       pl->n_entries = (uint32_t)from;
       const int32_t bad = tables_row(pl, t, &v, P, from, end, from > t->indptr[r] ? t->page_index[from - 1] : -1);
       if (bad != end) st = tables_refusal(rt, t, &v, b, t->indptr[r], bad);
-      pl->indptr[r + 1] = end;
     }
     if (st == IKV_OK) st = tables_decision(pl, b, (uint32_t)(t->indptr[(b + 1) * per] - t->indptr[b * per]));
   }
-  pl->n_entries = (uint32_t)t->indptr[rows], pl->n_rows = rows;
+  pl->n_entries = (uint32_t)t->indptr[rows];
   return st;
 }
 
-/* What the next build may keep: the sequences' versions and pages now. */
-static void remember_tables(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
-  pl->reuse_ok = 1, pl->reuse_batch = req->batch;
+/* The span-mode router's rows (routed as runs, placed at pl->indptr): each
+ * keeps the entries its runs repeat from the last build, where the rows are
+ * reusable (old_start then holds the last build's row starts) and the
+ * sequence unchanged; the rest is written from its runs. */
+static void router_rows(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int reuse) {
+  for (uint32_t b = 0; b < req->batch; b++) {
+    ikv_pt_seq_view v;
+    ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+    uint32_t d = 0;
+    if (reuse && seq_unchanged(pl, &v, b))
+      d = same_runs(pl->runs + pl->run_at[b], pl->run_at[b + 1] - pl->run_at[b], pl->old_runs + pl->old_run_at[b],
+                    pl->old_run_at[b + 1] - pl->old_run_at[b]);
+    pl->fresh[b] = reuse ? settled_prefix(pl, b, pl->old_start[b], (int32_t)d) : 0;
+  }
+  if (reuse) keep_rows(rt, pl, req->batch, pl->indptr);
+  else
+    for (uint32_t b = 0; b < req->batch; b++) pl->fresh[b] = pl->indptr[b];
+  for (uint32_t b = 0; b < req->batch; b++) {
+    ikv_pt_seq_view v;
+    ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+    rt_route_emit(pl, pl->runs + pl->run_at[b], pl->run_at[b + 1] - pl->run_at[b],
+                  (uint32_t)(pl->fresh[b] - pl->indptr[b]), v.pages, (uint32_t)pl->fresh[b]);
+  }
+}
+
+/* What the next build may keep: the sequences' versions and pages now (and
+ * the router's runs). */
+static void remember_rows(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req) {
+  if (req->mode == IKV_PLAN_ROUTER && req->router.score_mode != IKV_SCORE_SPAN) return;
+  pl->reuse_ok = 1, pl->reuse_batch = req->batch, pl->reuse_mode = req->mode;
   pl->reuse_per_head = req->tables.per_kv_head != 0, pl->reuse_masks = req->tables.first != NULL;
   memcpy(pl->reuse_seqs, req->seqs, sizeof(ikv_seq_id) * req->batch);
   for (uint32_t b = 0; b < req->batch; b++) {
@@ -397,13 +466,15 @@ static void remember_tables(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_reques
     ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
     pl->reuse_version[b] = v.version, pl->reuse_pages[b] = v.n_pages;
   }
+  if (req->mode != IKV_PLAN_ROUTER) return;
+  rt_run *runs = pl->runs; /* this build's runs are the next one's old runs */
+  uint32_t *at = pl->run_at;
+  pl->runs = pl->old_runs, pl->run_at = pl->old_run_at;
+  pl->old_runs = runs, pl->old_run_at = at;
 }
 
 void rt_stamp_plan(ikv_runtime *rt) {
-  ikv_plan *pl = rt->stamped;
-  if (!pl) return;
-  ikv_pt_pages_stamp(rt->pt, pl->page, pl->n_entries, pl->stamp_base);
-  rt->stamped = NULL;
+  if (rt->stamped) stamp_last(rt, rt->stamped, rt->stamped->n_entries);
 }
 
 /* ---- effects --------------------------------------------------------------- */
@@ -443,6 +514,7 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
     for (uint32_t r = b * rows_per_seq; r < (b + 1) * rows_per_seq; r++) {
       /* entries a kept row holds from the last build are resolved already */
       const int32_t from = skip_seq ? pl->indptr[r + 1] : settled ? pl->indptr[r] : pl->fresh[r];
+      const uint32_t todo_row = todo;
       kept += (uint32_t)(from - pl->indptr[r]);
       for (int32_t e = from; e < pl->indptr[r + 1]; e++) {
         uint8_t stored = precisions[index[e]];
@@ -458,6 +530,7 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
         lo = stored < lo ? stored : lo, hi = stored > hi ? stored : hi; /* no store chain: counted below */
         done++;
       }
+      if (!settled) pl->row_settled[r] = todo == todo_row; /* its kept entries were */
     }
     if (!settled) pl->seq_pending[b] = todo != todo_before;
     if (kept) { /* kept entries: of the one precision the rows had last build, if they had one */
@@ -674,10 +747,13 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   ikv_status st = check_request(rt, pl, req);
   if (st != IKV_OK) return st;
   /* a build that rewrites the plan (or another plan's) stamps the last one's pages first */
-  const int reuse = req->mode == IKV_PLAN_TABLES && tables_reusable(pl, req);
+  const int reuse = rows_reusable(pl, req);
   if (rt->stamped && (rt->stamped != pl || !reuse)) rt_stamp_plan(rt);
+  if (reuse) memcpy(pl->old_start, pl->indptr, sizeof(int32_t) * (pl->n_rows + 1)); /* the last build's rows */
+  const uint32_t old_entries = reuse ? pl->n_entries : 0;
   pl->reuse_ok = pl->kept_pending = 0;
   pl->n_entries = pl->n_rows = pl->n_decisions = pl->n_hints = pl->n_work = pl->n_touched = 0;
+  pl->run_at[0] = 0;
   memset(&pl->stats, 0, sizeof(pl->stats));
   rt->build_seq++;
   pl->dsel = req->mode == IKV_PLAN_ROUTER && req->router.select_on_device;
@@ -692,12 +768,17 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   scheduler_hints(rt, pl);
   pl->n_sched_hints = pl->n_hints;
   st = rank_batch(rt, pl, req);
+  /* span-mode router rows are routed first (as runs), then placed */
+  const int span_router = req->mode == IKV_PLAN_ROUTER && req->router.score_mode == IKV_SCORE_SPAN;
   int reused = 0;
-  if (st == IKV_OK && reuse) st = tables_reuse(rt, pl, req, &reused);
+  if (st == IKV_OK && reuse && !span_router) st = tables_reuse(rt, pl, req, &reused, old_entries);
   for (uint32_t b = 0; b < req->batch && st == IKV_OK && !reused; b++)
     st = req->mode == IKV_PLAN_TABLES ? tables_sequence(rt, pl, req, b) : rt_route_sequence(rt, pl, req, b);
-  for (uint32_t r = 0; r < pl->n_rows && st == IKV_OK && !reused; r++) pl->fresh[r] = pl->indptr[r]; /* all new */
-  for (uint32_t r = 0; r < pl->n_rows && st == IKV_OK && reused; r++)
+  if (span_router && st == IKV_OK) router_rows(rt, pl, req, reuse);
+  else if (span_router) stamp_last(rt, pl, old_entries); /* its rows were not placed: the last build's leave */
+  else if (!reused)
+    for (uint32_t r = 0; r < pl->n_rows; r++) pl->fresh[r] = pl->indptr[r]; /* all new */
+  for (uint32_t r = 0; r < pl->n_rows && st == IKV_OK; r++)
     pl->stats.entries_kept += (uint32_t)(pl->fresh[r] - pl->indptr[r]);
   pl->n_margin_hints = pl->n_hints - pl->n_sched_hints;
   /* The common step changes no page: every entry resolves at once. */
@@ -708,7 +789,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   const int narrow = st == IKV_OK && pending && narrow_effects(rt, pl, req, absent);
   if (st == IKV_OK && pending) st = settle_pages(rt, pl, req, narrow);
   if (st != IKV_OK) {
-    stamp_kept(rt, pl, req);
+    stamp_kept(rt, pl);
     pl->n_entries = pl->n_rows = pl->view.batch = 0;
     return st;
   }
@@ -725,7 +806,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     ikv_pt_clock_reserve(rt->pt, pl->n_entries, &pl->stamp_base);
     rt->stamped = pl;
   } else {
-    stamp_kept(rt, pl, req);
+    stamp_kept(rt, pl);
   }
   const uint32_t heads_per_row = pl->view.per_kv_head ? 1 : rt->cfg.geometry.kv_heads;
   uint32_t formats = 0; /* the page formats the plan reads (resolve counted them) */
@@ -745,7 +826,7 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
     pl->n_entries = pl->n_rows = pl->view.batch = 0;
     return st;
   }
-  if (req->mode == IKV_PLAN_TABLES) remember_tables(rt, pl, req);
+  remember_rows(rt, pl, req);
   rt->n_span_hints = 0; /* served */
   rt_prefetch_next(rt, pl);
   rt->errmsg[0] = 0;

@@ -24,6 +24,37 @@ typedef struct rt_chunk {
   uint32_t decision;   /* index into the plan's decisions */
 } rt_chunk;
 
+/* Mandatory reads (sinks, the recent window, ALWAYS and GLOBAL spans). */
+typedef struct rt_mark {
+  uint32_t start, end; /* tokens */
+  uint8_t precision;
+} rt_mark;
+
+/* The router works on segments, not pages: the boundaries of every token
+ * range it marks cut a sequence's pages into runs of pages that every rule
+ * treats alike (a range's partly covered edge page is a segment of its own),
+ * so a rule costs a step per segment. sel_*: what the mandatory rules and the
+ * span-score selection read; cand_*: what the ATTEND ranges offer to
+ * query-aware ranking. IKV_SKIP: nothing. */
+typedef struct rt_seg {
+  uint32_t first, end; /* pages [first, end) */
+  uint16_t sel_lo, sel_hi, cand_lo, cand_hi;
+  uint8_t sel_want, cand_want;
+} rt_seg;
+
+/* A run of a span-mode row: pages [first, first + count), all read with the
+ * same mask and precision. A sequence's runs describe its row; comparing them
+ * with the last build's says which entries the row keeps. */
+typedef struct rt_run {
+  uint32_t first, count;
+  uint16_t lo, hi;
+  uint8_t want;
+} rt_run;
+
+/* Segments a sequence with S spans can have: up to 2S + 3 ranges with four
+ * cuts each, plus a budget's cut in each of the 2S + 1 competing ranges. */
+#define RT_SEGMENTS(S) (10u * (S) + 16u)
+
 struct ikv_plan {
   ikv_runtime *rt;
   void *dev; /* the backend's copy of the plan (CUDA: device buffers) */
@@ -56,8 +87,10 @@ struct ikv_plan {
   uint32_t n_touched, hits, misses;
   uint8_t *page_want;
   /* router scratch for one sequence, sized for the longest possible one */
-  uint8_t *sel_want, *cand_want;
-  uint16_t *sel_lo, *sel_hi, *cand_lo, *cand_hi;
+  rt_seg *segs;      /* [RT_SEGMENTS(spans)] */
+  rt_mark *marks;    /* [spans + 2] */
+  uint32_t *bounds;  /* [RT_SEGMENTS(spans)] segment boundaries before sorting */
+  uint32_t *cand_seg; /* [pages]: the segment of each ranked candidate */
   uint8_t *head_sel; /* [kv_heads][pages] */
   uint8_t *head_any; /* [pages]: some KV head's row picked the page */
   uint64_t *rank_keys;  /* [kv_heads][candidates]: one sequence's candidates ranked per head */
@@ -84,6 +117,7 @@ struct ikv_plan {
    * same version with no fewer pages keeps the entries its table still
    * lists; only the rest is checked, written and resolved. */
   int reuse_ok, reuse_per_head, reuse_masks;
+  ikv_plan_mode reuse_mode;
   uint32_t reuse_batch;
   ikv_seq_id *reuse_seqs;   /* [batch] */
   uint32_t *reuse_version;  /* [batch] ikv_pt_seq_view.version */
@@ -91,10 +125,16 @@ struct ikv_plan {
   int32_t *old_start;       /* [rows + 1] scratch: the last build's row starts */
   int32_t *fresh;           /* [rows] each row's first entry written by this build */
   uint8_t *seq_pending;     /* [batch] resolve left some of the sequence's entries for the slow path */
+  uint8_t *row_settled;     /* [rows] resolve found every entry of the row in a precision it accepts */
   /* the last partition's rows and formats: a row found the same needs no new order (partition_rows) */
   uint8_t *parted_precision, *placed; /* [entries], [rows] */
   int32_t *parted_indptr;             /* [rows + 1] */
   uint32_t parted_rows;               /* 0: none to compare with */
+  /* span-mode router rows as runs (rt_route_sequence): this build's, and the
+   * last build's that it compares them with; sequence b's from run_at[b] */
+  rt_run *runs, *old_runs;     /* [cap_runs] */
+  uint32_t *run_at, *old_run_at; /* [batch + 1] */
+  uint32_t cap_runs;
   uint64_t stamp_base;      /* entry e's recency is stamp_base + e + 1 (runtime stamped == this plan) */
   int kept_pending;         /* rows kept by this build still owe the last build's stamps (stamp_base,
                                unchanged until this build reserves its own) */
@@ -122,9 +162,15 @@ static inline void plan_entry_set(plan_entries o, uint32_t e, ikv_page_id page, 
 /* Adds a decision; IKV_E_CAPACITY when the plan's decision buffer is full. */
 ikv_status plan_decide(ikv_plan *plan, ikv_span_decision d, uint32_t *index);
 
-/* router.c: the router's rows for sequence b of the request (one row, or one
- * per KV head in query-aware modes) appended to the plan. */
+/* router.c: sequence b of the request routed. Query-aware modes: its rows
+ * (one per KV head) appended to the plan. Span mode: its one row left as
+ * runs at runs[run_at[b]..run_at[b + 1]) (run_at[b] set by the caller), for
+ * rt_route_emit to write where the plan places the row. */
 ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b);
+/* router.c: a span-mode row's entries from its runs, skipping its first
+ * `skip` pages, written from entry e on (pages: the sequence's). */
+void rt_route_emit(ikv_plan *plan, const rt_run *runs, uint32_t n_runs, uint32_t skip, const ikv_page_id *pages,
+                   uint32_t e);
 /* router.c: sequence b's query-aware candidates (the pages its rows rank),
  * appended to dsel_pages[dsel_seq[b]..] with dsel_seq[b + 1] set, and
  * nothing else of the pass kept; IKV_E_CAPACITY (no message) when the batch's

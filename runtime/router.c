@@ -4,7 +4,10 @@
  * and GLOBAL spans are read in full; SKIP spans never (a page shared with a
  * read span says so); ATTEND spans, RECENT spans outside the window and tokens
  * no span covers compete for the budgets by score (span mode) or by
- * query-aware page score, top-k per KV head; IntentQuant picks precisions. */
+ * query-aware page score, top-k per KV head; IntentQuant picks precisions.
+ * Every rule is a token range, so the router works on the segments those
+ * ranges cut the pages into (rt_seg): a step per segment, not per page,
+ * except where pages differ (a byte budget over stored precisions, ranking). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +20,7 @@ typedef struct route {
   const ikv_router_params *rp;
   const ikv_plan_request *req;
   ikv_pt_seq_view v;
-  uint32_t P, b, n_chunks, hints;
+  uint32_t P, b, n_chunks, n_marks, n_segs, hints;
   uint64_t tokens_used, bytes_used;
   /* device selection: this sequence's candidates of each precision, and the first of them */
   uint32_t dsel_count[IKV_PRECISION_COUNT], dsel_first[IKV_PRECISION_COUNT];
@@ -26,28 +29,117 @@ typedef struct route {
 static uint16_t min16(uint16_t a, uint16_t b) { return a < b ? a : b; }
 static uint16_t max16(uint16_t a, uint16_t b) { return a > b ? a : b; }
 
-/* Marks tokens [a, b) for reading at `prec` in the (want, lo, hi) arrays;
- * returns the number of pages touched. */
-static uint32_t mark(const route *r, uint8_t *want, uint16_t *lo, uint16_t *hi, uint32_t a, uint32_t b,
-                     uint8_t prec) {
-  uint32_t first = a / r->P, last = (b - 1) / r->P;
-  for (uint32_t i = first; i <= last; i++) {
-    want[i] = rt_best(want[i], prec);
-    lo[i] = min16(lo[i], (uint16_t)(i == first ? a % r->P : 0));
-    hi[i] = max16(hi[i], (uint16_t)(i == last ? (b - 1) % r->P : r->P - 1));
-  }
-  return last - first + 1;
+static uint32_t first_page(const route *r, uint32_t start) { return start / r->P; }
+static uint32_t last_page(const route *r, uint32_t end) { return (end - 1) / r->P; }
+static uint32_t pages_of(const route *r, uint32_t start, uint32_t end) {
+  return last_page(r, end) - first_page(r, start) + 1;
+}
+
+/* A mandatory rule reads tokens [a, b) at `prec` (painted on the segments
+ * once they are cut); returns the pages it touches. */
+static uint32_t mark(route *r, uint32_t a, uint32_t b, uint8_t prec) {
+  r->plan->marks[r->n_marks++] = (rt_mark){a, b, prec};
+  return pages_of(r, a, b);
 }
 
 /* Pages of tokens [a, b) the GPU page cache keeps while this plan is the
  * latest (sinks, recent window, ALWAYS and GLOBAL spans). */
 static void keep(const route *r, uint32_t a, uint32_t b) {
-  for (uint32_t i = a / r->P; a < b && i <= (b - 1) / r->P; i++) r->rt->keep_stamp[r->v.pages[i]] = r->rt->build_seq;
+  uint32_t *restrict stamp = r->rt->keep_stamp;
+  const ikv_page_id *restrict pages = r->v.pages;
+  const uint32_t now = r->rt->build_seq, end = a < b ? last_page(r, b) + 1 : 0;
+  for (uint32_t i = first_page(r, a); i < end; i++) stamp[pages[i]] = now;
 }
 
 static uint64_t page_cost_bytes(const route *r, uint32_t i, uint8_t want) {
   return r->rt->page_bytes[rt_effective(want, r->v.precisions[i])];
 }
+
+/* ---- segments ---------------------------------------------------------------- */
+
+/* Shell sort (gaps 1, 4, 13, 40, ...): no callback per comparison, and
+ * the cuts come nearly sorted (spans in the order they were added). */
+static void sort_bounds(uint32_t *x, uint32_t n) {
+  uint32_t gap = 1;
+  while (gap < n / 3) gap = 3 * gap + 1;
+  for (; gap; gap /= 3)
+    for (uint32_t i = gap; i < n; i++) {
+      const uint32_t v = x[i];
+      uint32_t j = i;
+      for (; j >= gap && x[j - gap] > v; j -= gap) x[j] = x[j - gap];
+      x[j] = v;
+    }
+}
+
+/* The cuts tokens [a, b) make: at their first page and after their last,
+ * and around an edge page they cover in part. */
+static uint32_t cut(const route *r, uint32_t *bounds, uint32_t n, uint32_t a, uint32_t b) {
+  bounds[n++] = first_page(r, a), bounds[n++] = last_page(r, b) + 1;
+  if (a % r->P) bounds[n++] = first_page(r, a) + 1;
+  if (b % r->P) bounds[n++] = last_page(r, b);
+  return n;
+}
+
+static void cut_segments(route *r) {
+  ikv_plan *pl = r->plan;
+  uint32_t *bounds = pl->bounds, n = 0;
+  bounds[n++] = 0, bounds[n++] = r->v.n_pages;
+  for (uint32_t m = 0; m < r->n_marks; m++) n = cut(r, bounds, n, pl->marks[m].start, pl->marks[m].end);
+  for (uint32_t c = 0; c < r->n_chunks; c++) n = cut(r, bounds, n, pl->chunks[c].start, pl->chunks[c].end);
+  sort_bounds(bounds, n);
+  r->n_segs = 0;
+  for (uint32_t k = 0; k + 1 < n; k++)
+    if (bounds[k] != bounds[k + 1])
+      pl->segs[r->n_segs++] = (rt_seg){bounds[k], bounds[k + 1], UINT16_MAX, 0, UINT16_MAX, 0, IKV_SKIP, IKV_SKIP};
+}
+
+/* The segment holding page i. */
+static uint32_t seg_at(const route *r, uint32_t i) {
+  const rt_seg *s = r->plan->segs;
+  uint32_t lo = 0, hi = r->n_segs;
+  while (hi - lo > 1) {
+    const uint32_t mid = (lo + hi) / 2;
+    if (s[mid].first <= i) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/* The mask tokens [a, b) give each page of segment s, one of the segments
+ * they cover (a partly covered page is a segment of its own). */
+static uint16_t seg_lo(const route *r, const rt_seg *s, uint32_t a) {
+  return (uint16_t)(s->first == first_page(r, a) ? a % r->P : 0);
+}
+static uint16_t seg_hi(const route *r, const rt_seg *s, uint32_t b) {
+  return (uint16_t)(s->end - 1 == last_page(r, b) ? (b - 1) % r->P : r->P - 1);
+}
+
+/* Tokens [a, b) read (cand = 0) or offered for ranking (cand = 1) at `prec`. */
+static void paint(route *r, uint32_t a, uint32_t b, uint8_t prec, int cand) {
+  const uint32_t last = last_page(r, b);
+  for (uint32_t k = seg_at(r, first_page(r, a)); k < r->n_segs && r->plan->segs[k].first <= last; k++) {
+    rt_seg *s = &r->plan->segs[k];
+    uint8_t *want = cand ? &s->cand_want : &s->sel_want;
+    uint16_t *lo = cand ? &s->cand_lo : &s->sel_lo, *hi = cand ? &s->cand_hi : &s->sel_hi;
+    *want = rt_best(*want, prec);
+    *lo = min16(*lo, seg_lo(r, s, a)), *hi = max16(*hi, seg_hi(r, s, b));
+  }
+}
+
+/* Segment k cut before page `at` (a budget took the pages before it). */
+static void split(route *r, uint32_t k, uint32_t at) {
+  rt_seg *s = r->plan->segs;
+  memmove(s + k + 2, s + k + 1, sizeof(rt_seg) * (r->n_segs - k - 1));
+  s[k + 1] = s[k];
+  s[k + 1].first = s[k].end = at;
+  r->n_segs++;
+}
+
+/* Whether segment s competes for the budget: an ATTEND candidate that no
+ * mandatory rule already reads. */
+static int competes(const rt_seg *s) { return s->cand_want != IKV_SKIP && s->sel_want == IKV_SKIP; }
+
+/* ---- decisions and chunks ---------------------------------------------------- */
 
 static ikv_status decide(route *r, ikv_span_id span, int kind, ikv_reason reason, uint32_t selected,
                          uint32_t skipped, uint8_t prec, uint32_t *index) {
@@ -70,45 +162,69 @@ static int by_score(const void *x, const void *y) {
   return a->start < b->start ? -1 : a->start > b->start;
 }
 
-/* Span mode: chunks by score, pages in logical order, until a budget says no. */
+/* ---- span mode ---------------------------------------------------------------- */
+
+/* How many of segment s's pages, in order, fit the budgets read at t tokens
+ * each and at `prec`; they are counted as used. */
+static uint32_t fitting(route *r, const rt_seg *s, uint64_t t, uint8_t prec) {
+  const ikv_router_params *rp = r->rp;
+  uint32_t n = s->end - s->first;
+  if (rp->token_budget) {
+    const uint64_t room = r->tokens_used < rp->token_budget ? rp->token_budget - r->tokens_used : 0;
+    if (room / t < n) n = (uint32_t)(room / t);
+  }
+  uint32_t k = n;
+  if (rp->byte_budget) /* pages cost what they are stored as: one at a time */
+    for (k = 0; k < n; k++) {
+      const uint64_t bytes = page_cost_bytes(r, s->first + k, prec);
+      if (r->bytes_used + bytes > rp->byte_budget) break;
+      r->bytes_used += bytes;
+    }
+  r->tokens_used += k * t;
+  return k;
+}
+
+/* Chunks by score, pages in logical order, until a budget says no. */
 static void select_by_span_score(route *r) {
   ikv_plan *pl = r->plan;
-  const ikv_router_params *rp = r->rp;
   qsort(pl->chunks, r->n_chunks, sizeof(rt_chunk), by_score);
   for (uint32_t c = 0; c < r->n_chunks; c++) {
     rt_chunk *ch = &pl->chunks[c];
     ikv_span_decision *d = &pl->decisions[ch->decision];
-    uint32_t first = ch->start / r->P, last = (ch->end - 1) / r->P, taken = 0, total = last - first + 1;
+    const uint32_t last = last_page(r, ch->end), total = pages_of(r, ch->start, ch->end);
     if (ch->precision == IKV_SKIP) {
       d->reason = IKV_REASON_ATTEND_PRESSURE;
       d->pages_skipped += total;
       continue;
     }
+    uint32_t taken = 0;
     int stopped = 0;
-    for (uint32_t i = first; i <= last; i++) {
-      uint16_t lo = (uint16_t)(i == first ? ch->start % r->P : 0);
-      uint16_t hi = (uint16_t)(i == last ? (ch->end - 1) % r->P : r->P - 1);
-      if (pl->sel_want[i] != IKV_SKIP) { /* already read: widen its mask */
-        uint16_t nlo = min16(pl->sel_lo[i], lo), nhi = max16(pl->sel_hi[i], hi);
-        r->tokens_used += (uint64_t)(nhi - nlo) - (pl->sel_hi[i] - pl->sel_lo[i]);
-        pl->sel_lo[i] = nlo, pl->sel_hi[i] = nhi;
-        pl->sel_want[i] = rt_best(pl->sel_want[i], ch->precision);
-        taken++;
+    for (uint32_t k = seg_at(r, first_page(r, ch->start)); k < r->n_segs && pl->segs[k].first <= last; k++) {
+      rt_seg *s = &pl->segs[k];
+      const uint16_t lo = seg_lo(r, s, ch->start), hi = seg_hi(r, s, ch->end);
+      const uint32_t n = s->end - s->first;
+      if (s->sel_want != IKV_SKIP) { /* already read: widen its mask */
+        const uint16_t nlo = min16(s->sel_lo, lo), nhi = max16(s->sel_hi, hi);
+        r->tokens_used += (uint64_t)n * ((uint64_t)(nhi - nlo) - (s->sel_hi - s->sel_lo));
+        s->sel_lo = nlo, s->sel_hi = nhi;
+        s->sel_want = rt_best(s->sel_want, ch->precision);
+        taken += n;
         continue;
       }
-      uint64_t t = (uint64_t)(hi - lo) + 1, bytes = page_cost_bytes(r, i, ch->precision);
-      if (stopped || (rp->token_budget && r->tokens_used + t > rp->token_budget) ||
-          (rp->byte_budget && r->bytes_used + bytes > rp->byte_budget)) {
-        stopped = 1;
-        if (r->hints < IKV_HINTS_PER_SEQ && pl->n_hints < pl->cap_entries) {
-          pl->hints[pl->n_hints++] = r->v.pages[i]; /* next in line: likely soon */
-          r->hints++;
+      if (!stopped) {
+        const uint32_t fit = fitting(r, s, (uint64_t)(hi - lo) + 1, ch->precision);
+        if (fit) {
+          if (fit < n) split(r, k, s->first + fit); /* the rest is the next segment */
+          s->sel_want = ch->precision, s->sel_lo = lo, s->sel_hi = hi;
+          taken += fit;
         }
-        continue;
+        stopped = fit < n;
+        if (fit) continue;
       }
-      pl->sel_want[i] = ch->precision, pl->sel_lo[i] = lo, pl->sel_hi[i] = hi;
-      r->tokens_used += t, r->bytes_used += bytes;
-      taken++;
+      for (uint32_t i = s->first; i < s->end && r->hints < IKV_HINTS_PER_SEQ && pl->n_hints < pl->cap_entries; i++) {
+        pl->hints[pl->n_hints++] = r->v.pages[i]; /* next in line: likely soon */
+        r->hints++;
+      }
     }
     d->pages_selected += taken;
     d->pages_skipped += total - taken;
@@ -117,8 +233,29 @@ static void select_by_span_score(route *r) {
   }
 }
 
-/* Marks the ATTEND chunks' pages as candidates (cand_*); pressure bands
- * that skip a chunk say so. */
+/* The row as runs: the segments read, neighbours read alike merged (so a
+ * row's runs do not depend on where rules cut it). */
+static void record_runs(route *r) {
+  ikv_plan *pl = r->plan;
+  const uint32_t from = pl->run_at[r->b];
+  uint32_t n = from;
+  for (uint32_t k = 0; k < r->n_segs; k++) {
+    const rt_seg *s = &pl->segs[k];
+    if (s->sel_want == IKV_SKIP) continue;
+    rt_run *prev = n > from ? &pl->runs[n - 1] : NULL;
+    if (prev && prev->first + prev->count == s->first && prev->lo == s->sel_lo && prev->hi == s->sel_hi &&
+        prev->want == s->sel_want)
+      prev->count += s->end - s->first;
+    else
+      pl->runs[n++] = (rt_run){s->first, s->end - s->first, s->sel_lo, s->sel_hi, s->sel_want};
+  }
+  pl->run_at[r->b + 1] = n;
+}
+
+/* ---- query-aware modes ---------------------------------------------------------- */
+
+/* The ATTEND chunks offered for ranking (painted as candidates); pressure
+ * bands that skip a chunk say so. */
 static void mark_candidates(route *r) {
   ikv_plan *pl = r->plan;
   for (uint32_t c = 0; c < r->n_chunks; c++) {
@@ -127,14 +264,40 @@ static void mark_candidates(route *r) {
       pl->decisions[ch->decision].reason = IKV_REASON_ATTEND_PRESSURE;
       continue;
     }
-    mark(r, pl->cand_want, pl->cand_lo, pl->cand_hi, ch->start, ch->end, ch->precision);
+    paint(r, ch->start, ch->end, ch->precision, 1);
   }
 }
 
-/* Whether page i competes for the budget: an ATTEND candidate that no
- * mandatory rule already reads. */
-static inline int competes(const ikv_plan *pl, uint32_t i) {
-  return pl->cand_want[i] != IKV_SKIP && pl->sel_want[i] == IKV_SKIP;
+/* Each chunk's decision in the query-aware modes: of its pages, `read` counts
+ * those a mandatory rule reads and those on_device or a KV head took. */
+static void chunk_decisions(route *r, int on_device) {
+  ikv_plan *pl = r->plan;
+  for (uint32_t c = 0; c < r->n_chunks; c++) {
+    rt_chunk *ch = &pl->chunks[c];
+    const uint32_t last = last_page(r, ch->end), total = pages_of(r, ch->start, ch->end);
+    if (ch->precision == IKV_SKIP) {
+      pl->decisions[ch->decision].pages_skipped += total;
+      continue;
+    }
+    uint32_t read = 0;
+    for (uint32_t k = seg_at(r, first_page(r, ch->start)); k < r->n_segs && pl->segs[k].first <= last; k++) {
+      const rt_seg *s = &pl->segs[k];
+      if (s->sel_want != IKV_SKIP) {
+        read += s->end - s->first;
+        continue;
+      }
+      for (uint32_t i = s->first; i < s->end; i++)
+        read += on_device ? r->v.gpu_slots[i] != IKV_NO_SLOT : pl->head_any[i];
+    }
+    ikv_span_decision *d = &pl->decisions[ch->decision];
+    d->pages_selected += read;
+    d->pages_skipped += total - read;
+    d->precision = rt_best(d->precision, read ? ch->precision : IKV_SKIP);
+    d->reason = on_device        ? IKV_REASON_ATTEND_ON_DEVICE
+                : read == total ? IKV_REASON_ATTEND_SELECTED
+                : read          ? IKV_REASON_ATTEND_PARTIAL
+                                : IKV_REASON_ATTEND_NOT_TOPK;
+  }
 }
 
 /* Device selection: the candidates on the GPU tier (not already read for a
@@ -144,49 +307,48 @@ static ikv_status offer_to_device(route *r) {
   ikv_plan *pl = r->plan;
   ikv_runtime *rt = r->rt;
   const uint32_t N = r->v.n_pages, base = pl->n_dsel;
+  const int32_t *slots = r->v.gpu_slots;
   mark_candidates(r);
   memset(pl->head_sel, 0, (size_t)rt->cfg.geometry.kv_heads * N);
   memset(pl->head_any, 0, N);
   memset(r->dsel_count, 0, sizeof(r->dsel_count));
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) r->dsel_first[p] = UINT32_MAX;
   uint32_t n = 0;
-  for (uint32_t i = 0; i < N; i++)
-    n += competes(pl, i) && r->v.gpu_slots[i] != IKV_NO_SLOT;
+  for (uint32_t k = 0; k < r->n_segs; k++)
+    for (uint32_t i = pl->segs[k].first; competes(&pl->segs[k]) && i < pl->segs[k].end; i++) n += slots[i] != IKV_NO_SLOT;
   if (n > IKV_CUDA_RANK_MAX)
     return rt_fail(rt, IKV_E_UNSUPPORTED, "ikv_plan_build: sequence %u: %u candidates; the GPU ranks at most %d",
                    r->b, n, IKV_CUDA_RANK_MAX);
   if (base + n > pl->scratch_pages)
     return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: %u candidates over the batch; a plan holds %u", base + n,
                    pl->scratch_pages);
-  for (uint32_t i = 0; i < N; i++) {
-    if (!competes(pl, i) || r->v.gpu_slots[i] == IKV_NO_SLOT) continue;
-    const uint8_t prec = r->v.precisions[i];
-    if (r->dsel_first[prec] == UINT32_MAX) r->dsel_first[prec] = pl->n_dsel;
-    r->dsel_count[prec]++;
-    pl->dsel_pages[pl->n_dsel] = r->v.pages[i];
-    pl->dsel_cand[pl->n_dsel++] = (ikv_select_candidate){r->v.pages[i], r->v.gpu_slots[i], (int32_t)i,
-                                                         pl->cand_lo[i], pl->cand_hi[i], prec};
-    rt->read_stamp[r->v.pages[i]] = rt->build_seq; /* the GPU may read it: it stays */
+  for (uint32_t k = 0; k < r->n_segs; k++) {
+    const rt_seg *s = &pl->segs[k];
+    for (uint32_t i = s->first; competes(s) && i < s->end; i++) {
+      if (slots[i] == IKV_NO_SLOT) continue;
+      const uint8_t prec = r->v.precisions[i];
+      if (r->dsel_first[prec] == UINT32_MAX) r->dsel_first[prec] = pl->n_dsel;
+      r->dsel_count[prec]++;
+      pl->dsel_pages[pl->n_dsel] = r->v.pages[i];
+      pl->dsel_cand[pl->n_dsel++] =
+          (ikv_select_candidate){r->v.pages[i], slots[i], (int32_t)i, s->cand_lo, s->cand_hi, prec};
+      rt->read_stamp[r->v.pages[i]] = rt->build_seq; /* the GPU may read it: it stays */
+    }
   }
   pl->dsel_seq[r->b + 1] = pl->n_dsel;
-  for (uint32_t c = 0; c < r->n_chunks; c++) {
-    rt_chunk *ch = &pl->chunks[c];
-    if (ch->precision == IKV_SKIP) {
-      pl->decisions[ch->decision].pages_skipped += (ch->end - 1) / r->P - ch->start / r->P + 1;
-      continue;
-    }
-    uint32_t offered = 0, total = 0, mandatory = 0;
-    for (uint32_t i = ch->start / r->P; i <= (ch->end - 1) / r->P; i++, total++) {
-      mandatory += pl->sel_want[i] != IKV_SKIP;
-      offered += pl->sel_want[i] == IKV_SKIP && r->v.gpu_slots[i] != IKV_NO_SLOT;
-    }
-    ikv_span_decision *d = &pl->decisions[ch->decision];
-    d->pages_selected += offered + mandatory;
-    d->pages_skipped += total - offered - mandatory;
-    d->precision = rt_best(d->precision, offered + mandatory ? ch->precision : IKV_SKIP);
-    d->reason = IKV_REASON_ATTEND_ON_DEVICE;
-  }
+  chunk_decisions(r, 1);
   return IKV_OK;
+}
+
+/* The pages that compete, in logical order, into order[] (with their
+ * segments in cand_seg[]); returns how many. */
+static uint32_t list_candidates(route *r) {
+  ikv_plan *pl = r->plan;
+  uint32_t n = 0;
+  for (uint32_t k = 0; k < r->n_segs; k++)
+    for (uint32_t i = pl->segs[k].first; competes(&pl->segs[k]) && i < pl->segs[k].end; i++)
+      pl->cand_seg[n] = k, pl->order[n++] = i;
+  return n;
 }
 
 /* Query-aware modes: candidate pages ranked per KV head by page score; each
@@ -197,9 +359,7 @@ static ikv_status select_by_query(route *r) {
   const ikv_router_params *rp = r->rp;
   const uint32_t N = r->v.n_pages, H = rt->cfg.geometry.kv_heads, D = rt->cfg.geometry.head_dim;
   mark_candidates(r);
-  uint32_t n_cand = 0;
-  for (uint32_t i = 0; i < N; i++)
-    if (competes(pl, i)) pl->order[n_cand++] = i;
+  const uint32_t n_cand = list_candidates(r);
   memset(pl->head_sel, 0, (size_t)H * N);
   memset(pl->head_any, 0, N);
   /* keys[h * n_cand + r]: head h's r-th best candidate, from the batch's
@@ -221,32 +381,19 @@ static ikv_status select_by_query(route *r) {
   for (uint32_t h = 0; h < H; h++) {
     uint64_t tokens = r->tokens_used, bytes = r->bytes_used;
     for (uint32_t k = 0; k < want; k++) {
-      const uint32_t i = pl->order[(uint32_t)keys[(size_t)h * n_cand + k]];
-      uint64_t t = (uint64_t)(pl->cand_hi[i] - pl->cand_lo[i]) + 1, by = page_cost_bytes(r, i, pl->cand_want[i]);
+      const uint32_t c = (uint32_t)keys[(size_t)h * n_cand + k], i = pl->order[c];
+      const rt_seg *s = &pl->segs[pl->cand_seg[c]];
+      uint64_t t = (uint64_t)(s->cand_hi - s->cand_lo) + 1, by = page_cost_bytes(r, i, s->cand_want);
       if ((rp->token_budget && tokens + t > rp->token_budget) || (rp->byte_budget && bytes + by > rp->byte_budget)) break;
       pl->head_sel[(size_t)h * N + i] = pl->head_any[i] = 1;
       tokens += t, bytes += by;
     }
   }
-  /* each chunk's decision: pages some head (or a mandatory rule) reads */
-  for (uint32_t c = 0; c < r->n_chunks; c++) {
-    rt_chunk *ch = &pl->chunks[c];
-    if (ch->precision == IKV_SKIP) {
-      pl->decisions[ch->decision].pages_skipped += (ch->end - 1) / r->P - ch->start / r->P + 1;
-      continue;
-    }
-    uint32_t taken = 0, total = 0;
-    for (uint32_t i = ch->start / r->P; i <= (ch->end - 1) / r->P; i++, total++) {
-      taken += pl->sel_want[i] != IKV_SKIP || pl->head_any[i];
-    }
-    ikv_span_decision *d = &pl->decisions[ch->decision];
-    d->pages_selected += taken;
-    d->pages_skipped += total - taken;
-    d->precision = rt_best(d->precision, taken ? ch->precision : IKV_SKIP);
-    d->reason = taken == total ? IKV_REASON_ATTEND_SELECTED : taken ? IKV_REASON_ATTEND_PARTIAL : IKV_REASON_ATTEND_NOT_TOPK;
-  }
+  chunk_decisions(r, 0);
   return IKV_OK;
 }
+
+/* ---- the rules ------------------------------------------------------------------ */
 
 /* The mandatory rules: sinks, recent window, ALWAYS/GLOBAL spans; chunks for
  * everything that competes; SKIP spans remembered in the order array. */
@@ -259,13 +406,13 @@ static ikv_status mandatory_and_chunks(route *r, uint32_t n_spans, uint32_t *n_s
   uint32_t sinks = rp->sink_tokens < L ? rp->sink_tokens : L;
   uint32_t window_start = rp->recent_tokens < L ? L - rp->recent_tokens : 0;
   if (sinks) {
-    uint32_t n = mark(r, pl->sel_want, pl->sel_lo, pl->sel_hi, 0, sinks, ikv_intentquant(IKV_USE_SINK, pressure));
+    uint32_t n = mark(r, 0, sinks, ikv_intentquant(IKV_USE_SINK, pressure));
     keep(r, 0, sinks);
     st = decide(r, 0, IKV_SPAN_KIND_COUNT, IKV_REASON_SINKS, n, 0, ikv_intentquant(IKV_USE_SINK, pressure), NULL);
   }
   if (st == IKV_OK && rp->recent_tokens && L) {
     uint8_t prec = ikv_intentquant(IKV_USE_RECENT, pressure);
-    uint32_t n = mark(r, pl->sel_want, pl->sel_lo, pl->sel_hi, window_start, L, prec);
+    uint32_t n = mark(r, window_start, L, prec);
     keep(r, window_start, L);
     st = decide(r, 0, IKV_SPAN_KIND_COUNT, IKV_REASON_RECENT_WINDOW, n, 0, prec, NULL);
   }
@@ -278,7 +425,7 @@ static ikv_status mandatory_and_chunks(route *r, uint32_t n_spans, uint32_t *n_s
       case IKV_POLICY_GLOBAL: {
         uint8_t prec = sp->pinned_precision != IKV_UNPINNED_PRECISION ? (uint8_t)sp->pinned_precision
                                                                        : ikv_intentquant(IKV_USE_ALWAYS, pressure);
-        uint32_t n = mark(r, pl->sel_want, pl->sel_lo, pl->sel_hi, sp->start, sp->end, prec);
+        uint32_t n = mark(r, sp->start, sp->end, prec);
         keep(r, sp->start, sp->end);
         st = decide(r, pl->span_ids[s], sp->kind,
                     sp->policy == IKV_POLICY_ALWAYS ? IKV_REASON_ALWAYS : IKV_REASON_GLOBAL, n, 0, prec, NULL);
@@ -289,7 +436,7 @@ static ikv_status mandatory_and_chunks(route *r, uint32_t n_spans, uint32_t *n_s
         break;
       case IKV_POLICY_RECENT: {
         uint32_t inside_from = sp->start > window_start ? sp->start : window_start;
-        uint32_t in_pages = inside_from < sp->end ? (sp->end - 1) / r->P - inside_from / r->P + 1 : 0;
+        uint32_t in_pages = inside_from < sp->end ? pages_of(r, inside_from, sp->end) : 0;
         /* a page the window starts inside is counted with the outside part */
         if (in_pages && sp->start < window_start && window_start % r->P) in_pages--;
         st = decide(r, pl->span_ids[s], sp->kind, IKV_REASON_RECENT_WINDOW, in_pages, 0,
@@ -332,14 +479,14 @@ static ikv_status gaps(route *r, uint32_t n_spans) {
   return st;
 }
 
-/* Whether some row reads page i, and the widest mask any row reads it with. */
-static int page_read(const route *r, uint32_t i, int query_mode, uint16_t *lo, uint16_t *hi) {
-  const ikv_plan *pl = r->plan;
-  const int sel = pl->sel_want[i] != IKV_SKIP, cand = query_mode && pl->head_any[i];
+/* Whether some row reads page i of segment s, and the widest mask any row
+ * reads it with. */
+static int page_read(const route *r, const rt_seg *s, uint32_t i, int query_mode, uint16_t *lo, uint16_t *hi) {
+  const int sel = s->sel_want != IKV_SKIP, cand = query_mode && r->plan->head_any[i];
   *lo = UINT16_MAX, *hi = 0;
-  if (sel) *lo = pl->sel_lo[i], *hi = pl->sel_hi[i];
-  if (query_mode && pl->cand_want[i] != IKV_SKIP && (sel || cand))
-    *lo = min16(*lo, pl->cand_lo[i]), *hi = max16(*hi, pl->cand_hi[i]);
+  if (sel) *lo = s->sel_lo, *hi = s->sel_hi;
+  if (query_mode && s->cand_want != IKV_SKIP && (sel || cand))
+    *lo = min16(*lo, s->cand_lo), *hi = max16(*hi, s->cand_hi);
   return sel || cand;
 }
 
@@ -350,17 +497,46 @@ static ikv_status skip_spans(route *r, uint32_t n_skip, int query_mode) {
   ikv_status st = IKV_OK;
   for (uint32_t k = 0; k < n_skip && st == IKV_OK; k++) {
     const ikv_span *sp = &pl->spans[pl->span_order[k]];
-    uint32_t first = sp->start / r->P, last = (sp->end - 1) / r->P, shared = 0;
-    for (uint32_t i = first; i <= last; i++) {
-      uint16_t lo, hi;
-      if (!page_read(r, i, query_mode, &lo, &hi)) continue;
-      shared += i * r->P + lo < sp->end && i * r->P + hi + 1 > sp->start;
+    const uint32_t first = first_page(r, sp->start), last = last_page(r, sp->end);
+    uint32_t shared = 0;
+    for (uint32_t j = seg_at(r, first); j < r->n_segs && pl->segs[j].first <= last; j++) {
+      const rt_seg *s = &pl->segs[j];
+      for (uint32_t i = s->first > first ? s->first : first; i < s->end && i <= last; i++) {
+        uint16_t lo, hi;
+        if (!page_read(r, s, i, query_mode, &lo, &hi)) continue;
+        shared += i * r->P + lo < sp->end && i * r->P + hi + 1 > sp->start;
+      }
     }
     st = decide(r, pl->span_ids[pl->span_order[k]], sp->kind,
                 shared ? IKV_REASON_SKIP_SHARED_PAGE : IKV_REASON_SKIP_POLICY, shared, last - first + 1 - shared,
                 IKV_SKIP, NULL);
   }
   return st;
+}
+
+/* ---- rows ------------------------------------------------------------------------- */
+
+/* Entries e.. for pages [first, first + count), all read alike. */
+static uint32_t put_run(plan_entries o, uint32_t e, const ikv_page_id *pages, uint32_t first, uint32_t count,
+                        uint16_t lo, uint16_t hi, uint8_t want) {
+  memcpy(o.page + e, pages + first, sizeof(ikv_page_id) * count);
+  memset(o.want + e, want, count);
+  for (uint32_t j = 0; j < count; j++)
+    o.page_index[e + j] = (int32_t)(first + j), o.first[e + j] = lo, o.last[e + j] = hi;
+  return e + count;
+}
+
+void rt_route_emit(ikv_plan *plan, const rt_run *runs, uint32_t n_runs, uint32_t skip, const ikv_page_id *pages,
+                   uint32_t e) {
+  const plan_entries out = plan_entries_of(plan);
+  for (uint32_t k = 0; k < n_runs; k++) {
+    if (skip >= runs[k].count) {
+      skip -= runs[k].count;
+      continue;
+    }
+    e = put_run(out, e, pages, runs[k].first + skip, runs[k].count - skip, runs[k].lo, runs[k].hi, runs[k].want);
+    skip = 0;
+  }
 }
 
 /* Device selection: each row's entries reserved for the GPU's picks, per
@@ -389,47 +565,56 @@ static void push_reserved(route *r) {
   pl->n_entries = e;
 }
 
+/* The entries row h (a KV head's; query_mode 0: the one row) reads. */
+static uint32_t row_pages(const route *r, uint32_t h, int query_mode) {
+  const ikv_plan *pl = r->plan;
+  const uint8_t *picked = pl->head_sel + (size_t)h * r->v.n_pages;
+  uint32_t n = 0;
+  for (uint32_t k = 0; k < r->n_segs; k++) {
+    const rt_seg *s = &pl->segs[k];
+    if (s->sel_want != IKV_SKIP) n += s->end - s->first;
+    else if (query_mode && s->cand_want != IKV_SKIP)
+      for (uint32_t i = s->first; i < s->end; i++) n += picked[i];
+  }
+  return n;
+}
+
+/* Room for the rows; span mode: the row placed (its entries are written
+ * where the plan puts it, rt_route_emit), query-aware modes: written. */
 static ikv_status emit_rows(route *r, int query_mode) {
   ikv_plan *pl = r->plan;
   const uint32_t N = r->v.n_pages, H = r->rt->cfg.geometry.kv_heads;
   const int dsel = r->rp->select_on_device != 0;
-  uint32_t rows = query_mode ? H : 1, need = dsel ? rows * reserved_per_row(r) : 0;
-  if (pl->n_entries + rows * N + need > pl->cap_entries) /* count only when it might not fit */
-    for (uint32_t h = 0; h < rows; h++)
-      for (uint32_t i = 0; i < N; i++)
-        need += pl->sel_want[i] != IKV_SKIP || (query_mode && pl->head_sel[(size_t)h * N + i]);
+  const uint32_t rows = query_mode ? H : 1;
+  uint32_t need = dsel ? rows * reserved_per_row(r) : 0;
+  if (!query_mode || pl->n_entries + rows * N + need > pl->cap_entries) /* count only when it might not fit */
+    for (uint32_t h = 0; h < rows; h++) need += row_pages(r, h, query_mode);
   if (pl->n_entries + need > pl->cap_entries)
     return rt_fail(r->rt, IKV_E_CAPACITY, "ikv_plan_build: sequence %u: plan holds %u pages (max_plan_pages), needs %u more",
                    r->b, pl->cap_entries, pl->n_entries + need - pl->cap_entries);
-  /* the hot loops: the plan's arrays in locals (plan_entries) */
-  const uint8_t *restrict sel_want = pl->sel_want, *restrict cand_want = pl->cand_want;
-  const uint16_t *restrict sel_lo = pl->sel_lo, *restrict sel_hi = pl->sel_hi, *restrict cand_lo = pl->cand_lo,
-                           *restrict cand_hi = pl->cand_hi;
-  const ikv_page_id *restrict pages = r->v.pages;
   if (!query_mode) {
-    const plan_entries out = plan_entries_of(pl);
-    uint32_t n = pl->n_entries;
-    for (uint32_t i = 0; i < N; i++)
-      if (sel_want[i] != IKV_SKIP) plan_entry_set(out, n++, pages[i], (int32_t)i, sel_lo[i], sel_hi[i], sel_want[i]);
-    pl->n_entries = n;
-    pl->indptr[++pl->n_rows] = (int32_t)n;
+    record_runs(r);
+    pl->n_entries += need;
+    pl->indptr[++pl->n_rows] = (int32_t)pl->n_entries;
     return IKV_OK;
   }
   /* a row per KV head: the mandatory pages and the head's picks */
+  const ikv_page_id *restrict pages = r->v.pages;
   for (uint32_t h = 0; h < rows; h++) {
     const uint8_t *restrict picked = pl->head_sel + (size_t)h * N;
     const plan_entries out = plan_entries_of(pl);
     uint32_t n = pl->n_entries;
-    for (uint32_t i = 0; i < N; i++) {
-      const int sel = sel_want[i] != IKV_SKIP;
-      if (!sel && !picked[i]) continue;
-      uint16_t lo = sel ? sel_lo[i] : cand_lo[i], hi = sel ? sel_hi[i] : cand_hi[i];
-      uint8_t want = sel ? sel_want[i] : cand_want[i];
-      if (sel && cand_want[i] != IKV_SKIP) {
-        lo = min16(lo, cand_lo[i]), hi = max16(hi, cand_hi[i]);
-        want = rt_best(want, cand_want[i]);
+    for (uint32_t k = 0; k < r->n_segs; k++) {
+      const rt_seg *s = &pl->segs[k];
+      if (s->sel_want != IKV_SKIP) {
+        uint16_t lo = s->sel_lo, hi = s->sel_hi;
+        uint8_t want = s->sel_want;
+        if (s->cand_want != IKV_SKIP) lo = min16(lo, s->cand_lo), hi = max16(hi, s->cand_hi), want = rt_best(want, s->cand_want);
+        n = put_run(out, n, pages, s->first, s->end - s->first, lo, hi, want);
+      } else if (s->cand_want != IKV_SKIP) {
+        for (uint32_t i = s->first; i < s->end; i++)
+          if (picked[i]) plan_entry_set(out, n++, pages[i], (int32_t)i, s->cand_lo, s->cand_hi, s->cand_want);
       }
-      plan_entry_set(out, n++, pages[i], (int32_t)i, lo, hi, want);
     }
     pl->n_entries = n;
     if (dsel) push_reserved(r);
@@ -439,7 +624,8 @@ static ikv_status emit_rows(route *r, int query_mode) {
 }
 
 /* What every plan of sequence b starts from: its spans read, the mandatory
- * rules marked, the competing chunks listed, their cost counted. */
+ * rules and the competing chunks listed, the segments cut and the mandatory
+ * reads painted on them, their cost counted. */
 static ikv_status route_open(route *r, uint32_t *n_skip) {
   ikv_runtime *rt = r->rt;
   ikv_plan *plan = r->plan;
@@ -451,25 +637,19 @@ static ikv_status route_open(route *r, uint32_t *n_skip) {
     return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: sequence %u has %u spans; a plan takes %u per sequence", b,
                    n_spans, plan->scratch_spans);
   for (uint32_t s = 0; s < n_spans; s++) ikv_pt_span_get(rt->pt, req->seqs[b], plan->span_ids[s], &plan->spans[s]);
-  const uint32_t N = r->v.n_pages;
-  memset(plan->sel_want, IKV_SKIP, N);
-  memset(plan->sel_lo, 0xff, sizeof(uint16_t) * N); /* UINT16_MAX: no token yet */
-  memset(plan->sel_hi, 0, sizeof(uint16_t) * N);
-  if (req->router.score_mode != IKV_SCORE_SPAN) {
-    memset(plan->cand_want, IKV_SKIP, N);
-    memset(plan->cand_lo, 0xff, sizeof(uint16_t) * N);
-    memset(plan->cand_hi, 0, sizeof(uint16_t) * N);
-  }
-
   ikv_status st = mandatory_and_chunks(r, n_spans, n_skip);
   /* gaps() sorts span indices after the SKIP list in the order array */
   if (st == IKV_OK) st = gaps(r, n_spans);
-  for (uint32_t i = 0; i < N; i++) /* what the mandatory rules cost */
-    if (plan->sel_want[i] != IKV_SKIP) {
-      r->tokens_used += (uint64_t)(plan->sel_hi[i] - plan->sel_lo[i]) + 1;
-      r->bytes_used += page_cost_bytes(r, i, plan->sel_want[i]);
-    }
-  return st;
+  if (st != IKV_OK) return st;
+  cut_segments(r);
+  for (uint32_t m = 0; m < r->n_marks; m++) paint(r, plan->marks[m].start, plan->marks[m].end, plan->marks[m].precision, 0);
+  for (uint32_t k = 0; k < r->n_segs; k++) { /* what the mandatory rules cost (bytes: only a byte budget asks) */
+    const rt_seg *s = &plan->segs[k];
+    if (s->sel_want == IKV_SKIP) continue;
+    r->tokens_used += (uint64_t)(s->end - s->first) * ((uint64_t)(s->sel_hi - s->sel_lo) + 1);
+    for (uint32_t i = s->first; r->rp->byte_budget && i < s->end; i++) r->bytes_used += page_cost_bytes(r, i, s->sel_want);
+  }
+  return IKV_OK;
 }
 
 ikv_status rt_route_candidates(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b) {
@@ -479,16 +659,10 @@ ikv_status rt_route_candidates(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_r
   ikv_status st = route_open(&r, &n_skip);
   if (st == IKV_OK) {
     mark_candidates(&r);
-    uint32_t n = plan->dsel_seq[b];
-    for (uint32_t i = 0; i < r.v.n_pages; i++) /* the order select_by_query ranks them in */
-      if (competes(plan, i)) {
-        if (n == plan->scratch_pages) {
-          st = IKV_E_CAPACITY;
-          break;
-        }
-        plan->dsel_pages[n++] = r.v.pages[i];
-      }
-    plan->dsel_seq[b + 1] = n;
+    const uint32_t n = list_candidates(&r), at = plan->dsel_seq[b];
+    if (at + n > plan->scratch_pages) st = IKV_E_CAPACITY;
+    for (uint32_t k = 0; st == IKV_OK && k < n; k++) plan->dsel_pages[at + k] = r.v.pages[plan->order[k]]; /* the order select_by_query ranks them in */
+    plan->dsel_seq[b + 1] = at + n;
   }
   plan->n_decisions = decisions; /* the sequence's real pass makes them again */
   return st;

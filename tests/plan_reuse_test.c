@@ -1,4 +1,5 @@
-/* Plans that keep the rows of the last build (scheduler tables) against
+/* Plans that keep the rows of the last build (scheduler tables, and the
+ * router's span mode) against
  * plans built afresh: two runtimes fed the same operations, one planning
  * with a single plan object (which keeps what did not change), the other
  * with a new plan object every step (which builds everything and touches
@@ -6,7 +7,9 @@
  * error, and the pages' tiers, slots and precisions must agree step for
  * step, through appends, evictions to a small GPU tier, offloads,
  * conversions, truncations, changing tables and masks, per-head rows and
- * refused requests (a bad page index; a plan the GPU tier cannot hold). */
+ * refused requests (a bad page index; a plan the GPU tier cannot hold); for
+ * the router, through spans added, moved and removed, and budgets, memory
+ * pressure and windows that change now and then. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,9 +26,9 @@ typedef struct twin {
   ikv_seq_id seqs[SEQS];
 } twin;
 
-static void twin_open(twin *t, int persistent) {
+static void twin_open(twin *t, int persistent, uint32_t max_plan_pages) {
   ikv_runtime_config c = {.geometry = {.layers = L, .kv_heads = H, .head_dim = D, .page_size = P},
-                          .q_heads = HQ, .max_sequences = 8, .max_batch = SEQS, .max_plan_pages = 4096,
+                          .q_heads = HQ, .max_sequences = 8, .max_batch = SEQS, .max_plan_pages = max_plan_pages,
                           .backend = IKV_BACKEND_CPU};
   for (int p = 0; p < IKV_PRECISION_COUNT; p++)
     c.capacity[IKV_TIER_GPU][p] = 48, c.capacity[IKV_TIER_HOST][p] = 400; /* sequences outgrow the GPU tier */
@@ -144,18 +147,48 @@ static void make_tables(const twin *t, tables *tb, const uint32_t *salt, int per
 }
 
 typedef struct coverage {
-  uint64_t built, kept_entries, selected, evictions, fetches, conversions;
+  uint64_t built, kept_entries, selected, evictions, fetches, conversions, outgrown;
 } coverage;
 
-/* One run of STEPS steps from a seed; what it went through added to *cov. */
-static void run_twins(uint64_t seed, coverage *cov) {
+/* The router's request this step: parameters that hold for a while. */
+static void router_params(test_rng *rng, ikv_router_params *rp) {
+  static const float pressures[] = {0.0f, 0.6f, 0.8f, 0.95f};
+  static const uint32_t windows[] = {0, 8, 40, 100};
+  rp->memory_pressure = pressures[rng_below(rng, 4)];
+  rp->recent_tokens = windows[rng_below(rng, 4)];
+  rp->sink_tokens = rng_below(rng, 2) ? 4 : 0;
+  rp->token_budget = rng_below(rng, 3) ? 0 : 40 + rng_below(rng, 300);
+  rp->byte_budget = rng_below(rng, 4) ? 0 : 2000 + rng_below(rng, 30000);
+  rp->default_score = (float)rng_uniform(rng);
+}
+
+/* A span over some of sequence s's tokens (both twins get the same one). */
+static ikv_span_id add_span(twin *tw[2], int s, test_rng *rng, uint32_t tokens) {
+  const uint32_t a = rng_below(rng, tokens), b = a + 1 + rng_below(rng, tokens - a);
+  const ikv_span sp = {a, b, IKV_SPAN_DOCUMENT, (ikv_span_policy)rng_below(rng, IKV_POLICY_COUNT), (float)rng_uniform(rng),
+                       rng_below(rng, 6) ? IKV_UNPINNED_PRECISION : IKV_INT8};
+  ikv_span_id id[2];
+  for (int x = 0; x < 2; x++) assert_int_equal(ikv_span_add(tw[x]->rt, tw[x]->seqs[s], &sp, &id[x]), IKV_OK);
+  assert_int_equal(id[0], id[1]);
+  return id[0];
+}
+
+/* One run of STEPS steps from a seed, planned from tables or (router) by
+ * the router; what it went through added to *cov. */
+static void run_twins(uint64_t seed, int router, coverage *cov) {
   twin a, b;
-  twin_open(&a, 1), twin_open(&b, 0);
+  /* the router's rows can outgrow the plan: refused while it routes */
+  const uint32_t max_plan_pages = router ? 2 * MAX_PAGES : 4096;
+  twin_open(&a, 1, max_plan_pages), twin_open(&b, 0, max_plan_pages);
   test_rng rng = {seed};
   static tables tb;
   uint32_t salt[SEQS * H] = {0};
   for (uint32_t r = 0; r < SEQS * H; r++) salt[r] = r + 1;
   int per_head = 0, masks = 0;
+  ikv_router_params rp = {0};
+  uint32_t spans[SEQS] = {0};
+  ikv_span_id last[SEQS];
+  int has_last[SEQS] = {0}; /* the sequence's last span added, until removed */
   for (int step = 0; step < STEPS; step++) {
     /* new tokens (a prompt first, then a few a step), written to both twins */
     uint32_t n[SEQS], total = 0;
@@ -189,22 +222,36 @@ static void run_twins(uint64_t seed, coverage *cov) {
     if (event >= 7 && event < 17) salt[rng_below(&rng, SEQS * H)] += 7;
     if (step % 97 == 96) per_head = !per_head;
     if (step % 61 == 60) masks = !masks;
-    const int bad = event >= 17 && event < 20;
-    /* the same tables for both (made from twin a; asserted equal below) */
+    const int bad = !router && event >= 17 && event < 20;
+    if (router && (step == 0 || event >= 20 && event < 24)) router_params(&rng, &rp);
+    if (router && tokens_of(&a, (int)s) && (step == 0 || (event >= 24 && event < 30 && spans[s] < 12))) {
+      last[s] = add_span(tw, (int)s, &rng, tokens_of(&a, (int)s)); /* spans come, move and go */
+      has_last[s] = 1, spans[s]++;
+    }
+    if (router && event >= 30 && event < 32 && has_last[s]) {
+      const ikv_span sp = {0, 1 + rng_below(&rng, tokens_of(&a, (int)s)), IKV_SPAN_SYSTEM, IKV_POLICY_ALWAYS, 1.0f,
+                           IKV_UNPINNED_PRECISION};
+      for (int x = 0; x < 2; x++) assert_int_equal(ikv_span_update(tw[x]->rt, tw[x]->seqs[s], last[s], &sp), IKV_OK);
+    }
+    if (router && event == 32 && has_last[s]) {
+      for (int x = 0; x < 2; x++) assert_int_equal(ikv_span_remove(tw[x]->rt, tw[x]->seqs[s], last[s]), IKV_OK);
+      has_last[s] = 0;
+    }
+    /* the same request for both (tables made from twin a; asserted equal below) */
     make_tables(&a, &tb, salt, per_head, masks, bad);
-    const ikv_plan_request req = {.seqs = a.seqs, .batch = SEQS, .mode = IKV_PLAN_TABLES,
-                                  .tables = {.per_kv_head = (uint32_t)per_head, .indptr = tb.indptr, .page_index = tb.index,
-                                             .precision = tb.want, .first = masks ? tb.first : NULL, .last = masks ? tb.last : NULL}};
+    ikv_plan_request req = {.seqs = a.seqs, .batch = SEQS, .mode = IKV_PLAN_TABLES,
+                            .tables = {.per_kv_head = (uint32_t)per_head, .indptr = tb.indptr, .page_index = tb.index,
+                                       .precision = tb.want, .first = masks ? tb.first : NULL, .last = masks ? tb.last : NULL}};
+    if (router) req = (ikv_plan_request){.seqs = a.seqs, .batch = SEQS, .mode = IKV_PLAN_ROUTER, .router = rp};
     ikv_plan_request req_b = req;
     req_b.seqs = b.seqs;
     ikv_plan *fresh;
     assert_int_equal(ikv_plan_create(b.rt, &fresh), IKV_OK);
     const ikv_status sa = ikv_plan_build(a.rt, a.kept, &req), sb = ikv_plan_build(b.rt, fresh, &req_b);
     assert_int_equal(sa, sb);
-    if (bad) {
-      assert_int_equal(sa, IKV_E_RANGE);
-      assert_string_equal(ikv_runtime_errmsg(a.rt), ikv_runtime_errmsg(b.rt));
-    }
+    if (bad) assert_int_equal(sa, IKV_E_RANGE);
+    if (sa != IKV_OK) assert_string_equal(ikv_runtime_errmsg(a.rt), ikv_runtime_errmsg(b.rt));
+    cov->outgrown += sa != IKV_OK && strstr(ikv_runtime_errmsg(a.rt), "max_plan_pages") != NULL;
     if (sa == IKV_OK) {
       same_plans(a.kept, fresh);
       ikv_plan_stats st;
@@ -226,7 +273,7 @@ static void step_tables(void **state) {
   (void)state;
   coverage cov = {0};
   static const uint64_t seeds[] = {0x9e3779b97f4a7c15ull, 23, 53, 83};
-  for (int i = 0; i < 4; i++) run_twins(seeds[i], &cov);
+  for (int i = 0; i < 4; i++) run_twins(seeds[i], 0, &cov);
   /* the runs went where they were meant to: pages left the GPU tier and came back, pages converted,
    * most builds were made (the rest refused alike: bad entries, more fp16 pages than the tier holds)
    * and kept many entries (48% over these runs), so that path was the one checked */
@@ -297,7 +344,19 @@ static void deferred_downgrades_are_retried(void **state) {
   ikv_runtime_destroy(rt);
 }
 
+/* The router in span mode, the same way. */
+static void step_router(void **state) {
+  (void)state;
+  coverage cov = {0};
+  static const uint64_t seeds[] = {0x2545f4914f6cdd1dull, 29, 59, 89};
+  for (int i = 0; i < 4; i++) run_twins(seeds[i], 1, &cov);
+  assert_true(cov.evictions > 0 && cov.fetches > 0 && cov.conversions > 0 && cov.outgrown > 0);
+  assert_true(cov.built > 4 * STEPS * 2 / 3);
+  assert_true(cov.kept_entries > cov.selected / 3);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(step_tables), cmocka_unit_test(deferred_downgrades_are_retried)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(step_tables), cmocka_unit_test(step_router),
+                                     cmocka_unit_test(deferred_downgrades_are_retried)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,7 +8,7 @@
 #include "tools/ikv_cli.h"
 
 enum { BATCH = 64, CONTEXT = 32768, PAGE = 16, PAGES = CONTEXT / PAGE, REPEATS = 21, LOOP_STEPS = 24 };
-#define GROWN_PAGES (PAGES + 3 * LOOP_STEPS / PAGE + 1) /* a sequence's pages after the three decode loops */
+#define GROWN_PAGES (PAGES + 4 * LOOP_STEPS / PAGE + 1) /* a sequence's pages after the four decode loops */
 
 static const char usage[] =
     "usage: ikv bench plan [--json]\n\n"
@@ -17,14 +17,15 @@ static const char usage[] =
     "0.0 and, after its conversions, at 0.9; and with scheduler tables listing\n"
     "every page; and a memcpy of the bytes such a plan holds (the floor on this\n"
     "host). Medians of repeated steady-state builds, and the best of them (on a\n"
-    "shared host the best is the steadier number). Then the same builds in a\n"
-    "decode loop: before each, one token appended to every sequence (not timed),\n"
-    "the tables listing the new pages as they come, the page being written at\n"
-    "its stored fp16 (24 steps each; full pages then convert to INT4). The\n"
-    "sequences fill their pages in step; a last loop (tables) first cuts them\n"
-    "to different lengths, so that every step some fill a page: their rows grow\n"
-    "and their full page converts. A plan object built again from tables keeps\n"
-    "the rows that did not change (kept: the share of entries it kept).\n";
+    "shared host the best is the steadier number). A plan object built again\n"
+    "keeps the rows that did not change (kept: the share of entries it kept);\n"
+    "the router's builds with the batch reversed every other time show the\n"
+    "cost of keeping nothing. Then the same builds in a decode loop: before each, one\n"
+    "token appended to every sequence (not timed), the tables listing the new\n"
+    "pages as they come, the page being written at its stored fp16 (24 steps\n"
+    "each; full pages then convert to INT4). The sequences fill their pages in\n"
+    "step; the last loops first cut them to different lengths, so that every\n"
+    "step some fill a page: their rows grow and their full page converts.\n";
 
 typedef struct timing {
   double median, best, worst; /* us */
@@ -88,6 +89,18 @@ static timing time_plans(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request
   return timing_of(samples, REPEATS, kept, entries);
 }
 
+/* Builds that have nothing to keep: the batch in reverse order every other
+ * build (its rows are other sequences' then), the same pages read. */
+static timing time_unkept(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req) {
+  double samples[REPEATS];
+  ikv_seq_id reversed[BATCH];
+  for (int b = 0; b < BATCH; b++) reversed[b] = req->seqs[BATCH - 1 - b];
+  ikv_plan_request other = *req;
+  other.seqs = reversed;
+  for (int r = 0; r < REPEATS; r++) samples[r] = build_us(rt, plan, r % 2 ? req : &other, NULL, NULL);
+  return timing_of(samples, REPEATS, 0, 0);
+}
+
 int ikv_bench_plan(int argc, char **argv) {
   if (ikv_wants_help(argc, argv, usage)) return 0;
   int json = ikv_has_flag(argc, argv, "--json");
@@ -123,6 +136,7 @@ int ikv_bench_plan(int argc, char **argv) {
   ikv_plan_request req = {.seqs = seqs, .batch = BATCH, .mode = IKV_PLAN_ROUTER};
   req.router = (ikv_router_params){.recent_tokens = 1024, .sink_tokens = 4, .default_score = 0.3f};
   timing router0 = time_plans(rt, plan, &req);
+  timing router_unkept = time_unkept(rt, plan, &req);
   ikv_plan_stats st0;
   IKV_CLI_CHECK(ikv_plan_build(rt, plan, &req));
   IKV_CLI_CHECK(ikv_plan_get_stats(plan, &st0));
@@ -152,6 +166,7 @@ int ikv_bench_plan(int argc, char **argv) {
     IKV_CLI_CHECK(ikv_seq_truncate(rt, seqs[b], tokens[b]));
   }
   timing staggered = time_decode_loop(rt, plan, &tables_req, tokens);
+  timing router_staggered = time_decode_loop(rt, plan, &req, tokens);
 
   /* The floor: copying the bytes a built plan holds per page (slot 4, page
    * index 4, first 2, last 2, precision 1) once, on this host. */
@@ -180,26 +195,35 @@ int ikv_bench_plan(int argc, char **argv) {
            "\"router_decode_loop_best_us\": %.1f, \"router_decode_loop_worst_us\": %.1f, \"tables_kept\": %.4f, "
            "\"tables_decode_loop_us\": %.1f, \"tables_decode_loop_best_us\": %.1f, \"tables_decode_loop_worst_us\": %.1f, "
            "\"tables_decode_loop_kept\": %.4f, \"tables_staggered_loop_us\": %.1f, \"tables_staggered_loop_best_us\": %.1f, "
-           "\"tables_staggered_loop_worst_us\": %.1f, \"tables_staggered_loop_kept\": %.4f}\n",
+           "\"tables_staggered_loop_worst_us\": %.1f, \"tables_staggered_loop_kept\": %.4f, \"router_kept\": %.4f, "
+           "\"router_pressure_0_9_kept\": %.4f, \"router_unkept_us\": %.1f, \"router_unkept_best_us\": %.1f, "
+           "\"router_decode_loop_kept\": %.4f, \"router_staggered_loop_us\": %.1f, \"router_staggered_loop_best_us\": %.1f, "
+           "\"router_staggered_loop_worst_us\": %.1f, \"router_staggered_loop_kept\": %.4f}\n",
            date, cpu, cores, BATCH, CONTEXT, PAGE, router0.median, router0.best, st0.pages_selected, router9.median,
            router9.best, st9.pages_selected, tables.median, tables.best, BATCH * PAGES, floor_us, router_loop.median,
            router_loop.best, router_loop.worst, tables.kept, tables_loop.median, tables_loop.best, tables_loop.worst,
-           tables_loop.kept, staggered.median, staggered.best, staggered.worst, staggered.kept);
+           tables_loop.kept, staggered.median, staggered.best, staggered.worst, staggered.kept, router0.kept, router9.kept,
+           router_unkept.median, router_unkept.best, router_loop.kept, router_staggered.median, router_staggered.best,
+           router_staggered.worst, router_staggered.kept);
   else {
     printf("ikv bench plan  (%s, %ld cores, %s): batch %d x %d tokens, page %d\n", cpu, cores, date, BATCH, CONTEXT, PAGE);
-    printf("  router, pressure 0.0            %9.1f us  (best %.1f; %u pages selected)\n", router0.median, router0.best,
-           st0.pages_selected);
-    printf("  router, pressure 0.9            %9.1f us  (best %.1f; %u pages selected)\n", router9.median, router9.best,
-           st9.pages_selected);
+    printf("  router, pressure 0.0            %9.1f us  (best %.1f; %u pages selected; kept %.1f%%)\n", router0.median,
+           router0.best, st0.pages_selected, 100 * router0.kept);
+    printf("  router, nothing kept            %9.1f us  (best %.1f; the batch reversed every other build)\n",
+           router_unkept.median, router_unkept.best);
+    printf("  router, pressure 0.9            %9.1f us  (best %.1f; %u pages selected; kept %.1f%%)\n", router9.median,
+           router9.best, st9.pages_selected, 100 * router9.kept);
     printf("  scheduler tables, every page    %9.1f us  (best %.1f; %d pages; kept %.1f%%)\n", tables.median, tables.best,
            BATCH * PAGES, 100 * tables.kept);
     printf("  memcpy of a plan's bytes        %9.1f us  (13 bytes per page: the floor)\n", floor_us);
-    printf("  router, decode loop             %9.1f us  (best %.1f, worst %.1f; a token appended a step)\n",
-           router_loop.median, router_loop.best, router_loop.worst);
+    printf("  router, decode loop             %9.1f us  (best %.1f, worst %.1f; kept %.1f%%)\n", router_loop.median,
+           router_loop.best, router_loop.worst, 100 * router_loop.kept);
     printf("  scheduler tables, decode loop   %9.1f us  (best %.1f, worst %.1f; kept %.1f%%)\n", tables_loop.median,
            tables_loop.best, tables_loop.worst, 100 * tables_loop.kept);
     printf("  tables, staggered decode loop   %9.1f us  (best %.1f, worst %.1f; kept %.1f%%)\n", staggered.median,
            staggered.best, staggered.worst, 100 * staggered.kept);
+    printf("  router, staggered decode loop   %9.1f us  (best %.1f, worst %.1f; kept %.1f%%)\n",
+           router_staggered.median, router_staggered.best, router_staggered.worst, 100 * router_staggered.kept);
   }
   free(slots), free(precs), free(indptr), free(index), free(want);
   ikv_plan_destroy(plan);
