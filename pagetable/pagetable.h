@@ -216,10 +216,12 @@ ikv_status ikv_pt_span_update(ikv_pagetable *pt, ikv_seq_id seq, ikv_span_id id,
 ikv_status ikv_pt_span_remove(ikv_pagetable *pt, ikv_seq_id seq, ikv_span_id id);
 ikv_status ikv_pt_span_get(const ikv_pagetable *pt, ikv_seq_id seq, ikv_span_id id,
                            ikv_span *out);
-/* Span ids of the sequence in the order they were added. If cap is too small
- * returns IKV_E_CAPACITY with *n set to the number needed (out untouched). */
+/* Span ids of the sequence in the order they were added, and the spans
+ * themselves where `spans` is not NULL (one call instead of a get per id).
+ * If cap is too small returns IKV_E_CAPACITY with *n set to the number
+ * needed (out and spans untouched). */
 ikv_status ikv_pt_span_list(const ikv_pagetable *pt, ikv_seq_id seq, ikv_span_id *out,
-                            uint32_t cap, uint32_t *n);
+                            ikv_span *spans, uint32_t cap, uint32_t *n);
 
 /* One page a span covers, with the first and last valid token inside the page
  * (0-based offsets, inclusive): partial pages at the span's edges say so. */

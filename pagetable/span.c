@@ -101,13 +101,16 @@ ikv_status ikv_pt_span_get(const ikv_pagetable *pt, ikv_seq_id seq, ikv_span_id 
 }
 
 ikv_status ikv_pt_span_list(const ikv_pagetable *pt, ikv_seq_id seq, ikv_span_id *out,
-                            uint32_t cap, uint32_t *n) {
+                            ikv_span *spans, uint32_t cap, uint32_t *n) {
   if (!pt || !n || (!out && cap)) return IKV_E_NULL;
   const pt_seq *s = pt_seq_lookup(pt, seq);
   if (!s) return IKV_E_UNKNOWN_SEQ;
   *n = s->n_spans;
   if (cap < s->n_spans) return IKV_E_CAPACITY;
-  for (uint32_t i = 0; i < s->n_spans; i++) out[i] = s->spans[i].id;
+  for (uint32_t i = 0; i < s->n_spans; i++) {
+    out[i] = s->spans[i].id;
+    if (spans) spans[i] = s->spans[i].span;
+  }
   return IKV_OK;
 }
 

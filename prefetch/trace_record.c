@@ -26,16 +26,15 @@ static uint8_t kind_at(const ikv_span *spans, uint32_t n, uint32_t first, uint32
 /* A sequence's spans in the order added, into *spans (grown as needed). */
 static ikv_status load_spans(const ikv_pagetable *pt, ikv_seq_id seq, ikv_span_id **ids, ikv_span **spans,
                              uint32_t *cap, uint32_t *n) {
-  ikv_status st = ikv_pt_span_list(pt, seq, *ids, *cap, n);
+  ikv_status st = ikv_pt_span_list(pt, seq, *ids, *spans, *cap, n);
   if (st == IKV_E_CAPACITY) {
     ikv_span_id *more_ids = realloc(*ids, sizeof(ikv_span_id) * *n);
     if (more_ids) *ids = more_ids;
     ikv_span *more = more_ids ? realloc(*spans, sizeof(ikv_span) * *n) : NULL;
     if (!more) return IKV_E_NO_MEMORY;
     *spans = more, *cap = *n;
-    st = ikv_pt_span_list(pt, seq, *ids, *cap, n);
+    st = ikv_pt_span_list(pt, seq, *ids, *spans, *cap, n);
   }
-  for (uint32_t i = 0; st == IKV_OK && i < *n; i++) st = ikv_pt_span_get(pt, seq, (*ids)[i], &(*spans)[i]);
   return st;
 }
 

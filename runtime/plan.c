@@ -34,7 +34,7 @@ const char *ikv_reason_str(ikv_reason reason) {
 #define PLAN_HOST_BUFFERS(X)                                                                                   \
   X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(row_precision)    \
   X(work) X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)    \
-  X(segs) X(marks) X(bounds) X(cand_seg) X(head_sel) X(head_any) X(rank_keys)                                \
+  X(segs) X(marks) X(cuts) X(cand_seg) X(head_sel) X(head_any) X(rank_keys)                                \
   X(order) X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages)      \
   X(dsel_reserved) X(dsel_groups) X(reuse_seqs) X(reuse_version) X(reuse_pages) X(old_start) X(fresh) X(seq_pending) \
   X(parted_precision) X(placed) X(parted_indptr) X(runs) X(old_runs) X(run_at) X(old_run_at) X(row_settled)
@@ -74,7 +74,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->page_want = malloc(rt->max_pages);
   pl->segs = malloc(sizeof(rt_seg) * RT_SEGMENTS(S));
   pl->marks = malloc(sizeof(rt_mark) * (S + 2));
-  pl->bounds = malloc(sizeof(uint32_t) * RT_SEGMENTS(S));
+  pl->cuts = malloc(sizeof(uint64_t) * (N / 64 + 1));
   pl->cand_seg = malloc(sizeof(uint32_t) * N);
   pl->head_sel = malloc((size_t)H * N);
   pl->head_any = malloc(N);
@@ -682,7 +682,9 @@ static void partition_rows(ikv_plan *pl) {
   }
   ikv_plan_partition(&pl->view, pl->n_rows, pl->pages_per_item, pl->row_precision, pl->placed, pl->work_entries,
                      pl->work, &pl->n_work);
-  memcpy(pl->parted_precision, pl->precision, pl->n_entries);
+  for (uint32_t r = 0; r < pl->n_rows; r++) /* a placed row's formats are there already */
+    if (!pl->placed[r])
+      memcpy(pl->parted_precision + pl->indptr[r], pl->precision + pl->indptr[r], (size_t)(pl->indptr[r + 1] - pl->indptr[r]));
   memcpy(pl->parted_indptr, pl->indptr, sizeof(int32_t) * (pl->n_rows + 1));
   pl->parted_rows = pl->n_rows;
 }

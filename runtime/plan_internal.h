@@ -89,7 +89,7 @@ struct ikv_plan {
   /* router scratch for one sequence, sized for the longest possible one */
   rt_seg *segs;      /* [RT_SEGMENTS(spans)] */
   rt_mark *marks;    /* [spans + 2] */
-  uint32_t *bounds;  /* [RT_SEGMENTS(spans)] segment boundaries before sorting */
+  uint64_t *cuts;    /* [pages / 64 + 1] bit i: a segment starts at page i */
   uint32_t *cand_seg; /* [pages]: the segment of each ranked candidate */
   uint8_t *head_sel; /* [kv_heads][pages] */
   uint8_t *head_any; /* [pages]: some KV head's row picked the page */

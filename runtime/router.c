@@ -57,40 +57,35 @@ static uint64_t page_cost_bytes(const route *r, uint32_t i, uint8_t want) {
 
 /* ---- segments ---------------------------------------------------------------- */
 
-/* Shell sort (gaps 1, 4, 13, 40, ...): no callback per comparison, and
- * the cuts come nearly sorted (spans in the order they were added). */
-static void sort_bounds(uint32_t *x, uint32_t n) {
-  uint32_t gap = 1;
-  while (gap < n / 3) gap = 3 * gap + 1;
-  for (; gap; gap /= 3)
-    for (uint32_t i = gap; i < n; i++) {
-      const uint32_t v = x[i];
-      uint32_t j = i;
-      for (; j >= gap && x[j - gap] > v; j -= gap) x[j] = x[j - gap];
-      x[j] = v;
-    }
-}
+static void set_cut(uint64_t *cuts, uint32_t page) { cuts[page / 64] |= 1ull << (page % 64); }
 
 /* The cuts tokens [a, b) make: at their first page and after their last,
  * and around an edge page they cover in part. */
-static uint32_t cut(const route *r, uint32_t *bounds, uint32_t n, uint32_t a, uint32_t b) {
-  bounds[n++] = first_page(r, a), bounds[n++] = last_page(r, b) + 1;
-  if (a % r->P) bounds[n++] = first_page(r, a) + 1;
-  if (b % r->P) bounds[n++] = last_page(r, b);
-  return n;
+static void cut(const route *r, uint64_t *cuts, uint32_t a, uint32_t b) {
+  set_cut(cuts, first_page(r, a)), set_cut(cuts, last_page(r, b) + 1);
+  if (a % r->P) set_cut(cuts, first_page(r, a) + 1);
+  if (b % r->P) set_cut(cuts, last_page(r, b));
 }
 
+/* The segments between the cuts, in page order: the cuts as bits (a word
+ * covers 64 pages), so that no sort is needed. */
 static void cut_segments(route *r) {
   ikv_plan *pl = r->plan;
-  uint32_t *bounds = pl->bounds, n = 0;
-  bounds[n++] = 0, bounds[n++] = r->v.n_pages;
-  for (uint32_t m = 0; m < r->n_marks; m++) n = cut(r, bounds, n, pl->marks[m].start, pl->marks[m].end);
-  for (uint32_t c = 0; c < r->n_chunks; c++) n = cut(r, bounds, n, pl->chunks[c].start, pl->chunks[c].end);
-  sort_bounds(bounds, n);
+  const uint32_t N = r->v.n_pages, words = N / 64 + 1;
+  uint64_t *cuts = pl->cuts;
+  memset(cuts, 0, sizeof(uint64_t) * words);
+  for (uint32_t m = 0; m < r->n_marks; m++) cut(r, cuts, pl->marks[m].start, pl->marks[m].end);
+  for (uint32_t c = 0; c < r->n_chunks; c++) cut(r, cuts, pl->chunks[c].start, pl->chunks[c].end);
+  set_cut(cuts, N);
   r->n_segs = 0;
-  for (uint32_t k = 0; k + 1 < n; k++)
-    if (bounds[k] != bounds[k + 1])
-      pl->segs[r->n_segs++] = (rt_seg){bounds[k], bounds[k + 1], UINT16_MAX, 0, UINT16_MAX, 0, IKV_SKIP, IKV_SKIP};
+  uint32_t from = 0;
+  for (uint32_t w = 0; w < words; w++)
+    for (uint64_t bits = cuts[w]; bits; bits &= bits - 1) {
+      const uint32_t at = w * 64 + (uint32_t)__builtin_ctzll(bits);
+      if (at == from) continue; /* page 0, or an empty sequence */
+      pl->segs[r->n_segs++] = (rt_seg){from, at, UINT16_MAX, 0, UINT16_MAX, 0, IKV_SKIP, IKV_SKIP};
+      from = at;
+    }
 }
 
 /* The segment holding page i. */
@@ -490,8 +485,15 @@ static int page_read(const route *r, const rt_seg *s, uint32_t i, int query_mode
   return sel || cand;
 }
 
+/* Whether page i, read with mask [lo, hi], holds some of span sp's tokens. */
+static int holds(const route *r, uint32_t i, uint16_t lo, uint16_t hi, const ikv_span *sp) {
+  return i * r->P + lo < sp->end && i * r->P + hi + 1 > sp->start;
+}
+
 /* SKIP spans: never selected for themselves; say so when a page read for
- * another span carries some of their tokens inside its mask. */
+ * another span carries some of their tokens inside its mask. A page the
+ * span covers in full does under any mask: only its edge pages are tested,
+ * and only where a KV head's picks differ page by page is every page. */
 static ikv_status skip_spans(route *r, uint32_t n_skip, int query_mode) {
   ikv_plan *pl = r->plan;
   ikv_status st = IKV_OK;
@@ -501,11 +503,16 @@ static ikv_status skip_spans(route *r, uint32_t n_skip, int query_mode) {
     uint32_t shared = 0;
     for (uint32_t j = seg_at(r, first); j < r->n_segs && pl->segs[j].first <= last; j++) {
       const rt_seg *s = &pl->segs[j];
-      for (uint32_t i = s->first > first ? s->first : first; i < s->end && i <= last; i++) {
-        uint16_t lo, hi;
-        if (!page_read(r, s, i, query_mode, &lo, &hi)) continue;
-        shared += i * r->P + lo < sp->end && i * r->P + hi + 1 > sp->start;
+      const uint32_t from = s->first > first ? s->first : first, to = s->end <= last ? s->end : last + 1;
+      uint16_t lo, hi;
+      if (query_mode && s->sel_want == IKV_SKIP) { /* the heads' picks, page by page */
+        for (uint32_t i = from; i < to; i++) shared += page_read(r, s, i, 1, &lo, &hi) && holds(r, i, lo, hi, sp);
+        continue;
       }
+      if (!page_read(r, s, from, query_mode, &lo, &hi)) continue;
+      shared += to - from;
+      shared -= from == first && !holds(r, first, lo, hi, sp);
+      shared -= last != first && to == last + 1 && !holds(r, last, lo, hi, sp);
     }
     st = decide(r, pl->span_ids[pl->span_order[k]], sp->kind,
                 shared ? IKV_REASON_SKIP_SHARED_PAGE : IKV_REASON_SKIP_POLICY, shared, last - first + 1 - shared,
@@ -633,10 +640,9 @@ static ikv_status route_open(route *r, uint32_t *n_skip) {
   const uint32_t b = r->b;
   ikv_pt_seq_get_view(rt->pt, req->seqs[b], &r->v); /* the sequence was validated */
   uint32_t n_spans;
-  if (ikv_pt_span_list(rt->pt, req->seqs[b], plan->span_ids, plan->scratch_spans, &n_spans) != IKV_OK)
+  if (ikv_pt_span_list(rt->pt, req->seqs[b], plan->span_ids, plan->spans, plan->scratch_spans, &n_spans) != IKV_OK)
     return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: sequence %u has %u spans; a plan takes %u per sequence", b,
                    n_spans, plan->scratch_spans);
-  for (uint32_t s = 0; s < n_spans; s++) ikv_pt_span_get(rt->pt, req->seqs[b], plan->span_ids[s], &plan->spans[s]);
   ikv_status st = mandatory_and_chunks(r, n_spans, n_skip);
   /* gaps() sorts span indices after the SKIP list in the order array */
   if (st == IKV_OK) st = gaps(r, n_spans);

@@ -223,7 +223,7 @@ static void run_twins(uint64_t seed, int router, coverage *cov) {
     if (step % 97 == 96) per_head = !per_head;
     if (step % 61 == 60) masks = !masks;
     const int bad = !router && event >= 17 && event < 20;
-    if (router && (step == 0 || event >= 20 && event < 24)) router_params(&rng, &rp);
+    if (router && (step == 0 || (event >= 20 && event < 24))) router_params(&rng, &rp);
     if (router && tokens_of(&a, (int)s) && (step == 0 || (event >= 24 && event < 30 && spans[s] < 12))) {
       last[s] = add_span(tw, (int)s, &rng, tokens_of(&a, (int)s)); /* spans come, move and go */
       has_last[s] = 1, spans[s]++;
