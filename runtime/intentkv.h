@@ -194,10 +194,10 @@ void ikv_plan_destroy(ikv_plan *plan);
  * the plan's pages, IKV_E_CAPACITY comes after such moves (they lose
  * nothing). A runtime has at most one plan in flight: end it (ikv_step_end)
  * before building the next. Build each step's plan with the same plan
- * object: from scheduler tables for the same sequences it keeps the rows'
- * entries that neither the tables nor the sequences changed, and does the
- * work only for the rest (the result is the same as a new plan object's;
- * ikv_plan_stats.entries_kept). */
+ * object: for the same sequences (from scheduler tables, or by the router
+ * in span mode) it keeps the rows' entries that neither the request nor the
+ * sequences changed, and does the work only for the rest (the result is the
+ * same as a new plan object's; ikv_plan_stats.entries_kept). */
 ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *request);
 
 /* The plan as kernels read it (owned by the plan, valid until it is rebuilt). */
@@ -262,8 +262,9 @@ typedef struct ikv_plan_stats {
   uint32_t evictions;         /* pages this plan moved GPU -> host to make room (its own and its prefetches') */
   uint32_t prefetched;        /* pages the prefetcher copied host -> GPU after this plan, for the next */
   uint64_t bytes_h2d, bytes_d2h; /* bytes those moves copied, per direction */
-  uint32_t entries_kept;      /* scheduler tables: entries kept from the plan object's last build (their
-                                 row and sequence unchanged), not checked or resolved again */
+  uint32_t entries_kept;      /* entries kept from the plan object's last build (scheduler tables, or
+                                 the router in span mode: their row and sequence unchanged), not
+                                 written or resolved again */
 } ikv_plan_stats;
 ikv_status ikv_plan_get_stats(const ikv_plan *plan, ikv_plan_stats *out);
 
