@@ -21,6 +21,7 @@ typedef struct route {
   const ikv_plan_request *req;
   ikv_pt_seq_view v;
   uint32_t P, b, n_chunks, n_marks, n_segs, hints;
+  int picks; /* the host picks each KV head's pages (query-aware, not select_on_device): head_sel, head_any */
   uint64_t tokens_used, bytes_used;
   /* device selection: this sequence's candidates of each precision, and the first of them */
   uint32_t dsel_count[IKV_PRECISION_COUNT], dsel_first[IKV_PRECISION_COUNT];
@@ -301,11 +302,9 @@ static void chunk_decisions(route *r, int on_device) {
 static ikv_status offer_to_device(route *r) {
   ikv_plan *pl = r->plan;
   ikv_runtime *rt = r->rt;
-  const uint32_t N = r->v.n_pages, base = pl->n_dsel;
+  const uint32_t base = pl->n_dsel;
   const int32_t *slots = r->v.gpu_slots;
   mark_candidates(r);
-  memset(pl->head_sel, 0, (size_t)rt->cfg.geometry.kv_heads * N);
-  memset(pl->head_any, 0, N);
   memset(r->dsel_count, 0, sizeof(r->dsel_count));
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) r->dsel_first[p] = UINT32_MAX;
   uint32_t n = 0;
@@ -477,7 +476,7 @@ static ikv_status gaps(route *r, uint32_t n_spans) {
 /* Whether some row reads page i of segment s, and the widest mask any row
  * reads it with. */
 static int page_read(const route *r, const rt_seg *s, uint32_t i, int query_mode, uint16_t *lo, uint16_t *hi) {
-  const int sel = s->sel_want != IKV_SKIP, cand = query_mode && r->plan->head_any[i];
+  const int sel = s->sel_want != IKV_SKIP, cand = r->picks && r->plan->head_any[i];
   *lo = UINT16_MAX, *hi = 0;
   if (sel) *lo = s->sel_lo, *hi = s->sel_hi;
   if (query_mode && s->cand_want != IKV_SKIP && (sel || cand))
@@ -505,7 +504,7 @@ static ikv_status skip_spans(route *r, uint32_t n_skip, int query_mode) {
       const rt_seg *s = &pl->segs[j];
       const uint32_t from = s->first > first ? s->first : first, to = s->end <= last ? s->end : last + 1;
       uint16_t lo, hi;
-      if (query_mode && s->sel_want == IKV_SKIP) { /* the heads' picks, page by page */
+      if (r->picks && s->sel_want == IKV_SKIP) { /* the heads' picks, page by page */
         for (uint32_t i = from; i < to; i++) shared += page_read(r, s, i, 1, &lo, &hi) && holds(r, i, lo, hi, sp);
         continue;
       }
@@ -572,15 +571,15 @@ static void push_reserved(route *r) {
   pl->n_entries = e;
 }
 
-/* The entries row h (a KV head's; query_mode 0: the one row) reads. */
-static uint32_t row_pages(const route *r, uint32_t h, int query_mode) {
+/* The entries row h (a KV head's, or span mode's one row) reads. */
+static uint32_t row_pages(const route *r, uint32_t h) {
   const ikv_plan *pl = r->plan;
   const uint8_t *picked = pl->head_sel + (size_t)h * r->v.n_pages;
   uint32_t n = 0;
   for (uint32_t k = 0; k < r->n_segs; k++) {
     const rt_seg *s = &pl->segs[k];
     if (s->sel_want != IKV_SKIP) n += s->end - s->first;
-    else if (query_mode && s->cand_want != IKV_SKIP)
+    else if (r->picks && s->cand_want != IKV_SKIP)
       for (uint32_t i = s->first; i < s->end; i++) n += picked[i];
   }
   return n;
@@ -595,7 +594,7 @@ static ikv_status emit_rows(route *r, int query_mode) {
   const uint32_t rows = query_mode ? H : 1;
   uint32_t need = dsel ? rows * reserved_per_row(r) : 0;
   if (!query_mode || pl->n_entries + rows * N + need > pl->cap_entries) /* count only when it might not fit */
-    for (uint32_t h = 0; h < rows; h++) need += row_pages(r, h, query_mode);
+    for (uint32_t h = 0; h < rows; h++) need += row_pages(r, h);
   if (pl->n_entries + need > pl->cap_entries)
     return rt_fail(r->rt, IKV_E_CAPACITY, "ikv_plan_build: sequence %u: plan holds %u pages (max_plan_pages), needs %u more",
                    r->b, pl->cap_entries, pl->n_entries + need - pl->cap_entries);
@@ -618,7 +617,7 @@ static ikv_status emit_rows(route *r, int query_mode) {
         uint8_t want = s->sel_want;
         if (s->cand_want != IKV_SKIP) lo = min16(lo, s->cand_lo), hi = max16(hi, s->cand_hi), want = rt_best(want, s->cand_want);
         n = put_run(out, n, pages, s->first, s->end - s->first, lo, hi, want);
-      } else if (s->cand_want != IKV_SKIP) {
+      } else if (r->picks && s->cand_want != IKV_SKIP) {
         for (uint32_t i = s->first; i < s->end; i++)
           if (picked[i]) plan_entry_set(out, n++, pages[i], (int32_t)i, s->cand_lo, s->cand_hi, s->cand_want);
       }
@@ -675,7 +674,8 @@ ikv_status rt_route_candidates(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_r
 }
 
 ikv_status rt_route_sequence(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req, uint32_t b) {
-  route r = {.rt = rt, .plan = plan, .rp = &req->router, .req = req, .P = rt->cfg.geometry.page_size, .b = b};
+  route r = {.rt = rt, .plan = plan, .rp = &req->router, .req = req, .P = rt->cfg.geometry.page_size, .b = b,
+             .picks = req->router.score_mode != IKV_SCORE_SPAN && !req->router.select_on_device};
   uint32_t n_skip;
   ikv_status st = route_open(&r, &n_skip);
   int query_mode = req->router.score_mode != IKV_SCORE_SPAN;
