@@ -77,6 +77,13 @@ typedef struct rt_backend {
   /* a plan's buffers on the backend's side */
   ikv_status (*plan_open)(ikv_runtime *rt, ikv_plan *plan);
   void (*plan_close)(ikv_plan *plan);
+  /* host memory for the plan arrays plan_publish sends to the device
+   * (CUDA: page-locked, so that the uploads are asynchronous copies) */
+  void *(*host_alloc)(size_t bytes);
+  void (*host_free)(void *p);
+  /* the plan's host arrays may be written again: the last publish's
+   * uploads from them are done (NULL: nothing to wait for) */
+  ikv_status (*plan_reclaim)(ikv_runtime *rt, ikv_plan *plan);
   /* pages per work item of the plan's partition (precisions: formats the rows mix) */
   uint32_t (*pages_per_item)(const ikv_runtime *rt, uint32_t rows, uint32_t heads_per_row, uint32_t pages_per_row,
                              uint32_t precisions);

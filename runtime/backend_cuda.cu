@@ -78,8 +78,9 @@ struct cuda_state {
 
 struct cuda_plan {
   ikv_cuda_plan dp; /* what the kernel reads: device pointers */
-  int32_t *h_row_items;
-  uint8_t *h_item_waits, *h_fresh; /* [items], [WAIT_FLAGS_MAX_ENTRIES] */
+  int32_t *h_row_items;            /* page-locked, like the plan's arrays it uploads (host_alloc) */
+  uint8_t *h_item_waits, *h_fresh; /* [items] (page-locked), [WAIT_FLAGS_MAX_ENTRIES] */
+  cudaEvent_t uploaded;            /* after the last publish's uploads (plan_reclaim waits for it) */
   void *buf[11];
   void *ws;
   size_t ws_bytes;
@@ -542,6 +543,25 @@ ikv_status cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) 
  * one launch each for the whole batch, and every key comes back: one round
  * trip. Rows longer than the GPU sort takes come back unranked and are
  * ranked on the host. */
+/* The first min(want, n) keys of every row (sequence b's rows: kv_heads of
+ * n = seq_off[b + 1] - seq_off[b] keys each, from kv_heads * seq_off[b]) to
+ * the same places in s->keys.h: one strided copy where every sequence has
+ * the same n, else one a sequence. */
+static cudaError_t copy_back_best(cuda_state *s, const uint32_t *seq_off, uint32_t batch, uint32_t heads, uint32_t want,
+                                  cudaStream_t stream) {
+  uint32_t same = 1;
+  for (uint32_t b = 1; b < batch; b++) same &= seq_off[b + 1] - seq_off[b] == seq_off[1] - seq_off[0];
+  for (uint32_t b = 0; b < batch; b += same ? batch : 1) {
+    const uint32_t n = seq_off[b + 1] - seq_off[b], w = want < n ? want : n, rows = heads * (same ? batch : 1);
+    if (!w) continue;
+    const size_t at = sizeof(uint64_t) * heads * seq_off[b], pitch = sizeof(uint64_t) * n;
+    const cudaError_t e = cudaMemcpy2DAsync((char *)s->keys.h + at, pitch, (const char *)s->keys.d + at, pitch,
+                                            sizeof(uint64_t) * w, rows, cudaMemcpyDeviceToHost, stream);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
 ikv_status cuda_rank_pages_batch(ikv_runtime *rt, int bound, const ikv_page_id *pages, const uint32_t *seq_off,
                                  uint32_t batch, const float *q, uint32_t want, uint64_t *keys) {
   cuda_state *s = state(rt);
@@ -563,11 +583,23 @@ ikv_status cuda_rank_pages_batch(ikv_runtime *rt, int bound, const ikv_page_id *
                                 want, stream);
   const int on_gpu = st == IKV_OK;
   if (!on_gpu && st != IKV_E_UNSUPPORTED) return st;
+  if (on_gpu) { /* each row's best min(want, n) come back, not its whole ranking */
+    if (!ok(copy_back_best(s, seq_off, batch, g->kv_heads, want, stream)) || !ok(cudaStreamSynchronize(stream)))
+      return IKV_E_CUDA;
+    for (uint32_t b = 0; b < batch; b++) {
+      const uint32_t n = seq_off[b + 1] - seq_off[b], w = want < n ? want : n;
+      for (uint32_t h = 0; h < g->kv_heads; h++) {
+        const size_t at = (size_t)g->kv_heads * seq_off[b] + (size_t)h * n;
+        memcpy(keys + at, (const uint64_t *)s->keys.h + at, sizeof(uint64_t) * w);
+      }
+    }
+    return IKV_OK;
+  }
   if (!ok(cudaMemcpyAsync(s->keys.h, s->keys.d, key_bytes, cudaMemcpyDeviceToHost, stream)) ||
       !ok(cudaStreamSynchronize(stream)))
     return IKV_E_CUDA;
   memcpy(keys, s->keys.h, key_bytes);
-  for (uint32_t b = 0; !on_gpu && b < batch; b++) {
+  for (uint32_t b = 0; b < batch; b++) {
     const uint32_t n = seq_off[b + 1] - seq_off[b];
     for (uint32_t h = 0; h < g->kv_heads; h++)
       ikv_rank_smallest(keys + (size_t)g->kv_heads * seq_off[b] + (size_t)h * n, n, want < n ? want : n);
@@ -582,6 +614,17 @@ ikv_status cuda_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages,
   return cuda_rank_pages_batch(rt, bound, pages, seq_off, 1, q, want, keys);
 }
 
+/* Page-locked host memory: copies from it to the device are asynchronous
+ * (from pageable memory the driver stages them, the host waiting). */
+void *cuda_host_alloc(size_t bytes) {
+  void *p = NULL;
+  return cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) == cudaSuccess ? p : NULL;
+}
+
+void cuda_host_free(void *p) {
+  if (p) cudaFreeHost(p);
+}
+
 ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
   cuda_plan *cp = (cuda_plan *)calloc(1, sizeof(cuda_plan));
   if (!cp) return IKV_E_NO_MEMORY;
@@ -593,10 +636,11 @@ ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
                             sizeof(ikv_work_item) * items, sizeof(int32_t) * E, sizeof(int32_t) * (rows + 1), items};
   for (int i = 0; i < 11; i++)
     if (!ok(cudaMalloc(&cp->buf[i], bytes[i]))) return IKV_E_CUDA;
-  cp->h_row_items = (int32_t *)malloc(sizeof(int32_t) * (rows + 1));
-  cp->h_item_waits = (uint8_t *)malloc(items);
+  cp->h_row_items = (int32_t *)cuda_host_alloc(sizeof(int32_t) * (rows + 1));
+  cp->h_item_waits = (uint8_t *)cuda_host_alloc(items);
   cp->h_fresh = (uint8_t *)malloc(WAIT_FLAGS_MAX_ENTRIES);
   if (!cp->h_row_items || !cp->h_item_waits || !cp->h_fresh) return IKV_E_NO_MEMORY;
+  if (!ok(cudaEventCreateWithFlags(&cp->uploaded, cudaEventDisableTiming))) return IKV_E_CUDA;
   /* partials: every item, every KV head, every query head of the group */
   cp->ws_bytes = items * g->kv_heads * (rt->cfg.q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
   if (!ok(cudaMalloc(&cp->ws, cp->ws_bytes))) return IKV_E_CUDA;
@@ -613,12 +657,18 @@ ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
 void cuda_plan_close(ikv_plan *pl) {
   cuda_plan *cp = (cuda_plan *)pl->dev;
   if (!cp) return;
+  if (cp->uploaded) cudaEventSynchronize(cp->uploaded), cudaEventDestroy(cp->uploaded);
   for (int i = 0; i < 11; i++) cudaFree(cp->buf[i]);
   cudaFree(cp->ws);
   cudaFree(cp->d_seq_off), cudaFree(cp->d_pages), cudaFree(cp->d_cand), cudaFree(cp->d_reserved), cudaFree(cp->d_groups), cudaFree(cp->d_keys);
-  free(cp->h_row_items), free(cp->h_item_waits), free(cp->h_fresh);
+  cuda_host_free(cp->h_row_items), cuda_host_free(cp->h_item_waits), free(cp->h_fresh);
   free(cp);
   pl->dev = NULL;
+}
+
+ikv_status cuda_plan_reclaim(ikv_runtime *rt, ikv_plan *pl) {
+  (void)rt;
+  return ok(cudaEventSynchronize(((cuda_plan *)pl->dev)->uploaded)) ? IKV_OK : IKV_E_CUDA;
 }
 
 uint32_t cuda_pages_per_item(const ikv_runtime *rt, uint32_t rows, uint32_t heads, uint32_t pages, uint32_t precisions) {
@@ -699,7 +749,7 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
                             cudaMemcpyHostToDevice, s->stream)))
       return IKV_E_CUDA;
   }
-  return ok(cudaEventRecord(s->ready, s->stream)) ? IKV_OK : IKV_E_CUDA;
+  return ok(cudaEventRecord(cp->uploaded, s->stream)) && ok(cudaEventRecord(s->ready, s->stream)) ? IKV_OK : IKV_E_CUDA;
 }
 
 /* Device selection, on the caller's stream before layer 0's decode: each
@@ -754,6 +804,7 @@ extern "C" const rt_backend rt_backend_cuda = {
     cuda_open,         cuda_close,        cuda_copy_page,     cuda_move_pages,  cuda_batch_landed,
     cuda_await_batch,  cuda_take_stall_us, cuda_convert_page, cuda_stage_tokens, cuda_stream_enter,
     cuda_stream_leave, cuda_graph_key,    cuda_write_kv,      cuda_summarize,   cuda_copy_summary,
-    cuda_rank_pages,   cuda_rank_pages_batch, cuda_plan_open, cuda_plan_close, cuda_pages_per_item, cuda_plan_publish,
+    cuda_rank_pages,   cuda_rank_pages_batch, cuda_plan_open, cuda_plan_close, cuda_host_alloc, cuda_host_free,
+    cuda_plan_reclaim, cuda_pages_per_item, cuda_plan_publish,
     cuda_decode,
 };

@@ -30,16 +30,19 @@ const char *ikv_reason_str(ikv_reason reason) {
 /* ---- the plan object ------------------------------------------------------ */
 
 /* The plan's host buffers: one list for checking their allocation and for
- * freeing them. */
+ * freeing them; those the backend uploads come from its host_alloc. */
+#define PLAN_UPLOADED_BUFFERS(X)                                                                               \
+  X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(first) X(last) X(work) X(work_entries) X(dsel_seq) \
+  X(dsel_cand) X(dsel_pages) X(dsel_reserved) X(dsel_groups)
 #define PLAN_HOST_BUFFERS(X)                                                                                   \
-  X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(want) X(first) X(last) X(page) X(row_precision)    \
-  X(work) X(work_entries) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu) X(page_want)    \
-  X(segs) X(marks) X(cuts) X(cand_seg) X(head_sel) X(head_any) X(rank_keys)                                \
-  X(order) X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(dsel_seq) X(dsel_cand) X(dsel_pages)      \
-  X(dsel_reserved) X(dsel_groups) X(reuse_seqs) X(reuse_version) X(reuse_pages) X(old_start) X(fresh) X(seq_pending) \
-  X(parted_precision) X(placed) X(parted_indptr) X(runs) X(old_runs) X(run_at) X(old_run_at) X(row_settled)
+  X(want) X(page) X(row_precision) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu)        \
+  X(page_want) X(segs) X(marks) X(cuts) X(cand_seg) X(picked) X(rank_keys) X(order)              \
+  X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(reuse_seqs) X(reuse_version) X(reuse_pages)        \
+  X(old_start) X(fresh) X(seq_pending) X(parted_precision) X(placed) X(parted_indptr) X(runs) X(old_runs)      \
+  X(run_at) X(old_run_at) X(row_settled)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
+#define PLAN_FREE_UPLOADED(field) pl->rt->be->host_free(pl->field);
 
 ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   if (!rt || !out) return IKV_E_NULL;
@@ -54,18 +57,19 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->cap_decisions = rt->cfg.max_batch * (IKV_PLAN_MAX_DECISIONS_PER_SEQ + 3);
   pl->scratch_pages = rt->max_pages;
   size_t E = pl->cap_entries, N = pl->scratch_pages, S = pl->scratch_spans;
-  pl->indptr = malloc(sizeof(int32_t) * (pl->cap_rows + 1));
-  pl->seq_len = malloc(sizeof(int32_t) * pl->cap_batch);
-  pl->slot = malloc(sizeof(int32_t) * E);
-  pl->page_index = malloc(sizeof(int32_t) * E);
-  pl->precision = malloc(E);
+  void *(*alloc)(size_t) = rt->be->host_alloc;
+  pl->indptr = alloc(sizeof(int32_t) * (pl->cap_rows + 1));
+  pl->seq_len = alloc(sizeof(int32_t) * pl->cap_batch);
+  pl->slot = alloc(sizeof(int32_t) * E);
+  pl->page_index = alloc(sizeof(int32_t) * E);
+  pl->precision = alloc(E);
   pl->want = malloc(E);
-  pl->first = malloc(sizeof(uint16_t) * E);
-  pl->last = malloc(sizeof(uint16_t) * E);
+  pl->first = alloc(sizeof(uint16_t) * E);
+  pl->last = alloc(sizeof(uint16_t) * E);
   pl->page = malloc(sizeof(ikv_page_id) * E);
   pl->row_precision = malloc(pl->cap_rows);
-  pl->work = malloc(sizeof(ikv_work_item) * (E + (size_t)pl->cap_rows * IKV_PRECISION_COUNT));
-  pl->work_entries = malloc(sizeof(int32_t) * E);
+  pl->work = alloc(sizeof(ikv_work_item) * (E + (size_t)pl->cap_rows * IKV_PRECISION_COUNT));
+  pl->work_entries = alloc(sizeof(int32_t) * E);
   pl->hints = malloc(sizeof(ikv_page_id) * E);
   pl->decisions = malloc(sizeof(ikv_span_decision) * pl->cap_decisions);
   pl->touched = malloc(sizeof(ikv_page_id) * E);
@@ -76,8 +80,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->marks = malloc(sizeof(rt_mark) * (S + 2));
   pl->cuts = malloc(sizeof(uint64_t) * (N / 64 + 1));
   pl->cand_seg = malloc(sizeof(uint32_t) * N);
-  pl->head_sel = malloc((size_t)H * N);
-  pl->head_any = malloc(N);
+  pl->picked = malloc(sizeof(uint64_t) * (H + 1) * (N / 64 + 1));
   pl->rank_keys = malloc(sizeof(uint64_t) * H * N);
   pl->order = malloc(sizeof(uint32_t) * 2 * N);
   pl->span_order = malloc(sizeof(uint32_t) * 2 * S);
@@ -85,11 +88,11 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->spans = malloc(sizeof(ikv_span) * S);
   pl->span_ids = malloc(sizeof(ikv_span_id) * S);
   pl->extents = malloc(sizeof(ikv_page_extent) * N);
-  pl->dsel_seq = malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
-  pl->dsel_cand = malloc(sizeof(ikv_select_candidate) * N);
-  pl->dsel_pages = malloc(sizeof(uint32_t) * N);
-  pl->dsel_reserved = malloc(sizeof(int32_t) * pl->cap_rows * IKV_PRECISION_COUNT);
-  pl->dsel_groups = malloc(sizeof(int32_t) * 3 * pl->cap_rows * IKV_PRECISION_COUNT);
+  pl->dsel_seq = alloc(sizeof(uint32_t) * (pl->cap_batch + 1));
+  pl->dsel_cand = alloc(sizeof(ikv_select_candidate) * N);
+  pl->dsel_pages = alloc(sizeof(uint32_t) * N);
+  pl->dsel_reserved = alloc(sizeof(int32_t) * pl->cap_rows * IKV_PRECISION_COUNT);
+  pl->dsel_groups = alloc(sizeof(int32_t) * 3 * pl->cap_rows * IKV_PRECISION_COUNT);
   pl->reuse_seqs = malloc(sizeof(ikv_seq_id) * pl->cap_batch);
   pl->reuse_version = malloc(sizeof(uint32_t) * pl->cap_batch);
   pl->reuse_pages = malloc(sizeof(uint32_t) * pl->cap_batch);
@@ -104,7 +107,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->old_runs = malloc(sizeof(rt_run) * E);
   pl->run_at = malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
   pl->old_run_at = malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
-  if (PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
+  if (PLAN_UPLOADED_BUFFERS(PLAN_MISSING) PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
     ikv_plan_destroy(pl);
     return IKV_E_NO_MEMORY;
   }
@@ -130,7 +133,8 @@ void ikv_plan_destroy(ikv_plan *pl) {
   if (!pl) return;
   if (pl->rt && pl->rt->active == pl) ikv_step_end(pl->rt, pl);
   if (pl->rt && pl->rt->stamped == pl) rt_stamp_plan(pl->rt);
-  if (pl->rt) pl->rt->be->plan_close(pl);
+  pl->rt->be->plan_close(pl); /* waits for uploads from the arrays below */
+  PLAN_UPLOADED_BUFFERS(PLAN_FREE_UPLOADED)
   PLAN_HOST_BUFFERS(PLAN_FREE)
   free(pl);
 }
@@ -748,6 +752,8 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   if (!pl || !req) return rt_fail(rt, IKV_E_NULL, "ikv_plan_build: NULL argument");
   ikv_status st = check_request(rt, pl, req);
   if (st != IKV_OK) return st;
+  if (rt->be->plan_reclaim && (st = rt->be->plan_reclaim(rt, pl)) != IKV_OK)
+    return rt_fail(rt, st, "ikv_plan_build: waiting for the last plan's uploads: %s", ikv_status_str(st));
   /* a build that rewrites the plan (or another plan's) stamps the last one's pages first */
   const int reuse = rows_reusable(pl, req);
   if (rt->stamped && (rt->stamped != pl || !reuse)) rt_stamp_plan(rt);

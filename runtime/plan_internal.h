@@ -38,6 +38,7 @@ typedef struct rt_mark {
  * query-aware ranking. IKV_SKIP: nothing. */
 typedef struct rt_seg {
   uint32_t first, end; /* pages [first, end) */
+  uint32_t cand_at;    /* query-aware: the index of its first page among the ranked candidates */
   uint16_t sel_lo, sel_hi, cand_lo, cand_hi;
   uint8_t sel_want, cand_want;
 } rt_seg;
@@ -91,8 +92,8 @@ struct ikv_plan {
   rt_mark *marks;    /* [spans + 2] */
   uint64_t *cuts;    /* [pages / 64 + 1] bit i: a segment starts at page i */
   uint32_t *cand_seg; /* [pages]: the segment of each ranked candidate */
-  uint8_t *head_sel; /* [kv_heads][pages] */
-  uint8_t *head_any; /* [pages]: some KV head's row picked the page */
+  uint64_t *picked;   /* [kv_heads + 1][pages / 64 + 1] bits over the candidates: each KV head's picks,
+                         then the candidates some head picked */
   uint64_t *rank_keys;  /* [kv_heads][candidates]: one sequence's candidates ranked per head */
   uint32_t *order;      /* [2 * pages]: candidates, then their page ids */
   uint32_t *span_order; /* [2 * spans]: SKIP spans, then spans by start */

@@ -21,7 +21,8 @@ typedef struct route {
   const ikv_plan_request *req;
   ikv_pt_seq_view v;
   uint32_t P, b, n_chunks, n_marks, n_segs, hints;
-  int picks; /* the host picks each KV head's pages (query-aware, not select_on_device): head_sel, head_any */
+  int picks;      /* the host picks each KV head's pages (query-aware, not select_on_device) */
+  uint32_t words; /* a KV head's row of picked: words of 64 candidates */
   uint64_t tokens_used, bytes_used;
   /* device selection: this sequence's candidates of each precision, and the first of them */
   uint32_t dsel_count[IKV_PRECISION_COUNT], dsel_first[IKV_PRECISION_COUNT];
@@ -84,7 +85,8 @@ static void cut_segments(route *r) {
     for (uint64_t bits = cuts[w]; bits; bits &= bits - 1) {
       const uint32_t at = w * 64 + (uint32_t)__builtin_ctzll(bits);
       if (at == from) continue; /* page 0, or an empty sequence */
-      pl->segs[r->n_segs++] = (rt_seg){from, at, UINT16_MAX, 0, UINT16_MAX, 0, IKV_SKIP, IKV_SKIP};
+      pl->segs[r->n_segs++] = (rt_seg){.first = from, .end = at, .sel_lo = UINT16_MAX, .sel_hi = 0, .cand_lo = UINT16_MAX,
+                                       .cand_hi = 0, .sel_want = IKV_SKIP, .cand_want = IKV_SKIP};
       from = at;
     }
 }
@@ -134,6 +136,44 @@ static void split(route *r, uint32_t k, uint32_t at) {
 /* Whether segment s competes for the budget: an ATTEND candidate that no
  * mandatory rule already reads. */
 static int competes(const rt_seg *s) { return s->cand_want != IKV_SKIP && s->sel_want == IKV_SKIP; }
+
+/* ---- picks: a bit per candidate ------------------------------------------------ */
+
+static const uint64_t *picks_of(const route *r, uint32_t h) { return r->plan->picked + (size_t)h * r->words; }
+static const uint64_t *picked_by_any(const route *r) { return picks_of(r, r->rt->cfg.geometry.kv_heads); }
+
+static int bit(const uint64_t *bits, uint32_t c) { return (int)(bits[c / 64] >> (c % 64) & 1); }
+
+/* The first set bit at c or after it, below `to` (else to). */
+static uint32_t next_bit(const uint64_t *bits, uint32_t c, uint32_t to) {
+  if (c >= to) return to;
+  uint32_t w = c / 64;
+  uint64_t word = bits[w] & ~0ull << (c % 64);
+  while (!word) {
+    if (++w * 64 >= to) return to;
+    word = bits[w];
+  }
+  const uint32_t at = w * 64 + (uint32_t)__builtin_ctzll(word);
+  return at < to ? at : to;
+}
+
+/* Set bits in [from, to). */
+static uint32_t count_bits(const uint64_t *bits, uint32_t from, uint32_t to) {
+  uint32_t n = 0;
+  for (uint32_t c = from; c < to;) {
+    const uint32_t w = c / 64, end = (w + 1) * 64 < to ? (w + 1) * 64 : to;
+    uint64_t word = bits[w] >> (c % 64);
+    if (end - c < 64) word &= (1ull << (end - c)) - 1;
+    n += (uint32_t)__builtin_popcountll(word);
+    c = end;
+  }
+  return n;
+}
+
+/* Of competing segment s's pages, those bits picks (by candidate index). */
+static uint32_t seg_picks(const rt_seg *s, const uint64_t *bits) {
+  return count_bits(bits, s->cand_at, s->cand_at + (s->end - s->first));
+}
 
 /* ---- decisions and chunks ---------------------------------------------------- */
 
@@ -282,8 +322,10 @@ static void chunk_decisions(route *r, int on_device) {
         read += s->end - s->first;
         continue;
       }
-      for (uint32_t i = s->first; i < s->end; i++)
-        read += on_device ? r->v.gpu_slots[i] != IKV_NO_SLOT : pl->head_any[i];
+      if (on_device)
+        for (uint32_t i = s->first; i < s->end; i++) read += r->v.gpu_slots[i] != IKV_NO_SLOT;
+      else
+        read += seg_picks(s, picked_by_any(r));
     }
     ikv_span_decision *d = &pl->decisions[ch->decision];
     d->pages_selected += read;
@@ -335,13 +377,16 @@ static ikv_status offer_to_device(route *r) {
 }
 
 /* The pages that compete, in logical order, into order[] (with their
- * segments in cand_seg[]); returns how many. */
+ * segments in cand_seg[], and each competing segment's first one in its
+ * cand_at); returns how many. */
 static uint32_t list_candidates(route *r) {
   ikv_plan *pl = r->plan;
   uint32_t n = 0;
-  for (uint32_t k = 0; k < r->n_segs; k++)
+  for (uint32_t k = 0; k < r->n_segs; k++) {
+    pl->segs[k].cand_at = n;
     for (uint32_t i = pl->segs[k].first; competes(&pl->segs[k]) && i < pl->segs[k].end; i++)
       pl->cand_seg[n] = k, pl->order[n++] = i;
+  }
   return n;
 }
 
@@ -351,11 +396,11 @@ static ikv_status select_by_query(route *r) {
   ikv_plan *pl = r->plan;
   ikv_runtime *rt = r->rt;
   const ikv_router_params *rp = r->rp;
-  const uint32_t N = r->v.n_pages, H = rt->cfg.geometry.kv_heads, D = rt->cfg.geometry.head_dim;
+  const uint32_t H = rt->cfg.geometry.kv_heads, D = rt->cfg.geometry.head_dim;
   mark_candidates(r);
   const uint32_t n_cand = list_candidates(r);
-  memset(pl->head_sel, 0, (size_t)H * N);
-  memset(pl->head_any, 0, N);
+  r->words = n_cand / 64 + 1;
+  memset(pl->picked, 0, sizeof(uint64_t) * (H + 1) * r->words);
   /* keys[h * n_cand + r]: head h's r-th best candidate, from the batch's
    * ranking (rank_batch in plan.c) or from the backend in one call */
   const uint32_t want = rp->topk_pages && rp->topk_pages < n_cand ? rp->topk_pages : n_cand;
@@ -379,7 +424,8 @@ static ikv_status select_by_query(route *r) {
       const rt_seg *s = &pl->segs[pl->cand_seg[c]];
       uint64_t t = (uint64_t)(s->cand_hi - s->cand_lo) + 1, by = page_cost_bytes(r, i, s->cand_want);
       if ((rp->token_budget && tokens + t > rp->token_budget) || (rp->byte_budget && bytes + by > rp->byte_budget)) break;
-      pl->head_sel[(size_t)h * N + i] = pl->head_any[i] = 1;
+      uint64_t *mine = pl->picked + (size_t)h * r->words, *any = pl->picked + (size_t)H * r->words;
+      mine[c / 64] |= 1ull << (c % 64), any[c / 64] |= 1ull << (c % 64);
       tokens += t, bytes += by;
     }
   }
@@ -476,7 +522,8 @@ static ikv_status gaps(route *r, uint32_t n_spans) {
 /* Whether some row reads page i of segment s, and the widest mask any row
  * reads it with. */
 static int page_read(const route *r, const rt_seg *s, uint32_t i, int query_mode, uint16_t *lo, uint16_t *hi) {
-  const int sel = s->sel_want != IKV_SKIP, cand = r->picks && r->plan->head_any[i];
+  const int sel = s->sel_want != IKV_SKIP,
+            cand = r->picks && competes(s) && bit(picked_by_any(r), s->cand_at + (i - s->first));
   *lo = UINT16_MAX, *hi = 0;
   if (sel) *lo = s->sel_lo, *hi = s->sel_hi;
   if (query_mode && s->cand_want != IKV_SKIP && (sel || cand))
@@ -574,13 +621,11 @@ static void push_reserved(route *r) {
 /* The entries row h (a KV head's, or span mode's one row) reads. */
 static uint32_t row_pages(const route *r, uint32_t h) {
   const ikv_plan *pl = r->plan;
-  const uint8_t *picked = pl->head_sel + (size_t)h * r->v.n_pages;
   uint32_t n = 0;
   for (uint32_t k = 0; k < r->n_segs; k++) {
     const rt_seg *s = &pl->segs[k];
     if (s->sel_want != IKV_SKIP) n += s->end - s->first;
-    else if (r->picks && s->cand_want != IKV_SKIP)
-      for (uint32_t i = s->first; i < s->end; i++) n += picked[i];
+    else if (r->picks && s->cand_want != IKV_SKIP) n += seg_picks(s, picks_of(r, h));
   }
   return n;
 }
@@ -607,7 +652,7 @@ static ikv_status emit_rows(route *r, int query_mode) {
   /* a row per KV head: the mandatory pages and the head's picks */
   const ikv_page_id *restrict pages = r->v.pages;
   for (uint32_t h = 0; h < rows; h++) {
-    const uint8_t *restrict picked = pl->head_sel + (size_t)h * N;
+    const uint64_t *picked = r->picks ? picks_of(r, h) : NULL;
     const plan_entries out = plan_entries_of(pl);
     uint32_t n = pl->n_entries;
     for (uint32_t k = 0; k < r->n_segs; k++) {
@@ -617,9 +662,12 @@ static ikv_status emit_rows(route *r, int query_mode) {
         uint8_t want = s->sel_want;
         if (s->cand_want != IKV_SKIP) lo = min16(lo, s->cand_lo), hi = max16(hi, s->cand_hi), want = rt_best(want, s->cand_want);
         n = put_run(out, n, pages, s->first, s->end - s->first, lo, hi, want);
-      } else if (r->picks && s->cand_want != IKV_SKIP) {
-        for (uint32_t i = s->first; i < s->end; i++)
-          if (picked[i]) plan_entry_set(out, n++, pages[i], (int32_t)i, s->cand_lo, s->cand_hi, s->cand_want);
+      } else if (picked && s->cand_want != IKV_SKIP) { /* the head's picks among its candidates */
+        const uint32_t to = s->cand_at + (s->end - s->first);
+        for (uint32_t c = next_bit(picked, s->cand_at, to); c < to; c = next_bit(picked, c + 1, to)) {
+          const uint32_t i = s->first + (c - s->cand_at);
+          plan_entry_set(out, n++, pages[i], (int32_t)i, s->cand_lo, s->cand_hi, s->cand_want);
+        }
       }
     }
     pl->n_entries = n;
