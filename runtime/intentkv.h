@@ -194,10 +194,12 @@ void ikv_plan_destroy(ikv_plan *plan);
  * the plan's pages, IKV_E_CAPACITY comes after such moves (they lose
  * nothing). A runtime has at most one plan in flight: end it (ikv_step_end)
  * before building the next. Build each step's plan with the same plan
- * object: for the same sequences (from scheduler tables, or by the router
- * in span mode) it keeps the rows' entries that neither the request nor the
- * sequences changed, and does the work only for the rest (the result is the
- * same as a new plan object's; ikv_plan_stats.entries_kept). */
+ * object: for sequences its last build had (from scheduler tables, or by
+ * the router in span mode; sequences may join and leave the batch, and
+ * those that stay keep their rows where they keep their order) it keeps the
+ * rows' entries that neither the request nor the sequences changed, and
+ * does the work only for the rest (the result is the same as a new plan
+ * object's; ikv_plan_stats.entries_kept). */
 ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *request);
 
 /* The plan as kernels read it (owned by the plan, valid until it is rebuilt). */

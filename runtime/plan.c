@@ -39,7 +39,7 @@ const char *ikv_reason_str(ikv_reason reason) {
   X(page_want) X(segs) X(marks) X(cuts) X(cand_seg) X(picked) X(rank_keys) X(order)              \
   X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(reuse_seqs) X(reuse_version) X(reuse_pages)        \
   X(old_start) X(fresh) X(seq_pending) X(parted_precision) X(placed) X(parted_indptr) X(runs) X(old_runs)      \
-  X(run_at) X(old_run_at) X(row_settled)
+  X(run_at) X(old_run_at) X(row_settled) X(old_seq) X(seq_at) X(old_row_precision)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
 #define PLAN_FREE_UPLOADED(field) pl->rt->be->host_free(pl->field);
@@ -100,6 +100,9 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->fresh = malloc(sizeof(int32_t) * pl->cap_rows);
   pl->seq_pending = malloc(pl->cap_batch);
   pl->row_settled = malloc(pl->cap_rows);
+  pl->old_seq = malloc(sizeof(int32_t) * pl->cap_batch);
+  pl->old_row_precision = malloc(pl->cap_rows);
+  pl->seq_at = malloc(sizeof(rt_seq_at) * pl->cap_batch);
   pl->parted_precision = malloc(E);
   pl->placed = malloc(pl->cap_rows);
   pl->parted_indptr = malloc(sizeof(int32_t) * (pl->cap_rows + 1));
@@ -266,22 +269,55 @@ static ikv_status tables_sequence(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_
 
 /* ---- rows kept where they did not change ------------------------------------ */
 
-/* Whether this build may keep rows of the last one: the same batch, the
- * same mode, and rows of the same shape (tables: row shape and mask form;
- * the router: span mode, one row a sequence, its last rows remembered). */
+/* Whether this build may keep rows of the last one: the same mode, and rows
+ * of the same shape (tables: row shape and mask form; the router: span
+ * mode, one row a sequence, its last rows remembered). Which rows continue
+ * which: match_seqs. */
 static int rows_reusable(const ikv_plan *pl, const ikv_plan_request *req) {
-  if (!pl->reuse_ok || !req->batch || req->batch != pl->reuse_batch || req->mode != pl->reuse_mode ||
-      memcmp(req->seqs, pl->reuse_seqs, sizeof(ikv_seq_id) * req->batch))
-    return 0;
+  if (!pl->reuse_ok || !req->batch || req->mode != pl->reuse_mode) return 0;
   if (req->mode == IKV_PLAN_ROUTER) return req->router.score_mode == IKV_SCORE_SPAN;
   const ikv_plan_tables *t = &req->tables;
   return (t->per_kv_head != 0) == pl->reuse_per_head && (t->first != NULL) == pl->reuse_masks;
 }
 
-/* Whether sequence b's entries of the last build still hold their pages'
- * right slots: its view's version is the same and it lost no page. */
-static int seq_unchanged(const ikv_plan *pl, const ikv_pt_seq_view *v, uint32_t b) {
-  return v->version == pl->reuse_version[b] && v->n_pages >= pl->reuse_pages[b];
+static int by_seq_id(const void *x, const void *y) {
+  const rt_seq_at *a = x, *b = y;
+  return (a->seq > b->seq) - (a->seq < b->seq);
+}
+
+/* Where each sequence of the batch was in the last build's batch
+ * (old_seq[b], -1: absent or out of order). Sequences that joined or left
+ * leave the others' rows in place; one found before a sequence that came
+ * earlier starts afresh, so that kept rows keep their order (they then
+ * only move, never cross: keep_rows). */
+static void match_seqs(ikv_plan *pl, const ikv_plan_request *req) {
+  const uint32_t B = req->batch, old_B = pl->reuse_batch;
+  if (B == old_B && !memcmp(req->seqs, pl->reuse_seqs, sizeof(ikv_seq_id) * B)) { /* the usual step */
+    for (uint32_t b = 0; b < B; b++) pl->old_seq[b] = (int32_t)b;
+    return;
+  }
+  for (uint32_t i = 0; i < old_B; i++) pl->seq_at[i] = (rt_seq_at){pl->reuse_seqs[i], i};
+  qsort(pl->seq_at, old_B, sizeof(rt_seq_at), by_seq_id);
+  int32_t last = -1;
+  for (uint32_t b = 0; b < B; b++) {
+    const rt_seq_at key = {req->seqs[b], 0}, *hit = bsearch(&key, pl->seq_at, old_B, sizeof(rt_seq_at), by_seq_id);
+    const int32_t ob = hit && (int32_t)hit->at > last ? (int32_t)hit->at : -1;
+    pl->old_seq[b] = ob;
+    if (ob >= 0) last = ob;
+  }
+}
+
+/* The last build's row that row r continues (rows_per_seq rows a sequence), -1: none. */
+static int32_t old_row(const ikv_plan *pl, uint32_t r, uint32_t rows_per_seq) {
+  const int32_t ob = pl->old_seq[r / rows_per_seq];
+  return ob < 0 ? -1 : ob * (int32_t)rows_per_seq + (int32_t)(r % rows_per_seq);
+}
+
+/* Whether sequence b's entries of the last build (where it was sequence
+ * ob) still hold their pages' right slots: its view's version is the same
+ * and it lost no page. */
+static int seq_unchanged(const ikv_plan *pl, const ikv_pt_seq_view *v, int32_t ob) {
+  return ob >= 0 && v->version == pl->reuse_version[ob] && v->n_pages >= pl->reuse_pages[ob];
 }
 
 /* How many leading entries of an old row the request's row repeats (n at
@@ -333,27 +369,40 @@ static void move_entries(ikv_plan *pl, int32_t from, int32_t to, int32_t n) {
 #undef MOVE
 }
 
+/* The last build's entries [from, to) leave with the recency it reserved. */
+static void stamp_leaving(ikv_runtime *rt, ikv_plan *pl, int32_t from, int32_t to) {
+  if (to > from) ikv_pt_pages_stamp(rt->pt, pl->page + from, (uint32_t)(to - from), pl->stamp_base + (uint64_t)from);
+}
+
 /* The rows placed at `starts` ([rows + 1]), row r keeping fresh[r] leading
- * entries of its last place (old_start[r]): the last build's entries not
- * kept leave with the recency it reserved, the kept ones move (rows that
- * move right from the last, then rows that move left from the first: no
- * row lands on one not yet moved), and fresh[r] becomes the row's first
- * entry still to write. */
-static void keep_rows(ikv_runtime *rt, ikv_plan *pl, uint32_t rows, const int32_t *starts) {
+ * entries of the last build's row it continues (old_row; fresh[r] is 0
+ * where none): the last build's entries not kept leave with the recency it
+ * reserved, the kept ones move (kept rows keep their order: rows that move
+ * right from the last, then rows that move left from the first, and no row
+ * lands on one not yet moved), and fresh[r] becomes the row's first entry
+ * still to write. */
+static void keep_rows(ikv_runtime *rt, ikv_plan *pl, uint32_t rows, uint32_t rows_per_seq, const int32_t *starts) {
   const int32_t *old = pl->old_start;
   int32_t *keep = pl->fresh;
   const int stamped = rt->stamped == pl;
-  for (uint32_t r = 0; stamped && r < rows; r++)
-    ikv_pt_pages_stamp(rt->pt, pl->page + old[r] + keep[r], (uint32_t)(old[r + 1] - old[r] - keep[r]),
-                       pl->stamp_base + (uint64_t)(old[r] + keep[r]));
+  for (uint32_t r = 0, next = 0; stamped && r <= rows; r++) { /* old rows in order: kept rows ascend */
+    const int32_t o = r < rows ? old_row(pl, r, rows_per_seq) : (int32_t)pl->old_rows;
+    if (o < 0) continue;
+    stamp_leaving(rt, pl, old[next], old[o]); /* old rows no row continues */
+    if (r < rows) stamp_leaving(rt, pl, old[o] + keep[r], old[o + 1]), next = (uint32_t)o + 1;
+  }
   rt->stamped = NULL;
-  for (uint32_t r = rows; r-- > 0;)
-    if (starts[r] > old[r]) move_entries(pl, old[r], starts[r], keep[r]);
-  for (uint32_t r = 0; r < rows; r++)
-    if (starts[r] < old[r]) move_entries(pl, old[r], starts[r], keep[r]);
+  for (uint32_t r = rows; r-- > 0;) {
+    const int32_t o = old_row(pl, r, rows_per_seq);
+    if (o >= 0 && starts[r] > old[o]) move_entries(pl, old[o], starts[r], keep[r]);
+  }
+  for (uint32_t r = 0; r < rows; r++) {
+    const int32_t o = old_row(pl, r, rows_per_seq);
+    if (o >= 0 && starts[r] < old[o]) move_entries(pl, old[o], starts[r], keep[r]);
+  }
   if (pl->indptr != starts) memcpy(pl->indptr, starts, sizeof(int32_t) * (rows + 1));
   for (uint32_t r = 0; r < rows; r++) keep[r] += starts[r];
-  pl->n_rows = rows;
+  pl->n_rows = rows, pl->rows_per_seq = rows_per_seq;
   pl->kept_pending = stamped;
 }
 
@@ -372,20 +421,21 @@ static void stamp_kept(ikv_runtime *rt, ikv_plan *pl) {
   for (uint32_t r = 0; r < pl->n_rows; r++) {
     const int32_t kept = pl->fresh[r] - pl->indptr[r];
     if (kept > 0)
-      ikv_pt_pages_stamp(rt->pt, pl->page + pl->indptr[r], (uint32_t)kept, pl->stamp_base + (uint64_t)pl->old_start[r]);
+      ikv_pt_pages_stamp(rt->pt, pl->page + pl->indptr[r], (uint32_t)kept,
+                         pl->stamp_base + (uint64_t)pl->old_start[old_row(pl, r, pl->rows_per_seq)]);
   }
   pl->kept_pending = 0;
 }
 
-/* Scheduler tables over the last build's plan (rows_reusable): each row
- * keeps the entries its sequence's version and the request still vouch for
- * (checked and resolved then), moves them to the row's new place, and only
- * the rest is checked and written as tables_sequence does. With masks left
- * to the runtime the entries from the sequence's old last page on are
- * always rewritten (its valid tokens may have grown). *reused == 0: build
- * afresh (a row shrank, an indptr range is invalid, or the rows outgrow the
- * plan: the full build gives those their messages); nothing was changed but
- * the last plan's pages stamped. */
+/* Scheduler tables over the last build's plan (rows_reusable): each row of
+ * a sequence the last build had (match_seqs) keeps the entries its
+ * sequence's version and the request still vouch for (checked and resolved
+ * then), moves them to the row's new place, and only the rest is checked
+ * and written as tables_sequence does. With masks left to the runtime the
+ * entries from the sequence's old last page on are always rewritten (its
+ * valid tokens may have grown). *reused == 0: build afresh (an indptr range
+ * is invalid, or the rows outgrow the plan: the full build gives those their
+ * messages); nothing was changed but the last plan's pages stamped. */
 static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, int *reused,
                                uint32_t old_entries) {
   const ikv_plan_tables *t = &req->tables;
@@ -396,18 +446,20 @@ static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
   for (uint32_t b = 0; b < req->batch && !*reused; b++) {
     ikv_pt_seq_view v;
     ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
-    const int same = seq_unchanged(pl, &v, b);
-    const int32_t tail = (int32_t)pl->reuse_pages[b] - 1; /* the old last page */
+    const int32_t ob = pl->old_seq[b];
+    const int same = seq_unchanged(pl, &v, ob);
+    const int32_t tail = same ? (int32_t)pl->reuse_pages[ob] - 1 : 0; /* the old last page */
     for (uint32_t r = b * per; r < (b + 1) * per; r++) {
-      const int32_t begin = t->indptr[r], end = t->indptr[r + 1], old_len = old[r + 1] - old[r];
-      if (begin < 0 || end < begin || (r == 0 && begin != 0) || end - begin < old_len) {
+      const int32_t begin = t->indptr[r], end = t->indptr[r + 1], o = old_row(pl, r, per);
+      if (begin < 0 || end < begin || (r == 0 && begin != 0)) {
         *reused = -1;
         break;
       }
-      int32_t d = same ? same_prefix(pl, t, begin, old[r], old_len) : 0;
+      const int32_t old_len = same ? old[o + 1] - old[o] : 0;
+      int32_t d = same ? same_prefix(pl, t, begin, old[o], old_len < end - begin ? old_len : end - begin) : 0;
       if (!t->first)
-        while (d > 0 && pl->page_index[old[r] + d - 1] >= tail) d--;
-      keep[r] = settled_prefix(pl, r, old[r], d);
+        while (d > 0 && pl->page_index[old[o] + d - 1] >= tail) d--;
+      keep[r] = same ? settled_prefix(pl, (uint32_t)o, old[o], d) : 0;
     }
   }
   if (*reused || (uint32_t)t->indptr[rows] > pl->cap_entries) { /* built afresh: the last plan's pages stamped first */
@@ -416,7 +468,7 @@ static ikv_status tables_reuse(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_req
     return IKV_OK;
   }
   *reused = 1;
-  keep_rows(rt, pl, rows, t->indptr);
+  keep_rows(rt, pl, rows, per, t->indptr);
   ikv_status st = IKV_OK;
   for (uint32_t b = 0; b < req->batch && st == IKV_OK; b++) {
     ikv_pt_seq_view v;
@@ -441,13 +493,14 @@ static void router_rows(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *r
   for (uint32_t b = 0; b < req->batch; b++) {
     ikv_pt_seq_view v;
     ikv_pt_seq_get_view(rt->pt, req->seqs[b], &v);
+    const int32_t ob = reuse ? pl->old_seq[b] : -1;
     uint32_t d = 0;
-    if (reuse && seq_unchanged(pl, &v, b))
-      d = same_runs(pl->runs + pl->run_at[b], pl->run_at[b + 1] - pl->run_at[b], pl->old_runs + pl->old_run_at[b],
-                    pl->old_run_at[b + 1] - pl->old_run_at[b]);
-    pl->fresh[b] = reuse ? settled_prefix(pl, b, pl->old_start[b], (int32_t)d) : 0;
+    if (seq_unchanged(pl, &v, ob))
+      d = same_runs(pl->runs + pl->run_at[b], pl->run_at[b + 1] - pl->run_at[b], pl->old_runs + pl->old_run_at[ob],
+                    pl->old_run_at[ob + 1] - pl->old_run_at[ob]);
+    pl->fresh[b] = d ? settled_prefix(pl, (uint32_t)ob, pl->old_start[ob], (int32_t)d) : 0;
   }
-  if (reuse) keep_rows(rt, pl, req->batch, pl->indptr);
+  if (reuse) keep_rows(rt, pl, req->batch, 1, pl->indptr);
   else
     for (uint32_t b = 0; b < req->batch; b++) pl->fresh[b] = pl->indptr[b];
   for (uint32_t b = 0; b < req->batch; b++) {
@@ -537,8 +590,10 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
       if (!settled) pl->row_settled[r] = todo == todo_row; /* its kept entries were */
     }
     if (!settled) pl->seq_pending[b] = todo != todo_before;
-    if (kept) { /* kept entries: of the one precision the rows had last build, if they had one */
-      const uint8_t had = pl->row_precision[b * rows_per_seq];
+    if (kept) { /* kept entries: of the one precision their rows had (the last build's rows they continue;
+                   after the slow path, this build's first pass), if they had one */
+      const uint8_t had = settled ? pl->row_precision[b * rows_per_seq]
+                                  : pl->old_row_precision[(uint32_t)pl->old_seq[b] * rows_per_seq];
       const int one = had < IKV_PRECISION_COUNT && todo == todo_before && (!done || (lo == had && hi == had));
       lo = one ? had : 0xff, hi = one ? had : 0, done = one ? (uint32_t)(end - begin) : 0;
     }
@@ -757,7 +812,12 @@ ikv_status ikv_plan_build(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request 
   /* a build that rewrites the plan (or another plan's) stamps the last one's pages first */
   const int reuse = rows_reusable(pl, req);
   if (rt->stamped && (rt->stamped != pl || !reuse)) rt_stamp_plan(rt);
-  if (reuse) memcpy(pl->old_start, pl->indptr, sizeof(int32_t) * (pl->n_rows + 1)); /* the last build's rows */
+  if (reuse) { /* the last build's rows, and which of them this build's rows continue */
+    memcpy(pl->old_start, pl->indptr, sizeof(int32_t) * (pl->n_rows + 1));
+    memcpy(pl->old_row_precision, pl->row_precision, pl->n_rows);
+    pl->old_rows = pl->n_rows;
+    match_seqs(pl, req);
+  }
   const uint32_t old_entries = reuse ? pl->n_entries : 0;
   pl->reuse_ok = pl->kept_pending = 0;
   pl->n_entries = pl->n_rows = pl->n_decisions = pl->n_hints = pl->n_work = pl->n_touched = 0;

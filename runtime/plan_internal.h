@@ -43,6 +43,12 @@ typedef struct rt_seg {
   uint8_t sel_want, cand_want;
 } rt_seg;
 
+/* A sequence of a batch and its place in it. */
+typedef struct rt_seq_at {
+  ikv_seq_id seq;
+  uint32_t at;
+} rt_seq_at;
+
 /* A run of a span-mode row: pages [first, first + count), all read with the
  * same mask and precision. A sequence's runs describe its row; comparing them
  * with the last build's says which entries the row keeps. */
@@ -123,7 +129,11 @@ struct ikv_plan {
   ikv_seq_id *reuse_seqs;   /* [batch] */
   uint32_t *reuse_version;  /* [batch] ikv_pt_seq_view.version */
   uint32_t *reuse_pages;    /* [batch] the sequence's pages */
-  int32_t *old_start;       /* [rows + 1] scratch: the last build's row starts */
+  int32_t *old_start;       /* [rows + 1] scratch: the last build's row starts (old_rows of them) */
+  uint32_t old_rows, rows_per_seq; /* the last build's rows; this build's rows a sequence (keep_rows) */
+  int32_t *old_seq;         /* [batch] where sequence b was in the last build's batch, -1: nowhere (match_seqs) */
+  rt_seq_at *seq_at;        /* [batch] scratch: the last batch's sequences by id */
+  uint8_t *old_row_precision; /* [rows] the last build's row_precision */
   int32_t *fresh;           /* [rows] each row's first entry written by this build */
   uint8_t *seq_pending;     /* [batch] resolve left some of the sequence's entries for the slow path */
   uint8_t *row_settled;     /* [rows] resolve found every entry of the row in a precision it accepts */

@@ -8,7 +8,7 @@
 #include "tools/ikv_cli.h"
 
 enum { BATCH = 64, CONTEXT = 32768, PAGE = 16, PAGES = CONTEXT / PAGE, REPEATS = 21, LOOP_STEPS = 24 };
-#define GROWN_PAGES (PAGES + 4 * LOOP_STEPS / PAGE + 1) /* a sequence's pages after the four decode loops */
+#define GROWN_PAGES (PAGES + 5 * LOOP_STEPS / PAGE + 1) /* a sequence's pages after the five decode loops */
 
 static const char usage[] =
     "usage: ikv bench plan [--json]\n\n"
@@ -17,15 +17,17 @@ static const char usage[] =
     "0.0 and, after its conversions, at 0.9; and with scheduler tables listing\n"
     "every page; and a memcpy of the bytes such a plan holds (the floor on this\n"
     "host). Medians of repeated steady-state builds, and the best of them (on a\n"
-    "shared host the best is the steadier number). A plan object built again\n"
-    "keeps the rows that did not change (kept: the share of entries it kept);\n"
-    "the router's builds with the batch reversed every other time show the\n"
-    "cost of keeping nothing. Then the same builds in a decode loop: before each, one\n"
-    "token appended to every sequence (not timed), the tables listing the new\n"
-    "pages as they come, the page being written at its stored fp16 (24 steps\n"
-    "each; full pages then convert to INT4). The sequences fill their pages in\n"
-    "step; the last loops first cut them to different lengths, so that every\n"
-    "step some fill a page: their rows grow and their full page converts.\n";
+    "shared host the best is the steadier number). A plan object built again keeps\n"
+    "the rows that did not change (kept: the share of entries it kept); the\n"
+    "router's builds with the batch reversed every other time show the cost of\n"
+    "keeping (next to) nothing. Then the same builds in a decode loop: before each,\n"
+    "one token appended to every sequence (not timed), the tables listing the new\n"
+    "pages as they come, the page being written at its stored fp16 (24 steps each;\n"
+    "full pages then convert to INT4). The sequences fill their pages in step; the\n"
+    "last loops first cut them to different lengths, so that every step some fill a\n"
+    "page: their rows grow and their full page converts. In the last (router), one\n"
+    "sequence leaves the batch each step and the one that left the step before\n"
+    "comes back, as under continuous batching.\n";
 
 typedef struct timing {
   double median, best, worst; /* us */
@@ -64,12 +66,15 @@ static timing timing_of(double *samples, int n, double kept, double entries) {
   return (timing){median, samples[0], samples[n - 1], entries ? kept / entries : 0.0};
 }
 
-/* Builds in a decode loop: each after one token appended to every sequence. */
-static timing time_decode_loop(ikv_runtime *rt, ikv_plan *plan, ikv_plan_request *req, uint32_t *tokens) {
+/* Builds in a decode loop: each after one token appended to every sequence.
+ * churn: the batch leaves out sequence r % BATCH at step r (the router). */
+static timing time_decode_loop(ikv_runtime *rt, ikv_plan *plan, ikv_plan_request *req, uint32_t *tokens, int churn) {
   double samples[LOOP_STEPS], kept = 0, entries = 0;
   uint32_t ones[BATCH];
   int64_t slots[BATCH];
   uint8_t precs[BATCH];
+  ikv_seq_id some[BATCH];
+  ikv_plan_request step = *req;
   for (int b = 0; b < BATCH; b++) ones[b] = 1;
   for (int r = 0; r < LOOP_STEPS; r++) {
     IKV_CLI_CHECK(ikv_append(rt, req->seqs, ones, BATCH, slots, precs));
@@ -77,7 +82,12 @@ static timing time_decode_loop(ikv_runtime *rt, ikv_plan *plan, ikv_plan_request
     if (req->mode == IKV_PLAN_TABLES)
       list_every_page(tokens, 1, (int32_t *)req->tables.indptr, (int32_t *)req->tables.page_index,
                       (uint8_t *)req->tables.precision);
-    samples[r] = build_us(rt, plan, req, &kept, &entries);
+    if (churn) {
+      step.batch = 0, step.seqs = some;
+      for (int b = 0; b < BATCH; b++)
+        if (b != r % BATCH) some[step.batch++] = req->seqs[b];
+    }
+    samples[r] = build_us(rt, plan, &step, &kept, &entries);
   }
   return timing_of(samples, LOOP_STEPS, kept, entries);
 }
@@ -89,8 +99,9 @@ static timing time_plans(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request
   return timing_of(samples, REPEATS, kept, entries);
 }
 
-/* Builds that have nothing to keep: the batch in reverse order every other
- * build (its rows are other sequences' then), the same pages read. */
+/* Builds that keep next to nothing: the batch in reverse order every other
+ * build (kept rows must keep their order, so only one sequence's row is
+ * kept), the same pages read. */
 static timing time_unkept(ikv_runtime *rt, ikv_plan *plan, const ikv_plan_request *req) {
   double samples[REPEATS];
   ikv_seq_id reversed[BATCH];
@@ -159,14 +170,15 @@ int ikv_bench_plan(int argc, char **argv) {
   timing tables = time_plans(rt, plan, &tables_req);
   /* the decode loops (sequences grow from here on) */
   req.router.memory_pressure = 0.0f;
-  timing router_loop = time_decode_loop(rt, plan, &req, tokens);
-  timing tables_loop = time_decode_loop(rt, plan, &tables_req, tokens);
+  timing router_loop = time_decode_loop(rt, plan, &req, tokens, 0);
+  timing tables_loop = time_decode_loop(rt, plan, &tables_req, tokens, 0);
   for (int b = 0; b < BATCH; b++) { /* lengths apart: sequence b is (5 b) mod 16 tokens shorter */
     tokens[b] -= (uint32_t)(5 * b) % PAGE;
     IKV_CLI_CHECK(ikv_seq_truncate(rt, seqs[b], tokens[b]));
   }
-  timing staggered = time_decode_loop(rt, plan, &tables_req, tokens);
-  timing router_staggered = time_decode_loop(rt, plan, &req, tokens);
+  timing staggered = time_decode_loop(rt, plan, &tables_req, tokens, 0);
+  timing router_staggered = time_decode_loop(rt, plan, &req, tokens, 0);
+  timing router_churn = time_decode_loop(rt, plan, &req, tokens, 1);
 
   /* The floor: copying the bytes a built plan holds per page (slot 4, page
    * index 4, first 2, last 2, precision 1) once, on this host. */
@@ -198,18 +210,21 @@ int ikv_bench_plan(int argc, char **argv) {
            "\"tables_staggered_loop_worst_us\": %.1f, \"tables_staggered_loop_kept\": %.4f, \"router_kept\": %.4f, "
            "\"router_pressure_0_9_kept\": %.4f, \"router_unkept_us\": %.1f, \"router_unkept_best_us\": %.1f, "
            "\"router_decode_loop_kept\": %.4f, \"router_staggered_loop_us\": %.1f, \"router_staggered_loop_best_us\": %.1f, "
-           "\"router_staggered_loop_worst_us\": %.1f, \"router_staggered_loop_kept\": %.4f}\n",
+           "\"router_staggered_loop_worst_us\": %.1f, \"router_staggered_loop_kept\": %.4f, "
+           "\"router_churn_loop_us\": %.1f, \"router_churn_loop_best_us\": %.1f, \"router_churn_loop_worst_us\": %.1f, "
+           "\"router_churn_loop_kept\": %.4f}\n",
            date, cpu, cores, BATCH, CONTEXT, PAGE, router0.median, router0.best, st0.pages_selected, router9.median,
            router9.best, st9.pages_selected, tables.median, tables.best, BATCH * PAGES, floor_us, router_loop.median,
            router_loop.best, router_loop.worst, tables.kept, tables_loop.median, tables_loop.best, tables_loop.worst,
            tables_loop.kept, staggered.median, staggered.best, staggered.worst, staggered.kept, router0.kept, router9.kept,
            router_unkept.median, router_unkept.best, router_loop.kept, router_staggered.median, router_staggered.best,
-           router_staggered.worst, router_staggered.kept);
+           router_staggered.worst, router_staggered.kept, router_churn.median, router_churn.best, router_churn.worst,
+           router_churn.kept);
   else {
     printf("ikv bench plan  (%s, %ld cores, %s): batch %d x %d tokens, page %d\n", cpu, cores, date, BATCH, CONTEXT, PAGE);
     printf("  router, pressure 0.0            %9.1f us  (best %.1f; %u pages selected; kept %.1f%%)\n", router0.median,
            router0.best, st0.pages_selected, 100 * router0.kept);
-    printf("  router, nothing kept            %9.1f us  (best %.1f; the batch reversed every other build)\n",
+    printf("  router, nothing kept            %9.1f us  (best %.1f; the batch reversed every other build: rows cross)\n",
            router_unkept.median, router_unkept.best);
     printf("  router, pressure 0.9            %9.1f us  (best %.1f; %u pages selected; kept %.1f%%)\n", router9.median,
            router9.best, st9.pages_selected, 100 * router9.kept);
@@ -224,6 +239,8 @@ int ikv_bench_plan(int argc, char **argv) {
            staggered.best, staggered.worst, 100 * staggered.kept);
     printf("  router, staggered decode loop   %9.1f us  (best %.1f, worst %.1f; kept %.1f%%)\n",
            router_staggered.median, router_staggered.best, router_staggered.worst, 100 * router_staggered.kept);
+    printf("  router, a sequence in, one out  %9.1f us  (best %.1f, worst %.1f; kept %.1f%%; the staggered loop, 63 of 64)\n",
+           router_churn.median, router_churn.best, router_churn.worst, 100 * router_churn.kept);
   }
   free(slots), free(precs), free(indptr), free(index), free(want);
   ikv_plan_destroy(plan);
