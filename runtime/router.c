@@ -618,6 +618,20 @@ static void push_reserved(route *r) {
   pl->n_entries = e;
 }
 
+/* Another row like the plan's last, which starts at entry `from` (its
+ * entries and its reserved entries' places). */
+static void copy_row(ikv_plan *pl, int32_t from) {
+  const uint32_t n = pl->n_entries - (uint32_t)from, at = pl->n_entries;
+#define COPY(a) memcpy(pl->a + at, pl->a + from, sizeof(*pl->a) * n);
+  COPY(page) COPY(page_index) COPY(first) COPY(last) COPY(want)
+#undef COPY
+  const int32_t *prev = pl->dsel_reserved + (size_t)(pl->n_rows - 1) * IKV_PRECISION_COUNT;
+  int32_t *reserved = pl->dsel_reserved + (size_t)pl->n_rows * IKV_PRECISION_COUNT;
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) reserved[p] = prev[p] < 0 ? -1 : prev[p] + (int32_t)n;
+  pl->n_entries = at + n;
+  pl->indptr[++pl->n_rows] = (int32_t)pl->n_entries;
+}
+
 /* The entries row h (a KV head's, or span mode's one row) reads. */
 static uint32_t row_pages(const route *r, uint32_t h) {
   const ikv_plan *pl = r->plan;
@@ -652,6 +666,10 @@ static ikv_status emit_rows(route *r, int query_mode) {
   /* a row per KV head: the mandatory pages and the head's picks */
   const ikv_page_id *restrict pages = r->v.pages;
   for (uint32_t h = 0; h < rows; h++) {
+    if (h && !r->picks) { /* no picks on the host (device selection): every head's row is the first's */
+      copy_row(pl, pl->indptr[pl->n_rows - 1]);
+      continue;
+    }
     const uint64_t *picked = r->picks ? picks_of(r, h) : NULL;
     const plan_entries out = plan_entries_of(pl);
     uint32_t n = pl->n_entries;
