@@ -349,9 +349,13 @@ static ikv_status offer_to_device(route *r) {
   mark_candidates(r);
   memset(r->dsel_count, 0, sizeof(r->dsel_count));
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) r->dsel_first[p] = UINT32_MAX;
-  uint32_t n = 0;
-  for (uint32_t k = 0; k < r->n_segs; k++)
-    for (uint32_t i = pl->segs[k].first; competes(&pl->segs[k]) && i < pl->segs[k].end; i++) n += slots[i] != IKV_NO_SLOT;
+  uint32_t n = 0; /* the competing pages; where they might not fit, those on the GPU tier alone */
+  for (uint32_t k = 0; k < r->n_segs; k++) n += competes(&pl->segs[k]) ? pl->segs[k].end - pl->segs[k].first : 0;
+  if (n > IKV_CUDA_RANK_MAX || base + n > pl->scratch_pages) {
+    n = 0;
+    for (uint32_t k = 0; k < r->n_segs; k++)
+      for (uint32_t i = pl->segs[k].first; competes(&pl->segs[k]) && i < pl->segs[k].end; i++) n += slots[i] != IKV_NO_SLOT;
+  }
   if (n > IKV_CUDA_RANK_MAX)
     return rt_fail(rt, IKV_E_UNSUPPORTED, "ikv_plan_build: sequence %u: %u candidates; the GPU ranks at most %d",
                    r->b, n, IKV_CUDA_RANK_MAX);
