@@ -568,11 +568,20 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
     uint8_t lo = 0xff, hi = 0;
     uint32_t done = 0, kept = 0, todo_before = todo;
     const int skip_seq = narrow && !pl->seq_pending[b]; /* after moves that touched none of its pages */
+    uint32_t row_todo = 0, row_off = 0, row_done = 0; /* the last row's */
     for (uint32_t r = b * rows_per_seq; r < (b + 1) * rows_per_seq; r++) {
       /* entries a kept row holds from the last build are resolved already */
       const int32_t from = skip_seq ? pl->indptr[r + 1] : settled ? pl->indptr[r] : pl->fresh[r];
-      const uint32_t todo_row = todo;
+      const uint32_t todo_row = todo, off_row = off_gpu, done_row = done;
       kept += (uint32_t)(from - pl->indptr[r]);
+      if (pl->dsel && r > b * rows_per_seq && from == pl->indptr[r]) { /* device selection: the row is the last one's */
+        const int32_t len = pl->indptr[r + 1] - from, prev = pl->indptr[r - 1];
+        memcpy(out_slot + from, out_slot + prev, sizeof(int32_t) * (size_t)len);
+        memcpy(out_precision + from, out_precision + prev, (size_t)len);
+        todo += row_todo, off_gpu += row_off, done += row_done;
+        if (!settled) pl->row_settled[r] = pl->row_settled[r - 1];
+        continue;
+      }
       for (int32_t e = from; e < pl->indptr[r + 1]; e++) {
         uint8_t stored = precisions[index[e]];
         int32_t slot = gpu_slots[index[e]];
@@ -588,6 +597,7 @@ static void resolve(ikv_runtime *rt, ikv_plan *pl, const ikv_plan_request *req, 
         done++;
       }
       if (!settled) pl->row_settled[r] = todo == todo_row; /* its kept entries were */
+      row_todo = todo - todo_row, row_off = off_gpu - off_row, row_done = done - done_row;
     }
     if (!settled) pl->seq_pending[b] = todo != todo_before;
     if (kept) { /* kept entries: of the one precision their rows had (the last build's rows they continue;
