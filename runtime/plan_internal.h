@@ -39,6 +39,7 @@ typedef struct rt_mark {
 typedef struct rt_seg {
   uint32_t first, end; /* pages [first, end) */
   uint32_t cand_at;    /* query-aware: the index of its first page among the ranked candidates */
+  uint32_t offered;    /* device selection: its pages on the GPU tier, offered as candidates */
   uint16_t sel_lo, sel_hi, cand_lo, cand_hi;
   uint8_t sel_want, cand_want;
 } rt_seg;

@@ -322,10 +322,7 @@ static void chunk_decisions(route *r, int on_device) {
         read += s->end - s->first;
         continue;
       }
-      if (on_device)
-        for (uint32_t i = s->first; i < s->end; i++) read += r->v.gpu_slots[i] != IKV_NO_SLOT;
-      else
-        read += seg_picks(s, picked_by_any(r));
+      read += on_device ? s->offered : seg_picks(s, picked_by_any(r));
     }
     ikv_span_decision *d = &pl->decisions[ch->decision];
     d->pages_selected += read;
@@ -363,9 +360,11 @@ static ikv_status offer_to_device(route *r) {
     return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: %u candidates over the batch; a plan holds %u", base + n,
                    pl->scratch_pages);
   for (uint32_t k = 0; k < r->n_segs; k++) {
-    const rt_seg *s = &pl->segs[k];
+    rt_seg *s = &pl->segs[k];
+    s->offered = 0;
     for (uint32_t i = s->first; competes(s) && i < s->end; i++) {
       if (slots[i] == IKV_NO_SLOT) continue;
+      s->offered++;
       const uint8_t prec = r->v.precisions[i];
       if (r->dsel_first[prec] == UINT32_MAX) r->dsel_first[prec] = pl->n_dsel;
       r->dsel_count[prec]++;
