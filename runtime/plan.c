@@ -134,8 +134,8 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
 
 void ikv_plan_destroy(ikv_plan *pl) {
   if (!pl) return;
-  if (pl->rt && pl->rt->active == pl) ikv_step_end(pl->rt, pl);
-  if (pl->rt && pl->rt->stamped == pl) rt_stamp_plan(pl->rt);
+  if (pl->rt->active == pl) ikv_step_end(pl->rt, pl);
+  if (pl->rt->stamped == pl) rt_stamp_plan(pl->rt);
   pl->rt->be->plan_close(pl); /* waits for uploads from the arrays below */
   PLAN_UPLOADED_BUFFERS(PLAN_FREE_UPLOADED)
   PLAN_HOST_BUFFERS(PLAN_FREE)
@@ -361,8 +361,7 @@ static int32_t settled_prefix(const ikv_plan *pl, uint32_t r, int32_t at, int32_
   return d;
 }
 
-/* Entries [from, from + n) of the plan moved to `to`, every array. */
-static void move_entries(ikv_plan *pl, int32_t from, int32_t to, int32_t n) {
+void plan_move_entries(ikv_plan *pl, int32_t from, int32_t to, int32_t n) {
   if (from == to || !n) return;
 #define MOVE(a) memmove(pl->a + to, pl->a + from, sizeof(*pl->a) * (size_t)n);
   MOVE(page) MOVE(page_index) MOVE(first) MOVE(last) MOVE(want) MOVE(slot) MOVE(precision)
@@ -394,11 +393,11 @@ static void keep_rows(ikv_runtime *rt, ikv_plan *pl, uint32_t rows, uint32_t row
   rt->stamped = NULL;
   for (uint32_t r = rows; r-- > 0;) {
     const int32_t o = old_row(pl, r, rows_per_seq);
-    if (o >= 0 && starts[r] > old[o]) move_entries(pl, old[o], starts[r], keep[r]);
+    if (o >= 0 && starts[r] > old[o]) plan_move_entries(pl, old[o], starts[r], keep[r]);
   }
   for (uint32_t r = 0; r < rows; r++) {
     const int32_t o = old_row(pl, r, rows_per_seq);
-    if (o >= 0 && starts[r] < old[o]) move_entries(pl, old[o], starts[r], keep[r]);
+    if (o >= 0 && starts[r] < old[o]) plan_move_entries(pl, old[o], starts[r], keep[r]);
   }
   if (pl->indptr != starts) memcpy(pl->indptr, starts, sizeof(int32_t) * (rows + 1));
   for (uint32_t r = 0; r < rows; r++) keep[r] += starts[r];
@@ -410,7 +409,7 @@ static void keep_rows(ikv_runtime *rt, ikv_plan *pl, uint32_t rows, uint32_t row
  * leave with the recency that build reserved for them. */
 static void stamp_last(ikv_runtime *rt, ikv_plan *pl, uint32_t n) {
   if (rt->stamped != pl) return;
-  ikv_pt_pages_stamp(rt->pt, pl->page, n, pl->stamp_base);
+  stamp_leaving(rt, pl, 0, (int32_t)n);
   rt->stamped = NULL;
 }
 

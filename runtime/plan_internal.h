@@ -171,6 +171,9 @@ static inline void plan_entry_set(plan_entries o, uint32_t e, ikv_page_id page, 
   o.page[e] = page, o.page_index[e] = page_index, o.first[e] = first, o.last[e] = last, o.want[e] = want;
 }
 
+/* Entries [from, from + n) of the plan moved (or copied) to `to`, every array. */
+void plan_move_entries(ikv_plan *plan, int32_t from, int32_t to, int32_t n);
+
 /* Adds a decision; IKV_E_CAPACITY when the plan's decision buffer is full. */
 ikv_status plan_decide(ikv_plan *plan, ikv_span_decision d, uint32_t *index);
 

@@ -625,9 +625,7 @@ static void push_reserved(route *r) {
  * entries and its reserved entries' places). */
 static void copy_row(ikv_plan *pl, int32_t from) {
   const uint32_t n = pl->n_entries - (uint32_t)from, at = pl->n_entries;
-#define COPY(a) memcpy(pl->a + at, pl->a + from, sizeof(*pl->a) * n);
-  COPY(page) COPY(page_index) COPY(first) COPY(last) COPY(want)
-#undef COPY
+  plan_move_entries(pl, from, (int32_t)at, (int32_t)n);
   const int32_t *prev = pl->dsel_reserved + (size_t)(pl->n_rows - 1) * IKV_PRECISION_COUNT;
   int32_t *reserved = pl->dsel_reserved + (size_t)pl->n_rows * IKV_PRECISION_COUNT;
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) reserved[p] = prev[p] < 0 ? -1 : prev[p] + (int32_t)n;

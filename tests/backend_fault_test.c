@@ -1,8 +1,12 @@
-/* A copy-on-write copy the device refuses: ikv_append fails with the
- * backend's status, rolls back every sequence of the batch, names the copy in
- * its message, and the runtime goes on working. The device is stood in for by
- * the CPU backend with its page copy made to fail (the rollback is the
- * runtime's, the same for every backend). */
+/* Backend faults the runtime must survive, the device stood in for by the
+ * CPU backend with one of its functions made to fail (what the runtime does
+ * then is the same for every backend):
+ * - a copy-on-write copy the device refuses: ikv_append fails with the
+ *   backend's status, rolls back every sequence of the batch, names the copy
+ *   in its message, and the runtime goes on working;
+ * - host memory for a plan's uploaded arrays refused part way: the plan is
+ *   not created, and everything taken is given back. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/runtime_internal.h"
@@ -82,7 +86,47 @@ static void refused_copy_on_write_rolls_back(void **state) {
   ikv_runtime_destroy(rt);
 }
 
+/* host_alloc that refuses once `allow` allocations succeeded, counting what is taken and given back */
+static int allow, taken, given;
+static void *some_host_memory(size_t bytes) {
+  if (allow-- <= 0) return NULL;
+  taken++;
+  return malloc(bytes);
+}
+static void give_host_memory(void *p) {
+  given += p != NULL;
+  free(p);
+}
+
+static void refused_plan_memory_creates_nothing(void **state) {
+  (void)state;
+  ikv_runtime_config c = {.geometry = {.layers = 1, .kv_heads = H, .head_dim = D, .page_size = P},
+                          .q_heads = 4, .max_sequences = 2, .max_batch = 2, .max_plan_pages = 64,
+                          .backend = IKV_BACKEND_CPU};
+  c.capacity[IKV_TIER_GPU][IKV_FP16] = 16;
+  ikv_runtime *rt;
+  assert_int_equal(ikv_runtime_create(&c, &rt), IKV_OK);
+  const rt_backend *cpu = rt->be;
+  rt_backend failing = *cpu;
+  failing.host_alloc = some_host_memory, failing.host_free = give_host_memory;
+  rt->be = &failing;
+  for (int first_refused = 0; first_refused < 6; first_refused++) {
+    allow = first_refused, taken = given = 0;
+    ikv_plan *plan = (ikv_plan *)&plan; /* must be left alone */
+    assert_int_equal(ikv_plan_create(rt, &plan), IKV_E_NO_MEMORY);
+    assert_ptr_equal(plan, (ikv_plan *)&plan);
+    assert_int_equal(taken, first_refused);
+    assert_int_equal(given, taken);
+  }
+  rt->be = cpu;
+  ikv_plan *plan;
+  assert_int_equal(ikv_plan_create(rt, &plan), IKV_OK); /* and the runtime makes plans after */
+  ikv_plan_destroy(plan);
+  ikv_runtime_destroy(rt);
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(refused_copy_on_write_rolls_back)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(refused_copy_on_write_rolls_back),
+                                     cmocka_unit_test(refused_plan_memory_creates_nothing)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
