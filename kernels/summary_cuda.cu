@@ -461,17 +461,30 @@ template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_
   __shared__ uint32_t warp_sums[T / 32 * FORMATS], hist[256];
   __shared__ uint64_t wide[T / 16];
   __shared__ select_pass pass;
+  __shared__ int32_t reserved[FORMATS], group[FORMATS][3]; /* the row's, as in ikv_cuda_selection */
   asm volatile("griddepcontrol.launch_dependents;"); /* the decode after it waits for this grid on entry */
-  const uint32_t row = blockIdx.x, b = row / s.kv_heads, h = row % s.kv_heads;
+  const uint32_t row = blockIdx.x, b = row / s.kv_heads, h = row % s.kv_heads, t = threadIdx.x;
+  /* Everything of the plan's (uploaded before the scores ran) loads before
+   * the wait for the keys, at once: the row's reservations and groups, the
+   * candidates' formats and the first item of each group this thread ends.
+   * Loaded where they were used, their dependent round trips to memory were
+   * most of the kernel's time. */
+  if (t < FORMATS) reserved[t] = s.reserved[row * FORMATS + t];
+  if (t < 3 * FORMATS) group[t / 3][t % 3] = s.groups[row * FORMATS * 3 + t];
   const uint32_t off = s.seq_off[b], n = s.seq_off[b + 1] - off, want = n < s.k ? n : s.k;
-  for (uint32_t i = threadIdx.x; i < n; i += T) prec[i] = s.cand[off + i].precision;
+  for (uint32_t i = t; i < n; i += T) prec[i] = s.cand[off + i].precision;
+  __syncthreads();
+  uint32_t item_begin[FORMATS];
+#pragma unroll
+  for (int p = 0; p < FORMATS; p++)
+    item_begin[p] = group[p][0] >= 0 && t < (uint32_t)group[p][1] ? s.items[group[p][0] + t].begin : 0;
   asm volatile("griddepcontrol.wait;" ::: "memory"); /* the scores' grid done, its keys visible */
   const uint64_t *keys = s.keys + (size_t)s.kv_heads * off + (size_t)h * n;
   uint64_t prefix = 0;
   const int shift = want && want < n ? select_smallest<T>(keys, n, want, hist, wide, &pass, &prefix) : 0;
-  for (uint32_t i = threadIdx.x; i < n; i += T) chosen[i] = want == n || (want && keys[i] >> shift <= prefix >> shift);
+  for (uint32_t i = t; i < n; i += T) chosen[i] = want == n || (want && keys[i] >> shift <= prefix >> shift);
   __syncthreads();
-  const uint32_t per = (n + T - 1) / T, lo = threadIdx.x * per;
+  const uint32_t per = (n + T - 1) / T, lo = t * per;
   const uint32_t hi = lo + per < n ? lo + per : n;
   /* a format's chosen (low 16 bits) and candidates (high 16) in this run: n <= 8,192 */
   uint32_t at[FORMATS], total[FORMATS];
@@ -486,23 +499,23 @@ template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_
     int32_t e = -1;
 #pragma unroll
     for (int p = 0; p < FORMATS; p++) /* registers, not a local array indexed by the format */
-      if (prec[i] == p && s.reserved[row * FORMATS + p] >= 0)
-        e = s.reserved[row * FORMATS + p] + (int32_t)(at[p] & 0xffffu), at[p]++;
+      if (prec[i] == p && reserved[p] >= 0) e = reserved[p] + (int32_t)(at[p] & 0xffffu), at[p]++;
     if (e < 0) continue; /* no entries reserved for its format */
     const ikv_select_candidate c = s.cand[off + i];
     s.page_slot[e] = c.slot, s.page_index[e] = c.page_index, s.first[e] = c.first, s.last[e] = c.last;
   }
+#pragma unroll
   for (int p = 0; p < FORMATS; p++) {
-    const int32_t base = s.reserved[row * FORMATS + p];
+    const int32_t base = reserved[p];
     if (base < 0) continue;
     const uint32_t placed = total[p] & 0xffffu, candidates = total[p] >> 16;
-    const uint32_t reserved = candidates < s.k ? candidates : s.k;
-    for (uint32_t e = placed + threadIdx.x; e < reserved; e += T) s.first[base + e] = 1, s.last[base + e] = 0;
+    const uint32_t count = candidates < s.k ? candidates : s.k;
+    for (uint32_t e = placed + t; e < count; e += T) s.first[base + e] = 1, s.last[base + e] = 0;
     /* the items over the unfilled tail end where the filled part does */
-    const int32_t *g = s.groups + (row * FORMATS + p) * 3;
-    const uint32_t group_end = (uint32_t)g[2], filled_to = group_end - (reserved - placed);
-    for (int32_t i = g[0] + (int32_t)threadIdx.x; g[0] >= 0 && i < g[0] + g[1]; i += T) {
-      const uint32_t begin = s.items[i].begin, cut = begin + s.pages_per_item < group_end ? begin + s.pages_per_item : group_end;
+    const uint32_t group_end = (uint32_t)group[p][2], filled_to = group_end - (count - placed);
+    for (int32_t i = group[p][0] + (int32_t)t; group[p][0] >= 0 && i < group[p][0] + group[p][1]; i += T) {
+      const uint32_t begin = i == group[p][0] + (int32_t)t ? item_begin[p] : s.items[i].begin;
+      const uint32_t cut = begin + s.pages_per_item < group_end ? begin + s.pages_per_item : group_end;
       s.items[i].end = cut < filled_to ? cut : (filled_to > begin ? filled_to : begin);
     }
   }

@@ -6,8 +6,10 @@
  * selection makes it (found and written into a plan's reserved entries,
  * the candidates in four page formats) and, for the host's budgeted
  * selection, as a ranking of the best. Each replay works through
- * ROTATE separate sets of summaries, so a small configuration's summaries
- * come from memory, not from the L2 cache, as they would in a step. */
+ * separate sets of summaries, at least four and together twice the L2
+ * cache, so a small configuration's summaries come from memory, as they do
+ * in a step (whose decodes pass their layers' KV through the L2 between
+ * two selections). */
 #include <stdlib.h>
 
 #include "kernels/summary_cuda.h"
@@ -15,7 +17,8 @@
 #include "tools/bench_select.h"
 #include "tools/bench_util.h"
 
-enum { D = BENCH_HEAD_DIM, P = BENCH_PAGE, HQ = BENCH_Q_HEADS, HKV = BENCH_KV_HEADS, ROTATE = 4, REPLAYS = 20 };
+enum { D = BENCH_HEAD_DIM, P = BENCH_PAGE, HQ = BENCH_Q_HEADS, HKV = BENCH_KV_HEADS, ROTATE_MIN = 4,
+       ROTATE_MAX = 32, REPLAYS = 20 };
 
 typedef enum { SCORE = 1, RANK = 2, TOPK = 4 } stage;
 
@@ -23,15 +26,16 @@ typedef struct selection {
   ikv_geometry g;
   ikv_cuda_summaries sums;
   uint32_t batch, n, want; /* n: candidates a sequence */
-  uint32_t *pages[ROTATE]; /* device: set r's candidate page ids */
+  int sets;                    /* ROTATE_MIN to ROTATE_MAX */
+  uint32_t *pages[ROTATE_MAX]; /* device: set r's candidate page ids */
   uint32_t *seq_off, *seq_off_host;
   float *q;
-  uint64_t *keys[ROTATE];
-  ikv_cuda_selection plan[ROTATE]; /* set r's reserved entries (device) */
+  uint64_t *keys[ROTATE_MAX];
+  ikv_cuda_selection plan[ROTATE_MAX]; /* set r's reserved entries (device) */
 } selection;
 
 static void enqueue(const selection *x, int stages, cudaStream_t s) {
-  for (int r = 0; r < ROTATE; r++) {
+  for (int r = 0; r < x->sets; r++) {
     if (stages & SCORE)
       bench_ikv_ok(NULL,
                    ikv_cuda_page_keys_batch(&x->g, &x->sums, 1, x->pages[r], x->seq_off, x->seq_off_host, x->batch,
@@ -104,7 +108,7 @@ static void free_plan(ikv_cuda_selection *p) {
   cudaFree(p->page_slot), cudaFree(p->page_index), cudaFree(p->first), cudaFree(p->last);
 }
 
-/* GPU time of one selection (one of the ROTATE sets) of the given stages. */
+/* GPU time of one selection (one of the sets) of the given stages. */
 static double time_stages(const selection *x, int stages, cudaStream_t s) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
@@ -112,7 +116,7 @@ static double time_stages(const selection *x, int stages, cudaStream_t s) {
   enqueue(x, stages, s);
   BENCH_CUDA(cudaStreamEndCapture(s, &graph));
   BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  const double us = bench_replay_us(exec, s, REPLAYS) / ROTATE;
+  const double us = bench_replay_us(exec, s, REPLAYS) / x->sets;
   cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
   return us;
 }
@@ -121,8 +125,14 @@ static void bench_one(uint32_t batch, uint32_t ctx, double copy_bw, int json, in
   selection x = {.g = {.layers = 1, .kv_heads = HKV, .head_dim = D, .page_size = P}, .batch = batch, .n = ctx / P};
   x.want = x.n / 8;
   const uint32_t per_set = batch * x.n;
-  const size_t cells = (size_t)per_set * ROTATE * HKV * D;
-  x.sums.pages = per_set * ROTATE;
+  int device, l2 = 0;
+  BENCH_CUDA(cudaGetDevice(&device));
+  BENCH_CUDA(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device));
+  const double set_bytes = 2.0 * per_set * HKV * D * sizeof(uint16_t);
+  x.sets = ROTATE_MIN;
+  while (x.sets < ROTATE_MAX && x.sets * set_bytes < 2.0 * l2) x.sets++;
+  const size_t cells = (size_t)per_set * x.sets * HKV * D;
+  x.sums.pages = per_set * x.sets;
   BENCH_CUDA(cudaMalloc((void **)&x.sums.kmin, sizeof(uint16_t) * cells));
   BENCH_CUDA(cudaMalloc((void **)&x.sums.kmax, sizeof(uint16_t) * cells));
   x.sums.ksum = NULL; /* the bound reads only the extremes */
@@ -131,14 +141,14 @@ static void bench_one(uint32_t batch, uint32_t ctx, double copy_bw, int json, in
   x.seq_off_host = malloc(sizeof(uint32_t) * (batch + 1));
   if (!ids || !x.seq_off_host) bench_cuda_ok(cudaErrorMemoryAllocation, "bench select");
   for (uint32_t b = 0; b <= batch; b++) x.seq_off_host[b] = b * x.n;
-  for (int r = 0; r < ROTATE; r++) {
+  for (int r = 0; r < x.sets; r++) {
     for (uint32_t i = 0; i < per_set; i++) ids[i] = (uint32_t)r * per_set + i;
     BENCH_CUDA(cudaMalloc((void **)&x.pages[r], sizeof(uint32_t) * per_set));
     BENCH_CUDA(cudaMemcpy(x.pages[r], ids, sizeof(uint32_t) * per_set, cudaMemcpyHostToDevice));
     BENCH_CUDA(cudaMalloc((void **)&x.keys[r], sizeof(uint64_t) * per_set * HKV));
   }
   x.seq_off = upload(x.seq_off_host, sizeof(uint32_t) * (batch + 1));
-  for (int r = 0; r < ROTATE; r++) make_plan(&x, r);
+  for (int r = 0; r < x.sets; r++) make_plan(&x, r);
   BENCH_CUDA(cudaMalloc((void **)&x.q, sizeof(float) * batch * HQ * D));
   bench_fill_random_f32(x.q, (size_t)batch * HQ * D, 0, 13);
   cudaStream_t s;
@@ -147,20 +157,20 @@ static void bench_one(uint32_t batch, uint32_t ctx, double copy_bw, int json, in
   BENCH_CUDA(cudaStreamSynchronize(s));
   const double score_us = time_stages(&x, SCORE, s), topk_us = time_stages(&x, TOPK, s);
   const double both_us = time_stages(&x, SCORE | TOPK, s), rank_us = time_stages(&x, RANK, s);
-  const double bytes = 2.0 * per_set * HKV * D * sizeof(uint16_t); /* minima and maxima */
+  const double bytes = set_bytes; /* minima and maxima */
   const double gbs = bytes / (score_us * 1e-6) / 1e9;
   if (json)
     printf("%s{\"part\": \"select\", \"batch\": %u, \"context\": %u, \"candidates\": %u, \"topk\": %u, "
            "\"score_us\": %.2f, \"topk_us\": %.2f, \"select_us\": %.2f, \"rank_us\": %.2f, \"summary_bytes\": %.0f, "
-           "\"score_gbs\": %.1f, \"score_fraction_of_copy\": %.3f}",
-           *first ? "" : ", ", batch, ctx, x.n, x.want, score_us, topk_us, both_us, rank_us, bytes, gbs,
+           "\"summary_sets\": %d, \"score_gbs\": %.1f, \"score_fraction_of_copy\": %.3f}",
+           *first ? "" : ", ", batch, ctx, x.n, x.want, score_us, topk_us, both_us, rank_us, bytes, x.sets, gbs,
            gbs * 1e9 / copy_bw);
   else
     printf("select %5u %7u %6u %5u %10.2f %10.2f %10.2f %10.2f %9.1f %8.0f %6.2f\n", batch, ctx, x.n, x.want,
            score_us, topk_us, both_us, rank_us, bytes / 1e6, gbs, gbs * 1e9 / copy_bw);
   *first = 0;
   cudaStreamDestroy(s);
-  for (int r = 0; r < ROTATE; r++) cudaFree(x.pages[r]), cudaFree(x.keys[r]), free_plan(&x.plan[r]);
+  for (int r = 0; r < x.sets; r++) cudaFree(x.pages[r]), cudaFree(x.keys[r]), free_plan(&x.plan[r]);
   cudaFree(x.sums.kmin), cudaFree(x.sums.kmax), cudaFree(x.seq_off), cudaFree(x.q);
   free(ids), free(x.seq_off_host);
 }
