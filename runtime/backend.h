@@ -79,8 +79,8 @@ typedef struct rt_backend {
   void (*plan_close)(ikv_plan *plan);
   /* host memory for the plan arrays plan_publish sends to the device
    * (CUDA: page-locked, so that the uploads are asynchronous copies) */
-  void *(*host_alloc)(size_t bytes);
-  void (*host_free)(void *p);
+  void *(*host_alloc)(ikv_runtime *rt, size_t bytes);
+  void (*host_free)(ikv_runtime *rt, void *p);
   /* the plan's host arrays may be written again: the last publish's
    * uploads from them are done (NULL: nothing to wait for) */
   ikv_status (*plan_reclaim)(ikv_runtime *rt, ikv_plan *plan);

@@ -153,6 +153,17 @@ static ikv_status cpu_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer
   return st;
 }
 
+/* The plan's uploaded arrays: nothing uploads them here. */
+static void *cpu_host_alloc(ikv_runtime *rt, size_t bytes) {
+  (void)rt;
+  return malloc(bytes);
+}
+
+static void cpu_host_free(ikv_runtime *rt, void *p) {
+  (void)rt;
+  free(p);
+}
+
 const rt_backend rt_backend_cpu = {
     .open = cpu_open,
     .close = cpu_close,
@@ -172,8 +183,8 @@ const rt_backend rt_backend_cpu = {
     .rank_pages = rt_rank_pages,
     .plan_open = cpu_plan_open,
     .plan_close = cpu_plan_close,
-    .host_alloc = malloc,
-    .host_free = free,
+    .host_alloc = cpu_host_alloc,
+    .host_free = cpu_host_free,
     .pages_per_item = cpu_pages_per_item,
     .plan_publish = cpu_plan_publish,
     .decode = cpu_decode,

@@ -27,7 +27,8 @@ enum { PREFETCH_EVENTS = 16, STALL_TIMERS = 16, MOVE_PIECES = 4096 };
 enum { SM_COPY_BELOW = 32768, SM_COPY_BLOCKS_DEMAND = 64, SM_COPY_BLOCKS_PREFETCH = 16, SM_COPY_SLOTS = 8 };
 
 /* Host data bound for the device (or back): pinned staging and a device
- * buffer, grown on demand. */
+ * buffer, both allocated when the runtime is created (never on the step
+ * path), as large as any step needs. */
 struct staged {
   void *h, *d;
   size_t cap;
@@ -42,6 +43,7 @@ struct cuda_state {
   staged slots, precs, pages; /* the step's slot mapping and each token's page (uploaded at append) */
   staged q, keys, candidates; /* page ranking: the queries and candidate pages up, the ranked keys back */
   staged rank_off;            /* a batch ranking's candidates per sequence (CSR offsets) */
+  uint32_t *part_off;         /* [max_batch + 1]: the same for the part of a batch ranked at once */
   ikv_cuda_summaries sum;
   ikv_cuda_move *d_move;
   /* which decode blocks may start alongside the write_kv before them
@@ -98,6 +100,19 @@ bool selects(const ikv_plan *pl) { return pl->dsel && pl->n_dsel; }
 
 bool ok(cudaError_t e) { return e == cudaSuccess; }
 
+/* Every device and page-locked host allocation of the backend, counted in
+ * the runtime's statistics (device_allocations): made when the runtime and
+ * its plans are created, never by a step. */
+bool device_alloc(ikv_runtime *rt, void **p, size_t bytes) {
+  rt->stats.device_allocations++;
+  return ok(cudaMalloc(p, bytes));
+}
+
+bool locked_alloc(ikv_runtime *rt, void **p, size_t bytes, unsigned flags) {
+  rt->stats.device_allocations++;
+  return ok(cudaHostAlloc(p, bytes ? bytes : 1, flags));
+}
+
 bool capturing(void *stream) {
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   cudaStreamIsCapturing((cudaStream_t)stream, &cs);
@@ -136,11 +151,9 @@ ikv_status page_stream(ikv_runtime *rt, cudaStream_t *stream) {
   return st;
 }
 
-ikv_status reserve(staged *st, size_t bytes) {
-  if (bytes <= st->cap) return IKV_OK;
-  cudaFreeHost(st->h), cudaFree(st->d);
-  st->h = st->d = NULL, st->cap = st->bytes = 0;
-  if (!ok(cudaHostAlloc(&st->h, bytes, cudaHostAllocDefault)) || !ok(cudaMalloc(&st->d, bytes))) return IKV_E_CUDA;
+ikv_status staged_open(ikv_runtime *rt, staged *st, size_t bytes) {
+  if (!locked_alloc(rt, &st->h, bytes, cudaHostAllocDefault) || !device_alloc(rt, &st->d, bytes ? bytes : 1))
+    return IKV_E_CUDA;
   st->cap = bytes;
   return IKV_OK;
 }
@@ -150,10 +163,9 @@ void release(staged *st) { cudaFreeHost(st->h), cudaFree(st->d); }
 /* Uploads bytes on the runtime's stream, unless the device holds exactly them. */
 ikv_status stage(cuda_state *s, staged *st, const void *src, size_t bytes) {
   if (!bytes || (bytes == st->bytes && !memcmp(src, st->h, bytes))) return IKV_OK;
+  if (bytes > st->cap) return IKV_E_INVALID; /* the callers' bounds hold this from creation on */
   if (!ok(cudaStreamSynchronize(s->stream))) return IKV_E_CUDA; /* the last upload has left the staging */
   st->bytes = 0;
-  ikv_status r = reserve(st, bytes);
-  if (r != IKV_OK) return r;
   memcpy(st->h, src, bytes);
   if (!ok(cudaStreamWaitEvent(s->stream, s->caller_done, 0)) || /* kernels may still read the old copy */
       !ok(cudaMemcpyAsync(st->d, st->h, bytes, cudaMemcpyHostToDevice, s->stream)) ||
@@ -181,7 +193,7 @@ ikv_status cuda_open(ikv_runtime *rt) {
       !ok(cudaEventCreateWithFlags(&s->ready, cudaEventDisableTiming)) ||
       !ok(cudaEventCreateWithFlags(&s->caller_done, cudaEventDisableTiming)) ||
       !ok(cudaEventCreateWithFlags(&s->moved, cudaEventDisableTiming)) ||
-      !ok(cudaMalloc(&s->d_move, sizeof(ikv_cuda_move))))
+      !device_alloc(rt, (void **)&s->d_move, sizeof(ikv_cuda_move)))
     return IKV_E_CUDA;
   for (int i = 0; i < PREFETCH_EVENTS; i++)
     if (!ok(cudaEventCreateWithFlags(&s->pf_done[i], cudaEventDisableTiming))) return IKV_E_CUDA;
@@ -194,7 +206,7 @@ ikv_status cuda_open(ikv_runtime *rt) {
   s->batch_api = 1;
   if (!ok(cudaDeviceGetAttribute(&s->sm_copy, cudaDevAttrCanUseHostPointerForRegisteredMem, device))) return IKV_E_CUDA;
   if (s->sm_copy) {
-    if (!ok(cudaHostAlloc((void **)&s->ring, sizeof(ikv_copy_piece) * SM_COPY_SLOTS * MOVE_PIECES, cudaHostAllocMapped)))
+    if (!locked_alloc(rt, (void **)&s->ring, sizeof(ikv_copy_piece) * SM_COPY_SLOTS * MOVE_PIECES, cudaHostAllocMapped))
       return IKV_E_CUDA;
     for (int i = 0; i < SM_COPY_SLOTS; i++)
       if (!ok(cudaEventCreateWithFlags(&s->ring_done[i], cudaEventDisableTiming))) return IKV_E_CUDA;
@@ -202,10 +214,26 @@ ikv_status cuda_open(ikv_runtime *rt) {
   if (!s->dsts || !s->srcs || !s->sizes || !s->last_write || !s->waited ||
       ikv_host_tier_open(bus_id, &rt->host) != IKV_OK)
     return IKV_E_NO_MEMORY;
+  /* the step's staging: an append's or write_kv's tokens are at most the
+   * GPU tier's slots; a ranking's candidates are ranked in parts of at most
+   * every page (no sequence holds more), its queries max_batch sequences' */
+  const ikv_geometry *g = &rt->cfg.geometry;
+  const size_t tokens = rt->gpu_tokens, pages = rt->max_pages, batch = rt->cfg.max_batch;
+  s->part_off = (uint32_t *)malloc(sizeof(uint32_t) * (batch + 1));
+  if (!s->part_off) return IKV_E_NO_MEMORY;
+  ikv_status st = staged_open(rt, &s->slots, sizeof(int64_t) * tokens);
+  if (st == IKV_OK) st = staged_open(rt, &s->precs, tokens);
+  if (st == IKV_OK) st = staged_open(rt, &s->pages, sizeof(ikv_page_id) * tokens);
+  if (st == IKV_OK) st = staged_open(rt, &s->candidates, sizeof(ikv_page_id) * pages);
+  if (st == IKV_OK) st = staged_open(rt, &s->keys, sizeof(uint64_t) * g->kv_heads * pages);
+  if (st == IKV_OK) st = staged_open(rt, &s->q, sizeof(float) * batch * rt->cfg.q_heads * g->head_dim);
+  if (st == IKV_OK) st = staged_open(rt, &s->rank_off, sizeof(uint32_t) * (batch + 1));
+  if (st != IKV_OK) return st;
   const size_t cells = (size_t)rt->max_pages * rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
   s->sum.pages = rt->max_pages;
-  if (!ok(cudaMalloc(&s->sum.kmin, sizeof(uint16_t) * cells)) || !ok(cudaMalloc(&s->sum.kmax, sizeof(uint16_t) * cells)) ||
-      !ok(cudaMalloc(&s->sum.ksum, sizeof(float) * cells)))
+  if (!device_alloc(rt, (void **)&s->sum.kmin, sizeof(uint16_t) * cells) ||
+      !device_alloc(rt, (void **)&s->sum.kmax, sizeof(uint16_t) * cells) ||
+      !device_alloc(rt, (void **)&s->sum.ksum, sizeof(float) * cells))
     return IKV_E_CUDA;
   size_t n_pools = (size_t)rt->cfg.geometry.layers * IKV_TIER_COUNT * IKV_PRECISION_COUNT;
   rt->pools = (uint8_t **)calloc(n_pools, sizeof(uint8_t *));
@@ -217,9 +245,10 @@ ikv_status cuda_open(ikv_runtime *rt) {
         if (!bytes) continue;
         void *pool = NULL;
         if (t == IKV_TIER_GPU) {
-          if (!ok(cudaMalloc(&pool, bytes))) return IKV_E_CUDA;
+          if (!device_alloc(rt, &pool, bytes)) return IKV_E_CUDA;
         } else { /* on the GPU's NUMA node, then pinned for DMA */
           if (!(pool = ikv_host_tier_alloc(rt->host, bytes))) return IKV_E_NO_MEMORY;
+          rt->stats.device_allocations++; /* pinned by registering */
           if (!ok(cudaHostRegister(pool, bytes, cudaHostRegisterDefault))) {
             ikv_host_tier_free(rt->host, pool, bytes);
             return IKV_E_CUDA;
@@ -253,7 +282,7 @@ void cuda_close(ikv_runtime *rt) {
   if (!s) return;
   cudaFree(s->d_move), cudaFree(s->sum.kmin), cudaFree(s->sum.kmax), cudaFree(s->sum.ksum);
   release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->keys), release(&s->candidates);
-  release(&s->rank_off);
+  release(&s->rank_off), free(s->part_off);
   free(s->dsts), free(s->srcs), free(s->sizes), free(s->last_write), free(s->waited);
   cudaFreeHost(s->ring);
   for (int i = 0; i < SM_COPY_SLOTS; i++)
@@ -537,12 +566,6 @@ ikv_status cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) 
   return ok(cudaEventRecord(s->ready, stream)) ? IKV_OK : IKV_E_CUDA;
 }
 
-/* The router's ranking: sequence b's candidates pages[seq_off[b],
- * seq_off[b + 1]) and its queries q + b * q_heads * head_dim go up, are
- * scored from the summaries and ranked per KV head on the runtime's stream,
- * one launch each for the whole batch, and every key comes back: one round
- * trip. Rows longer than the GPU sort takes come back unranked and are
- * ranked on the host. */
 /* The first min(want, n) keys of every row (sequence b's rows: kv_heads of
  * n = seq_off[b + 1] - seq_off[b] keys each, from kv_heads * seq_off[b]) to
  * the same places in s->keys.h: one strided copy where every sequence has
@@ -562,8 +585,9 @@ static cudaError_t copy_back_best(cuda_state *s, const uint32_t *seq_off, uint32
   return cudaSuccess;
 }
 
-ikv_status cuda_rank_pages_batch(ikv_runtime *rt, int bound, const ikv_page_id *pages, const uint32_t *seq_off,
-                                 uint32_t batch, const float *q, uint32_t want, uint64_t *keys) {
+/* One part of the ranking (its own offsets, queries and keys). */
+static ikv_status rank_part(ikv_runtime *rt, int bound, const ikv_page_id *pages, const uint32_t *seq_off,
+                            uint32_t batch, const float *q, uint32_t want, uint64_t *keys) {
   cuda_state *s = state(rt);
   const ikv_geometry *g = &rt->cfg.geometry;
   const uint32_t total = seq_off[batch];
@@ -572,7 +596,6 @@ ikv_status cuda_rank_pages_batch(ikv_runtime *rt, int bound, const ikv_page_id *
   ikv_status st = stage(s, &s->candidates, pages, sizeof(ikv_page_id) * total);
   if (st == IKV_OK) st = stage(s, &s->rank_off, seq_off, sizeof(uint32_t) * (batch + 1));
   if (st == IKV_OK) st = stage(s, &s->q, q, sizeof(float) * batch * rt->cfg.q_heads * g->head_dim);
-  if (st == IKV_OK) st = reserve(&s->keys, key_bytes);
   cudaStream_t stream;
   if (st == IKV_OK) st = rt_stream(rt, &stream);
   if (st == IKV_OK)
@@ -607,6 +630,31 @@ ikv_status cuda_rank_pages_batch(ikv_runtime *rt, int bound, const ikv_page_id *
   return IKV_OK;
 }
 
+/* The router's ranking: sequence b's candidates pages[seq_off[b],
+ * seq_off[b + 1]) and its queries q + b * q_heads * head_dim go up, are
+ * scored from the summaries and ranked per KV head on the runtime's stream,
+ * one launch each for a part of the batch, and each row's best come back:
+ * one round trip a part. The parts are as many sequences as the staging
+ * holds the candidates of (a sequence holds at most every page: one part
+ * for every batch but the largest). Rows longer than the GPU sort takes
+ * come back unranked and are ranked on the host. */
+ikv_status cuda_rank_pages_batch(ikv_runtime *rt, int bound, const ikv_page_id *pages, const uint32_t *seq_off,
+                                 uint32_t batch, const float *q, uint32_t want, uint64_t *keys) {
+  cuda_state *s = state(rt);
+  const size_t cap = s->candidates.cap / sizeof(ikv_page_id), q_len = (size_t)rt->cfg.q_heads * rt->cfg.geometry.head_dim;
+  const uint32_t H = rt->cfg.geometry.kv_heads;
+  if (batch > rt->cfg.max_batch) return IKV_E_INVALID;
+  for (uint32_t b0 = 0, b1; b0 < batch; b0 = b1) {
+    for (b1 = b0; b1 < batch && seq_off[b1 + 1] - seq_off[b0] <= cap; b1++) s->part_off[b1 - b0 + 1] = seq_off[b1 + 1] - seq_off[b0];
+    if (b1 == b0) return IKV_E_INVALID; /* a sequence with more candidates than pages */
+    s->part_off[0] = 0;
+    const ikv_status st = rank_part(rt, bound, pages + seq_off[b0], s->part_off, b1 - b0, q + b0 * q_len, want,
+                                    keys + (size_t)H * seq_off[b0]);
+    if (st != IKV_OK) return st;
+  }
+  return IKV_OK;
+}
+
 /* One sequence: a batch of one. */
 ikv_status cuda_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages, uint32_t n, const float *q,
                            uint32_t want, uint64_t *keys) {
@@ -616,12 +664,13 @@ ikv_status cuda_rank_pages(ikv_runtime *rt, int bound, const ikv_page_id *pages,
 
 /* Page-locked host memory: copies from it to the device are asynchronous
  * (from pageable memory the driver stages them, the host waiting). */
-void *cuda_host_alloc(size_t bytes) {
+void *cuda_host_alloc(ikv_runtime *rt, size_t bytes) {
   void *p = NULL;
-  return cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault) == cudaSuccess ? p : NULL;
+  return locked_alloc(rt, &p, bytes, cudaHostAllocDefault) ? p : NULL;
 }
 
-void cuda_host_free(void *p) {
+void cuda_host_free(ikv_runtime *rt, void *p) {
+  (void)rt;
   if (p) cudaFreeHost(p);
 }
 
@@ -635,21 +684,22 @@ ikv_status cuda_plan_open(ikv_runtime *rt, ikv_plan *pl) {
                             sizeof(uint16_t) * E, sizeof(uint16_t) * E, sizeof(int32_t) * pl->cap_batch,
                             sizeof(ikv_work_item) * items, sizeof(int32_t) * E, sizeof(int32_t) * (rows + 1), items};
   for (int i = 0; i < 11; i++)
-    if (!ok(cudaMalloc(&cp->buf[i], bytes[i]))) return IKV_E_CUDA;
-  cp->h_row_items = (int32_t *)cuda_host_alloc(sizeof(int32_t) * (rows + 1));
-  cp->h_item_waits = (uint8_t *)cuda_host_alloc(items);
+    if (!device_alloc(rt, &cp->buf[i], bytes[i])) return IKV_E_CUDA;
+  cp->h_row_items = (int32_t *)cuda_host_alloc(rt, sizeof(int32_t) * (rows + 1));
+  cp->h_item_waits = (uint8_t *)cuda_host_alloc(rt, items);
   cp->h_fresh = (uint8_t *)malloc(WAIT_FLAGS_MAX_ENTRIES);
   if (!cp->h_row_items || !cp->h_item_waits || !cp->h_fresh) return IKV_E_NO_MEMORY;
   if (!ok(cudaEventCreateWithFlags(&cp->uploaded, cudaEventDisableTiming))) return IKV_E_CUDA;
   /* partials: every item, every KV head, every query head of the group */
   cp->ws_bytes = items * g->kv_heads * (rt->cfg.q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
-  if (!ok(cudaMalloc(&cp->ws, cp->ws_bytes))) return IKV_E_CUDA;
+  if (!device_alloc(rt, &cp->ws, cp->ws_bytes)) return IKV_E_CUDA;
   const size_t N = pl->scratch_pages;
-  if (!ok(cudaMalloc(&cp->d_seq_off, sizeof(uint32_t) * (pl->cap_batch + 1))) ||
-      !ok(cudaMalloc(&cp->d_pages, sizeof(uint32_t) * N)) || !ok(cudaMalloc(&cp->d_cand, sizeof(ikv_select_candidate) * N)) ||
-      !ok(cudaMalloc(&cp->d_reserved, sizeof(int32_t) * rows * IKV_PRECISION_COUNT)) ||
-      !ok(cudaMalloc(&cp->d_groups, sizeof(int32_t) * 3 * rows * IKV_PRECISION_COUNT)) ||
-      !ok(cudaMalloc(&cp->d_keys, sizeof(uint64_t) * N * g->kv_heads)))
+  if (!device_alloc(rt, (void **)&cp->d_seq_off, sizeof(uint32_t) * (pl->cap_batch + 1)) ||
+      !device_alloc(rt, (void **)&cp->d_pages, sizeof(uint32_t) * N) ||
+      !device_alloc(rt, (void **)&cp->d_cand, sizeof(ikv_select_candidate) * N) ||
+      !device_alloc(rt, (void **)&cp->d_reserved, sizeof(int32_t) * rows * IKV_PRECISION_COUNT) ||
+      !device_alloc(rt, (void **)&cp->d_groups, sizeof(int32_t) * 3 * rows * IKV_PRECISION_COUNT) ||
+      !device_alloc(rt, (void **)&cp->d_keys, sizeof(uint64_t) * N * g->kv_heads))
     return IKV_E_CUDA;
   return IKV_OK;
 }
@@ -661,7 +711,7 @@ void cuda_plan_close(ikv_plan *pl) {
   for (int i = 0; i < 11; i++) cudaFree(cp->buf[i]);
   cudaFree(cp->ws);
   cudaFree(cp->d_seq_off), cudaFree(cp->d_pages), cudaFree(cp->d_cand), cudaFree(cp->d_reserved), cudaFree(cp->d_groups), cudaFree(cp->d_keys);
-  cuda_host_free(cp->h_row_items), cuda_host_free(cp->h_item_waits), free(cp->h_fresh);
+  cudaFreeHost(cp->h_row_items), cudaFreeHost(cp->h_item_waits), free(cp->h_fresh);
   free(cp);
   pl->dev = NULL;
 }

@@ -306,6 +306,9 @@ typedef struct ikv_runtime_stats {
   uint64_t bytes_h2d, bytes_d2h;                      /* tier moves, all layers */
   double stall_us; /* CUDA: device time of demand fetches, counted once they finish (ikv_step_end
                       polls, never waits); CPU: 0 */
+  uint64_t device_allocations; /* CUDA: device and page-locked host allocations so far, all made by
+                                  ikv_runtime_create and ikv_plan_create (none by a step: staging is
+                                  sized for the largest step then); CPU: 0 */
 } ikv_runtime_stats;
 ikv_status ikv_runtime_get_stats(const ikv_runtime *rt, ikv_runtime_stats *out);
 

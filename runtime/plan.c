@@ -42,7 +42,10 @@ const char *ikv_reason_str(ikv_reason reason) {
   X(run_at) X(old_run_at) X(row_settled) X(old_seq) X(seq_at) X(old_row_precision)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
-#define PLAN_FREE_UPLOADED(field) pl->rt->be->host_free(pl->field);
+#define PLAN_FREE_UPLOADED(field) pl->rt->be->host_free(pl->rt, pl->field);
+
+/* A host array the backend uploads from (its host_alloc). */
+static void *uploaded_alloc(ikv_runtime *rt, size_t bytes) { return rt->be->host_alloc(rt, bytes); }
 
 ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   if (!rt || !out) return IKV_E_NULL;
@@ -57,19 +60,18 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->cap_decisions = rt->cfg.max_batch * (IKV_PLAN_MAX_DECISIONS_PER_SEQ + 3);
   pl->scratch_pages = rt->max_pages;
   size_t E = pl->cap_entries, N = pl->scratch_pages, S = pl->scratch_spans;
-  void *(*alloc)(size_t) = rt->be->host_alloc;
-  pl->indptr = alloc(sizeof(int32_t) * (pl->cap_rows + 1));
-  pl->seq_len = alloc(sizeof(int32_t) * pl->cap_batch);
-  pl->slot = alloc(sizeof(int32_t) * E);
-  pl->page_index = alloc(sizeof(int32_t) * E);
-  pl->precision = alloc(E);
+  pl->indptr = uploaded_alloc(rt, sizeof(int32_t) * (pl->cap_rows + 1));
+  pl->seq_len = uploaded_alloc(rt, sizeof(int32_t) * pl->cap_batch);
+  pl->slot = uploaded_alloc(rt, sizeof(int32_t) * E);
+  pl->page_index = uploaded_alloc(rt, sizeof(int32_t) * E);
+  pl->precision = uploaded_alloc(rt, E);
   pl->want = malloc(E);
-  pl->first = alloc(sizeof(uint16_t) * E);
-  pl->last = alloc(sizeof(uint16_t) * E);
+  pl->first = uploaded_alloc(rt, sizeof(uint16_t) * E);
+  pl->last = uploaded_alloc(rt, sizeof(uint16_t) * E);
   pl->page = malloc(sizeof(ikv_page_id) * E);
   pl->row_precision = malloc(pl->cap_rows);
-  pl->work = alloc(sizeof(ikv_work_item) * (E + (size_t)pl->cap_rows * IKV_PRECISION_COUNT));
-  pl->work_entries = alloc(sizeof(int32_t) * E);
+  pl->work = uploaded_alloc(rt, sizeof(ikv_work_item) * (E + (size_t)pl->cap_rows * IKV_PRECISION_COUNT));
+  pl->work_entries = uploaded_alloc(rt, sizeof(int32_t) * E);
   pl->hints = malloc(sizeof(ikv_page_id) * E);
   pl->decisions = malloc(sizeof(ikv_span_decision) * pl->cap_decisions);
   pl->touched = malloc(sizeof(ikv_page_id) * E);
@@ -88,11 +90,11 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->spans = malloc(sizeof(ikv_span) * S);
   pl->span_ids = malloc(sizeof(ikv_span_id) * S);
   pl->extents = malloc(sizeof(ikv_page_extent) * N);
-  pl->dsel_seq = alloc(sizeof(uint32_t) * (pl->cap_batch + 1));
-  pl->dsel_cand = alloc(sizeof(ikv_select_candidate) * N);
-  pl->dsel_pages = alloc(sizeof(uint32_t) * N);
-  pl->dsel_reserved = alloc(sizeof(int32_t) * pl->cap_rows * IKV_PRECISION_COUNT);
-  pl->dsel_groups = alloc(sizeof(int32_t) * 3 * pl->cap_rows * IKV_PRECISION_COUNT);
+  pl->dsel_seq = uploaded_alloc(rt, sizeof(uint32_t) * (pl->cap_batch + 1));
+  pl->dsel_cand = uploaded_alloc(rt, sizeof(ikv_select_candidate) * N);
+  pl->dsel_pages = uploaded_alloc(rt, sizeof(uint32_t) * N);
+  pl->dsel_reserved = uploaded_alloc(rt, sizeof(int32_t) * pl->cap_rows * IKV_PRECISION_COUNT);
+  pl->dsel_groups = uploaded_alloc(rt, sizeof(int32_t) * 3 * pl->cap_rows * IKV_PRECISION_COUNT);
   pl->reuse_seqs = malloc(sizeof(ikv_seq_id) * pl->cap_batch);
   pl->reuse_version = malloc(sizeof(uint32_t) * pl->cap_batch);
   pl->reuse_pages = malloc(sizeof(uint32_t) * pl->cap_batch);

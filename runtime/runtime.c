@@ -57,8 +57,11 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
       .sinks = config->sinks};
   ikv_pagetable_config pc = {.geometry = *g, .max_sequences = config->max_sequences};
   memcpy(pc.capacity, config->capacity, sizeof(pc.capacity));
+  uint64_t gpu_tokens = 0;
   for (int t = 0; t < IKV_TIER_COUNT; t++)
     for (int p = 0; p < IKV_PRECISION_COUNT; p++) rt->max_pages += config->capacity[t][p];
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++) gpu_tokens += (uint64_t)config->capacity[IKV_TIER_GPU][p] * g->page_size;
+  rt->gpu_tokens = gpu_tokens < UINT32_MAX ? (uint32_t)gpu_tokens : UINT32_MAX; /* a call's count is 32 bits */
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) rt->page_bytes[p] = ikv_page_layer_bytes(g, (ikv_precision)p);
   ikv_status st = ikv_pt_create(&pc, &rt->pt);
   if (st == IKV_OK) st = rt->be->open(rt);
@@ -67,7 +70,8 @@ ikv_status ikv_runtime_create(const ikv_runtime_config *config, ikv_runtime **ou
     rt->fill = calloc(rt->max_pages, sizeof(uint16_t));
     rt->unwritten_layers = calloc(rt->max_pages, sizeof(uint16_t));
     rt->unwritten_plan = calloc(rt->max_pages, sizeof(uint32_t));
-    st = rt->fill && rt->unwritten_layers && rt->unwritten_plan ? IKV_OK : IKV_E_NO_MEMORY;
+    rt->token_pages = malloc(sizeof(ikv_page_id) * (rt->gpu_tokens ? rt->gpu_tokens : 1));
+    st = rt->fill && rt->unwritten_layers && rt->unwritten_plan && rt->token_pages ? IKV_OK : IKV_E_NO_MEMORY;
   }
   if (st != IKV_OK) {
     ikv_runtime_destroy(rt);
@@ -181,16 +185,14 @@ ikv_status ikv_span_hint(ikv_runtime *rt, ikv_seq_id seq, ikv_span_id id) {
   return IKV_OK;
 }
 
-/* rt->token_pages[i]: the page of token i's slot (grown to the largest call,
- * then kept). IKV_E_RANGE for a slot no page on the GPU tier owns. */
+/* rt->token_pages[i]: the page of token i's slot. IKV_E_INVALID for more
+ * tokens than the GPU tier holds (slots repeat), IKV_E_RANGE for a slot no
+ * page on the GPU tier owns. */
 static ikv_status find_token_pages(ikv_runtime *rt, const int64_t *slots, const uint8_t *precs, uint32_t n,
                                    const char *what) {
   const uint32_t P = rt->cfg.geometry.page_size;
-  if (n > rt->cap_token_pages) {
-    ikv_page_id *bigger = realloc(rt->token_pages, sizeof(ikv_page_id) * n);
-    if (!bigger) return rt_fail(rt, IKV_E_NO_MEMORY, "%s: out of memory", what);
-    rt->token_pages = bigger, rt->cap_token_pages = n;
-  }
+  if (n > rt->gpu_tokens)
+    return rt_fail(rt, IKV_E_INVALID, "%s: %u tokens, more than the GPU tier's %u slots", what, n, rt->gpu_tokens);
   for (uint32_t i = 0; i < n; i++) {
     int p = precs[i];
     if (!ikv_precision_valid(p) || slots[i] < 0 ||

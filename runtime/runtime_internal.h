@@ -25,7 +25,9 @@ struct ikv_runtime {
   uint16_t *unwritten_layers; /* [page] */
   uint32_t *unwritten_plan;   /* [page] */
   ikv_page_id *token_pages;               /* write_kv: each token's page (scratch) */
-  uint32_t cap_token_pages;
+  uint32_t gpu_tokens;                    /* tokens the GPU tier holds: the most one append or write_kv
+                                             takes (every such token has a slot there); token_pages and the
+                                             backends' staging hold that many from creation on */
   /* CPU backend: key summaries of score_layer, [page][kv_head][head_dim]
    * (kernels/page_summary.h: fp16 bounds, fp32 sums) */
   uint16_t *kmin, *kmax;

@@ -88,12 +88,14 @@ static void refused_copy_on_write_rolls_back(void **state) {
 
 /* host_alloc that refuses once `allow` allocations succeeded, counting what is taken and given back */
 static int allow, taken, given;
-static void *some_host_memory(size_t bytes) {
+static void *some_host_memory(ikv_runtime *rt, size_t bytes) {
+  (void)rt;
   if (allow-- <= 0) return NULL;
   taken++;
   return malloc(bytes);
 }
-static void give_host_memory(void *p) {
+static void give_host_memory(ikv_runtime *rt, void *p) {
+  (void)rt;
   given += p != NULL;
   free(p);
 }

@@ -6,7 +6,9 @@
  * trip); every layer's decode compared (and the pages the router chose),
  * also right after its layer's write_kv (the decode then starts alongside
  * it, or not once an old page is rewritten), and a CUDA graph of a step's
- * decodes replayed against the eager result. */
+ * decodes replayed against the eager result; no step allocates device or
+ * page-locked memory, and a ranking of more candidates than its staging
+ * holds goes in parts. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdlib.h>
@@ -27,16 +29,30 @@ typedef struct twin { /* the same runtime on both backends */
   test_rng rng;
 } twin;
 
-static void twin_open(twin *t) {
+static ikv_runtime_config twin_config(uint32_t gpu_pages, uint32_t host_pages) {
   ikv_runtime_config c = {.geometry = {.layers = L, .kv_heads = H, .head_dim = D, .page_size = P}, .q_heads = HQ,
                           .max_sequences = 8, .max_batch = 4, .max_plan_pages = 1024};
-  for (int p = 0; p < IKV_PRECISION_COUNT; p++) c.capacity[IKV_TIER_GPU][p] = 64, c.capacity[IKV_TIER_HOST][p] = 32;
+  for (int p = 0; p < IKV_PRECISION_COUNT; p++)
+    c.capacity[IKV_TIER_GPU][p] = gpu_pages, c.capacity[IKV_TIER_HOST][p] = host_pages;
+  return c;
+}
+
+static void twin_open_with(twin *t, ikv_runtime_config c) {
   for (int b = 0; b < 2; b++) {
     c.backend = b ? IKV_BACKEND_CUDA : IKV_BACKEND_CPU;
     assert_int_equal(ikv_runtime_create(&c, &t->rt[b]), IKV_OK);
     assert_int_equal(ikv_plan_create(t->rt[b], &t->plan[b]), IKV_OK);
   }
   t->rng.s = 0x5eed0701;
+}
+
+static void twin_open(twin *t) { twin_open_with(t, twin_config(64, 32)); }
+
+/* Device and page-locked allocations the CUDA twin has made so far. */
+static uint64_t cuda_allocations(const twin *t) {
+  ikv_runtime_stats st;
+  assert_int_equal(ikv_runtime_get_stats(t->rt[1], &st), IKV_OK);
+  return st.device_allocations;
 }
 
 static void twin_close(twin *t) {
@@ -141,6 +157,8 @@ static void cuda_backend_matches_cpu(void **state) {
   require_gpu();
   twin t;
   twin_open(&t);
+  const uint64_t allocated = cuda_allocations(&t); /* by creating the runtime and its plan */
+  assert_true(allocated > 0);
   for (int s = 0; s < 2; s++)
     for (int b = 0; b < 2; b++) assert_int_equal(ikv_seq_create(t.rt[b], IKV_FP16, &t.seq[b][s]), IKV_OK);
   twin_grow(&t, 0, 200);
@@ -216,6 +234,46 @@ static void cuda_backend_matches_cpu(void **state) {
     assert_int_equal(ikv_plan_get_stats(t.plan[1], &ps), IKV_OK);
     assert_true(ps.pages_skipped > 0); /* the scores decided something */
   }
+  /* every kind of step above (prefill, requantize, device selection, tables,
+   * offload and demand fetch, copy-on-write, host-ranked scores, graphs)
+   * without one device or page-locked allocation */
+  assert_int_equal(cuda_allocations(&t), allocated);
+  twin_close(&t);
+}
+
+/* A host-ranked query plan whose candidates outnumber the pages (forks
+ * share theirs: each of four sequences offers all eight pages of the GPU
+ * tier) is ranked in parts, a sequence at a time, and picks what the CPU
+ * backend picks, allocating nothing. */
+static void ranks_more_candidates_than_pages_in_parts(void **state) {
+  (void)state;
+  require_gpu();
+  twin t;
+  ikv_runtime_config c = twin_config(0, 0);
+  c.capacity[IKV_TIER_GPU][IKV_FP16] = 8;
+  twin_open_with(&t, c);
+  const uint64_t allocated = cuda_allocations(&t);
+  for (int b = 0; b < 2; b++) assert_int_equal(ikv_seq_create(t.rt[b], IKV_FP16, &t.seq[b][0]), IKV_OK);
+  twin_grow(&t, 0, 8 * P);
+  for (int b = 0; b < 2; b++)
+    for (int f = 1; f < 4; f++) assert_int_equal(ikv_seq_fork(t.rt[b], t.seq[b][0], &t.seq[b][f]), IKV_OK);
+  float score_q[4 * HQ * D];
+  rng_fill_gauss(&t.rng, score_q, 4 * HQ * D, 1.0f);
+  ikv_plan_request qa0 = router(t.seq[0], 4, 0.0f), qa1 = router(t.seq[1], 4, 0.0f);
+  qa0.router.score_mode = qa1.router.score_mode = IKV_SCORE_QUERY_BOUND;
+  qa0.router.score_q = qa1.router.score_q = score_q;
+  qa0.router.recent_tokens = qa1.router.recent_tokens = 0;
+  qa0.router.topk_pages = qa1.router.topk_pages = 3;
+  twin_step(&t, qa0, qa1, 0);
+  const ikv_decode_plan *v0 = ikv_plan_view(t.plan[0]), *v1 = ikv_plan_view(t.plan[1]);
+  const uint32_t rows = v0->per_kv_head ? v0->batch * H : v0->batch;
+  assert_int_equal(v1->per_kv_head, v0->per_kv_head);
+  assert_memory_equal(v0->indptr, v1->indptr, sizeof(int32_t) * (rows + 1));
+  assert_memory_equal(v0->page_index, v1->page_index, sizeof(int32_t) * v0->indptr[rows]);
+  ikv_plan_stats ps;
+  assert_int_equal(ikv_plan_get_stats(t.plan[1], &ps), IKV_OK);
+  assert_true(ps.pages_skipped > 0);
+  assert_int_equal(cuda_allocations(&t), allocated);
   twin_close(&t);
 }
 
@@ -436,6 +494,7 @@ static void graph_replays_across_steps(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(cuda_backend_matches_cpu),
+                                     cmocka_unit_test(ranks_more_candidates_than_pages_in_parts),
                                      cmocka_unit_test(decodes_follow_their_write_kv),
                                      cmocka_unit_test(graph_replays_across_steps)};
   return cmocka_run_group_tests(tests, NULL, NULL);

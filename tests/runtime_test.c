@@ -463,6 +463,21 @@ static void step_misuse_is_refused(void **state) {
   assert_int_equal(ikv_write_kv(f.rt, 0, k, v, IKV_DTYPE_F32, &stray, &fp16, 1, NULL), IKV_E_RANGE);
   assert_int_equal(ikv_write_kv(f.rt, FX_LAYERS, k, v, IKV_DTYPE_F32, &stray, &fp16, 1, NULL), IKV_E_RANGE);
   assert_true(strlen(ikv_runtime_errmsg(f.rt)) > 0);
+  /* write_kv of more tokens than the GPU tier has slots (so slots repeat),
+   * each one valid: refused by its count; the runtime's buffers for a
+   * step's tokens hold that many from creation on */
+  assert_int_equal(ikv_append(f.rt, &f.ids[a], &one, 1, &slot, &prec), IKV_OK);
+  const uint32_t too_many = IKV_PRECISION_COUNT * 16 * FX_P + 1;
+  int64_t *same = malloc(sizeof(int64_t) * too_many);
+  uint8_t *same_prec = malloc(too_many);
+  for (uint32_t i = 0; i < too_many; i++) same[i] = slot, same_prec[i] = prec;
+  assert_int_equal(ikv_write_kv(f.rt, 0, k, v, IKV_DTYPE_F32, same, same_prec, too_many, NULL), IKV_E_INVALID);
+  assert_non_null(strstr(ikv_runtime_errmsg(f.rt), "more than the GPU tier"));
+  assert_int_equal(ikv_write_kv(f.rt, 0, k, v, IKV_DTYPE_F32, same, same_prec, 1, NULL), IKV_OK);
+  ikv_runtime_stats stats;
+  assert_int_equal(ikv_runtime_get_stats(f.rt, &stats), IKV_OK);
+  assert_int_equal(stats.device_allocations, 0); /* the CPU backend's memory is all host memory */
+  free(same), free(same_prec);
   free(many), free(mprec);
   fx_close(&f);
 }
