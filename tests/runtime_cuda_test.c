@@ -152,6 +152,19 @@ static ikv_plan_request router(const ikv_seq_id *seqs, uint32_t batch, float pre
   return r;
 }
 
+/* The twins' last query-aware plans read the same pages, and the scores
+ * decided something (pages were left out). */
+static void expect_same_picks(const twin *t) {
+  const ikv_decode_plan *v0 = ikv_plan_view(t->plan[0]), *v1 = ikv_plan_view(t->plan[1]);
+  const uint32_t rows = v0->per_kv_head ? v0->batch * H : v0->batch;
+  assert_int_equal(v1->per_kv_head, v0->per_kv_head);
+  assert_memory_equal(v0->indptr, v1->indptr, sizeof(int32_t) * (rows + 1));
+  assert_memory_equal(v0->page_index, v1->page_index, sizeof(int32_t) * v0->indptr[rows]);
+  ikv_plan_stats ps;
+  assert_int_equal(ikv_plan_get_stats(t->plan[1], &ps), IKV_OK);
+  assert_true(ps.pages_skipped > 0);
+}
+
 static void cuda_backend_matches_cpu(void **state) {
   (void)state;
   require_gpu();
@@ -225,14 +238,7 @@ static void cuda_backend_matches_cpu(void **state) {
     qa0.router.score_q = qa1.router.score_q = score_q;
     qa0.router.topk_pages = qa1.router.topk_pages = 2;
     twin_step(&t, qa0, qa1, 0);
-    const ikv_decode_plan *v0 = ikv_plan_view(t.plan[0]), *v1 = ikv_plan_view(t.plan[1]);
-    const uint32_t rows = v0->per_kv_head ? v0->batch * H : v0->batch;
-    assert_int_equal(v1->per_kv_head, v0->per_kv_head);
-    assert_memory_equal(v0->indptr, v1->indptr, sizeof(int32_t) * (rows + 1));
-    assert_memory_equal(v0->page_index, v1->page_index, sizeof(int32_t) * v0->indptr[rows]);
-    ikv_plan_stats ps;
-    assert_int_equal(ikv_plan_get_stats(t.plan[1], &ps), IKV_OK);
-    assert_true(ps.pages_skipped > 0); /* the scores decided something */
+    expect_same_picks(&t);
   }
   /* every kind of step above (prefill, requantize, device selection, tables,
    * offload and demand fetch, copy-on-write, host-ranked scores, graphs)
@@ -265,14 +271,7 @@ static void ranks_more_candidates_than_pages_in_parts(void **state) {
   qa0.router.recent_tokens = qa1.router.recent_tokens = 0;
   qa0.router.topk_pages = qa1.router.topk_pages = 3;
   twin_step(&t, qa0, qa1, 0);
-  const ikv_decode_plan *v0 = ikv_plan_view(t.plan[0]), *v1 = ikv_plan_view(t.plan[1]);
-  const uint32_t rows = v0->per_kv_head ? v0->batch * H : v0->batch;
-  assert_int_equal(v1->per_kv_head, v0->per_kv_head);
-  assert_memory_equal(v0->indptr, v1->indptr, sizeof(int32_t) * (rows + 1));
-  assert_memory_equal(v0->page_index, v1->page_index, sizeof(int32_t) * v0->indptr[rows]);
-  ikv_plan_stats ps;
-  assert_int_equal(ikv_plan_get_stats(t.plan[1], &ps), IKV_OK);
-  assert_true(ps.pages_skipped > 0);
+  expect_same_picks(&t);
   assert_int_equal(cuda_allocations(&t), allocated);
   twin_close(&t);
 }
