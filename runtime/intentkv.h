@@ -112,7 +112,9 @@ ikv_status ikv_append(ikv_runtime *rt, const ikv_seq_id *seqs, const uint32_t *n
                       uint32_t batch, int64_t *slot_mapping, uint8_t *slot_precision);
 
 /* One layer's new K and V ([n_tokens][kv_heads][head_dim] in dtype) into the
- * slots ikv_append returned. stream: a cudaStream_t for CUDA, NULL for CPU. */
+ * slots ikv_append returned. stream: a cudaStream_t for CUDA, NULL for CPU.
+ * IKV_E_RANGE for a slot no page on the GPU tier owns; IKV_E_INVALID for
+ * more tokens than the GPU tier has slots (the most one append returns). */
 ikv_status ikv_write_kv(ikv_runtime *rt, uint32_t layer, const void *k, const void *v,
                         ikv_dtype dtype, const int64_t *slot_mapping,
                         const uint8_t *slot_precision, uint32_t n_tokens, void *stream);
