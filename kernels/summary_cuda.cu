@@ -467,8 +467,8 @@ template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_
   /* Everything of the plan's (uploaded before the scores ran) loads before
    * the wait for the keys, at once: the row's reservations and groups, the
    * candidates' formats and the first item of each group this thread ends.
-   * Loaded where they were used, their dependent round trips to memory were
-   * most of the kernel's time. */
+   * Loaded where they were used, one dependent round trip to memory after
+   * another, they cost 1.7 of 13.4 us at 1 x 32K on H100. */
   if (t < FORMATS) reserved[t] = s.reserved[row * FORMATS + t];
   if (t < 3 * FORMATS) group[t / 3][t % 3] = s.groups[row * FORMATS * 3 + t];
   const uint32_t off = s.seq_off[b], n = s.seq_off[b + 1] - off, want = n < s.k ? n : s.k;
@@ -491,7 +491,7 @@ template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_
 #pragma unroll
   for (int p = 0; p < FORMATS; p++) at[p] = 0;
   /* each candidate's format and choice read once: re-read for every format
-   * they were two thirds of the kernel's instructions (Nsight Compute) */
+   * they were a quarter of the instructions a warp ran (Nsight Compute) */
   for (uint32_t i = lo; i < hi; i++) {
     const uint32_t p = prec[i], add = 0x10000u + chosen[i];
 #pragma unroll
