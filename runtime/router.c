@@ -344,7 +344,6 @@ static ikv_status offer_to_device(route *r) {
   const uint32_t base = pl->n_dsel;
   const int32_t *slots = r->v.gpu_slots;
   mark_candidates(r);
-  memset(r->dsel_count, 0, sizeof(r->dsel_count));
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) r->dsel_first[p] = UINT32_MAX;
   uint32_t n = 0; /* the competing pages; where they might not fit, those on the GPU tier alone */
   for (uint32_t k = 0; k < r->n_segs; k++) n += competes(&pl->segs[k]) ? pl->segs[k].end - pl->segs[k].first : 0;
@@ -359,22 +358,31 @@ static ikv_status offer_to_device(route *r) {
   if (base + n > pl->scratch_pages)
     return rt_fail(rt, IKV_E_CAPACITY, "ikv_plan_build: %u candidates over the batch; a plan holds %u", base + n,
                    pl->scratch_pages);
+  /* the lists' ends and counts in locals: stored through the plan's
+   * pointers they would be reloaded after every store (they may alias) */
+  const ikv_page_id *restrict pages = r->v.pages;
+  const uint8_t *restrict precisions = r->v.precisions;
+  ikv_page_id *restrict dsel_pages = pl->dsel_pages;
+  ikv_select_candidate *restrict cand = pl->dsel_cand;
+  uint32_t *restrict read_stamp = rt->read_stamp;
+  const uint32_t stamp = rt->build_seq;
+  uint32_t at = pl->n_dsel, count[IKV_PRECISION_COUNT] = {0};
   for (uint32_t k = 0; k < r->n_segs; k++) {
     rt_seg *s = &pl->segs[k];
-    s->offered = 0;
+    const uint32_t from = at;
     for (uint32_t i = s->first; competes(s) && i < s->end; i++) {
       if (slots[i] == IKV_NO_SLOT) continue;
-      s->offered++;
-      const uint8_t prec = r->v.precisions[i];
-      if (r->dsel_first[prec] == UINT32_MAX) r->dsel_first[prec] = pl->n_dsel;
-      r->dsel_count[prec]++;
-      pl->dsel_pages[pl->n_dsel] = r->v.pages[i];
-      pl->dsel_cand[pl->n_dsel++] =
-          (ikv_select_candidate){r->v.pages[i], slots[i], (int32_t)i, s->cand_lo, s->cand_hi, prec};
-      rt->read_stamp[r->v.pages[i]] = rt->build_seq; /* the GPU may read it: it stays */
+      const uint8_t prec = precisions[i];
+      if (!count[prec]++) r->dsel_first[prec] = at;
+      dsel_pages[at] = pages[i];
+      cand[at++] = (ikv_select_candidate){pages[i], slots[i], (int32_t)i, s->cand_lo, s->cand_hi, prec};
+      read_stamp[pages[i]] = stamp; /* the GPU may read it: it stays */
     }
+    s->offered = at - from;
   }
-  pl->dsel_seq[r->b + 1] = pl->n_dsel;
+  memcpy(r->dsel_count, count, sizeof(count));
+  pl->n_dsel = at;
+  pl->dsel_seq[r->b + 1] = at;
   chunk_decisions(r, 1);
   return IKV_OK;
 }
