@@ -77,8 +77,9 @@ typedef struct rt_backend {
   /* a plan's buffers on the backend's side */
   ikv_status (*plan_open)(ikv_runtime *rt, ikv_plan *plan);
   void (*plan_close)(ikv_plan *plan);
-  /* host memory for the plan arrays plan_publish sends to the device
-   * (CUDA: page-locked, so that the uploads are asynchronous copies) */
+  /* host memory for the plan arrays plan_publish sends to the device and
+   * the ranked keys rank_pages_batch brings back (CUDA: page-locked, so
+   * that the copies are asynchronous and direct) */
   void *(*host_alloc)(ikv_runtime *rt, size_t bytes);
   void (*host_free)(ikv_runtime *rt, void *p);
   /* the plan's host arrays may be written again: the last publish's

@@ -41,7 +41,9 @@ struct cuda_state {
   cudaEvent_t caller_done;  /* recorded after the caller's write_kv and decode; the runtime's stream waits on it */
   int sm_count;
   staged slots, precs, pages; /* the step's slot mapping and each token's page (uploaded at append) */
-  staged q, keys, candidates; /* page ranking: the queries and candidate pages up, the ranked keys back */
+  staged q, candidates;        /* page ranking: the queries and candidate pages up */
+  uint64_t *keys;              /* device: the ranking's keys; the best come back straight into the
+                                  caller's (the plan's rank_keys: page-locked, from host_alloc) */
   staged rank_off;            /* a batch ranking's candidates per sequence (CSR offsets) */
   uint32_t *part_off;         /* [max_batch + 1]: the same for the part of a batch ranked at once */
   ikv_cuda_summaries sum;
@@ -105,7 +107,7 @@ bool ok(cudaError_t e) { return e == cudaSuccess; }
  * its plans are created, never by a step. */
 bool device_alloc(ikv_runtime *rt, void **p, size_t bytes) {
   rt->stats.device_allocations++;
-  return ok(cudaMalloc(p, bytes));
+  return ok(cudaMalloc(p, bytes ? bytes : 1));
 }
 
 bool locked_alloc(ikv_runtime *rt, void **p, size_t bytes, unsigned flags) {
@@ -152,7 +154,7 @@ ikv_status page_stream(ikv_runtime *rt, cudaStream_t *stream) {
 }
 
 ikv_status staged_open(ikv_runtime *rt, staged *st, size_t bytes) {
-  if (!locked_alloc(rt, &st->h, bytes, cudaHostAllocDefault) || !device_alloc(rt, &st->d, bytes ? bytes : 1))
+  if (!locked_alloc(rt, &st->h, bytes, cudaHostAllocDefault) || !device_alloc(rt, &st->d, bytes))
     return IKV_E_CUDA;
   st->cap = bytes;
   return IKV_OK;
@@ -225,10 +227,10 @@ ikv_status cuda_open(ikv_runtime *rt) {
   if (st == IKV_OK) st = staged_open(rt, &s->precs, tokens);
   if (st == IKV_OK) st = staged_open(rt, &s->pages, sizeof(ikv_page_id) * tokens);
   if (st == IKV_OK) st = staged_open(rt, &s->candidates, sizeof(ikv_page_id) * pages);
-  if (st == IKV_OK) st = staged_open(rt, &s->keys, sizeof(uint64_t) * g->kv_heads * pages);
   if (st == IKV_OK) st = staged_open(rt, &s->q, sizeof(float) * batch * rt->cfg.q_heads * g->head_dim);
   if (st == IKV_OK) st = staged_open(rt, &s->rank_off, sizeof(uint32_t) * (batch + 1));
   if (st != IKV_OK) return st;
+  if (!device_alloc(rt, (void **)&s->keys, sizeof(uint64_t) * g->kv_heads * pages)) return IKV_E_CUDA;
   const size_t cells = (size_t)rt->max_pages * rt->cfg.geometry.kv_heads * rt->cfg.geometry.head_dim;
   s->sum.pages = rt->max_pages;
   if (!device_alloc(rt, (void **)&s->sum.kmin, sizeof(uint16_t) * cells) ||
@@ -281,7 +283,7 @@ void cuda_close(ikv_runtime *rt) {
   ikv_host_tier_close(rt->host);
   if (!s) return;
   cudaFree(s->d_move), cudaFree(s->sum.kmin), cudaFree(s->sum.kmax), cudaFree(s->sum.ksum);
-  release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), release(&s->keys), release(&s->candidates);
+  release(&s->slots), release(&s->precs), release(&s->pages), release(&s->q), cudaFree(s->keys), release(&s->candidates);
   release(&s->rank_off), free(s->part_off);
   free(s->dsts), free(s->srcs), free(s->sizes), free(s->last_write), free(s->waited);
   cudaFreeHost(s->ring);
@@ -568,18 +570,18 @@ ikv_status cuda_copy_summary(ikv_runtime *rt, ikv_page_id dst, ikv_page_id src) 
 
 /* The first min(want, n) keys of every row (sequence b's rows: kv_heads of
  * n = seq_off[b + 1] - seq_off[b] keys each, from kv_heads * seq_off[b]) to
- * the same places in s->keys.h: one strided copy where every sequence has
+ * the same places in keys (host): one strided copy where every sequence has
  * the same n, else one a sequence. */
-static cudaError_t copy_back_best(cuda_state *s, const uint32_t *seq_off, uint32_t batch, uint32_t heads, uint32_t want,
-                                  cudaStream_t stream) {
+static cudaError_t copy_back_best(const cuda_state *s, const uint32_t *seq_off, uint32_t batch, uint32_t heads,
+                                  uint32_t want, uint64_t *keys, cudaStream_t stream) {
   uint32_t same = 1;
   for (uint32_t b = 1; b < batch; b++) same &= seq_off[b + 1] - seq_off[b] == seq_off[1] - seq_off[0];
   for (uint32_t b = 0; b < batch; b += same ? batch : 1) {
     const uint32_t n = seq_off[b + 1] - seq_off[b], w = want < n ? want : n, rows = heads * (same ? batch : 1);
     if (!w) continue;
-    const size_t at = sizeof(uint64_t) * heads * seq_off[b], pitch = sizeof(uint64_t) * n;
-    const cudaError_t e = cudaMemcpy2DAsync((char *)s->keys.h + at, pitch, (const char *)s->keys.d + at, pitch,
-                                            sizeof(uint64_t) * w, rows, cudaMemcpyDeviceToHost, stream);
+    const size_t at = (size_t)heads * seq_off[b], pitch = sizeof(uint64_t) * n;
+    const cudaError_t e = cudaMemcpy2DAsync(keys + at, pitch, s->keys + at, pitch, sizeof(uint64_t) * w, rows,
+                                            cudaMemcpyDeviceToHost, stream);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
@@ -600,28 +602,18 @@ static ikv_status rank_part(ikv_runtime *rt, int bound, const ikv_page_id *pages
   if (st == IKV_OK) st = rt_stream(rt, &stream);
   if (st == IKV_OK)
     st = ikv_cuda_page_keys_batch(g, &s->sum, bound, (const uint32_t *)s->candidates.d, (const uint32_t *)s->rank_off.d,
-                                  seq_off, batch, (const float *)s->q.d, rt->cfg.q_heads, (uint64_t *)s->keys.d, stream);
+                                  seq_off, batch, (const float *)s->q.d, rt->cfg.q_heads, s->keys, stream);
   if (st != IKV_OK) return st;
-  st = ikv_cuda_rank_keys_batch(g->kv_heads, (uint64_t *)s->keys.d, (const uint32_t *)s->rank_off.d, seq_off, batch,
+  st = ikv_cuda_rank_keys_batch(g->kv_heads, s->keys, (const uint32_t *)s->rank_off.d, seq_off, batch,
                                 want, stream);
   const int on_gpu = st == IKV_OK;
   if (!on_gpu && st != IKV_E_UNSUPPORTED) return st;
-  if (on_gpu) { /* each row's best min(want, n) come back, not its whole ranking */
-    if (!ok(copy_back_best(s, seq_off, batch, g->kv_heads, want, stream)) || !ok(cudaStreamSynchronize(stream)))
-      return IKV_E_CUDA;
-    for (uint32_t b = 0; b < batch; b++) {
-      const uint32_t n = seq_off[b + 1] - seq_off[b], w = want < n ? want : n;
-      for (uint32_t h = 0; h < g->kv_heads; h++) {
-        const size_t at = (size_t)g->kv_heads * seq_off[b] + (size_t)h * n;
-        memcpy(keys + at, (const uint64_t *)s->keys.h + at, sizeof(uint64_t) * w);
-      }
-    }
-    return IKV_OK;
-  }
-  if (!ok(cudaMemcpyAsync(s->keys.h, s->keys.d, key_bytes, cudaMemcpyDeviceToHost, stream)) ||
-      !ok(cudaStreamSynchronize(stream)))
+  if (on_gpu) /* each row's best min(want, n) come back, not its whole ranking */
+    return ok(copy_back_best(s, seq_off, batch, g->kv_heads, want, keys, stream)) && ok(cudaStreamSynchronize(stream))
+               ? IKV_OK
+               : IKV_E_CUDA;
+  if (!ok(cudaMemcpyAsync(keys, s->keys, key_bytes, cudaMemcpyDeviceToHost, stream)) || !ok(cudaStreamSynchronize(stream)))
     return IKV_E_CUDA;
-  memcpy(keys, s->keys.h, key_bytes);
   for (uint32_t b = 0; b < batch; b++) {
     const uint32_t n = seq_off[b + 1] - seq_off[b];
     for (uint32_t h = 0; h < g->kv_heads; h++)

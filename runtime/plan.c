@@ -30,22 +30,23 @@ const char *ikv_reason_str(ikv_reason reason) {
 /* ---- the plan object ------------------------------------------------------ */
 
 /* The plan's host buffers: one list for checking their allocation and for
- * freeing them; those the backend uploads come from its host_alloc. */
-#define PLAN_UPLOADED_BUFFERS(X)                                                                               \
+ * freeing them; those the backend copies to or from the device (the plan it
+ * uploads, the ranked keys that come back) come from its host_alloc. */
+#define PLAN_COPIED_BUFFERS(X)                                                                                 \
   X(indptr) X(seq_len) X(slot) X(page_index) X(precision) X(first) X(last) X(work) X(work_entries) X(dsel_seq) \
-  X(dsel_cand) X(dsel_pages) X(dsel_reserved) X(dsel_groups)
+  X(dsel_cand) X(dsel_pages) X(dsel_reserved) X(dsel_groups) X(rank_keys)
 #define PLAN_HOST_BUFFERS(X)                                                                                   \
   X(want) X(page) X(row_precision) X(hints) X(decisions) X(touched) X(touched_stored) X(touched_on_gpu)        \
-  X(page_want) X(segs) X(marks) X(cuts) X(cand_seg) X(picked) X(rank_keys) X(order)              \
+  X(page_want) X(segs) X(marks) X(cuts) X(cand_seg) X(picked) X(order)                          \
   X(span_order) X(chunks) X(spans) X(span_ids) X(extents) X(reuse_seqs) X(reuse_version) X(reuse_pages)        \
   X(old_start) X(fresh) X(seq_pending) X(parted_precision) X(placed) X(parted_indptr) X(runs) X(old_runs)      \
   X(run_at) X(old_run_at) X(row_settled) X(old_seq) X(seq_at) X(old_row_precision)
 #define PLAN_MISSING(field) !pl->field ||
 #define PLAN_FREE(field) free(pl->field);
-#define PLAN_FREE_UPLOADED(field) pl->rt->be->host_free(pl->rt, pl->field);
+#define PLAN_FREE_COPIED(field) pl->rt->be->host_free(pl->rt, pl->field);
 
-/* A host array the backend uploads from (its host_alloc). */
-static void *uploaded_alloc(ikv_runtime *rt, size_t bytes) { return rt->be->host_alloc(rt, bytes); }
+/* A host array the backend copies to or from the device (its host_alloc). */
+static void *copied_alloc(ikv_runtime *rt, size_t bytes) { return rt->be->host_alloc(rt, bytes); }
 
 ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   if (!rt || !out) return IKV_E_NULL;
@@ -60,18 +61,18 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->cap_decisions = rt->cfg.max_batch * (IKV_PLAN_MAX_DECISIONS_PER_SEQ + 3);
   pl->scratch_pages = rt->max_pages;
   size_t E = pl->cap_entries, N = pl->scratch_pages, S = pl->scratch_spans;
-  pl->indptr = uploaded_alloc(rt, sizeof(int32_t) * (pl->cap_rows + 1));
-  pl->seq_len = uploaded_alloc(rt, sizeof(int32_t) * pl->cap_batch);
-  pl->slot = uploaded_alloc(rt, sizeof(int32_t) * E);
-  pl->page_index = uploaded_alloc(rt, sizeof(int32_t) * E);
-  pl->precision = uploaded_alloc(rt, E);
+  pl->indptr = copied_alloc(rt, sizeof(int32_t) * (pl->cap_rows + 1));
+  pl->seq_len = copied_alloc(rt, sizeof(int32_t) * pl->cap_batch);
+  pl->slot = copied_alloc(rt, sizeof(int32_t) * E);
+  pl->page_index = copied_alloc(rt, sizeof(int32_t) * E);
+  pl->precision = copied_alloc(rt, E);
   pl->want = malloc(E);
-  pl->first = uploaded_alloc(rt, sizeof(uint16_t) * E);
-  pl->last = uploaded_alloc(rt, sizeof(uint16_t) * E);
+  pl->first = copied_alloc(rt, sizeof(uint16_t) * E);
+  pl->last = copied_alloc(rt, sizeof(uint16_t) * E);
   pl->page = malloc(sizeof(ikv_page_id) * E);
   pl->row_precision = malloc(pl->cap_rows);
-  pl->work = uploaded_alloc(rt, sizeof(ikv_work_item) * (E + (size_t)pl->cap_rows * IKV_PRECISION_COUNT));
-  pl->work_entries = uploaded_alloc(rt, sizeof(int32_t) * E);
+  pl->work = copied_alloc(rt, sizeof(ikv_work_item) * (E + (size_t)pl->cap_rows * IKV_PRECISION_COUNT));
+  pl->work_entries = copied_alloc(rt, sizeof(int32_t) * E);
   pl->hints = malloc(sizeof(ikv_page_id) * E);
   pl->decisions = malloc(sizeof(ikv_span_decision) * pl->cap_decisions);
   pl->touched = malloc(sizeof(ikv_page_id) * E);
@@ -83,18 +84,18 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->cuts = malloc(sizeof(uint64_t) * (N / 64 + 1));
   pl->cand_seg = malloc(sizeof(uint32_t) * N);
   pl->picked = malloc(sizeof(uint64_t) * (H + 1) * (N / 64 + 1));
-  pl->rank_keys = malloc(sizeof(uint64_t) * H * N);
+  pl->rank_keys = copied_alloc(rt, sizeof(uint64_t) * H * N);
   pl->order = malloc(sizeof(uint32_t) * 2 * N);
   pl->span_order = malloc(sizeof(uint32_t) * 2 * S);
   pl->chunks = malloc(sizeof(*pl->chunks) * (2 * S + 1));
   pl->spans = malloc(sizeof(ikv_span) * S);
   pl->span_ids = malloc(sizeof(ikv_span_id) * S);
   pl->extents = malloc(sizeof(ikv_page_extent) * N);
-  pl->dsel_seq = uploaded_alloc(rt, sizeof(uint32_t) * (pl->cap_batch + 1));
-  pl->dsel_cand = uploaded_alloc(rt, sizeof(ikv_select_candidate) * N);
-  pl->dsel_pages = uploaded_alloc(rt, sizeof(uint32_t) * N);
-  pl->dsel_reserved = uploaded_alloc(rt, sizeof(int32_t) * pl->cap_rows * IKV_PRECISION_COUNT);
-  pl->dsel_groups = uploaded_alloc(rt, sizeof(int32_t) * 3 * pl->cap_rows * IKV_PRECISION_COUNT);
+  pl->dsel_seq = copied_alloc(rt, sizeof(uint32_t) * (pl->cap_batch + 1));
+  pl->dsel_cand = copied_alloc(rt, sizeof(ikv_select_candidate) * N);
+  pl->dsel_pages = copied_alloc(rt, sizeof(uint32_t) * N);
+  pl->dsel_reserved = copied_alloc(rt, sizeof(int32_t) * pl->cap_rows * IKV_PRECISION_COUNT);
+  pl->dsel_groups = copied_alloc(rt, sizeof(int32_t) * 3 * pl->cap_rows * IKV_PRECISION_COUNT);
   pl->reuse_seqs = malloc(sizeof(ikv_seq_id) * pl->cap_batch);
   pl->reuse_version = malloc(sizeof(uint32_t) * pl->cap_batch);
   pl->reuse_pages = malloc(sizeof(uint32_t) * pl->cap_batch);
@@ -112,7 +113,7 @@ ikv_status ikv_plan_create(ikv_runtime *rt, ikv_plan **out) {
   pl->old_runs = malloc(sizeof(rt_run) * E);
   pl->run_at = malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
   pl->old_run_at = malloc(sizeof(uint32_t) * (pl->cap_batch + 1));
-  if (PLAN_UPLOADED_BUFFERS(PLAN_MISSING) PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
+  if (PLAN_COPIED_BUFFERS(PLAN_MISSING) PLAN_HOST_BUFFERS(PLAN_MISSING) 0) {
     ikv_plan_destroy(pl);
     return IKV_E_NO_MEMORY;
   }
@@ -139,7 +140,7 @@ void ikv_plan_destroy(ikv_plan *pl) {
   if (pl->rt->active == pl) ikv_step_end(pl->rt, pl);
   if (pl->rt->stamped == pl) rt_stamp_plan(pl->rt);
   pl->rt->be->plan_close(pl); /* waits for uploads from the arrays below */
-  PLAN_UPLOADED_BUFFERS(PLAN_FREE_UPLOADED)
+  PLAN_COPIED_BUFFERS(PLAN_FREE_COPIED)
   PLAN_HOST_BUFFERS(PLAN_FREE)
   free(pl);
 }

@@ -20,6 +20,17 @@ static ikv_status refuse_copy(ikv_runtime *rt, int32_t src, int32_t dst, ikv_pre
   return IKV_E_CUDA;
 }
 
+/* A CPU runtime of fp16 GPU pages only. */
+static ikv_runtime *cpu_runtime(uint32_t layers, uint32_t max_batch, uint32_t gpu_pages) {
+  ikv_runtime_config c = {.geometry = {.layers = layers, .kv_heads = H, .head_dim = D, .page_size = P},
+                          .q_heads = 4, .max_sequences = max_batch + 1, .max_batch = max_batch, .max_plan_pages = 64,
+                          .backend = IKV_BACKEND_CPU};
+  c.capacity[IKV_TIER_GPU][IKV_FP16] = gpu_pages;
+  ikv_runtime *rt;
+  assert_int_equal(ikv_runtime_create(&c, &rt), IKV_OK);
+  return rt;
+}
+
 static uint32_t tokens_of(ikv_runtime *rt, ikv_seq_id s) {
   ikv_pt_seq_info info;
   assert_int_equal(ikv_pt_seq_get_info(ikv_runtime_pagetable(rt), s, &info), IKV_OK);
@@ -28,12 +39,7 @@ static uint32_t tokens_of(ikv_runtime *rt, ikv_seq_id s) {
 
 static void refused_copy_on_write_rolls_back(void **state) {
   (void)state;
-  ikv_runtime_config c = {.geometry = {.layers = 2, .kv_heads = H, .head_dim = D, .page_size = P},
-                          .q_heads = 4, .max_sequences = 4, .max_batch = 3, .max_plan_pages = 64,
-                          .backend = IKV_BACKEND_CPU};
-  c.capacity[IKV_TIER_GPU][IKV_FP16] = 32;
-  ikv_runtime *rt;
-  assert_int_equal(ikv_runtime_create(&c, &rt), IKV_OK);
+  ikv_runtime *rt = cpu_runtime(2, 3, 32);
   ikv_seq_id seq[3];
   assert_int_equal(ikv_seq_create(rt, IKV_FP16, &seq[0]), IKV_OK);
   assert_int_equal(ikv_seq_create(rt, IKV_FP16, &seq[1]), IKV_OK);
@@ -102,12 +108,7 @@ static void give_host_memory(ikv_runtime *rt, void *p) {
 
 static void refused_plan_memory_creates_nothing(void **state) {
   (void)state;
-  ikv_runtime_config c = {.geometry = {.layers = 1, .kv_heads = H, .head_dim = D, .page_size = P},
-                          .q_heads = 4, .max_sequences = 2, .max_batch = 2, .max_plan_pages = 64,
-                          .backend = IKV_BACKEND_CPU};
-  c.capacity[IKV_TIER_GPU][IKV_FP16] = 16;
-  ikv_runtime *rt;
-  assert_int_equal(ikv_runtime_create(&c, &rt), IKV_OK);
+  ikv_runtime *rt = cpu_runtime(1, 2, 16);
   const rt_backend *cpu = rt->be;
   rt_backend failing = *cpu;
   failing.host_alloc = some_host_memory, failing.host_free = give_host_memory;
