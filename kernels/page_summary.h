@@ -46,14 +46,21 @@ IKV_HD void ikv_summary_fold(uint16_t *mn, uint16_t *mx, float *sum, float x) {
   *sum = IKV_ADD(*sum, x);
 }
 
-/* Scores add over channels in the order a warp sums them: the channels form
- * 4-channel chunks, lane l takes chunks l, l + 32, ... in turn (each chunk's
- * channels in order: one 16-byte load), then the lanes fold in halves (lane l
- * adds lane l + off for off = 16, 8, 4, 2, 1), which is what lane 0 of a
- * shuffle-xor butterfly computes. The host walks the same order, so a warp
- * per page on the GPU gives the host's bits. */
+/* Scores add over channels in the order the GPU's lanes sum them: the
+ * channels form 4-channel chunks, a page's chunks spread over
+ * ikv_summary_lanes(D) lanes, lane l taking chunks l, l + lanes, ... in
+ * turn (each chunk's channels in order: one load), then the lanes fold in
+ * halves (lane l adds lane l + off for off = lanes / 2, ..., 2, 1), which is
+ * what the first lane of a shuffle-xor butterfly computes. Few lanes a page
+ * (a warp scores 32 / lanes pages at once) keep the butterfly's shuffles,
+ * which every lane runs for every query head, short. The host walks the
+ * same order, so the GPU gives the host's bits. */
 #define IKV_SUMMARY_CHUNK 4
-#define IKV_SUMMARY_LANES 32
+#define IKV_SUMMARY_LANES_MAX 32
+
+/* 8 lanes a page up to head_dim 128, 16 up to 256, 32 up to 512: at most
+ * four chunks a lane. */
+IKV_HD uint32_t ikv_summary_lanes(uint32_t D) { return D <= 128 ? 8 : D <= 256 ? 16 : 32; }
 
 /* Host-only helpers (the CPU backend, the CUDA backend's host side). */
 #ifdef __CUDACC__
@@ -62,9 +69,9 @@ IKV_HD void ikv_summary_fold(uint16_t *mn, uint16_t *mx, float *sum, float x) {
 #define IKV_HOST static inline
 #endif
 
-IKV_HOST float ikv_lanes_fold(float *lane) {
-  for (int off = IKV_SUMMARY_LANES / 2; off; off >>= 1)
-    for (int l = 0; l < off; l++) lane[l] = lane[l] + lane[l + off];
+IKV_HOST float ikv_lanes_fold(float *lane, uint32_t lanes) {
+  for (uint32_t off = lanes / 2; off; off >>= 1)
+    for (uint32_t l = 0; l < off; l++) lane[l] = lane[l] + lane[l + off];
   return lane[0];
 }
 
@@ -75,12 +82,13 @@ IKV_HOST float ikv_lanes_fold(float *lane) {
  * zero vector). */
 IKV_HOST float ikv_summary_score(int bound, const uint16_t *mn, const uint16_t *mx, const float *sum, const float *q,
                                  uint32_t group, uint32_t D) {
+  const uint32_t lanes = ikv_summary_lanes(D);
   float best = -INFINITY;
   for (uint32_t j = 0; j < group; j++) {
     const float *qj = q + (size_t)j * D;
-    float a[IKV_SUMMARY_LANES] = {0}, b[IKV_SUMMARY_LANES] = {0}, c2[IKV_SUMMARY_LANES] = {0};
+    float a[IKV_SUMMARY_LANES_MAX] = {0}, b[IKV_SUMMARY_LANES_MAX] = {0}, c2[IKV_SUMMARY_LANES_MAX] = {0};
     for (uint32_t c = 0; c < D; c++) {
-      const uint32_t l = c / IKV_SUMMARY_CHUNK % IKV_SUMMARY_LANES;
+      const uint32_t l = c / IKV_SUMMARY_CHUNK % lanes;
       if (bound) {
         a[l] = a[l] + fmaxf(qj[c] * ikv_f16_to_f32(mn[c]), qj[c] * ikv_f16_to_f32(mx[c]));
       } else {
@@ -91,9 +99,9 @@ IKV_HOST float ikv_summary_score(int bound, const uint16_t *mn, const uint16_t *
     }
     float s;
     if (bound) {
-      s = ikv_lanes_fold(a);
+      s = ikv_lanes_fold(a, lanes);
     } else {
-      const float dot = ikv_lanes_fold(a), qq = ikv_lanes_fold(b), kk = ikv_lanes_fold(c2);
+      const float dot = ikv_lanes_fold(a, lanes), qq = ikv_lanes_fold(b, lanes), kk = ikv_lanes_fold(c2, lanes);
       s = qq > 0.0f && kk > 0.0f ? dot / sqrtf(qq * kk) : 0.0f;
     }
     best = fmaxf(best, s);

@@ -36,11 +36,12 @@ __global__ void __launch_bounds__(THREADS) summarize_kernel(uint32_t P, uint32_t
   }
 }
 
-/* Lane 0's sum of the warp's values, folded as ikv_lanes_fold does. */
-__device__ float warp_fold(float v) {
+/* The first lane's sum of a group of G lanes' values, folded as
+ * ikv_lanes_fold does (the other lanes' sums add in other orders). */
+template <int G> __device__ __forceinline__ float lanes_fold(float v) {
 #pragma unroll
-  for (int off = IKV_SUMMARY_LANES / 2; off; off >>= 1) v = IKV_ADD(v, __shfl_xor_sync(0xffffffffu, v, off));
-  return __shfl_sync(0xffffffffu, v, 0);
+  for (int off = G / 2; off; off >>= 1) v = IKV_ADD(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
 }
 
 /* Two fp16 values (bits, low half first) as floats, exactly. */
@@ -54,93 +55,97 @@ struct segments {
   uint32_t count, n;
 };
 
-/* A warp per (sequence blockIdx.y, KV head, 4 / CH consecutive candidates),
- * in the host's order (kernels/page_summary.h): lane l holds the 4-channel
- * chunks l, l + 32, ... (CH of them) of each page's summary. Every load of a
- * warp is issued before any arithmetic (the page ids in one load, then all
- * pages' summaries), so a warp keeps its whole 2 KB in flight: a warp per
- * page, its loads behind a chain of dependent ones, reached 0.35-0.43 of
- * the copy bandwidth on H100. A kernel per mode (BOUND: Quest's bound from
- * the fp16 minima and maxima; else the mean key's cosine from the sums)
- * holds only its own data in registers. */
-template <int CH, bool BOUND>
-__global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, ikv_cuda_summaries s,
+/* The scores of a block's run of one row's candidates: block (blockIdx.x,
+ * sequence blockIdx.y) takes row (sequence, KV head blockIdx.x / per_head)'s
+ * candidates from (blockIdx.x % per_head) * PAGES_A_BLOCK, a group of G
+ * lanes a candidate (ikv_summary_lanes: lane l of a group holds the
+ * 4-channel chunks l, l + G, ... of the page's summary, at most four), 32 / G
+ * candidates a warp, in the host's order (kernels/page_summary.h). Every
+ * load is issued before any arithmetic: the page ids (loaded before the
+ * wait), then the summaries and the row's queries, which the block shares
+ * through shared memory (loaded per warp inside the loop over query heads
+ * they were one dependent round trip a head). The bound's 4 multiplies,
+ * maxima and adds a channel are most of a score's instructions; a page a
+ * warp spent as many again on the shuffles that fold 32 lanes. A kernel
+ * per mode (BOUND: Quest's bound from the fp16 minima and maxima; else the
+ * mean key's cosine from the sums) holds only its own data in registers. */
+template <int G, bool BOUND>
+__global__ void __launch_bounds__(THREADS) score_kernel(uint32_t H, uint32_t D, uint32_t per_head, ikv_cuda_summaries s,
                                                         const uint32_t *pages, segments sg, const float *q,
                                                         size_t q_stride, uint32_t group, uint64_t *keys) {
-  constexpr int PPW = 4 / CH; /* pages a warp */
-  const uint32_t b = blockIdx.y, lane = threadIdx.x % 32, chunks = D / IKV_SUMMARY_CHUNK;
+  constexpr int PAGES_A_BLOCK = THREADS / G, CPL = 4; /* chunks a lane, at most */
+  extern __shared__ float4 qs[];                      /* [group][D / 4]: the row's queries */
+  const uint32_t b = blockIdx.y, h = blockIdx.x / per_head, chunks = D / IKV_SUMMARY_CHUNK;
   const uint32_t off = sg.off ? sg.off[b] : 0, n = sg.off ? sg.off[b + 1] - off : sg.n;
-  const uint32_t w = blockIdx.x * (THREADS / 32) + threadIdx.x / 32, per_head = (n + PPW - 1) / PPW;
+  const uint32_t i0 = blockIdx.x % per_head * PAGES_A_BLOCK, i = i0 + threadIdx.x / G, gl = threadIdx.x % G;
   /* a programmatic dependent (the selection after it) may launch now: it
    * waits for this grid before it reads the keys */
   asm volatile("griddepcontrol.launch_dependents;");
-  if (w >= per_head * H) return; /* the whole warp */
-  const uint32_t h = w / per_head, i0 = (w % per_head) * PPW;
-  const uint32_t my_page = lane < PPW && i0 + lane < n ? pages[off + i0 + lane] : 0; /* the plan's: uploaded, not computed */
+  if (i0 >= n) return; /* the whole block: a shorter sequence's */
+  const bool have = i < n;
+  const uint32_t page = have ? pages[off + i] : 0; /* the plan's: uploaded, not computed */
   /* launched overlapping the kernel before it, which may write the summaries */
   asm volatile("griddepcontrol.wait;" ::: "memory");
-  uint2 mn16[PPW][CH], mx16[PPW][CH]; /* BOUND: a chunk's fp16 minima, maxima (8 bytes each) */
-  float4 sm[PPW][CH];                 /* else: a chunk's sums */
+  const float4 *qrow = reinterpret_cast<const float4 *>(q + b * q_stride + (size_t)h * group * D);
+  for (uint32_t x = threadIdx.x; x < group * chunks; x += THREADS) qs[x] = qrow[x];
+  const size_t at = ((size_t)page * H + h) * D;
+  uint2 mn16[CPL], mx16[CPL]; /* BOUND: a chunk's fp16 minima, maxima (8 bytes each) */
+  float4 sm[CPL];             /* else: a chunk's sums */
 #pragma unroll
-  for (int p = 0; p < PPW; p++) {
-    const size_t at = ((size_t)__shfl_sync(0xffffffffu, my_page, p) * H + h) * D;
-    const bool page = i0 + p < n;
-#pragma unroll
-    for (int k = 0; k < CH; k++) {
-      const uint32_t c = lane + 32 * k;
-      const bool in = page && c < chunks;
-      if constexpr (BOUND) {
-        mn16[p][k] = in ? reinterpret_cast<const uint2 *>(s.kmin + at)[c] : make_uint2(0u, 0u);
-        mx16[p][k] = in ? reinterpret_cast<const uint2 *>(s.kmax + at)[c] : make_uint2(0u, 0u);
-      } else {
-        sm[p][k] = in ? reinterpret_cast<const float4 *>(s.ksum + at)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      }
+  for (int k = 0; k < CPL; k++) {
+    const uint32_t c = gl + G * k;
+    const bool in = have && c < chunks;
+    if constexpr (BOUND) {
+      mn16[k] = in ? reinterpret_cast<const uint2 *>(s.kmin + at)[c] : make_uint2(0u, 0u);
+      mx16[k] = in ? reinterpret_cast<const uint2 *>(s.kmax + at)[c] : make_uint2(0u, 0u);
+    } else {
+      sm[k] = in ? reinterpret_cast<const float4 *>(s.ksum + at)[c] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
   }
-  float best[PPW];
+  __syncthreads(); /* the queries in shared memory */
+  float lo[CPL][4], hi[CPL][4]; /* BOUND: the bounds as floats, once for every query head */
+  if constexpr (BOUND) {
 #pragma unroll
-  for (int p = 0; p < PPW; p++) best[p] = -INFINITY;
+    for (int k = 0; k < CPL; k++) {
+      const float2 l01 = half2_bits(mn16[k].x), l23 = half2_bits(mn16[k].y);
+      const float2 h01 = half2_bits(mx16[k].x), h23 = half2_bits(mx16[k].y);
+      lo[k][0] = l01.x, lo[k][1] = l01.y, lo[k][2] = l23.x, lo[k][3] = l23.y;
+      hi[k][0] = h01.x, hi[k][1] = h01.y, hi[k][2] = h23.x, hi[k][3] = h23.y;
+    }
+  }
+  float best = -INFINITY;
   for (uint32_t j = 0; j < group; j++) {
-    const float4 *qj = reinterpret_cast<const float4 *>(q + b * q_stride + ((size_t)h * group + j) * D);
-    float4 qv[CH];
+    const float4 *qj = qs + j * chunks;
+    float a = 0.0f, bb = 0.0f, c2 = 0.0f;
 #pragma unroll
-    for (int k = 0; k < CH; k++) qv[k] = lane + 32 * k < chunks ? qj[lane + 32 * k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    for (int k = 0; k < CPL; k++) {
+      const uint32_t c = gl + G * k;
+      if (c >= chunks) break;
+      const float4 qv = qj[c];
+      const float qc[4] = {qv.x, qv.y, qv.z, qv.w};
+      if constexpr (BOUND) {
 #pragma unroll
-    for (int p = 0; p < PPW; p++) {
-      float a = 0.0f, bb = 0.0f, c2 = 0.0f;
+        for (int x = 0; x < 4; x++) a = IKV_ADD(a, fmaxf(IKV_MUL(qc[x], lo[k][x]), IKV_MUL(qc[x], hi[k][x])));
+      } else {
+        const float sc[4] = {sm[k].x, sm[k].y, sm[k].z, sm[k].w};
 #pragma unroll
-      for (int k = 0; k < CH; k++) {
-        if (lane + 32 * k >= chunks) break;
-        const float qc[4] = {qv[k].x, qv[k].y, qv[k].z, qv[k].w};
-        if constexpr (BOUND) {
-          const float2 l01 = half2_bits(mn16[p][k].x), l23 = half2_bits(mn16[p][k].y);
-          const float2 h01 = half2_bits(mx16[p][k].x), h23 = half2_bits(mx16[p][k].y);
-          const float lc[4] = {l01.x, l01.y, l23.x, l23.y}, hc[4] = {h01.x, h01.y, h23.x, h23.y};
-#pragma unroll
-          for (int x = 0; x < 4; x++) a = IKV_ADD(a, fmaxf(IKV_MUL(qc[x], lc[x]), IKV_MUL(qc[x], hc[x])));
-        } else {
-          const float sc[4] = {sm[p][k].x, sm[p][k].y, sm[p][k].z, sm[p][k].w};
-#pragma unroll
-          for (int x = 0; x < 4; x++) {
-            a = IKV_ADD(a, IKV_MUL(qc[x], sc[x]));
-            bb = IKV_ADD(bb, IKV_MUL(qc[x], qc[x]));
-            c2 = IKV_ADD(c2, IKV_MUL(sc[x], sc[x]));
-          }
+        for (int x = 0; x < 4; x++) {
+          a = IKV_ADD(a, IKV_MUL(qc[x], sc[x]));
+          bb = IKV_ADD(bb, IKV_MUL(qc[x], qc[x]));
+          c2 = IKV_ADD(c2, IKV_MUL(sc[x], sc[x]));
         }
       }
-      float score;
-      if constexpr (BOUND) {
-        score = warp_fold(a);
-      } else {
-        const float dot = warp_fold(a), qq = warp_fold(bb), kk = warp_fold(c2);
-        score = qq > 0.0f && kk > 0.0f ? IKV_DIV(dot, IKV_SQRT(IKV_MUL(qq, kk))) : 0.0f;
-      }
-      best[p] = fmaxf(best[p], score);
     }
+    float score;
+    if constexpr (BOUND) {
+      score = lanes_fold<G>(a);
+    } else {
+      const float dot = lanes_fold<G>(a), qq = lanes_fold<G>(bb), kk = lanes_fold<G>(c2);
+      score = qq > 0.0f && kk > 0.0f ? IKV_DIV(dot, IKV_SQRT(IKV_MUL(qq, kk))) : 0.0f;
+    }
+    best = fmaxf(best, score);
   }
-#pragma unroll
-  for (int p = 0; p < PPW; p++)
-    if (lane == (uint32_t)p && i0 + p < n) keys[(size_t)H * off + (size_t)h * n + i0 + p] = ikv_rank_key(best[p], i0 + p);
+  if (gl == 0 && have) keys[(size_t)H * off + (size_t)h * n + i] = ikv_rank_key(best, i);
 }
 
 #define RANK_THREADS 1024
@@ -233,25 +238,30 @@ extern "C" ikv_status ikv_cuda_summarize(const ikv_geometry *g, const ikv_cuda_s
 
 namespace {
 
-template <int CH>
-cudaError_t launch_scores_ch(dim3 grid, cudaStream_t st, const ikv_geometry *g, const ikv_cuda_summaries *s, int bound,
-                             const uint32_t *pages, segments sg, const float *q, size_t q_stride, uint32_t group,
-                             uint64_t *keys) {
-  return ikv_launch(bound ? score_kernel<CH, true> : score_kernel<CH, false>, grid, dim3(THREADS), 0, st, true,
-                    g->kv_heads, g->head_dim, *s, pages, sg, q, q_stride, group, keys);
+template <int G>
+cudaError_t launch_scores_g(dim3 grid, uint32_t per_head, cudaStream_t st, const ikv_geometry *g,
+                            const ikv_cuda_summaries *s, int bound, const uint32_t *pages, segments sg, const float *q,
+                            size_t q_stride, uint32_t group, uint64_t *keys) {
+  const auto kernel = bound ? score_kernel<G, true> : score_kernel<G, false>;
+  const int smem = (int)(sizeof(float) * group * g->head_dim);
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return e;
+  }
+  return ikv_launch(kernel, grid, dim3(THREADS), smem, st, true, g->kv_heads, g->head_dim, per_head, *s, pages, sg, q,
+                    q_stride, group, keys);
 }
 
 ikv_status launch_scores(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound, const uint32_t *pages,
                          segments sg, uint32_t longest, const float *q, size_t q_stride, uint32_t group, uint64_t *keys,
                          void *stream) {
-  /* chunks a lane (head_dim up to 128 each): 1, 2 or 4, and pages a warp */
-  const uint32_t ch = g->head_dim <= 128 ? 1 : g->head_dim <= 256 ? 2 : 4, ppw = 4 / ch;
-  const uint32_t warps = g->kv_heads * ((longest + ppw - 1) / ppw), per_block = THREADS / 32;
-  const dim3 grid((warps + per_block - 1) / per_block, sg.off ? sg.count : 1);
+  const uint32_t G = ikv_summary_lanes(g->head_dim), per_block = THREADS / G;
+  const uint32_t per_head = (longest + per_block - 1) / per_block;
+  const dim3 grid(g->kv_heads * per_head, sg.off ? sg.count : 1);
   cudaStream_t st = (cudaStream_t)stream;
-  const cudaError_t e = ch == 1   ? launch_scores_ch<1>(grid, st, g, s, bound, pages, sg, q, q_stride, group, keys)
-                        : ch == 2 ? launch_scores_ch<2>(grid, st, g, s, bound, pages, sg, q, q_stride, group, keys)
-                                  : launch_scores_ch<4>(grid, st, g, s, bound, pages, sg, q, q_stride, group, keys);
+  const cudaError_t e = G == 8    ? launch_scores_g<8>(grid, per_head, st, g, s, bound, pages, sg, q, q_stride, group, keys)
+                        : G == 16 ? launch_scores_g<16>(grid, per_head, st, g, s, bound, pages, sg, q, q_stride, group, keys)
+                                  : launch_scores_g<32>(grid, per_head, st, g, s, bound, pages, sg, q, q_stride, group, keys);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 
