@@ -344,90 +344,60 @@ namespace {
  * 1,024). */
 constexpr int FORMATS = IKV_PRECISION_COUNT;
 
-/* Exclusive prefixes over the block of K counts a thread (x, replaced), and
- * their totals: one scan for all of them (warp scans, then each warp scans
- * the warps' sums), two block barriers. */
-template <int K, int T>
-__device__ void block_scan(uint32_t (&x)[K], uint32_t (&total)[K], uint32_t *warp_sums /* [warps][K] */) {
-  const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  uint32_t incl[K];
-#pragma unroll
-  for (int k = 0; k < K; k++) {
-    incl[k] = x[k];
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-      const uint32_t y = __shfl_up_sync(0xffffffffu, incl[k], off);
-      if (lane >= (uint32_t)off) incl[k] += y;
-    }
-  }
-  __syncthreads(); /* warp_sums may hold an earlier scan */
-  if (lane == 31)
-#pragma unroll
-    for (int k = 0; k < K; k++) warp_sums[warp * K + k] = incl[k];
-  __syncthreads();
-#pragma unroll
-  for (int k = 0; k < K; k++) {
-    const uint32_t mine = lane < T / 32 ? warp_sums[lane * K + k] : 0;
-    uint32_t w = mine;
-#pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-      const uint32_t y = __shfl_up_sync(0xffffffffu, w, off);
-      if (lane >= (uint32_t)off) w += y;
-    }
-    const uint32_t before = __shfl_sync(0xffffffffu, w - mine, warp);
-    total[k] = __shfl_sync(0xffffffffu, w, 31), x[k] = before + incl[k] - x[k];
-  }
-}
+/* Candidate i of a row sits in lane i % 32 of warp i / 32 % (T / 32), in
+ * round i / T: a warp's 32 consecutive candidates are one "run", so
+ * ballots and matches order them within the run, and runs (at most
+ * IKV_CUDA_RANK_MAX / 32) are ordered by their first candidate. */
+constexpr int MAX_RUNS = IKV_CUDA_RANK_MAX / 32;
 
-/* What the warp that finds a radix-select digit hands to the block. */
-struct select_pass {
-  uint64_t prefix; /* the digits found so far, in place */
-  uint32_t need;   /* keys still wanted among those that share the prefix */
-  int done;        /* the bin of the last digit held exactly those */
-};
+/* Where the boundary bin holds this few keys, one warp ranks them outright
+ * instead of another histogram pass over the row. */
+constexpr uint32_t GATHER = 32;
 
-/* The row's `want` smallest of its n keys (distinct; 0 < want < n): a radix
- * select. The first digit starts at the highest bit in which the row's
- * keys differ (the block's minimum and maximum), so no pass is spent on
- * bits every key shares (float scores of one magnitude share their top
- * byte); then 8-bit digits down, each pass a histogram of the keys that
- * share the digits found so far, until a digit's bin holds exactly the
- * keys still wanted. Lanes with the same digit add to its bin once
+/* The row's want-th smallest of its n keys (distinct; 0 < want < n): a
+ * radix select. The first digit starts at the highest bit in which the
+ * row's keys differ (found on the scores' half, the high 32 bits, unless
+ * every score ties), so no pass is spent on bits every key shares; then
+ * 8-bit digits down, each pass a histogram of the keys that share the
+ * digits found so far. Lanes with the same digit add to its bin once
  * (__match_any_sync): concentrated digits would otherwise serialize on one
- * shared-memory address. Returns the shift below that digit: key x is
- * among the smallest iff x >> shift <= *prefix >> shift. */
+ * shared-memory address. Once the boundary bin holds GATHER keys or fewer,
+ * they are gathered and warp 0 ranks them against each other. Returns the
+ * threshold: a key is among the want smallest iff it is <= the threshold. */
 template <int T>
-__device__ int select_smallest(const uint64_t *keys, uint32_t n, uint32_t want, uint32_t *hist, uint64_t *wide,
-                               select_pass *pass, uint64_t *prefix) {
+__device__ uint64_t select_threshold(const uint64_t *keys, uint32_t n, uint32_t want, uint32_t *hist, uint32_t *wide,
+                                     uint64_t *shared) {
   const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  uint64_t lo = ~0ull, hi = 0;
+  uint32_t lo = ~0u, hi = 0;
   for (uint32_t i = threadIdx.x; i < n; i += T) {
-    const uint64_t x = __ldg(keys + i);
-    lo = x < lo ? x : lo, hi = x > hi ? x : hi;
+    const uint32_t x = __ldg(reinterpret_cast<const uint32_t *>(keys + i) + 1); /* the high half */
+    lo = min(lo, x), hi = max(hi, x);
   }
-  for (int round = 0; round < 2; round++) { /* over the warp, then over the warps' results */
 #pragma unroll
-    for (int off = 16; off; off >>= 1) {
-      const uint64_t l = __shfl_xor_sync(0xffffffffu, lo, off), h = __shfl_xor_sync(0xffffffffu, hi, off);
-      lo = l < lo ? l : lo, hi = h > hi ? h : hi;
-    }
-    if (round) break;
-    if (lane == 0) wide[warp] = lo, wide[T / 32 + warp] = hi;
-    __syncthreads();
-    lo = lane < T / 32 ? wide[lane] : ~0ull, hi = lane < T / 32 ? wide[T / 32 + lane] : 0;
-  }
-  const int top = 63 - __clzll((long long)(lo ^ hi)); /* n > 1 distinct keys: they differ somewhere */
-  int width = top + 1 < 8 ? top + 1 : 8, shift = top + 1 - width;
-  uint64_t pre = top == 63 ? 0 : lo >> (top + 1) << (top + 1);
+  for (int off = 16; off; off >>= 1)
+    lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, off)), hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+  if (lane == 0) wide[warp] = lo, wide[T / 32 + warp] = hi;
+  __syncthreads();
+  lo = lane < T / 32 ? wide[lane] : ~0u, hi = lane < T / 32 ? wide[T / 32 + lane] : 0;
+#pragma unroll
+  for (int off = 16; off; off >>= 1)
+    lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, off)), hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, off));
+  /* every score the same: the ordinals (the low half) decide */
+  const int top = lo != hi ? 63 - __clz((int)(lo ^ hi)) : 31;
+  int width = 8, shift = top + 1 - width;
+  uint64_t pre = top == 63 ? 0 : ((uint64_t)lo << 32) >> (top + 1) << (top + 1); /* the bits all keys share */
   uint32_t need = want;
+  uint32_t *const gathered = hist + 258;
+  uint64_t *const pick = shared, *const list = shared + 1;
   for (;;) {
     for (uint32_t d = threadIdx.x; d < 256; d += T) hist[d] = 0;
+    if (threadIdx.x == 0) *gathered = 0;
     __syncthreads();
     for (uint32_t base = warp * 32; base < n; base += T) { /* warp-uniform trips */
       const uint32_t i = base + lane;
       const uint64_t x = i < n ? __ldg(keys + i) : 0;
       const bool live = i < n && (shift + width == 64 || (x ^ pre) >> (shift + width) == 0);
-      const uint32_t d = live ? (uint32_t)(x >> shift) & ((1u << width) - 1) : 256u;
+      const uint32_t d = live ? (uint32_t)(x >> shift) & 0xffu : 256u;
       const uint32_t peers = __match_any_sync(0xffffffffu, d);
       if (live && lane == (uint32_t)__ffs(peers) - 1) atomicAdd(&hist[d], (uint32_t)__popc(peers));
     }
@@ -446,90 +416,121 @@ __device__ int select_smallest(const uint64_t *keys, uint32_t n, uint32_t want, 
       if (before < need && need <= incl) {
         int d = 0;
         while (before + c[d] < need) before += c[d++];
-        pass->prefix = pre | (uint64_t)(8 * lane + d) << shift;
-        pass->need = need - before;
-        pass->done = c[d] == need - before;
+        pick[0] = pre | (uint64_t)(8 * lane + d) << shift;
+        hist[256] = need - before, hist[257] = c[d];
       }
     }
     __syncthreads();
-    pre = pass->prefix, need = pass->need;
-    if (pass->done || shift == 0) break; /* distinct keys: the last digit's bin holds one */
+    pre = pick[0], need = hist[256];
+    const uint32_t in_bin = hist[257];
+    if (in_bin == need) return pre | ((1ull << shift) - 1); /* the bin holds exactly the keys still wanted */
+    if (in_bin <= GATHER || shift == 0) break;
     width = shift < 8 ? shift : 8, shift -= width;
   }
-  *prefix = pre;
-  return shift;
+  /* the boundary bin's keys (those sharing pre above shift) to shared
+   * memory, in any order; warp 0 finds the need-th smallest among them */
+  for (uint32_t i = threadIdx.x; i < n; i += T) {
+    const uint64_t x = __ldg(keys + i);
+    if ((x ^ pre) >> shift == 0) list[atomicAdd(gathered, 1u)] = x;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const uint32_t m = *gathered;
+    const uint64_t mine = lane < m ? list[lane] : ~0ull;
+    uint32_t below = 0;
+    for (uint32_t j = 0; j < m; j++) below += __shfl_sync(0xffffffffu, mine, j) < mine;
+    if (lane < m && below == need - 1) pick[0] = mine;
+  }
+  __syncthreads();
+  return pick[0];
 }
 
-/* A block per row (b, h): the row's best found, then every thread takes a
- * contiguous run of the candidates, and one scan of a count a page format
- * places each thread's chosen ones after those of the threads before.
- * Where it is launched as a programmatic dependent of the scores, the
- * candidates' formats (uploaded with the plan) load before it waits for
- * their keys. */
+/* A block per row (b, h): the row's threshold found, then each warp run
+ * matches its candidates by (format, chosen): a run's chosen of a format
+ * count into their run's slot, one warp a format turns the slots into
+ * offsets, and each chosen candidate lands after its format's earlier
+ * runs and the lanes before it. Where it is launched as a programmatic
+ * dependent of the scores, the plan's data (uploaded before the scores
+ * ran) loads before it waits for their keys. */
 template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_cuda_selection s) {
-  __shared__ uint8_t chosen[IKV_CUDA_RANK_MAX], prec[IKV_CUDA_RANK_MAX];
-  __shared__ uint32_t warp_sums[T / 32 * FORMATS], hist[256];
-  __shared__ uint64_t wide[T / 16];
-  __shared__ select_pass pass;
+  static_assert(T / 32 >= FORMATS, "a warp a format scans the runs");
+  __shared__ uint8_t prec[IKV_CUDA_RANK_MAX];
+  __shared__ uint32_t run_count[MAX_RUNS][FORMATS], candidates[FORMATS], chosen_total[FORMATS];
+  __shared__ uint32_t hist[259], wide[T / 16]; /* 256 bins, then the pick's need and bin count, the gathered count */
+  __shared__ uint64_t shared[1 + GATHER];
   __shared__ int32_t reserved[FORMATS], group[FORMATS][3]; /* the row's, as in ikv_cuda_selection */
   asm volatile("griddepcontrol.launch_dependents;"); /* the decode after it waits for this grid on entry */
   const uint32_t row = blockIdx.x, b = row / s.kv_heads, h = row % s.kv_heads, t = threadIdx.x;
-  /* Everything of the plan's (uploaded before the scores ran) loads before
-   * the wait for the keys, at once: the row's reservations and groups, the
-   * candidates' formats and the first item of each group this thread ends.
-   * Loaded where they were used, one dependent round trip to memory after
-   * another, they cost 1.7 of 13.4 us at 1 x 32K on H100. */
-  if (t < FORMATS) reserved[t] = s.reserved[row * FORMATS + t];
+  const uint32_t lane = t & 31, warp = t >> 5;
+  /* Everything of the plan's loads before the wait for the keys, at once:
+   * the row's reservations and groups, the candidates' formats and the
+   * first item of each group this thread's warp ends. Loaded where they were used,
+   * one dependent round trip to memory after another, they cost 1.7 of
+   * 13.4 us at 1 x 32K on H100. */
+  if (t < FORMATS) reserved[t] = s.reserved[row * FORMATS + t], candidates[t] = 0;
   if (t < 3 * FORMATS) group[t / 3][t % 3] = s.groups[row * FORMATS * 3 + t];
   const uint32_t off = s.seq_off[b], n = s.seq_off[b + 1] - off, want = n < s.k ? n : s.k;
   for (uint32_t i = t; i < n; i += T) prec[i] = s.cand[off + i].precision;
+  for (uint32_t x = t; x < (n + 31) / 32 * FORMATS; x += T) (&run_count[0][0])[x] = 0;
   __syncthreads();
-  uint32_t item_begin[FORMATS];
-#pragma unroll
-  for (int p = 0; p < FORMATS; p++)
-    item_begin[p] = group[p][0] >= 0 && t < (uint32_t)group[p][1] ? s.items[group[p][0] + t].begin : 0;
+  /* warp p ends format p's items: lane l's first */
+  const bool ends = warp < FORMATS && group[warp][0] >= 0 && lane < (uint32_t)group[warp][1];
+  const uint32_t item_begin = ends ? s.items[group[warp][0] + lane].begin : 0;
   asm volatile("griddepcontrol.wait;" ::: "memory"); /* the scores' grid done, its keys visible */
   const uint64_t *keys = s.keys + (size_t)s.kv_heads * off + (size_t)h * n;
-  uint64_t prefix = 0;
-  const int shift = want && want < n ? select_smallest<T>(keys, n, want, hist, wide, &pass, &prefix) : 0;
-  for (uint32_t i = t; i < n; i += T) chosen[i] = want == n || (want && keys[i] >> shift <= prefix >> shift);
+  const uint64_t threshold =
+      want == n ? ~0ull : want ? select_threshold<T>(keys, n, want, hist, wide, shared) : 0;
+  const bool any = want != 0;
+  /* a run's lanes grouped by (format, chosen); lane masks below each lane */
+  const uint32_t below = (1u << lane) - 1;
+  for (uint32_t base = warp * 32; base < n; base += T) {
+    const uint32_t i = base + lane;
+    const bool in = i < n;
+    const uint32_t p = in ? prec[i] : 0, c = in && any && __ldg(keys + i) <= threshold;
+    const uint32_t peers = __match_any_sync(0xffffffffu, in ? p << 1 | c : ~0u);
+    if (in && (peers & below) == 0 && p < FORMATS) { /* the group's first lane */
+      atomicAdd(&candidates[p], (uint32_t)__popc(peers));
+      if (c) run_count[base / 32][p] = (uint32_t)__popc(peers);
+    }
+  }
   __syncthreads();
-  const uint32_t per = (n + T - 1) / T, lo = t * per;
-  const uint32_t hi = lo + per < n ? lo + per : n;
-  /* a format's chosen (low 16 bits) and candidates (high 16) in this run: n <= 8,192 */
-  uint32_t at[FORMATS], total[FORMATS];
+  if (warp < FORMATS) { /* warp p: format p's runs to exclusive offsets, lane l over a stretch of runs */
+    const uint32_t runs = (n + 31) / 32, per = (runs + 31) / 32, lo = lane * per;
+    const uint32_t hi = lo + per < runs ? lo + per : runs;
+    uint32_t sum = 0;
+    for (uint32_t r = lo; r < hi; r++) sum += run_count[r][warp];
+    uint32_t incl = sum;
 #pragma unroll
-  for (int p = 0; p < FORMATS; p++) at[p] = 0;
-  /* each candidate's format and choice read once: re-read for every format
-   * they were a quarter of the instructions a warp ran (Nsight Compute) */
-  for (uint32_t i = lo; i < hi; i++) {
-    const uint32_t p = prec[i], add = 0x10000u + chosen[i];
-#pragma unroll
-    for (int f = 0; f < FORMATS; f++) at[f] += p == (uint32_t)f ? add : 0u;
+    for (int o = 1; o < 32; o <<= 1) {
+      const uint32_t y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= (uint32_t)o) incl += y;
+    }
+    uint32_t at = incl - sum;
+    for (uint32_t r = lo; r < hi; r++) {
+      const uint32_t x = run_count[r][warp];
+      run_count[r][warp] = at, at += x;
+    }
+    if (lane == 31) chosen_total[warp] = incl;
   }
-  block_scan<FORMATS, T>(at, total, warp_sums);
-  for (uint32_t i = lo; i < hi; i++) {
-    const uint32_t p = prec[i];
-    if (!chosen[i] || p >= FORMATS || reserved[p] < 0) continue; /* no entries reserved for its format */
-    uint32_t placed = 0;
-#pragma unroll
-    for (int f = 0; f < FORMATS; f++) /* registers, not a local array indexed by the format */
-      if (p == (uint32_t)f) placed = at[f] & 0xffffu, at[f]++;
-    const int32_t e = reserved[p] + (int32_t)placed;
-    const ikv_select_candidate c = s.cand[off + i];
-    s.page_slot[e] = c.slot, s.page_index[e] = c.page_index, s.first[e] = c.first, s.last[e] = c.last;
+  __syncthreads();
+  for (uint32_t base = warp * 32; base < n; base += T) {
+    const uint32_t i = base + lane;
+    const bool in = i < n;
+    const uint32_t p = in ? prec[i] : 0, c = in && any && __ldg(keys + i) <= threshold;
+    const uint32_t peers = __match_any_sync(0xffffffffu, in ? p << 1 | c : ~0u);
+    if (!c || p >= FORMATS || reserved[p] < 0) continue; /* no entries reserved for its format */
+    const int32_t e = reserved[p] + (int32_t)(run_count[base / 32][p] + __popc(peers & below));
+    const ikv_select_candidate x = s.cand[off + i];
+    s.page_slot[e] = x.slot, s.page_index[e] = x.page_index, s.first[e] = x.first, s.last[e] = x.last;
   }
-#pragma unroll
-  for (int p = 0; p < FORMATS; p++) {
+  if (warp < FORMATS && reserved[warp] >= 0) { /* warp p: format p's unfilled entries and its items */
+    const uint32_t p = warp, placed = chosen_total[p], count = candidates[p] < s.k ? candidates[p] : s.k;
     const int32_t base = reserved[p];
-    if (base < 0) continue;
-    const uint32_t placed = total[p] & 0xffffu, candidates = total[p] >> 16;
-    const uint32_t count = candidates < s.k ? candidates : s.k;
-    for (uint32_t e = placed + t; e < count; e += T) s.first[base + e] = 1, s.last[base + e] = 0;
+    for (uint32_t e = placed + lane; e < count; e += 32) s.first[base + e] = 1, s.last[base + e] = 0;
     /* the items over the unfilled tail end where the filled part does */
     const uint32_t group_end = (uint32_t)group[p][2], filled_to = group_end - (count - placed);
-    for (int32_t i = group[p][0] + (int32_t)t; group[p][0] >= 0 && i < group[p][0] + group[p][1]; i += T) {
-      const uint32_t begin = i == group[p][0] + (int32_t)t ? item_begin[p] : s.items[i].begin;
+    for (int32_t i = group[p][0] + (int32_t)lane; group[p][0] >= 0 && i < group[p][0] + group[p][1]; i += 32) {
+      const uint32_t begin = i == group[p][0] + (int32_t)lane ? item_begin : s.items[i].begin;
       const uint32_t cut = begin + s.pages_per_item < group_end ? begin + s.pages_per_item : group_end;
       s.items[i].end = cut < filled_to ? cut : (filled_to > begin ? filled_to : begin);
     }
