@@ -70,7 +70,8 @@ struct segments {
  * per mode (BOUND: Quest's bound from the fp16 minima and maxima; else the
  * mean key's cosine from the sums) holds only its own data in registers. */
 template <int G, bool BOUND, bool FULL, int MIN_BLOCKS>
-__global__ void __launch_bounds__(THREADS, MIN_BLOCKS) score_kernel(uint32_t H, uint32_t D, uint32_t per_head, ikv_cuda_summaries s,
+__global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
+    score_kernel(uint32_t H, uint32_t D, uint32_t per_head, ikv_cuda_summaries s,
                                                         const uint32_t *pages, segments sg, const float *q,
                                                         size_t q_stride, uint32_t group, uint64_t *keys) {
   constexpr int PAGES_A_BLOCK = THREADS / G, CPL = 4; /* chunks a lane, at most */
@@ -278,9 +279,8 @@ ikv_status launch_scores(const ikv_geometry *g, const ikv_cuda_summaries *s, int
   const uint32_t per_head = (longest + per_block - 1) / per_block;
   const dim3 grid(g->kv_heads * per_head, sg.off ? sg.count : 1);
   cudaStream_t st = (cudaStream_t)stream;
-  const cudaError_t e = G == 8    ? launch_scores_g<8>(grid, per_head, st, g, s, bound, pages, sg, q, q_stride, group, keys)
-                        : G == 16 ? launch_scores_g<16>(grid, per_head, st, g, s, bound, pages, sg, q, q_stride, group, keys)
-                                  : launch_scores_g<32>(grid, per_head, st, g, s, bound, pages, sg, q, q_stride, group, keys);
+  const auto launch = G == 8 ? launch_scores_g<8> : G == 16 ? launch_scores_g<16> : launch_scores_g<32>;
+  const cudaError_t e = launch(grid, per_head, st, g, s, bound, pages, sg, q, q_stride, group, keys);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 
@@ -364,9 +364,9 @@ namespace {
 constexpr int FORMATS = IKV_PRECISION_COUNT;
 
 /* Candidate i of a row sits in lane i % 32 of warp i / 32 % (T / 32), in
- * round i / T: a warp's 32 consecutive candidates are one "run", so
- * ballots and matches order them within the run, and runs (at most
- * IKV_CUDA_RANK_MAX / 32) are ordered by their first candidate. */
+ * round i / T: a warp's 32 consecutive candidates are one "run", so a
+ * match orders them within the run, and runs (at most IKV_CUDA_RANK_MAX /
+ * 32) are ordered by their first candidate. */
 constexpr int MAX_RUNS = IKV_CUDA_RANK_MAX / 32;
 
 /* Where the boundary bin holds this few keys, one warp ranks them outright
@@ -380,9 +380,10 @@ constexpr uint32_t GATHER = 32;
  * 8-bit digits down, each pass a histogram of the keys that share the
  * digits found so far (an atomic add a key: grouping a warp's equal digits
  * with __match_any_sync first cost more than the collisions it saved, 1.1
- * of 8.1 us at 1 x 32K on H100). Once the boundary bin holds GATHER keys or fewer,
- * they are gathered and warp 0 ranks them against each other. Returns the
- * threshold: a key is among the want smallest iff it is <= the threshold. */
+ * of 8.1 us at 1 x 32K on H100). Once the boundary bin holds GATHER keys
+ * or fewer, they are gathered and warp 0 ranks them against each other.
+ * Returns the threshold: a key is among the want smallest iff it is <= the
+ * threshold. */
 template <int T>
 __device__ uint64_t select_threshold(const uint64_t *keys, uint32_t n, uint32_t want, uint32_t *hist, uint32_t *wide,
                                      uint64_t *shared) {
