@@ -55,9 +55,9 @@ struct segments {
   uint32_t count, n;
 };
 
-/* The scores of a block's run of one row's candidates: block (blockIdx.x,
- * sequence blockIdx.y) takes row (sequence, KV head blockIdx.x / per_head)'s
- * candidates from (blockIdx.x % per_head) * PAGES_A_BLOCK, a group of G
+/* The scores of a block's run of one row's candidates: block (x, KV head
+ * blockIdx.y, sequence blockIdx.z) takes the row's candidates from
+ * x * PAGES_A_BLOCK, a group of G
  * lanes a candidate (ikv_summary_lanes: lane l of a group holds the
  * 4-channel chunks l, l + G, ... of the page's summary, at most four), 32 / G
  * candidates a warp, in the host's order (kernels/page_summary.h). Every
@@ -71,14 +71,14 @@ struct segments {
  * mean key's cosine from the sums) holds only its own data in registers. */
 template <int G, bool BOUND, bool FULL, int MIN_BLOCKS>
 __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
-    score_kernel(uint32_t H, uint32_t D, uint32_t per_head, ikv_cuda_summaries s,
+    score_kernel(uint32_t H, uint32_t D, ikv_cuda_summaries s,
                                                         const uint32_t *pages, segments sg, const float *q,
                                                         size_t q_stride, uint32_t group, uint64_t *keys) {
   constexpr int PAGES_A_BLOCK = THREADS / G, CPL = 4; /* chunks a lane, at most */
   extern __shared__ float4 qs[];                      /* [group][D / 4]: the row's queries */
-  const uint32_t b = blockIdx.y, h = blockIdx.x / per_head, chunks = D / IKV_SUMMARY_CHUNK;
+  const uint32_t b = blockIdx.z, h = blockIdx.y, chunks = D / IKV_SUMMARY_CHUNK;
   const uint32_t off = sg.off ? sg.off[b] : 0, n = sg.off ? sg.off[b + 1] - off : sg.n;
-  const uint32_t i0 = blockIdx.x % per_head * PAGES_A_BLOCK, i = i0 + threadIdx.x / G, gl = threadIdx.x % G;
+  const uint32_t i0 = blockIdx.x * PAGES_A_BLOCK, i = i0 + threadIdx.x / G, gl = threadIdx.x % G;
   /* a programmatic dependent (the selection after it) may launch now: it
    * waits for this grid before it reads the keys */
   asm volatile("griddepcontrol.launch_dependents;");
@@ -88,6 +88,7 @@ __global__ void __launch_bounds__(THREADS, MIN_BLOCKS)
   /* launched overlapping the kernel before it, which may write the summaries */
   asm volatile("griddepcontrol.wait;" ::: "memory");
   const float4 *qrow = reinterpret_cast<const float4 *>(q + b * q_stride + (size_t)h * group * D);
+#pragma unroll 1
   for (uint32_t x = threadIdx.x; x < group * chunks; x += THREADS) qs[x] = qrow[x];
   const size_t at = ((size_t)page * H + h) * D;
   uint2 mn16[CPL], mx16[CPL]; /* BOUND: a chunk's fp16 minima, maxima (8 bytes each) */
@@ -246,7 +247,7 @@ auto pick_score_kernel(int bound, bool full) -> decltype(&score_kernel<G, true, 
 }
 
 template <int G>
-cudaError_t launch_scores_g(dim3 grid, uint32_t per_head, cudaStream_t st, const ikv_geometry *g,
+cudaError_t launch_scores_g(dim3 grid, cudaStream_t st, const ikv_geometry *g,
                             const ikv_cuda_summaries *s, int bound, const uint32_t *pages, segments sg, const float *q,
                             size_t q_stride, uint32_t group, uint64_t *keys) {
   /* every lane four chunks (head_dim 128, 256, 512): no guard a chunk */
@@ -262,25 +263,24 @@ cudaError_t launch_scores_g(dim3 grid, uint32_t per_head, cudaStream_t st, const
   if (!sms) return cudaErrorInvalidDevice;
   const cudaError_t oe = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, roomy, THREADS, smem);
   if (oe != cudaSuccess) return oe;
-  const bool one_wave = (size_t)grid.x * grid.y <= (size_t)resident * sms;
+  const bool one_wave = (size_t)grid.x * grid.y * grid.z <= (size_t)resident * sms;
   const auto kernel = one_wave ? roomy : pick_score_kernel<G, 5>(bound, full);
   if (smem > 48 * 1024) {
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
     if (e != cudaSuccess) return e;
   }
-  return ikv_launch(kernel, grid, dim3(THREADS), smem, st, true, g->kv_heads, g->head_dim, per_head, *s, pages, sg, q,
-                    q_stride, group, keys);
+  return ikv_launch(kernel, grid, dim3(THREADS), smem, st, true, g->kv_heads, g->head_dim, *s, pages, sg, q, q_stride,
+                    group, keys);
 }
 
 ikv_status launch_scores(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound, const uint32_t *pages,
                          segments sg, uint32_t longest, const float *q, size_t q_stride, uint32_t group, uint64_t *keys,
                          void *stream) {
   const uint32_t G = ikv_summary_lanes(g->head_dim), per_block = THREADS / G;
-  const uint32_t per_head = (longest + per_block - 1) / per_block;
-  const dim3 grid(g->kv_heads * per_head, sg.off ? sg.count : 1);
+  const dim3 grid((longest + per_block - 1) / per_block, g->kv_heads, sg.off ? sg.count : 1);
   cudaStream_t st = (cudaStream_t)stream;
   const auto launch = G == 8 ? launch_scores_g<8> : G == 16 ? launch_scores_g<16> : launch_scores_g<32>;
-  const cudaError_t e = launch(grid, per_head, st, g, s, bound, pages, sg, q, q_stride, group, keys);
+  const cudaError_t e = launch(grid, st, g, s, bound, pages, sg, q, q_stride, group, keys);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }
 

@@ -198,61 +198,70 @@ static void summaries_and_scores_match_the_host(void **state) {
   free(got), free(slots), free(pages), free(k), free(kf), free(k16), free(want), free(keys);
 }
 
+/* Scores of n pages at head_dim Dd (H KV heads, four query heads each),
+ * both modes, against the host's bits, from random summaries uploaded as
+ * they are; keys poisoned first. */
+static void expect_scores(test_rng *r, uint32_t Dd, uint32_t n) {
+  const uint32_t G = 4, HQ2 = H * G;
+  const ikv_geometry g = {.layers = 1, .kv_heads = H, .head_dim = Dd, .page_size = P};
+  const size_t cells = (size_t)n * H * Dd;
+  float *q = malloc(sizeof(float) * HQ2 * Dd), *d_q, *sum = malloc(sizeof(float) * cells);
+  uint16_t *mn = malloc(sizeof(uint16_t) * cells), *mx = malloc(sizeof(uint16_t) * cells);
+  uint32_t *pages = malloc(sizeof(uint32_t) * n), *d_pages;
+  uint64_t *want = malloc(sizeof(uint64_t) * H * n), *got = malloc(sizeof(uint64_t) * H * n), *d_keys;
+  ikv_cuda_summaries dev = {.pages = n};
+  void **darr[3] = {(void **)&dev.kmin, (void **)&dev.kmax, (void **)&dev.ksum};
+  const void *arr[3] = {mn, mx, sum};
+  const size_t bytes[3] = {sizeof(uint16_t) * cells, sizeof(uint16_t) * cells, sizeof(float) * cells};
+  rng_fill_gauss(r, sum, cells, 1.0f);
+  for (size_t c = 0; c < cells; c++) { /* a box: min <= max */
+    const float x = rng_gauss(r), y = rng_gauss(r);
+    mn[c] = ikv_f32_to_f16_down(fminf(x, y)), mx[c] = ikv_f32_to_f16_up(fmaxf(x, y));
+  }
+  rng_fill_gauss(r, q, HQ2 * Dd, 1.0f);
+  for (uint32_t i = 0; i < n; i++) pages[i] = (i * 5 + 2) % n;
+  for (int a = 0; a < 3; a++) {
+    CUDA_CHECK(cudaMalloc(darr[a], bytes[a]));
+    CUDA_CHECK(cudaMemcpy(*darr[a], arr[a], bytes[a], cudaMemcpyHostToDevice));
+  }
+  CUDA_CHECK(cudaMalloc((void **)&d_q, sizeof(float) * HQ2 * Dd));
+  CUDA_CHECK(cudaMalloc((void **)&d_pages, sizeof(uint32_t) * n));
+  CUDA_CHECK(cudaMalloc((void **)&d_keys, sizeof(uint64_t) * H * n));
+  CUDA_CHECK(cudaMemcpy(d_q, q, sizeof(float) * HQ2 * Dd, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(d_pages, pages, sizeof(uint32_t) * n, cudaMemcpyHostToDevice));
+  for (int bound = 0; bound < 2; bound++) {
+    for (uint32_t h = 0; h < H; h++)
+      for (uint32_t i = 0; i < n; i++) {
+        const size_t at = ((size_t)pages[i] * H + h) * Dd;
+        want[h * n + i] = ikv_rank_key(ikv_summary_score(bound, mn + at, mx + at, sum + at, q + h * G * Dd, G, Dd), i);
+      }
+    CUDA_CHECK(cudaMemset(d_keys, 0xff, sizeof(uint64_t) * H * n));
+    assert_int_equal(ikv_cuda_page_keys(&g, &dev, bound, d_pages, n, d_q, G, d_keys, NULL), IKV_OK);
+    CUDA_CHECK(cudaMemcpy(got, d_keys, sizeof(uint64_t) * H * n, cudaMemcpyDeviceToHost));
+    for (uint32_t i = 0; i < H * n; i++)
+      if (got[i] != want[i])
+        fail_msg("head_dim %u, %u pages, bound %d: key %u: gpu %016llx, host %016llx", Dd, n, bound, i,
+                 (unsigned long long)got[i], (unsigned long long)want[i]);
+  }
+  for (int a = 0; a < 3; a++) cudaFree(*darr[a]);
+  cudaFree(d_q), cudaFree(d_pages), cudaFree(d_keys);
+  free(q), free(mn), free(mx), free(sum), free(pages), free(want), free(got);
+}
+
 /* Scores at every head_dim the geometry allows a few of (multiples of 16,
- * up to 512): the chunked lane order of kernels/page_summary.h, both modes,
- * against the host's bits, from random summaries uploaded as they are. */
+ * up to 512): the chunked lane order of kernels/page_summary.h, lanes
+ * holding fewer chunks than others (16, 48) and all alike (the rest); and
+ * a grid of more blocks than the GPU holds at once, which the launch gives
+ * fewer registers a thread. */
 static void scores_match_the_host_at_every_head_dim(void **state) {
   (void)state;
   require_gpu();
   test_rng r = {0x5eed0802};
-  const uint32_t dims[] = {16, 48, 64, 128, 256, 512}, G = 4, HQ2 = H * G, N = 37;
-  for (int di = 0; di < 6; di++) {
-    const uint32_t Dd = dims[di];
-    const ikv_geometry g = {.layers = 1, .kv_heads = H, .head_dim = Dd, .page_size = P};
-    const size_t cells = (size_t)N * H * Dd;
-    float *q = malloc(sizeof(float) * HQ2 * Dd), *d_q, *sum = malloc(sizeof(float) * cells);
-    uint16_t *mn = malloc(sizeof(uint16_t) * cells), *mx = malloc(sizeof(uint16_t) * cells);
-    ikv_cuda_summaries dev = {.pages = N};
-    void **darr[3] = {(void **)&dev.kmin, (void **)&dev.kmax, (void **)&dev.ksum};
-    const void *arr[3] = {mn, mx, sum};
-    const size_t bytes[3] = {sizeof(uint16_t) * cells, sizeof(uint16_t) * cells, sizeof(float) * cells};
-    rng_fill_gauss(&r, sum, cells, 1.0f);
-    for (size_t c = 0; c < cells; c++) { /* a box: min <= max */
-      const float a = rng_gauss(&r), b = rng_gauss(&r);
-      mn[c] = ikv_f32_to_f16_down(fminf(a, b)), mx[c] = ikv_f32_to_f16_up(fmaxf(a, b));
-    }
-    rng_fill_gauss(&r, q, HQ2 * Dd, 1.0f);
-    uint32_t pages[N], *d_pages;
-    uint64_t want[H * N], got[H * N], *d_keys;
-    for (uint32_t i = 0; i < N; i++) pages[i] = (i * 5 + 2) % N;
-    for (int a = 0; a < 3; a++) {
-      CUDA_CHECK(cudaMalloc(darr[a], bytes[a]));
-      CUDA_CHECK(cudaMemcpy(*darr[a], arr[a], bytes[a], cudaMemcpyHostToDevice));
-    }
-    CUDA_CHECK(cudaMalloc((void **)&d_q, sizeof(float) * HQ2 * Dd));
-    CUDA_CHECK(cudaMalloc((void **)&d_pages, sizeof(pages)));
-    CUDA_CHECK(cudaMalloc((void **)&d_keys, sizeof(got)));
-    CUDA_CHECK(cudaMemcpy(d_q, q, sizeof(float) * HQ2 * Dd, cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(d_pages, pages, sizeof(pages), cudaMemcpyHostToDevice));
-    for (int bound = 0; bound < 2; bound++) {
-      for (uint32_t h = 0; h < H; h++)
-        for (uint32_t i = 0; i < N; i++) {
-          const size_t at = ((size_t)pages[i] * H + h) * Dd;
-          want[h * N + i] =
-              ikv_rank_key(ikv_summary_score(bound, mn + at, mx + at, sum + at, q + h * G * Dd, G, Dd), i);
-        }
-      CUDA_CHECK(cudaMemset(d_keys, 0xff, sizeof(got)));
-      assert_int_equal(ikv_cuda_page_keys(&g, &dev, bound, d_pages, N, d_q, G, d_keys, NULL), IKV_OK);
-      CUDA_CHECK(cudaMemcpy(got, d_keys, sizeof(got), cudaMemcpyDeviceToHost));
-      for (uint32_t i = 0; i < H * N; i++)
-        if (got[i] != want[i])
-          fail_msg("head_dim %u bound %d: key %u: gpu %016llx, host %016llx", Dd, bound, i,
-                   (unsigned long long)got[i], (unsigned long long)want[i]);
-    }
-    for (int a = 0; a < 3; a++) cudaFree(*darr[a]);
-    cudaFree(d_q), cudaFree(d_pages), cudaFree(d_keys);
-    free(q), free(mn), free(mx), free(sum);
-  }
+  const uint32_t dims[] = {16, 48, 64, 128, 256, 512};
+  for (int di = 0; di < 6; di++) expect_scores(&r, dims[di], 37);
+  /* 2,048 blocks each (256 / lanes a page pages a block) */
+  const uint32_t big_dims[] = {48, 128, 256, 512}, big_n[] = {16384, 16384, 8192, 4096};
+  for (int di = 0; di < 4; di++) expect_scores(&r, big_dims[di], big_n[di]);
 }
 
 /* The ranking at every row length that changes how the sort splits its
