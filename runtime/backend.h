@@ -92,6 +92,9 @@ typedef struct rt_backend {
   ikv_status (*plan_publish)(ikv_runtime *rt, ikv_plan *plan);
   ikv_status (*decode)(ikv_runtime *rt, const ikv_plan *plan, uint32_t layer, const void *q, void *out, float *lse,
                        ikv_dtype dtype, void *stream);
+  /* device selection: the plan's entries' valid tokens as the device holds
+   * them once `stream`'s work is done (it waits); NULL: no device selection */
+  ikv_status (*read_spans)(ikv_runtime *rt, const ikv_plan *plan, void *stream, uint16_t *first, uint16_t *last);
 } rt_backend;
 
 extern const rt_backend rt_backend_cpu, rt_backend_cuda;

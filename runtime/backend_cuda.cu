@@ -840,6 +840,19 @@ ikv_status cuda_decode(ikv_runtime *rt, const ikv_plan *pl, uint32_t layer, cons
                                                      cp->ws, cp->ws_bytes, stream));
 }
 
+ikv_status cuda_read_spans(ikv_runtime *rt, const ikv_plan *pl, void *stream, uint16_t *first, uint16_t *last) {
+  (void)rt;
+  const cuda_plan *cp = (const cuda_plan *)pl->dev;
+  const size_t bytes = sizeof(uint16_t) * pl->n_entries;
+  cudaStream_t st = (cudaStream_t)stream;
+  if (!bytes) return IKV_OK;
+  return ok(cudaMemcpyAsync(first, cp->buf[4], bytes, cudaMemcpyDeviceToHost, st)) &&
+                 ok(cudaMemcpyAsync(last, cp->buf[5], bytes, cudaMemcpyDeviceToHost, st)) &&
+                 ok(cudaStreamSynchronize(st))
+             ? IKV_OK
+             : IKV_E_CUDA;
+}
+
 } // namespace
 
 extern "C" const rt_backend rt_backend_cuda = {
@@ -848,5 +861,5 @@ extern "C" const rt_backend rt_backend_cuda = {
     cuda_stream_leave, cuda_graph_key,    cuda_write_kv,      cuda_summarize,   cuda_copy_summary,
     cuda_rank_pages,   cuda_rank_pages_batch, cuda_plan_open, cuda_plan_close, cuda_host_alloc, cuda_host_free,
     cuda_plan_reclaim, cuda_pages_per_item, cuda_plan_publish,
-    cuda_decode,
+    cuda_decode,       cuda_read_spans,
 };

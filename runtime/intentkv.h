@@ -155,7 +155,8 @@ typedef struct ikv_router_params {
    * required). Each KV-head row reserves min(topk_pages, candidates of a
    * precision) entries per stored precision; entries the GPU does not fill
    * read nothing, and the plan's statistics count reserved entries (an upper
-   * bound). CPU backend: IKV_E_UNSUPPORTED. */
+   * bound; ikv_plan_count_selected counts what was read). CPU backend:
+   * IKV_E_UNSUPPORTED. */
   uint32_t select_on_device;
 } ikv_router_params;
 
@@ -271,6 +272,16 @@ typedef struct ikv_plan_stats {
                                  written or resolved again */
 } ikv_plan_stats;
 ikv_status ikv_plan_get_stats(const ikv_plan *plan, ikv_plan_stats *out);
+
+/* A select_on_device plan's statistics count the entries its KV-head rows
+ * reserve, an upper bound on what the GPU picks. After layer 0's decode on
+ * `stream`, this waits for the stream, copies back the entries the GPU
+ * filled and counts what the plan's decodes read instead (pages_selected,
+ * pages_by_precision, bytes_read; ikv_step_end accounts those). A host
+ * round trip, for reporting. The plan must be in flight (built, before
+ * ikv_step_end: else IKV_E_INVALID); other plans' statistics are exact
+ * already and stay as they are. */
+ikv_status ikv_plan_count_selected(ikv_runtime *rt, ikv_plan *plan, void *stream);
 
 /* Decode attention of one layer over the plan: q and out are
  * [batch][q_heads][head_dim] in dtype, lse [batch][q_heads] float (natural

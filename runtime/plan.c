@@ -940,6 +940,30 @@ ikv_status ikv_plan_get_stats(const ikv_plan *pl, ikv_plan_stats *out) {
   return IKV_OK;
 }
 
+ikv_status ikv_plan_count_selected(ikv_runtime *rt, ikv_plan *pl, void *stream) {
+  if (!rt || !pl) return IKV_E_NULL;
+  if (rt->active != pl) return rt_fail(rt, IKV_E_INVALID, "ikv_plan_count_selected: the plan is not in flight");
+  if (!pl->dsel) return IKV_OK;
+  if (!rt->be->read_spans) return rt_fail(rt, IKV_E_UNSUPPORTED, "ikv_plan_count_selected: no device selection here");
+  const uint32_t n = pl->n_entries;
+  uint16_t *span = malloc(sizeof(uint16_t) * 2 * (n ? n : 1)); /* first[n], then last[n] */
+  if (!span) return rt_fail(rt, IKV_E_NO_MEMORY, "ikv_plan_count_selected: out of memory");
+  const ikv_status st = rt->be->read_spans(rt, pl, stream, span, span + n);
+  if (st == IKV_OK) { /* an entry the GPU left empty reads nothing (first 1, last 0) */
+    ikv_plan_stats *s = &pl->stats;
+    s->pages_selected = 0, s->bytes_read = 0;
+    memset(s->pages_by_precision, 0, sizeof(s->pages_by_precision));
+    for (uint32_t e = 0; e < n; e++) {
+      if (span[e] > span[n + e]) continue;
+      const uint8_t p = pl->precision[e];
+      s->pages_selected++, s->pages_by_precision[p]++, s->bytes_read += rt->page_bytes[p];
+    }
+    if (pl->view.per_kv_head) s->bytes_read /= rt->cfg.geometry.kv_heads; /* as resolve counts them */
+  }
+  free(span);
+  return st == IKV_OK ? IKV_OK : rt_fail(rt, st, "ikv_plan_count_selected: %s", ikv_status_str(st));
+}
+
 ikv_status ikv_step_end(ikv_runtime *rt, ikv_plan *pl) {
   if (!rt) return IKV_E_NULL;
   if (!pl || rt->active != pl) return rt_fail(rt, IKV_E_INVALID, "ikv_step_end: the plan is not in flight");

@@ -91,7 +91,10 @@ static void expect_layer_matches(uint32_t l, const float *out0, const float *lse
 }
 
 /* Builds the same plan on both, decodes every layer, compares, ends the step. */
-static void twin_step(twin *t, ikv_plan_request req0, ikv_plan_request req1, int graph) {
+/* One step on both twins, their outputs compared (and a captured replay's,
+ * with graph). Returns the entries device selection reserved and left
+ * empty (0 without it). */
+static uint32_t twin_step(twin *t, ikv_plan_request req0, ikv_plan_request req1, int graph) {
   assert_int_equal(ikv_plan_build(t->rt[0], t->plan[0], &req0), IKV_OK);
   assert_int_equal(ikv_plan_build(t->rt[1], t->plan[1], &req1), IKV_OK);
   const uint32_t batch = req0.batch;
@@ -116,6 +119,19 @@ static void twin_step(twin *t, ikv_plan_request req0, ikv_plan_request req1, int
     CUDA_CHECK(cudaMemcpy(lse1, dlse + l * batch * HQ, sizeof(float) * batch * HQ, cudaMemcpyDeviceToHost));
     expect_layer_matches(l, out0, lse0, out1, lse1, batch);
   }
+  /* what the twins' decodes read: device selection's statistics, counted
+   * from the entries the GPU filled, are the CPU's host-ranked plan's */
+  ikv_plan_stats s0, reserved, s1;
+  assert_int_equal(ikv_plan_get_stats(t->plan[1], &reserved), IKV_OK);
+  assert_int_equal(ikv_plan_count_selected(t->rt[1], t->plan[1], NULL), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(t->plan[0], &s0), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(t->plan[1], &s1), IKV_OK);
+  assert_int_equal(s1.pages_selected, s0.pages_selected);
+  assert_memory_equal(s1.pages_by_precision, s0.pages_by_precision, sizeof(s0.pages_by_precision));
+  assert_int_equal(s1.bytes_read, s0.bytes_read);
+  if (!(req1.mode == IKV_PLAN_ROUTER && req1.router.select_on_device))
+    assert_memory_equal(&reserved, &s1, sizeof(s1)); /* exact already */
+  assert_true(reserved.pages_selected >= s1.pages_selected);
   if (graph) { /* the step's decodes captured once and replayed: the same bytes as eager */
     cudaStream_t s;
     cudaGraph_t gr;
@@ -142,6 +158,7 @@ static void twin_step(twin *t, ikv_plan_request req0, ikv_plan_request req1, int
   for (int b = 0; b < 2; b++) assert_int_equal(ikv_step_end(t->rt[b], t->plan[b]), IKV_OK);
   cudaFree(dq), cudaFree(dout), cudaFree(dlse);
   free(q), free(out0), free(out1);
+  return reserved.pages_selected - s1.pages_selected;
 }
 
 static ikv_plan_request router(const ikv_seq_id *seqs, uint32_t batch, float pressure) {
@@ -181,24 +198,34 @@ static void cuda_backend_matches_cpu(void **state) {
   /* pressure 0.8: the router downgrades pages (GPU requantize vs the reference) */
   twin_grow(&t, 0, 1);
   twin_step(&t, router(t.seq[0], 2, 0.8f), router(t.seq[1], 2, 0.8f), 0);
+  /* scheduler tables: int4 for the first pages of both sequences, int8 for
+   * one more of sequence 1 */
+  int32_t indptr[3] = {0, 2, 5}, index[5] = {0, 1, 0, 1, 4};
+  uint8_t prec[5] = {IKV_INT4, IKV_INT4, IKV_INT4, IKV_INT4, IKV_INT8};
+  ikv_plan_request tab = {.batch = 2, .mode = IKV_PLAN_TABLES, .tables = {.indptr = indptr, .page_index = index, .precision = prec}};
+  ikv_plan_request tab0 = tab, tab1 = tab;
+  tab0.seqs = t.seq[0], tab1.seqs = t.seq[1];
+  twin_step(&t, tab0, tab1, 0);
   /* device selection: the GPU scores and ranks the candidates and writes
    * each head's top-2 into the plan itself (at layer 0's decode, also inside
    * the captured graph); the pages stored at several precisions after the
-   * downgrades leave reserved entries empty. The CPU ranks on the host: the
-   * outputs agree only if the same pages win. */
+   * tables' downgrades leave reserved entries empty. The CPU ranks on the
+   * host: the outputs agree only if the same pages win. */
   float dsel_q[2 * HQ * D];
   void *d_dsel_q;
   rng_fill_gauss(&t.rng, dsel_q, 2 * HQ * D, 1.0f);
   CUDA_CHECK(cudaMalloc(&d_dsel_q, sizeof(dsel_q)));
   CUDA_CHECK(cudaMemcpy(d_dsel_q, dsel_q, sizeof(dsel_q), cudaMemcpyHostToDevice));
+  uint32_t left_empty = 0;
   for (int mode = IKV_SCORE_QUERY_BOUND; mode <= IKV_SCORE_MEAN_COSINE; mode++) {
     ikv_plan_request host = router(t.seq[0], 2, 0.0f), dev = router(t.seq[1], 2, 0.0f);
     host.router.score_mode = dev.router.score_mode = (ikv_score_mode)mode;
     host.router.topk_pages = dev.router.topk_pages = 2;
     host.router.score_q = dsel_q;
     dev.router.score_q = (const float *)d_dsel_q, dev.router.select_on_device = 1;
-    twin_step(&t, host, dev, mode == IKV_SCORE_QUERY_BOUND);
+    left_empty += twin_step(&t, host, dev, mode == IKV_SCORE_QUERY_BOUND);
   }
+  assert_true(left_empty > 0); /* the count read back did not just repeat the reservations */
   ikv_plan_request bad = router(t.seq[1], 2, 0.0f);
   bad.router.score_q = (const float *)d_dsel_q, bad.router.select_on_device = 1;
   assert_int_equal(ikv_plan_build(t.rt[1], t.plan[1], &bad), IKV_E_INVALID); /* span scores: nothing to rank */
@@ -207,13 +234,6 @@ static void cuda_backend_matches_cpu(void **state) {
   bad.router.topk_pages = 2, bad.seqs = t.seq[0];
   assert_int_equal(ikv_plan_build(t.rt[0], t.plan[0], &bad), IKV_E_UNSUPPORTED); /* the CPU backend */
   cudaFree(d_dsel_q);
-  /* scheduler tables: int4 for the first pages of sequence 1 */
-  int32_t indptr[2] = {0, 3}, index[3] = {0, 1, 4};
-  uint8_t prec[3] = {IKV_INT4, IKV_INT4, IKV_INT8};
-  ikv_plan_request tab = {.batch = 1, .mode = IKV_PLAN_TABLES, .tables = {.indptr = indptr, .page_index = index, .precision = prec}};
-  ikv_plan_request tab0 = tab, tab1 = tab;
-  tab0.seqs = &t.seq[0][1], tab1.seqs = &t.seq[1][1];
-  twin_step(&t, tab0, tab1, 0);
   /* offload sequence 0, fork sequence 1 and append to the fork (copy-on-write) */
   for (int b = 0; b < 2; b++) {
     assert_int_equal(ikv_seq_offload(t.rt[b], t.seq[b][0], 0, 6), IKV_OK);

@@ -437,7 +437,16 @@ static void step_misuse_is_refused(void **state) {
   int64_t slot;
   uint8_t prec;
   assert_int_equal(ikv_append(f.rt, f.ids, &one, 1, &slot, &prec), IKV_E_INVALID);
+  /* no device selection: the statistics are exact and stay */
+  ikv_plan_stats before, after;
+  assert_int_equal(ikv_plan_get_stats(f.plan, &before), IKV_OK);
+  assert_int_equal(ikv_plan_count_selected(NULL, f.plan, NULL), IKV_E_NULL);
+  assert_int_equal(ikv_plan_count_selected(f.rt, NULL, NULL), IKV_E_NULL);
+  assert_int_equal(ikv_plan_count_selected(f.rt, f.plan, NULL), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(f.plan, &after), IKV_OK);
+  assert_memory_equal(&before, &after, sizeof(before));
   assert_int_equal(ikv_step_end(f.rt, f.plan), IKV_OK);
+  assert_int_equal(ikv_plan_count_selected(f.rt, f.plan, NULL), IKV_E_INVALID); /* not in flight */
   /* append: an unknown sequence in the batch rolls back the others */
   ikv_seq_id batch[2] = {f.ids[a], f.ids[a] + 2};
   uint32_t counts[2] = {5, 5};

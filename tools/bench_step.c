@@ -43,11 +43,13 @@ static const char usage[] =
     "            'query': the router picks the same budget per KV head (16 sink\n"
     "            tokens, the last 1024 tokens, the top pages by Quest's bound\n"
     "            from the GPU page summaries), pages read as stored, ranked\n"
-    "            on the GPU and sent back (a round trip per sequence).\n"
+    "            on the GPU and sent back (one round trip a plan build).\n"
     "            'device': the same choice made on the GPU and written into\n"
     "            the plan there (select_on_device: no round trip; it runs in\n"
     "            layer 0's decode, inside the graph); sel_us: its GPU time\n"
-    "            (layer 0's decode less layer 1's). graph_wall: 10 more steps,\n"
+    "            (layer 0's decode less layer 1's); pages and bytes: those the\n"
+    "            GPU picked (ikv_plan_count_selected), not the entries the plan\n"
+    "            reserved for them. graph_wall: 10 more steps,\n"
     "            each replaying one captured step (write_kv and decode of\n"
     "            every layer) while ikv_step_graph_key holds; cap: captures.\n"
     "            Batch 1 runs 32 layers; batch 32 runs 8 layers (at 32K, 32\n"
@@ -270,7 +272,10 @@ static step_result run_steps(stepper *st, variant var) {
       BENCH_CUDA(cudaGraphInstantiate(&exec, graph, 0));
       r.gpu_us = bench_replay_us(exec, st->stream, REPLAYS);
       cudaGraphExecDestroy(exec), cudaGraphDestroy(graph);
-      if (var == DEVICE) r.select_us = layer_us(st, 0) - layer_us(st, 1);
+      if (var == DEVICE) { /* the pages the GPU picked, not the entries the plan reserved for them */
+        r.select_us = layer_us(st, 0) - layer_us(st, 1);
+        bench_ikv_ok(st->rt, ikv_plan_count_selected(st->rt, st->plan, st->stream), "ikv_plan_count_selected");
+      }
       bench_ikv_ok(st->rt, ikv_plan_get_stats(st->plan, &r.stats), "ikv_plan_get_stats");
     }
     bench_ikv_ok(st->rt, ikv_step_end(st->rt, st->plan), "ikv_step_end");
