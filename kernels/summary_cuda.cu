@@ -482,9 +482,9 @@ template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_
   const uint32_t lane = t & 31, warp = t >> 5;
   /* Everything of the plan's loads before the wait for the keys, at once:
    * the row's reservations and groups, the candidates' formats and the
-   * first item of each group this thread's warp ends. Loaded where they were used,
-   * one dependent round trip to memory after another, they cost 1.7 of
-   * 13.4 us at 1 x 32K on H100. */
+   * first item of each group this thread's warp ends. Loaded where they
+   * were used, one dependent round trip to memory after another, they cost
+   * 1.7 of 13.4 us at 1 x 32K on H100. */
   if (t < FORMATS) reserved[t] = s.reserved[row * FORMATS + t], candidates[t] = 0;
   if (t < 3 * FORMATS) group[t / 3][t % 3] = s.groups[row * FORMATS * 3 + t];
   const uint32_t off = s.seq_off[b], n = s.seq_off[b + 1] - off, want = n < s.k ? n : s.k;
