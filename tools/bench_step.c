@@ -57,7 +57,10 @@ static const char usage[] =
     "            48 GiB of fp16 pages is skipped. wall: host clock from append to\n"
     "            the stream's end (median of 10 steps); gpu: the step's layers\n"
     "            captured in a CUDA graph and replayed (median of 20); plan: the\n"
-    "            plan build alone.\n"
+    "            plan build alone; KV GB/s: the KV bytes the decodes read over\n"
+    "            the gpu time, and its fraction of the copy bandwidth (which\n"
+    "            counts a copy's reads and writes: reads alone, as a decode's,\n"
+    "            can run slightly faster, a dense batch-32 step at 1.00).\n"
     "  --part    runs only that part (default: all three)\n"
     "  --format  write_kv into pages of that format only (fp16, bf16, fp8_e4m3, int8, int4)\n";
 
