@@ -277,10 +277,11 @@ ikv_status ikv_plan_get_stats(const ikv_plan *plan, ikv_plan_stats *out);
  * reserve, an upper bound on what the GPU picks. After layer 0's decode on
  * `stream`, this waits for the stream, copies back the entries the GPU
  * filled and counts what the plan's decodes read instead (pages_selected,
- * pages_by_precision, bytes_read; ikv_step_end accounts those). A host
- * round trip, for reporting. The plan must be in flight (built, before
- * ikv_step_end: else IKV_E_INVALID); other plans' statistics are exact
- * already and stay as they are. */
+ * pages_by_precision, bytes_read, pages_hit; ikv_step_end accounts those;
+ * the prefetch counters, taken at the build, still count reserved
+ * entries). A host round trip, for reporting. The plan must be in flight
+ * (built, before ikv_step_end: else IKV_E_INVALID); other plans'
+ * statistics are exact already and stay as they are. */
 ikv_status ikv_plan_count_selected(ikv_runtime *rt, ikv_plan *plan, void *stream);
 
 /* Decode attention of one layer over the plan: q and out are

@@ -951,6 +951,7 @@ ikv_status ikv_plan_count_selected(ikv_runtime *rt, ikv_plan *pl, void *stream) 
   const ikv_status st = rt->be->read_spans(rt, pl, stream, span, span + n);
   if (st == IKV_OK) { /* an entry the GPU left empty reads nothing (first 1, last 0) */
     ikv_plan_stats *s = &pl->stats;
+    const uint32_t reserved = s->pages_selected;
     s->pages_selected = 0, s->bytes_read = 0;
     memset(s->pages_by_precision, 0, sizeof(s->pages_by_precision));
     for (uint32_t e = 0; e < n; e++) {
@@ -959,6 +960,8 @@ ikv_status ikv_plan_count_selected(ikv_runtime *rt, ikv_plan *pl, void *stream) 
       s->pages_selected++, s->pages_by_precision[p]++, s->bytes_read += rt->page_bytes[p];
     }
     if (pl->view.per_kv_head) s->bytes_read /= rt->cfg.geometry.kv_heads; /* as resolve counts them */
+    /* the empty ones stood in for candidates, all on the GPU tier: hits */
+    pl->hits -= reserved - s->pages_selected, s->pages_hit = pl->hits;
   }
   free(span);
   return st == IKV_OK ? IKV_OK : rt_fail(rt, st, "ikv_plan_count_selected: %s", ikv_status_str(st));

@@ -129,6 +129,7 @@ static uint32_t twin_step(twin *t, ikv_plan_request req0, ikv_plan_request req1,
   assert_int_equal(s1.pages_selected, s0.pages_selected);
   assert_memory_equal(s1.pages_by_precision, s0.pages_by_precision, sizeof(s0.pages_by_precision));
   assert_int_equal(s1.bytes_read, s0.bytes_read);
+  assert_int_equal(s1.pages_hit, s0.pages_hit);
   if (!(req1.mode == IKV_PLAN_ROUTER && req1.router.select_on_device))
     assert_memory_equal(&reserved, &s1, sizeof(s1)); /* exact already */
   assert_true(reserved.pages_selected >= s1.pages_selected);
