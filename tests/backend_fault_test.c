@@ -5,11 +5,14 @@
  *   backend's status, rolls back every sequence of the batch, names the copy
  *   in its message, and the runtime goes on working;
  * - host memory for a plan's uploaded arrays refused part way: the plan is
- *   not created, and everything taken is given back. */
+ *   not created, and everything taken is given back;
+ * - device selection's count read back (a plan made to stand for one): a
+ *   refused copy changes no statistic; entries the device left empty leave
+ *   the pages, bytes and hits counted. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/runtime_internal.h"
+#include "runtime/plan_internal.h"
 #include "tests/cmocka_all.h"
 #include "tests/test_rng.h"
 
@@ -128,8 +131,71 @@ static void refused_plan_memory_creates_nothing(void **state) {
   ikv_runtime_destroy(rt);
 }
 
+static ikv_status refuse_spans(ikv_runtime *rt, const ikv_plan *pl, void *stream, uint16_t *first, uint16_t *last) {
+  (void)rt, (void)pl, (void)stream, (void)first, (void)last;
+  return IKV_E_CUDA;
+}
+
+/* The device's picks: every entry as the plan wrote it but entry 0 left
+ * empty (first 1, last 0), as device selection leaves a reserved entry. */
+static ikv_status one_left_empty(ikv_runtime *rt, const ikv_plan *pl, void *stream, uint16_t *first, uint16_t *last) {
+  (void)rt, (void)stream;
+  memcpy(first, pl->first, sizeof(uint16_t) * pl->n_entries), memcpy(last, pl->last, sizeof(uint16_t) * pl->n_entries);
+  first[0] = 1, last[0] = 0;
+  return IKV_OK;
+}
+
+static void counted_selection_reads_the_device(void **state) {
+  (void)state;
+  ikv_runtime *rt = cpu_runtime(1, 1, 16);
+  ikv_seq_id seq;
+  assert_int_equal(ikv_seq_create(rt, IKV_FP16, &seq), IKV_OK);
+  uint32_t n = 40;
+  int64_t slots[40];
+  uint8_t precs[40];
+  static float k[40 * H * D], v[40 * H * D];
+  test_rng rng = {7};
+  rng_fill_gauss(&rng, k, sizeof(k) / sizeof(float), 1.0f), rng_fill_gauss(&rng, v, sizeof(v) / sizeof(float), 1.0f);
+  assert_int_equal(ikv_append(rt, &seq, &n, 1, slots, precs), IKV_OK);
+  assert_int_equal(ikv_write_kv(rt, 0, k, v, IKV_DTYPE_F32, slots, precs, n, NULL), IKV_OK);
+  ikv_plan *plan;
+  assert_int_equal(ikv_plan_create(rt, &plan), IKV_OK);
+  int32_t indptr[2] = {0, 3}, index[3] = {0, 1, 2};
+  uint8_t want[3] = {IKV_FP16, IKV_FP16, IKV_FP16};
+  const ikv_plan_request req = {.seqs = &seq, .batch = 1, .mode = IKV_PLAN_TABLES,
+                                .tables = {.indptr = indptr, .page_index = index, .precision = want}};
+  assert_int_equal(ikv_plan_build(rt, plan, &req), IKV_OK);
+  plan->dsel = 1; /* as if the GPU picked among these entries */
+  ikv_plan_stats before, after;
+  assert_int_equal(ikv_plan_get_stats(plan, &before), IKV_OK);
+  const rt_backend *cpu = rt->be;
+  rt_backend device = *cpu;
+  device.read_spans = refuse_spans;
+  rt->be = &device;
+  assert_int_equal(ikv_plan_count_selected(rt, plan, NULL), IKV_E_CUDA);
+  assert_non_null(strstr(ikv_runtime_errmsg(rt), "ikv_plan_count_selected"));
+  assert_int_equal(ikv_plan_get_stats(plan, &after), IKV_OK);
+  assert_memory_equal(&before, &after, sizeof(before)); /* nothing counted */
+  device.read_spans = one_left_empty;
+  assert_int_equal(ikv_plan_count_selected(rt, plan, NULL), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(plan, &after), IKV_OK);
+  assert_int_equal(after.pages_selected, before.pages_selected - 1);
+  assert_int_equal(after.pages_by_precision[IKV_FP16], before.pages_by_precision[IKV_FP16] - 1);
+  assert_int_equal(after.bytes_read, before.bytes_read - rt->page_bytes[IKV_FP16]);
+  assert_int_equal(after.pages_hit, before.pages_hit - 1);
+  before = after; /* counted again: the same */
+  assert_int_equal(ikv_plan_count_selected(rt, plan, NULL), IKV_OK);
+  assert_int_equal(ikv_plan_get_stats(plan, &after), IKV_OK);
+  assert_memory_equal(&before, &after, sizeof(before));
+  plan->dsel = 0, rt->be = cpu;
+  assert_int_equal(ikv_step_end(rt, plan), IKV_OK);
+  ikv_plan_destroy(plan);
+  ikv_runtime_destroy(rt);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(refused_copy_on_write_rolls_back),
-                                     cmocka_unit_test(refused_plan_memory_creates_nothing)};
+                                     cmocka_unit_test(refused_plan_memory_creates_nothing),
+                                     cmocka_unit_test(counted_selection_reads_the_device)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
