@@ -413,11 +413,9 @@ __device__ uint64_t select_threshold(const uint64_t *keys, uint32_t n, uint32_t 
     for (uint32_t d = threadIdx.x; d < 256; d += T) hist[d] = 0;
     if (threadIdx.x == 0) *gathered = 0;
     __syncthreads();
-    for (uint32_t base = warp * 32; base < n; base += T) { /* warp-uniform trips */
-      const uint32_t i = base + lane;
-      const uint64_t x = i < n ? __ldg(keys + i) : 0;
-      const bool live = i < n && (shift + width == 64 || (x ^ pre) >> (shift + width) == 0);
-      if (live) atomicAdd(&hist[(uint32_t)(x >> shift) & 0xffu], 1u);
+    for (uint32_t i = threadIdx.x; i < n; i += T) {
+      const uint64_t x = __ldg(keys + i);
+      if (shift + width == 64 || (x ^ pre) >> (shift + width) == 0) atomicAdd(&hist[(uint32_t)(x >> shift) & 0xffu], 1u);
     }
     __syncthreads();
     if (warp == 0) { /* lane l sums bins 8l .. 8l + 7; the lane where the count reaches `need` picks */
