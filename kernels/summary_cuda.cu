@@ -374,25 +374,29 @@ constexpr int MAX_RUNS = IKV_CUDA_RANK_MAX / 32;
 constexpr uint32_t GATHER = 32;
 
 /* The row's want-th smallest of its n keys (distinct; 0 < want < n): a
- * radix select. The first digit starts at the highest bit in which the
- * row's keys differ (found on the scores' half, the high 32 bits, unless
- * every score ties), so no pass is spent on bits every key shares; then
- * 8-bit digits down, each pass a histogram of the keys that share the
- * digits found so far (an atomic add a key: grouping a warp's equal digits
- * with __match_any_sync first cost more than the collisions it saved, 1.1
- * of 8.1 us at 1 x 32K on H100). Once the boundary bin holds GATHER keys
- * or fewer, they are gathered and warp 0 ranks them against each other.
- * Returns the threshold: a key is among the want smallest iff it is <= the
- * threshold. */
-template <int T>
-__device__ uint64_t select_threshold(const uint64_t *keys, uint32_t n, uint32_t want, uint32_t *hist, uint32_t *wide,
-                                     uint64_t *shared) {
+ * radix select over the keys thread t holds in registers (candidate
+ * r T + t in key[r]; the row is read from memory once, where each pass
+ * reading it again cost an L2 round trip). The first digit starts at the
+ * highest bit in which the row's keys differ (found on the scores' half,
+ * the high 32 bits, unless every score ties), so no pass is spent on bits
+ * every key shares; then 8-bit digits down, each pass a histogram of the
+ * keys that share the digits found so far (an atomic add a key: grouping a
+ * warp's equal digits with __match_any_sync first cost more than the
+ * collisions it saved, 1.1 of 8.1 us at 1 x 32K on H100). Once the
+ * boundary bin holds GATHER keys or fewer, they are gathered and warp 0
+ * ranks them against each other. Returns the threshold: a key is among the
+ * want smallest iff it is <= the threshold. */
+template <int T, int E>
+__device__ uint64_t select_threshold(const uint64_t (&key)[E], uint32_t n, uint32_t want, uint32_t *hist,
+                                     uint32_t *wide, uint64_t *shared) {
   const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint32_t lo = ~0u, hi = 0;
-  for (uint32_t i = threadIdx.x; i < n; i += T) {
-    const uint32_t x = __ldg(reinterpret_cast<const uint32_t *>(keys + i) + 1); /* the high half */
-    lo = min(lo, x), hi = max(hi, x);
-  }
+#pragma unroll
+  for (int r = 0; r < E; r++)
+    if (r * T + threadIdx.x < n) {
+      const uint32_t x = (uint32_t)(key[r] >> 32); /* the high half */
+      lo = min(lo, x), hi = max(hi, x);
+    }
 #pragma unroll
   for (int off = 16; off; off >>= 1)
     lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, off)), hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, off));
@@ -413,10 +417,10 @@ __device__ uint64_t select_threshold(const uint64_t *keys, uint32_t n, uint32_t 
     for (uint32_t d = threadIdx.x; d < 256; d += T) hist[d] = 0;
     if (threadIdx.x == 0) *gathered = 0;
     __syncthreads();
-    for (uint32_t i = threadIdx.x; i < n; i += T) {
-      const uint64_t x = __ldg(keys + i);
-      if (shift + width == 64 || (x ^ pre) >> (shift + width) == 0) atomicAdd(&hist[(uint32_t)(x >> shift) & 0xffu], 1u);
-    }
+#pragma unroll
+    for (int r = 0; r < E; r++)
+      if (r * T + threadIdx.x < n && (shift + width == 64 || (key[r] ^ pre) >> (shift + width) == 0))
+        atomicAdd(&hist[(uint32_t)(key[r] >> shift) & 0xffu], 1u);
     __syncthreads();
     if (warp == 0) { /* lane l sums bins 8l .. 8l + 7; the lane where the count reaches `need` picks */
       uint32_t c[8], sum = 0;
@@ -445,10 +449,9 @@ __device__ uint64_t select_threshold(const uint64_t *keys, uint32_t n, uint32_t 
   }
   /* the boundary bin's keys (those sharing pre above shift) to shared
    * memory, in any order; warp 0 finds the need-th smallest among them */
-  for (uint32_t i = threadIdx.x; i < n; i += T) {
-    const uint64_t x = __ldg(keys + i);
-    if ((x ^ pre) >> shift == 0) list[atomicAdd(gathered, 1u)] = x;
-  }
+#pragma unroll
+  for (int r = 0; r < E; r++)
+    if (r * T + threadIdx.x < n && (key[r] ^ pre) >> shift == 0) list[atomicAdd(gathered, 1u)] = key[r];
   __syncthreads();
   if (warp == 0) {
     const uint32_t m = *gathered;
@@ -461,16 +464,15 @@ __device__ uint64_t select_threshold(const uint64_t *keys, uint32_t n, uint32_t 
   return pick[0];
 }
 
-/* A block per row (b, h): the row's threshold found, then each warp run
- * matches its candidates by (format, chosen): a run's chosen of a format
- * count into their run's slot, one warp a format turns the slots into
- * offsets, and each chosen candidate lands after its format's earlier
- * runs and the lanes before it. Where it is launched as a programmatic
- * dependent of the scores, the plan's data (uploaded before the scores
- * ran) loads before it waits for their keys. */
-template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_cuda_selection s) {
+/* A block per row (b, h) of at most T E candidates: the row's threshold
+ * found, then each warp run matches its candidates by (format, chosen): a
+ * run's chosen of a format count into their run's slot, one warp a format
+ * turns the slots into offsets, and each chosen candidate lands after its
+ * format's earlier runs and the lanes before it. Where it is launched as a
+ * programmatic dependent of the scores, the plan's data (uploaded before
+ * the scores ran) loads before it waits for their keys. */
+template <int T, int E> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_cuda_selection s) {
   static_assert(T / 32 >= FORMATS, "a warp a format scans the runs");
-  __shared__ uint8_t prec[IKV_CUDA_RANK_MAX];
   __shared__ uint32_t run_count[MAX_RUNS][FORMATS], candidates[FORMATS], chosen_total[FORMATS];
   __shared__ uint32_t hist[259], wide[T / 16]; /* 256 bins, then the pick's need and bin count, the gathered count */
   __shared__ uint64_t shared[1 + GATHER];
@@ -486,7 +488,9 @@ template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_
   if (t < FORMATS) reserved[t] = s.reserved[row * FORMATS + t], candidates[t] = 0;
   if (t < 3 * FORMATS) group[t / 3][t % 3] = s.groups[row * FORMATS * 3 + t];
   const uint32_t off = s.seq_off[b], n = s.seq_off[b + 1] - off, want = n < s.k ? n : s.k;
-  for (uint32_t i = t; i < n; i += T) prec[i] = s.cand[off + i].precision;
+  uint32_t prec[E]; /* candidate r T + t's format; FORMATS past the row */
+#pragma unroll
+  for (int r = 0; r < E; r++) prec[r] = r * T + t < n ? s.cand[off + r * T + t].precision : FORMATS;
   for (uint32_t x = t; x < (n + 31) / 32 * FORMATS; x += T) (&run_count[0][0])[x] = 0;
   __syncthreads();
   /* warp p ends format p's items: lane l's first */
@@ -494,19 +498,23 @@ template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_
   const uint32_t item_begin = ends ? s.items[group[warp][0] + lane].begin : 0;
   asm volatile("griddepcontrol.wait;" ::: "memory"); /* the scores' grid done, its keys visible */
   const uint64_t *keys = s.keys + (size_t)s.kv_heads * off + (size_t)h * n;
+  uint64_t key[E];
+#pragma unroll
+  for (int r = 0; r < E; r++) key[r] = r * T + t < n ? keys[r * T + t] : ~0ull;
   const uint64_t threshold =
-      want == n ? ~0ull : want ? select_threshold<T>(keys, n, want, hist, wide, shared) : 0;
+      want == n ? ~0ull : want ? select_threshold<T, E>(key, n, want, hist, wide, shared) : 0;
   const bool any = want != 0;
   /* a run's lanes grouped by (format, chosen); lane masks below each lane */
   const uint32_t below = (1u << lane) - 1;
-  for (uint32_t base = warp * 32; base < n; base += T) {
-    const uint32_t i = base + lane;
-    const bool in = i < n;
-    const uint32_t p = in ? prec[i] : 0, c = in && any && __ldg(keys + i) <= threshold;
-    const uint32_t peers = __match_any_sync(0xffffffffu, in ? p << 1 | c : ~0u);
-    if (in && (peers & below) == 0 && p < FORMATS) { /* the group's first lane */
-      atomicAdd(&candidates[p], (uint32_t)__popc(peers));
-      if (c) run_count[base / 32][p] = (uint32_t)__popc(peers);
+  uint32_t peers[E];
+#pragma unroll
+  for (int r = 0; r < E; r++) {
+    const uint32_t base = r * T + warp * 32, p = prec[r], c = any && key[r] <= threshold;
+    if (base >= n) break; /* warp-uniform: this warp's later runs are past the row too */
+    peers[r] = __match_any_sync(0xffffffffu, p << 1 | c);
+    if ((peers[r] & below) == 0 && p < FORMATS) { /* the group's first lane */
+      atomicAdd(&candidates[p], (uint32_t)__popc(peers[r]));
+      if (c) run_count[base / 32][p] = (uint32_t)__popc(peers[r]);
     }
   }
   __syncthreads();
@@ -529,13 +537,12 @@ template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_
     if (lane == 31) chosen_total[warp] = incl;
   }
   __syncthreads();
-  for (uint32_t base = warp * 32; base < n; base += T) {
-    const uint32_t i = base + lane;
-    const bool in = i < n;
-    const uint32_t p = in ? prec[i] : 0, c = in && any && __ldg(keys + i) <= threshold;
-    const uint32_t peers = __match_any_sync(0xffffffffu, in ? p << 1 | c : ~0u);
-    if (!c || p >= FORMATS || reserved[p] < 0) continue; /* no entries reserved for its format */
-    const int32_t e = reserved[p] + (int32_t)(run_count[base / 32][p] + __popc(peers & below));
+#pragma unroll
+  for (int r = 0; r < E; r++) {
+    const uint32_t base = r * T + warp * 32, i = r * T + t, p = prec[r];
+    if (base >= n) break;
+    if (!(any && key[r] <= threshold) || p >= FORMATS || reserved[p] < 0) continue; /* no entry reserved for its format */
+    const int32_t e = reserved[p] + (int32_t)(run_count[base / 32][p] + __popc(peers[r] & below));
     const ikv_select_candidate x = s.cand[off + i];
     s.page_slot[e] = x.slot, s.page_index[e] = x.page_index, s.first[e] = x.first, s.last[e] = x.last;
   }
@@ -553,6 +560,16 @@ template <int T> __global__ void __launch_bounds__(T) select_scatter_kernel(ikv_
   }
 }
 
+/* Keys a thread: as few as hold the longest row. */
+template <int T> cudaError_t launch_select_t(const ikv_cuda_selection *sel, cudaStream_t st, bool dependent) {
+  const uint32_t rows = sel->batch * sel->kv_heads, E = (sel->longest + T - 1) / T;
+  const auto kernel = E <= 1   ? select_scatter_kernel<T, 1>
+                      : E <= 2 ? select_scatter_kernel<T, 2>
+                      : E <= 4 ? select_scatter_kernel<T, 4>
+                               : select_scatter_kernel<T, 8>;
+  return ikv_launch(kernel, dim3(rows), dim3(T), 0, st, dependent, *sel);
+}
+
 } // namespace
 
 extern "C" ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *sel, void *stream) {
@@ -561,16 +578,17 @@ extern "C" ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *sel, voi
   if (!sel->seq_off || !sel->cand || !sel->keys || !sel->reserved || !sel->page_slot || !sel->page_index ||
       !sel->first || !sel->last || !sel->groups || !sel->items)
     return IKV_E_NULL;
-  if (!sel->pages_per_item) return IKV_E_INVALID;
+  if (!sel->pages_per_item || !sel->longest) return IKV_E_INVALID;
+  if (sel->longest > IKV_CUDA_RANK_MAX) return IKV_E_UNSUPPORTED;
   const int sms = ikv_cuda_sm_count();
   if (!sms) return IKV_E_CUDA;
   const uint32_t rows = sel->batch * sel->kv_heads;
-  /* overlapping the scores only where its few blocks leave them the SMs: at
-   * batch 32 its waiting blocks slowed the scores (scores + top-k 196.8 ->
-   * 208.8 us; batch 1: 20.6 -> 19.8 us) */
-  const cudaError_t e =
-      rows <= (uint32_t)sms
-          ? ikv_launch(select_scatter_kernel<1024>, dim3(rows), dim3(1024), 0, (cudaStream_t)stream, true, *sel)
-          : ikv_launch(select_scatter_kernel<256>, dim3(rows), dim3(256), 0, (cudaStream_t)stream, false, *sel);
+  /* 1,024 threads a row where the rows leave SMs free or a row exceeds 8
+   * keys a thread of 256; the scores overlapped only where the top-k's few
+   * blocks leave them the SMs: at batch 32 its waiting blocks slowed the
+   * scores (scores + top-k 196.8 -> 208.8 us; batch 1: 20.6 -> 19.8 us) */
+  const bool few = rows <= (uint32_t)sms;
+  const cudaError_t e = few || sel->longest > 8 * 256 ? launch_select_t<1024>(sel, (cudaStream_t)stream, few)
+                                                      : launch_select_t<256>(sel, (cudaStream_t)stream, false);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }

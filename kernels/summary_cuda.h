@@ -90,6 +90,8 @@ typedef struct ikv_cuda_selection {
   const int32_t *groups;
   ikv_work_item *items;
   uint32_t pages_per_item;
+  uint32_t longest; /* the most candidates of any sequence (1 to IKV_CUDA_RANK_MAX): a thread's share of
+                       a row is held in registers, sized by it */
 } ikv_cuda_selection;
 
 /* Row (b, h) finds its best min(k, n_b) candidates (the smallest keys, by
@@ -97,7 +99,8 @@ typedef struct ikv_cuda_selection {
  * candidate order, into the next reserved entry of its precision; reserved
  * entries left over become empty (first 1, last 0), and the items over them
  * end early (empty items read nothing), so they cost no decode work. At
- * most IKV_CUDA_RANK_MAX candidates a sequence. */
+ * most IKV_CUDA_RANK_MAX candidates a sequence (longest above it:
+ * IKV_E_UNSUPPORTED; 0 with sequences to select for: IKV_E_INVALID). */
 ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *selection, void *stream);
 
 #ifdef __cplusplus

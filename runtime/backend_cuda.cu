@@ -804,6 +804,9 @@ ikv_status select_on_device(ikv_runtime *rt, const ikv_plan *pl, cudaStream_t st
   ikv_status st = ikv_cuda_page_keys_batch(g, &state(rt)->sum, pl->dsel_bound, cp->d_pages, cp->d_seq_off, pl->dsel_seq,
                                            B, pl->dsel_q, rt->cfg.q_heads, cp->d_keys, stream);
   if (st != IKV_OK) return st;
+  uint32_t longest = 0;
+  for (uint32_t b = 0; b < B; b++)
+    if (pl->dsel_seq[b + 1] - pl->dsel_seq[b] > longest) longest = pl->dsel_seq[b + 1] - pl->dsel_seq[b];
   ikv_cuda_selection sel = {B,
                             g->kv_heads,
                             pl->dsel_k,
@@ -817,7 +820,8 @@ ikv_status select_on_device(ikv_runtime *rt, const ikv_plan *pl, cudaStream_t st
                             (uint16_t *)cp->buf[5],
                             cp->d_groups,
                             (ikv_work_item *)cp->buf[7],
-                            pl->pages_per_item};
+                            pl->pages_per_item,
+                            longest};
   return ikv_cuda_select_scatter(&sel, stream);
 }
 

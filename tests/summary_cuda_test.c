@@ -169,11 +169,15 @@ static void summaries_and_scores_match_the_host(void **state) {
   assert_int_equal(ikv_cuda_select_scatter(NULL, NULL), IKV_E_NULL);
   ikv_cuda_selection sel = {.batch = 1, .kv_heads = H, .k = 2};
   assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_E_NULL); /* no arrays */
-  /* every array given (refused before any launch reads them), items of no pages */
+  /* every array given (refused before any launch reads them) */
   sel.seq_off = (const uint32_t *)d_keys, sel.cand = (const ikv_select_candidate *)d_keys, sel.keys = d_keys;
   sel.reserved = sel.groups = (const int32_t *)d_keys, sel.page_slot = sel.page_index = (int32_t *)d_keys;
   sel.first = sel.last = (uint16_t *)d_keys, sel.items = (ikv_work_item *)d_keys;
-  assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_E_INVALID);
+  assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_E_INVALID); /* items of no pages */
+  sel.pages_per_item = 4;
+  assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_E_INVALID); /* no longest row */
+  sel.longest = IKV_CUDA_RANK_MAX + 1;
+  assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_E_UNSUPPORTED);
   sel.batch = 0;
   assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_OK); /* nothing to do */
   /* a row longer than the GPU sort takes, with ties (equal scores rank by ordinal) */
@@ -368,8 +372,10 @@ static void expect_selection(test_rng *r, const uint32_t *lengths, uint32_t batc
     CUDA_CHECK(cudaMalloc(outs[a], sizeof(int32_t) * (n_entries + 1)));
     CUDA_CHECK(cudaMemset(*outs[a], 0xa5, sizeof(int32_t) * (n_entries + 1))); /* poison */
   }
+  uint32_t longest = 0;
+  for (uint32_t b = 0; b < batch; b++) longest = lengths[b] > longest ? lengths[b] : longest;
   const ikv_cuda_selection sel = {batch, heads, k, d_off, d_cand, d_keys, d_res, d_slot, d_index, d_first, d_last,
-                                  d_groups, d_items, PPI};
+                                  d_groups, d_items, PPI, longest};
   assert_int_equal(ikv_cuda_select_scatter(&sel, NULL), IKV_OK);
   CUDA_CHECK(cudaDeviceSynchronize());
   int32_t *slot = malloc(sizeof(int32_t) * (n_entries + 1)), *index = malloc(sizeof(int32_t) * (n_entries + 1));
@@ -418,18 +424,28 @@ static void expect_selection(test_rng *r, const uint32_t *lengths, uint32_t batc
 
 /* Device selection's top-k at every row length up to the longest, k below,
  * at and above the formats' counts, with the few rows of a batch-1 step (a
- * block of 1,024 threads a row) and with more rows than SMs (256 threads). */
+ * block of 1,024 threads a row) and with more rows than SMs (256 threads
+ * where every row fits 8 keys a thread), each launch's longest row
+ * choosing how many keys a thread holds (1, 2, 4 or 8). */
 static void selects_the_best_of_rows_of_every_length(void **state) {
   (void)state;
   require_gpu();
   test_rng r = {0x5eed0804};
   const uint32_t lengths[8] = {1, 2, 33, 257, 2048, 3000, 5000, IKV_CUDA_RANK_MAX}, ks[3] = {1, 300, IKV_CUDA_RANK_MAX};
   for (int ki = 0; ki < 3; ki++) expect_selection(&r, lengths, 8, 2, ks[ki]);
+  const uint32_t up_to_1024[3] = {1000, 1, 1024}, up_to_2048[3] = {2048, 5, 1500}, up_to_4096[2] = {3000, 4096};
+  expect_selection(&r, up_to_1024, 3, 2, 100);
+  expect_selection(&r, up_to_2048, 3, 2, 700);
+  expect_selection(&r, up_to_4096, 2, 2, 1000);
   enum { MANY = 160 };
+  const uint32_t longest[4] = {256, 512, 2048, 3000};
   uint32_t many[MANY];
-  for (uint32_t b = 0; b < MANY; b++) many[b] = 1 + rng_below(&r, b % 16 ? 600 : 3000);
-  expect_selection(&r, many, MANY, 1, 40);
-  expect_selection(&r, many, MANY / 2, 2, 300);
+  for (int li = 0; li < 4; li++) {
+    for (uint32_t b = 0; b < MANY; b++) many[b] = 1 + rng_below(&r, b % 16 ? longest[li] / 4 : longest[li]);
+    many[7] = longest[li];
+    expect_selection(&r, many, MANY, 1, 40);
+    expect_selection(&r, many, MANY / 2, 2, 300);
+  }
 }
 
 int main(void) {

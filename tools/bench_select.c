@@ -99,7 +99,8 @@ static void make_plan(selection *x, int r) {
                                     .reserved = upload(reserved, sizeof(int32_t) * rows * IKV_PRECISION_COUNT),
                                     .page_slot = slot, .page_index = index, .first = first, .last = last,
                                     .groups = upload(groups, sizeof(int32_t) * 3 * rows * IKV_PRECISION_COUNT),
-                                    .items = upload(items, sizeof(ikv_work_item) * n_items), .pages_per_item = PPI};
+                                    .items = upload(items, sizeof(ikv_work_item) * n_items), .pages_per_item = PPI,
+                                    .longest = x->n};
   free(cand), free(reserved), free(groups), free(items);
 }
 
