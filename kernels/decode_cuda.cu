@@ -766,12 +766,17 @@ template <int D, bool TMA> __device__ __forceinline__ void decode_block(const de
   /* launched alongside the kernel before it (item_waits): an item that
    * reads pages that kernel writes waits for it now, the others once their
    * first pages are in flight (as with prefetch_pages) */
-  const bool waits = a.item_waits && a.item_waits[blockIdx.x];
+  /* block x: item x / heads, KV head x % heads (rows every KV head reads;
+   * else heads 1): blocks go out in item order, so items past the plan's
+   * (a launch padded for a CUDA graph) come last and take no earlier
+   * item's place in a wave */
+  const bool per_head = a.csr.per_kv_head != 0;
+  const uint32_t heads = per_head ? 1 : a.kv_heads, item = blockIdx.x / heads;
+  const bool waits = a.item_waits && a.item_waits[item];
   if (waits) asm volatile("griddepcontrol.wait;" ::: "memory");
   const bool wait_late = (a.prefetch_pages || a.item_waits) && !waits;
-  const ikv_work_item it = a.items[blockIdx.x];
-  const bool per_head = a.csr.per_kv_head != 0;
-  const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.y, b = per_head ? it.row / a.kv_heads : it.row;
+  const ikv_work_item it = a.items[item];
+  const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.x % heads, b = per_head ? it.row / a.kv_heads : it.row;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   __half *stage = reinterpret_cast<__half *>(smem) + warp * tiles<D>::STAGE;
   warp_state<D> ws;
@@ -805,7 +810,6 @@ template <int D, bool TMA> __device__ __forceinline__ void decode_block(const de
     if (lane < 4) rec[D] = ws.m[j], rec[D + 1] = ws.l[j];
   }
   __syncthreads();
-  const uint32_t hh = per_head ? 0 : h;
   for (uint32_t x = threadIdx.x; x < a.group * D; x += blockDim.x) {
     const uint32_t gg = x / D, d = x % D;
     float M = -INFINITY;
@@ -818,7 +822,7 @@ template <int D, bool TMA> __device__ __forceinline__ void decode_block(const de
         L += rec[D + 1] * cw;
         A += rec[d] * cw;
       }
-    float *out = a.ws + ((size_t)(blockIdx.x * gridDim.y + hh) * a.group + gg) * (D + 2);
+    float *out = a.ws + ((size_t)blockIdx.x * a.group + gg) * (D + 2); /* [item][KV head of the launch][group] */
     out[d] = A;
     if (d == 0) out[D] = M, out[D + 1] = L;
   }
@@ -960,8 +964,8 @@ extern "C" size_t ikv_cuda_decode_workspace(const ikv_geometry *g, const ikv_att
   return (size_t)plan->n_items * heads * (p->q_heads / g->kv_heads) * (g->head_dim + 2) * sizeof(float);
 }
 
-/* One of the decode kernels on grid (items x heads); above 48 KB a kernel
- * must ask for its shared memory. */
+/* One of the decode kernels, a block per (item, KV head), item-major;
+ * above 48 KB a kernel must ask for its shared memory. */
 template <int D, typename... Args>
 static cudaError_t launch_decode(void (*k)(Args...), uint32_t n_items, uint32_t heads, cudaStream_t s, bool dependent,
                                  Args... args) {
@@ -969,7 +973,7 @@ static cudaError_t launch_decode(void (*k)(Args...), uint32_t n_items, uint32_t 
     const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)tiles<D>::SMEM);
     if (e != cudaSuccess) return e;
   }
-  return ikv_launch(k, dim3(n_items, heads), dim3(WARPS * 32), tiles<D>::SMEM, s, dependent, args...);
+  return ikv_launch(k, dim3(n_items * heads), dim3(WARPS * 32), tiles<D>::SMEM, s, dependent, args...);
 }
 
 template <int D>

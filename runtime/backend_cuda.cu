@@ -507,9 +507,11 @@ ikv_status cuda_graph_key(const ikv_runtime *rt, const ikv_plan *pl, uint64_t *k
   for (uint32_t b = 0; selects(pl) && b < pl->view.batch; b++)
     if (pl->dsel_seq[b + 1] - pl->dsel_seq[b] > longest) longest = pl->dsel_seq[b + 1] - pl->dsel_seq[b];
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
-  const uint64_t parts[] = {(uintptr_t)pl, pl->view.batch, pl->view.per_kv_head, pl->n_rows, pl->n_work,
+  /* the decode's grid is the padded item count (a plan's entries may move
+   * under it); its page copies are those chosen at capture */
+  const uint64_t parts[] = {(uintptr_t)pl, pl->view.batch, pl->view.per_kv_head, pl->n_rows, cp->dp.n_items,
                             (uint64_t)(cp->dp.item_waits && !s->unflagged_write), /* decodes launched overlapping */
-                            pl->n_entries, cp->dp.formats, (uint64_t)selects(pl), selects(pl) ? pl->n_dsel : 0, longest,
+                            cp->dp.formats, (uint64_t)selects(pl), selects(pl) ? pl->n_dsel : 0, longest,
                             selects(pl) ? pl->dsel_k : 0, (uintptr_t)pl->dsel_q, (uintptr_t)s->slots.d,
                             (uintptr_t)s->precs.d, (uintptr_t)s->pages.d, s->slots.bytes, s->pages.bytes};
   uint64_t h = 0xcbf29ce484222325ull;
@@ -743,22 +745,43 @@ static bool mark_waits(ikv_runtime *rt, const ikv_plan *pl, cuda_state *s, uint8
   return true;
 }
 
+/* The decode's grid: the plan's items rounded up, at most an eighth more
+ * (8 at a time below 64), within the plan's capacity. The launch then keeps
+ * its size, and a captured step its key, while a plan's entries move
+ * within the bucket (a router's plan gains a page every page_size tokens). */
+static uint32_t launch_items(uint32_t n, uint32_t capacity) {
+  if (!n) return 0;
+  uint32_t step = 8;
+  while (step * 16 <= n) step *= 2;
+  const uint64_t up = ((uint64_t)n + step - 1) / step * step;
+  return up < capacity ? (uint32_t)up : capacity;
+}
+
 ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
   cuda_state *s = state(rt);
   cuda_plan *cp = (cuda_plan *)pl->dev;
   const uint32_t rows = pl->n_rows, nnz = pl->n_entries;
+  const uint32_t launched = launch_items(pl->n_work, pl->cap_entries + pl->cap_rows * IKV_PRECISION_COUNT);
+  /* the padding: empty items of the last row (they read no page, and the
+   * merge weighs their partials 0) */
+  for (uint32_t i = pl->n_work; i < launched; i++) {
+    ikv_work_item pad = {};
+    pad.row = rows - 1, pad.precision = IKV_FP16;
+    pl->work[i] = pad;
+  }
   for (uint32_t r = 0, i = 0; r <= rows; r++) { /* items come ordered by row */
-    while (i < pl->n_work && pl->work[i].row < r) i++;
+    while (i < launched && pl->work[i].row < r) i++;
     cp->h_row_items[r] = (int32_t)i;
   }
   s->unflagged_write = 0; /* writes before this plan: last_write */
   const bool overlap = mark_waits(rt, pl, s, cp->h_fresh, cp->h_item_waits);
+  memset(cp->h_item_waits + pl->n_work, 0, launched - pl->n_work);
   const void *src[11] = {pl->indptr, pl->slot, pl->precision, pl->page_index, pl->first, pl->last, pl->seq_len,
                          pl->work, pl->work_entries, cp->h_row_items, cp->h_item_waits};
   const size_t bytes[11] = {sizeof(int32_t) * (rows + 1), sizeof(int32_t) * nnz, nnz, sizeof(int32_t) * nnz,
                             sizeof(uint16_t) * nnz, sizeof(uint16_t) * nnz, sizeof(int32_t) * pl->view.batch,
-                            sizeof(ikv_work_item) * pl->n_work, sizeof(int32_t) * nnz, sizeof(int32_t) * (rows + 1),
-                            overlap ? pl->n_work : 0};
+                            sizeof(ikv_work_item) * launched, sizeof(int32_t) * nnz, sizeof(int32_t) * (rows + 1),
+                            overlap ? launched : 0};
   for (int i = 0; i < 11; i++)
     if (bytes[i] && !ok(cudaMemcpyAsync(cp->buf[i], src[i], bytes[i], cudaMemcpyHostToDevice, s->stream))) return IKV_E_CUDA;
   ikv_cuda_plan *dp = &cp->dp;
@@ -775,7 +798,7 @@ ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
   dp->row_items = (const int32_t *)cp->buf[9];
   dp->item_waits = overlap ? (const uint8_t *)cp->buf[10] : NULL;
   dp->rows = rows;
-  dp->n_items = pl->n_work;
+  dp->n_items = launched;
   dp->n_entries = nnz;
   dp->formats = 0; /* the formats resolve counted (device selection's reserved entries included) */
   for (int p = 0; p < IKV_PRECISION_COUNT; p++) dp->formats |= pl->stats.pages_by_precision[p] ? 1u << p : 0u;

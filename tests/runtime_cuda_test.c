@@ -301,7 +301,10 @@ static void ranks_more_candidates_than_pages_in_parts(void **state) {
  * other replays one captured graph of a step (write_kv and decode of every
  * layer) for as long as ikv_step_graph_key holds; every step's outputs must
  * be the same bytes. Scheduler tables of a fixed shape, then the router with
- * selection on the GPU (which the graph replays with each step's queries). */
+ * selection on the GPU (which the graph replays with each step's queries),
+ * then the router ranking on the host over steps that add a page to every
+ * KV-head row (the plan's entries move; its padded launch, hence the key,
+ * holds). */
 /* Fresh random K/V of count tokens into layer l of both twins, through each
  * one's slot mapping (k, v: host scratch; dk, dv: device scratch). */
 static void write_both(twin *t, uint32_t l, int64_t *const slots[2], uint8_t *const precs[2], uint32_t count, float *k,
@@ -420,14 +423,19 @@ static void graph_replays_across_steps(void **state) {
   uint8_t prec[6] = {IKV_FP16, IKV_FP16, IKV_FP16, IKV_FP16, IKV_FP16, IKV_FP16};
   const uint32_t ones[SEQS] = {1, 1};
   uint32_t tokens = ctx[0];
-  for (int mode = 0; mode < 2; mode++) { /* 0: tables, 1: router selecting on the GPU */
-    if (mode) { /* to 224 tokens: the next steps keep the candidates (the pages before the 32-token window) */
-      const uint32_t top[SEQS] = {224 - tokens, 224 - tokens};
+  float *sq = malloc(sizeof(float) * nq); /* the host ranking's queries */
+  /* each mode's first step: 1 (224 tokens) keeps the candidates (the pages
+   * before the 32-token window), 2 (from 237) crosses into a new page */
+  const uint32_t start[3] = {0, 224, 237};
+  for (int mode = 0; mode < 3; mode++) { /* 0: tables, 1: router selecting on the GPU, 2: ranking on the host */
+    uint32_t entries_seen[2] = {0, 0}; /* mode 2: the fewest and the most entries a step's plan held */
+    if (mode) {
+      const uint32_t top[SEQS] = {start[mode] - tokens, start[mode] - tokens};
       for (int r = 0; r < 2; r++) assert_int_equal(ikv_append(rt[r], seq[r], top, SEQS, slots[r], precs[r]), IKV_OK);
       for (uint32_t l = 0; l < L; l++)
         for (int r = 0; r < 2; r++)
           assert_int_equal(ikv_write_kv(rt[r], l, dk, dv, IKV_DTYPE_F32, slots[r], precs[r], 2 * top[0], s), IKV_OK);
-      tokens = 224;
+      tokens = start[mode];
     }
     cudaGraphExec_t exec = NULL;
     uint64_t captured_key = 0;
@@ -440,8 +448,8 @@ static void graph_replays_across_steps(void **state) {
       CUDA_CHECK(cudaMemcpy(dv, host, sizeof(float) * 2 * H * D, cudaMemcpyHostToDevice));
       rng_fill_gauss(&rng, host, nq, 1.0f);
       CUDA_CHECK(cudaMemcpy(dq, host, sizeof(float) * nq, cudaMemcpyHostToDevice));
-      rng_fill_gauss(&rng, host, nq, 1.0f);
-      CUDA_CHECK(cudaMemcpy(dsq, host, sizeof(float) * nq, cudaMemcpyHostToDevice));
+      rng_fill_gauss(&rng, sq, nq, 1.0f);
+      CUDA_CHECK(cudaMemcpy(dsq, sq, sizeof(float) * nq, cudaMemcpyHostToDevice));
       tokens++;
       const uint32_t last = (tokens + P - 1) / P - 1;
       for (int b = 0; b < SEQS; b++) index[3 * b] = 0, index[3 * b + 1] = 3 + step, index[3 * b + 2] = (int32_t)last;
@@ -449,11 +457,16 @@ static void graph_replays_across_steps(void **state) {
         ikv_plan_request req = {.seqs = seq[r], .batch = SEQS, .mode = mode ? IKV_PLAN_ROUTER : IKV_PLAN_TABLES};
         if (mode)
           req.router = (ikv_router_params){.recent_tokens = 32, .default_score = 0.5f, .score_mode = IKV_SCORE_QUERY_BOUND,
-                                           .topk_pages = 2, .score_q = (const float *)dsq, .select_on_device = 1};
+                                           .topk_pages = 2, .score_q = mode == 1 ? (const float *)dsq : sq,
+                                           .select_on_device = mode == 1};
         else
           req.tables = (ikv_plan_tables){.indptr = indptr, .page_index = index, .precision = prec};
         assert_int_equal(ikv_plan_build(rt[r], plan[r], &req), IKV_OK);
       }
+      ikv_plan_stats ps;
+      assert_int_equal(ikv_plan_get_stats(plan[1], &ps), IKV_OK);
+      if (!step || ps.pages_selected < entries_seen[0]) entries_seen[0] = ps.pages_selected;
+      if (ps.pages_selected > entries_seen[1]) entries_seen[1] = ps.pages_selected;
       CUDA_CHECK(cudaMemsetAsync(dout[0], 0xff, sizeof(float) * L * nq, s)); /* poison, in the stream's order */
       CUDA_CHECK(cudaMemsetAsync(dout[1], 0xff, sizeof(float) * L * nq, s));
       for (uint32_t l = 0; l < L; l++) { /* runtime 0: eager */
@@ -489,8 +502,10 @@ static void graph_replays_across_steps(void **state) {
           fail_msg("mode %d, step %d: replay out[%zu] %a, eager %a", mode, step, i, out[1][i], out[0][i]);
     }
     assert_int_equal(captures, 1); /* the shape held: one capture served every step */
+    if (mode == 2) assert_true(entries_seen[0] < entries_seen[1]); /* ... while the plan's entries grew */
     cudaGraphExecDestroy(exec);
   }
+  free(sq);
   /* a new page changes what selection on the GPU launches: the key moves */
   uint64_t before, after;
   ikv_plan_request req = {.seqs = seq[1], .batch = SEQS, .mode = IKV_PLAN_ROUTER};
