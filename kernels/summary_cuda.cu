@@ -317,18 +317,14 @@ extern "C" ikv_status ikv_cuda_page_keys(const ikv_geometry *g, const ikv_cuda_s
 }
 
 extern "C" ikv_status ikv_cuda_page_keys_batch(const ikv_geometry *g, const ikv_cuda_summaries *s, int bound,
-                                               const uint32_t *pages, const uint32_t *seq_off,
-                                               const uint32_t *seq_off_host, uint32_t batch, const float *q,
-                                               uint32_t q_heads, uint64_t *keys, void *stream) {
-  if (!g || !s || (batch && (!seq_off || !seq_off_host))) return IKV_E_NULL;
+                                               const uint32_t *pages, const uint32_t *seq_off, uint32_t longest,
+                                               uint32_t batch, const float *q, uint32_t q_heads, uint64_t *keys,
+                                               void *stream) {
+  if (!g || !s || (batch && !seq_off)) return IKV_E_NULL;
   if (ikv_geometry_check(g) != IKV_OK || !q_heads || q_heads % g->kv_heads) return IKV_E_INVALID;
-  const uint32_t n = batch ? seq_off_host[batch] : 0;
-  if (!n) return IKV_OK;
+  if (!batch || !longest) return IKV_OK;
   if (!pages || !q || !keys) return IKV_E_NULL;
-  uint32_t longest = 0;
-  for (uint32_t b = 0; b < batch; b++)
-    if (seq_off_host[b + 1] - seq_off_host[b] > longest) longest = seq_off_host[b + 1] - seq_off_host[b];
-  return launch_scores(g, s, bound, pages, segments{seq_off, batch, n}, longest, q, (size_t)q_heads * g->head_dim,
+  return launch_scores(g, s, bound, pages, segments{seq_off, batch, 0}, longest, q, (size_t)q_heads * g->head_dim,
                        q_heads / g->kv_heads, keys, stream);
 }
 

@@ -40,13 +40,16 @@ ikv_status ikv_cuda_page_keys(const ikv_geometry *geometry, const ikv_cuda_summa
                               void *stream);
 
 /* ikv_cuda_page_keys for `batch` sequences in one launch: sequence b's
- * candidates are pages[seq_off[b], seq_off[b + 1]) (seq_off on the device,
- * seq_off_host the same numbers on the host), its queries
- * q + b * q_heads * head_dim, its keys keys + kv_heads * seq_off[b] laid out
- * [kv_heads][n_b], ordinals counted within the sequence. */
+ * candidates are pages[seq_off[b], seq_off[b + 1]) (seq_off on the device),
+ * its queries q + b * q_heads * head_dim, its keys keys + kv_heads *
+ * seq_off[b] laid out [kv_heads][n_b], ordinals counted within the
+ * sequence. The launch covers `longest` candidates a sequence, which must
+ * be at least every n_b (more only costs blocks that find nothing: a graph
+ * captured with a bound serves every step whose sequences stay under it);
+ * 0: nothing to score. */
 ikv_status ikv_cuda_page_keys_batch(const ikv_geometry *geometry, const ikv_cuda_summaries *summaries, int bound,
-                                    const uint32_t *pages, const uint32_t *seq_off, const uint32_t *seq_off_host,
-                                    uint32_t batch, const float *q, uint32_t q_heads, uint64_t *keys, void *stream);
+                                    const uint32_t *pages, const uint32_t *seq_off, uint32_t longest, uint32_t batch,
+                                    const float *q, uint32_t q_heads, uint64_t *keys, void *stream);
 
 /* The largest n ikv_cuda_rank_keys sorts (in shared memory). */
 #define IKV_CUDA_RANK_MAX 8192

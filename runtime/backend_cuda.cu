@@ -501,17 +501,41 @@ ikv_status cuda_stream_leave(ikv_runtime *rt, void *stream) {
 
 /* What a captured step's kernels were launched with: launch shapes and the
  * device buffers they read (FNV-1a over the values). */
+/* Launch sizes a captured step depends on, rounded up so that they hold
+ * while a plan changes a little (a router's plan gains a page every
+ * page_size tokens, a sequence a candidate): n rounded up by at most an
+ * eighth (8 at a time below 64), at most cap. */
+static uint32_t bucket(uint32_t n, uint32_t cap) {
+  if (!n) return 0;
+  uint32_t step = 8;
+  while (step * 16 <= n) step *= 2;
+  const uint64_t up = ((uint64_t)n + step - 1) / step * step;
+  return up < cap ? (uint32_t)up : cap;
+}
+
+/* The most candidates of one sequence (offsets on the host). */
+static uint32_t longest_sequence(const uint32_t *seq_off, uint32_t batch) {
+  uint32_t longest = 0;
+  for (uint32_t b = 0; b < batch; b++)
+    if (seq_off[b + 1] - seq_off[b] > longest) longest = seq_off[b + 1] - seq_off[b];
+  return longest;
+}
+
+/* A device-selection plan's longest sequence as its launches are sized
+ * (the scores' grid, the top-k's keys a thread): bucketed. */
+static uint32_t selection_longest(const ikv_plan *pl) {
+  return bucket(longest_sequence(pl->dsel_seq, pl->view.batch), IKV_CUDA_RANK_MAX);
+}
+
 ikv_status cuda_graph_key(const ikv_runtime *rt, const ikv_plan *pl, uint64_t *key) {
   const cuda_state *s = state(rt);
-  uint32_t longest = 0;
-  for (uint32_t b = 0; selects(pl) && b < pl->view.batch; b++)
-    if (pl->dsel_seq[b + 1] - pl->dsel_seq[b] > longest) longest = pl->dsel_seq[b + 1] - pl->dsel_seq[b];
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
   /* the decode's grid is the padded item count (a plan's entries may move
    * under it); its page copies are those chosen at capture */
   const uint64_t parts[] = {(uintptr_t)pl, pl->view.batch, pl->view.per_kv_head, pl->n_rows, cp->dp.n_items,
                             (uint64_t)(cp->dp.item_waits && !s->unflagged_write), /* decodes launched overlapping */
-                            cp->dp.formats, (uint64_t)selects(pl), selects(pl) ? pl->n_dsel : 0, longest,
+                            cp->dp.formats, (uint64_t)selects(pl), selects(pl) ? selection_longest(pl) : 0,
+                            selects(pl) ? pl->pages_per_item : 0, /* the top-k cuts items by it */
                             selects(pl) ? pl->dsel_k : 0, (uintptr_t)pl->dsel_q, (uintptr_t)s->slots.d,
                             (uintptr_t)s->precs.d, (uintptr_t)s->pages.d, s->slots.bytes, s->pages.bytes};
   uint64_t h = 0xcbf29ce484222325ull;
@@ -604,7 +628,8 @@ static ikv_status rank_part(ikv_runtime *rt, int bound, const ikv_page_id *pages
   if (st == IKV_OK) st = rt_stream(rt, &stream);
   if (st == IKV_OK)
     st = ikv_cuda_page_keys_batch(g, &s->sum, bound, (const uint32_t *)s->candidates.d, (const uint32_t *)s->rank_off.d,
-                                  seq_off, batch, (const float *)s->q.d, rt->cfg.q_heads, s->keys, stream);
+                                  longest_sequence(seq_off, batch), batch, (const float *)s->q.d, rt->cfg.q_heads,
+                                  s->keys, stream);
   if (st != IKV_OK) return st;
   st = ikv_cuda_rank_keys_batch(g->kv_heads, s->keys, (const uint32_t *)s->rank_off.d, seq_off, batch,
                                 want, stream);
@@ -745,23 +770,12 @@ static bool mark_waits(ikv_runtime *rt, const ikv_plan *pl, cuda_state *s, uint8
   return true;
 }
 
-/* The decode's grid: the plan's items rounded up, at most an eighth more
- * (8 at a time below 64), within the plan's capacity. The launch then keeps
- * its size, and a captured step its key, while a plan's entries move
- * within the bucket (a router's plan gains a page every page_size tokens). */
-static uint32_t launch_items(uint32_t n, uint32_t capacity) {
-  if (!n) return 0;
-  uint32_t step = 8;
-  while (step * 16 <= n) step *= 2;
-  const uint64_t up = ((uint64_t)n + step - 1) / step * step;
-  return up < capacity ? (uint32_t)up : capacity;
-}
-
 ikv_status cuda_plan_publish(ikv_runtime *rt, ikv_plan *pl) {
   cuda_state *s = state(rt);
   cuda_plan *cp = (cuda_plan *)pl->dev;
   const uint32_t rows = pl->n_rows, nnz = pl->n_entries;
-  const uint32_t launched = launch_items(pl->n_work, pl->cap_entries + pl->cap_rows * IKV_PRECISION_COUNT);
+  /* the decode's grid: the items rounded up (a bucket) */
+  const uint32_t launched = bucket(pl->n_work, pl->cap_entries + pl->cap_rows * IKV_PRECISION_COUNT);
   /* the padding: empty items of the last row (they read no page, and the
    * merge weighs their partials 0) */
   for (uint32_t i = pl->n_work; i < launched; i++) {
@@ -824,12 +838,10 @@ ikv_status select_on_device(ikv_runtime *rt, const ikv_plan *pl, cudaStream_t st
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
   const ikv_geometry *g = &rt->cfg.geometry;
   const uint32_t B = pl->view.batch;
-  ikv_status st = ikv_cuda_page_keys_batch(g, &state(rt)->sum, pl->dsel_bound, cp->d_pages, cp->d_seq_off, pl->dsel_seq,
-                                           B, pl->dsel_q, rt->cfg.q_heads, cp->d_keys, stream);
+  const uint32_t longest = selection_longest(pl);
+  ikv_status st = ikv_cuda_page_keys_batch(g, &state(rt)->sum, pl->dsel_bound, cp->d_pages, cp->d_seq_off, longest, B,
+                                           pl->dsel_q, rt->cfg.q_heads, cp->d_keys, stream);
   if (st != IKV_OK) return st;
-  uint32_t longest = 0;
-  for (uint32_t b = 0; b < B; b++)
-    if (pl->dsel_seq[b + 1] - pl->dsel_seq[b] > longest) longest = pl->dsel_seq[b + 1] - pl->dsel_seq[b];
   ikv_cuda_selection sel = {B,
                             g->kv_heads,
                             pl->dsel_k,

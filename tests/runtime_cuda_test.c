@@ -506,7 +506,10 @@ static void graph_replays_across_steps(void **state) {
     cudaGraphExecDestroy(exec);
   }
   free(sq);
-  /* a new page changes what selection on the GPU launches: the key moves */
+  /* selection on the GPU launches for its longest sequence's candidates
+   * rounded up: a candidate page more keeps the key, eight more move it
+   * (each growth ends in a decode step's append of a token a sequence, as
+   * the key was taken after: the staged token count is part of it) */
   uint64_t before, after;
   ikv_plan_request req = {.seqs = seq[1], .batch = SEQS, .mode = IKV_PLAN_ROUTER};
   req.router = (ikv_router_params){.recent_tokens = 32, .default_score = 0.5f, .score_mode = IKV_SCORE_QUERY_BOUND,
@@ -514,12 +517,15 @@ static void graph_replays_across_steps(void **state) {
   assert_int_equal(ikv_plan_build(rt[1], plan[1], &req), IKV_OK);
   assert_int_equal(ikv_step_graph_key(rt[1], plan[1], &before), IKV_OK);
   assert_int_equal(ikv_step_end(rt[1], plan[1]), IKV_OK);
-  const uint32_t page[SEQS] = {P, P};
-  assert_int_equal(ikv_append(rt[1], seq[1], page, SEQS, slots[1], precs[1]), IKV_OK);
-  assert_int_equal(ikv_plan_build(rt[1], plan[1], &req), IKV_OK);
-  assert_int_equal(ikv_step_graph_key(rt[1], plan[1], &after), IKV_OK);
-  assert_true(before != after);
-  assert_int_equal(ikv_step_end(rt[1], plan[1]), IKV_OK);
+  const uint32_t pages[2][SEQS] = {{P, P}, {8 * P, 8 * P}};
+  for (int grow = 0; grow < 2; grow++) {
+    assert_int_equal(ikv_append(rt[1], seq[1], pages[grow], SEQS, slots[1], precs[1]), IKV_OK);
+    assert_int_equal(ikv_append(rt[1], seq[1], ones, SEQS, slots[1], precs[1]), IKV_OK);
+    assert_int_equal(ikv_plan_build(rt[1], plan[1], &req), IKV_OK);
+    assert_int_equal(ikv_step_graph_key(rt[1], plan[1], &after), IKV_OK);
+    assert_int_equal(before != after, grow);
+    assert_int_equal(ikv_step_end(rt[1], plan[1]), IKV_OK);
+  }
   assert_int_equal(ikv_step_graph_key(NULL, plan[1], &after), IKV_E_NULL);
   cudaStreamDestroy(s);
   cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dsq), cudaFree(dlse), cudaFree(dout[0]), cudaFree(dout[1]);

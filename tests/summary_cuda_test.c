@@ -132,9 +132,11 @@ static void summaries_and_scores_match_the_host(void **state) {
     }
   }
   /* three sequences in one launch (one of a single page), each with its own
-   * queries: the keys and the ranking of each, as if alone */
+   * queries: the keys and the ranking of each, as if alone; the launch
+   * sized for more candidates than the longest has (as a graph captured
+   * for a bucket is) */
   {
-    const uint32_t off[4] = {0, 1, PAGES / 3, PAGES}, *d_off;
+    const uint32_t off[4] = {0, 1, PAGES / 3, PAGES}, *d_off, longest = PAGES - PAGES / 3 + 300;
     float q3[3 * HQ * D], *d_q3;
     rng_fill_gauss(&r, q3, 3 * HQ * D, 1.0f);
     CUDA_CHECK(cudaMalloc((void **)&d_off, sizeof(off)));
@@ -150,14 +152,14 @@ static void summaries_and_scores_match_the_host(void **state) {
               i - off[b]);
         }
     CUDA_CHECK(cudaMemset(d_keys, 0xff, sizeof(uint64_t) * H * PAGES));
-    assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, d_off, off, 3, d_q3, HQ, d_keys, NULL), IKV_OK);
+    assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, d_off, longest, 3, d_q3, HQ, d_keys, NULL), IKV_OK);
     CUDA_CHECK(cudaMemcpy(keys, d_keys, sizeof(uint64_t) * H * PAGES, cudaMemcpyDeviceToHost));
     assert_memory_equal(keys, want, sizeof(uint64_t) * H * PAGES);
     assert_int_equal(ikv_cuda_rank_keys_batch(H, d_keys, d_off, off, 3, 5, NULL), IKV_OK);
     CUDA_CHECK(cudaMemcpy(keys, d_keys, sizeof(uint64_t) * H * PAGES, cudaMemcpyDeviceToHost));
     expect_ranked(keys, want, off, 3, H, 5);
-    assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, NULL, off, 3, d_q3, HQ, d_keys, NULL), IKV_E_NULL);
-    assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, d_off, off, 3, d_q3, HQ + 1, d_keys, NULL),
+    assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, NULL, longest, 3, d_q3, HQ, d_keys, NULL), IKV_E_NULL);
+    assert_int_equal(ikv_cuda_page_keys_batch(&g, &dev, 1, d_pages, d_off, longest, 3, d_q3, HQ + 1, d_keys, NULL),
                      IKV_E_INVALID);
     assert_int_equal(ikv_cuda_rank_keys_batch(H, d_keys, NULL, off, 3, 5, NULL), IKV_E_NULL);
     assert_int_equal(ikv_cuda_rank_keys_batch(H, NULL, d_off, off, 3, 5, NULL), IKV_E_NULL);

@@ -38,7 +38,7 @@ static void enqueue(const selection *x, int stages, cudaStream_t s) {
   for (int r = 0; r < x->sets; r++) {
     if (stages & SCORE)
       bench_ikv_ok(NULL,
-                   ikv_cuda_page_keys_batch(&x->g, &x->sums, 1, x->pages[r], x->seq_off, x->seq_off_host, x->batch,
+                   ikv_cuda_page_keys_batch(&x->g, &x->sums, 1, x->pages[r], x->seq_off, x->n, x->batch,
                                             x->q, HQ, x->keys[r], s),
                    "ikv_cuda_page_keys_batch");
     if (stages & RANK)
