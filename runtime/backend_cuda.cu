@@ -499,8 +499,6 @@ ikv_status cuda_stream_leave(ikv_runtime *rt, void *stream) {
   return caller_enqueued(rt, stream, IKV_OK);
 }
 
-/* What a captured step's kernels were launched with: launch shapes and the
- * device buffers they read (FNV-1a over the values). */
 /* Launch sizes a captured step depends on, rounded up so that they hold
  * while a plan changes a little (a router's plan gains a page every
  * page_size tokens, a sequence a candidate): n rounded up by at most an
@@ -527,6 +525,8 @@ static uint32_t selection_longest(const ikv_plan *pl) {
   return bucket(longest_sequence(pl->dsel_seq, pl->view.batch), IKV_CUDA_RANK_MAX);
 }
 
+/* What a captured step's kernels were launched with: launch shapes and the
+ * device buffers they read (FNV-1a over the values). */
 ikv_status cuda_graph_key(const ikv_runtime *rt, const ikv_plan *pl, uint64_t *key) {
   const cuda_state *s = state(rt);
   const cuda_plan *cp = (const cuda_plan *)pl->dev;
