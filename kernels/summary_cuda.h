@@ -93,8 +93,8 @@ typedef struct ikv_cuda_selection {
   const int32_t *groups;
   ikv_work_item *items;
   uint32_t pages_per_item;
-  uint32_t longest; /* the most candidates of any sequence (1 to IKV_CUDA_RANK_MAX): a thread's share of
-                       a row is held in registers, sized by it */
+  uint32_t longest; /* at least the most candidates of any sequence, at most IKV_CUDA_RANK_MAX: a
+                       thread's share of a row is held in registers, sized by it */
 } ikv_cuda_selection;
 
 /* Row (b, h) finds its best min(k, n_b) candidates (the smallest keys, by

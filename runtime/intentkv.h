@@ -301,9 +301,11 @@ ikv_status ikv_step_end(ikv_runtime *rt, ikv_plan *plan);
  * ikv_plan_build into the device buffers the captured kernels read, and the
  * key covers what the launches depend on (plan shape, device selection's
  * sizes, those buffers). The decode's grid is the plan's work items rounded
- * up (at most an eighth more, padded with empty items), so a plan whose
- * entries move within that bucket, as a router's does when a page begins,
- * keeps its key; the page-copy strategy chosen at capture then stays.
+ * up (at most an eighth more, padded with empty items), and device
+ * selection's launches its longest sequence's candidates rounded the same
+ * way, so a plan whose entries move within those buckets, as a router's
+ * does when a page begins, keeps its key; the page-copy strategy chosen at
+ * capture then stays.
  * Inputs (k, v, q, score_q) and outputs must stay at
  * the addresses captured. A step: ikv_append, ikv_plan_build,
  * ikv_step_graph_key (capture afresh if it changed), ikv_stream_enter,
