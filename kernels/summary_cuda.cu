@@ -337,16 +337,12 @@ extern "C" ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_
 }
 
 extern "C" ikv_status ikv_cuda_rank_keys_batch(uint32_t heads, uint64_t *keys, const uint32_t *seq_off,
-                                               const uint32_t *seq_off_host, uint32_t batch, uint32_t want,
-                                               void *stream) {
-  if (batch && (!seq_off || !seq_off_host)) return IKV_E_NULL;
-  uint32_t longest = 0;
-  for (uint32_t b = 0; b < batch; b++)
-    if (seq_off_host[b + 1] - seq_off_host[b] > longest) longest = seq_off_host[b + 1] - seq_off_host[b];
+                                               uint32_t longest, uint32_t batch, uint32_t want, void *stream) {
+  if (batch && !seq_off) return IKV_E_NULL;
   if (longest > IKV_CUDA_RANK_MAX) return IKV_E_UNSUPPORTED;
-  if (!longest || !heads || !want) return IKV_OK;
+  if (!batch || !longest || !heads || !want) return IKV_OK;
   if (!keys) return IKV_E_NULL;
-  return launch_rank(keys, heads, segments{seq_off, batch, seq_off_host[batch]}, batch, longest, want, stream);
+  return launch_rank(keys, heads, segments{seq_off, batch, 0}, batch, longest, want, stream);
 }
 
 namespace {
@@ -559,8 +555,9 @@ template <int T, int E> __global__ void __launch_bounds__(T) select_scatter_kern
 }
 
 /* Keys a thread: as few as hold the longest row. */
-template <int T> cudaError_t launch_select_t(const ikv_cuda_selection *sel, cudaStream_t st, bool dependent) {
-  const uint32_t rows = sel->batch * sel->kv_heads, E = (sel->longest + T - 1) / T;
+template <int T>
+cudaError_t launch_select_t(const ikv_cuda_selection *sel, uint32_t rows, cudaStream_t st, bool dependent) {
+  const uint32_t E = (sel->longest + T - 1) / T;
   const auto kernel = E <= 1   ? select_scatter_kernel<T, 1>
                       : E <= 2 ? select_scatter_kernel<T, 2>
                       : E <= 4 ? select_scatter_kernel<T, 4>
@@ -586,7 +583,7 @@ extern "C" ikv_status ikv_cuda_select_scatter(const ikv_cuda_selection *sel, voi
    * blocks leave them the SMs: at batch 32 its waiting blocks slowed the
    * scores (scores + top-k 196.8 -> 208.8 us; batch 1: 20.6 -> 19.8 us) */
   const bool few = rows <= (uint32_t)sms;
-  const cudaError_t e = few || sel->longest > 8 * 256 ? launch_select_t<1024>(sel, (cudaStream_t)stream, few)
-                                                      : launch_select_t<256>(sel, (cudaStream_t)stream, false);
+  const cudaError_t e = few || sel->longest > 8 * 256 ? launch_select_t<1024>(sel, rows, (cudaStream_t)stream, few)
+                                                      : launch_select_t<256>(sel, rows, (cudaStream_t)stream, false);
   return e == cudaSuccess && cudaGetLastError() == cudaSuccess ? IKV_OK : IKV_E_CUDA;
 }

@@ -60,9 +60,10 @@ ikv_status ikv_cuda_page_keys_batch(const ikv_geometry *geometry, const ikv_cuda
  * IKV_CUDA_RANK_MAX: IKV_E_UNSUPPORTED (rank on the host). */
 ikv_status ikv_cuda_rank_keys(uint32_t heads, uint64_t *keys, uint32_t n, uint32_t want, void *stream);
 /* Every sequence's rows of ikv_cuda_page_keys_batch ranked in one launch,
- * the best min(want, n_b) first. */
-ikv_status ikv_cuda_rank_keys_batch(uint32_t heads, uint64_t *keys, const uint32_t *seq_off,
-                                    const uint32_t *seq_off_host, uint32_t batch, uint32_t want, void *stream);
+ * the best min(want, n_b) first; longest as there (at least every n_b).
+ * longest above IKV_CUDA_RANK_MAX: IKV_E_UNSUPPORTED (rank on the host). */
+ikv_status ikv_cuda_rank_keys_batch(uint32_t heads, uint64_t *keys, const uint32_t *seq_off, uint32_t longest,
+                                    uint32_t batch, uint32_t want, void *stream);
 
 /* Device selection: a page the GPU may pick for a plan, and where a plan
  * entry for it points. */

@@ -626,13 +626,12 @@ static ikv_status rank_part(ikv_runtime *rt, int bound, const ikv_page_id *pages
   if (st == IKV_OK) st = stage(s, &s->q, q, sizeof(float) * batch * rt->cfg.q_heads * g->head_dim);
   cudaStream_t stream;
   if (st == IKV_OK) st = rt_stream(rt, &stream);
-  if (st == IKV_OK)
-    st = ikv_cuda_page_keys_batch(g, &s->sum, bound, (const uint32_t *)s->candidates.d, (const uint32_t *)s->rank_off.d,
-                                  longest_sequence(seq_off, batch), batch, (const float *)s->q.d, rt->cfg.q_heads,
-                                  s->keys, stream);
   if (st != IKV_OK) return st;
-  st = ikv_cuda_rank_keys_batch(g->kv_heads, s->keys, (const uint32_t *)s->rank_off.d, seq_off, batch,
-                                want, stream);
+  const uint32_t longest = longest_sequence(seq_off, batch);
+  st = ikv_cuda_page_keys_batch(g, &s->sum, bound, (const uint32_t *)s->candidates.d, (const uint32_t *)s->rank_off.d,
+                                longest, batch, (const float *)s->q.d, rt->cfg.q_heads, s->keys, stream);
+  if (st != IKV_OK) return st;
+  st = ikv_cuda_rank_keys_batch(g->kv_heads, s->keys, (const uint32_t *)s->rank_off.d, longest, batch, want, stream);
   const int on_gpu = st == IKV_OK;
   if (!on_gpu && st != IKV_E_UNSUPPORTED) return st;
   if (on_gpu) /* each row's best min(want, n) come back, not its whole ranking */

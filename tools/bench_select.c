@@ -28,7 +28,7 @@ typedef struct selection {
   uint32_t batch, n, want; /* n: candidates a sequence */
   int sets;                    /* ROTATE_MIN to ROTATE_MAX */
   uint32_t *pages[ROTATE_MAX]; /* device: set r's candidate page ids */
-  uint32_t *seq_off, *seq_off_host;
+  uint32_t *seq_off;
   float *q;
   uint64_t *keys[ROTATE_MAX];
   ikv_cuda_selection plan[ROTATE_MAX]; /* set r's reserved entries (device) */
@@ -43,7 +43,7 @@ static void enqueue(const selection *x, int stages, cudaStream_t s) {
                    "ikv_cuda_page_keys_batch");
     if (stages & RANK)
       bench_ikv_ok(NULL,
-                   ikv_cuda_rank_keys_batch(HKV, x->keys[r], x->seq_off, x->seq_off_host, x->batch, x->want, s),
+                   ikv_cuda_rank_keys_batch(HKV, x->keys[r], x->seq_off, x->n, x->batch, x->want, s),
                    "ikv_cuda_rank_keys_batch");
     if (stages & TOPK) bench_ikv_ok(NULL, ikv_cuda_select_scatter(&x->plan[r], s), "ikv_cuda_select_scatter");
   }
@@ -138,17 +138,16 @@ static void bench_one(uint32_t batch, uint32_t ctx, double copy_bw, int json, in
   BENCH_CUDA(cudaMalloc((void **)&x.sums.kmax, sizeof(uint16_t) * cells));
   x.sums.ksum = NULL; /* the bound reads only the extremes */
   bench_fill_random_f16(x.sums.kmin, cells, -1, 11), bench_fill_random_f16(x.sums.kmax, cells, 1, 12);
-  uint32_t *ids = malloc(sizeof(uint32_t) * per_set);
-  x.seq_off_host = malloc(sizeof(uint32_t) * (batch + 1));
-  if (!ids || !x.seq_off_host) bench_cuda_ok(cudaErrorMemoryAllocation, "bench select");
-  for (uint32_t b = 0; b <= batch; b++) x.seq_off_host[b] = b * x.n;
+  uint32_t *ids = malloc(sizeof(uint32_t) * per_set), *seq_off = malloc(sizeof(uint32_t) * (batch + 1));
+  if (!ids || !seq_off) bench_cuda_ok(cudaErrorMemoryAllocation, "bench select");
+  for (uint32_t b = 0; b <= batch; b++) seq_off[b] = b * x.n;
   for (int r = 0; r < x.sets; r++) {
     for (uint32_t i = 0; i < per_set; i++) ids[i] = (uint32_t)r * per_set + i;
     BENCH_CUDA(cudaMalloc((void **)&x.pages[r], sizeof(uint32_t) * per_set));
     BENCH_CUDA(cudaMemcpy(x.pages[r], ids, sizeof(uint32_t) * per_set, cudaMemcpyHostToDevice));
     BENCH_CUDA(cudaMalloc((void **)&x.keys[r], sizeof(uint64_t) * per_set * HKV));
   }
-  x.seq_off = upload(x.seq_off_host, sizeof(uint32_t) * (batch + 1));
+  x.seq_off = upload(seq_off, sizeof(uint32_t) * (batch + 1));
   for (int r = 0; r < x.sets; r++) make_plan(&x, r);
   BENCH_CUDA(cudaMalloc((void **)&x.q, sizeof(float) * batch * HQ * D));
   bench_fill_random_f32(x.q, (size_t)batch * HQ * D, 0, 13);
@@ -173,7 +172,7 @@ static void bench_one(uint32_t batch, uint32_t ctx, double copy_bw, int json, in
   cudaStreamDestroy(s);
   for (int r = 0; r < x.sets; r++) cudaFree(x.pages[r]), cudaFree(x.keys[r]), free_plan(&x.plan[r]);
   cudaFree(x.sums.kmin), cudaFree(x.sums.kmax), cudaFree(x.seq_off), cudaFree(x.q);
-  free(ids), free(x.seq_off_host);
+  free(ids), free(seq_off);
 }
 
 void bench_select(double copy_bw, int json, int *first) {
