@@ -54,13 +54,34 @@ def time_config(batch, context, kv_heads, backend):
     return {"time_us": round(us, 2), "kv_bytes": kv_bytes, "gbs": round(kv_bytes / (us * 1e-6) / 1e9, 1)}
 
 
+def flag_values(name, default):
+    """The comma-separated integers after flag `name`, else default."""
+    if name not in sys.argv:
+        return default
+    at = sys.argv.index(name) + 1
+    if at >= len(sys.argv):
+        sys.exit(f"bench_anchor.py: {name} needs a value")
+    try:
+        values = tuple(int(x) for x in sys.argv[at].split(","))
+    except ValueError:
+        sys.exit(f"bench_anchor.py: {name} takes integers, not {sys.argv[at]!r}")
+    if any(v <= 0 for v in values):
+        sys.exit(f"bench_anchor.py: {name} takes positive integers")
+    return values
+
+
 def main():
     as_json = "--json" in sys.argv
     quick = "--quick" in sys.argv
+    heads_list = flag_values("--kv-heads", (8, 32))
+    batches = flag_values("--batch", (1, 8, 32))
+    contexts = flag_values("--context", (4096, 16384, 32768, 65536, 131072))
+    if any(HQ % h for h in heads_list):
+        sys.exit(f"bench_anchor.py: --kv-heads must divide {HQ}")
     rows = []
-    for kv_heads in (8, 32):
-        for batch in (1, 8, 32):
-            for context in (4096, 16384, 32768, 65536, 131072):
+    for kv_heads in heads_list:
+        for batch in batches:
+            for context in contexts:
                 if quick and (batch == 32 or context not in (4096, 32768)):
                     continue
                 for backend in BACKENDS:
