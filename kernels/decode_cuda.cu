@@ -5,6 +5,7 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -540,7 +541,7 @@ __device__ __forceinline__ void load_q_frags(const decode_args &a, uint32_t h, u
 
 template <int D, int PREC, bool TMA>
 __device__ void run_item(const decode_args &a, const tma_pool *tp, const ikv_work_item &it, uint32_t h, uint32_t b,
-                         __half *stage, warp_state<D> &ws, bool wait_late) {
+                         __half *stage, warp_state<D> &ws, bool wait_late, int fresh_from) {
   typedef slot_layout<D, PREC> L;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint32_t qb[D / 16][2];
@@ -573,17 +574,24 @@ __device__ void run_item(const decode_args &a, const tma_pool *tp, const ikv_wor
   cursor ic = {0, 0};
   if (m.count) ic.r0 = (int)(entry_span(m, 0) & 0xffffu) & ~15;
   const cursor start = ic;
-  /* prologue: the first N chunks in flight (one commit group each, empty or not) */
+  /* prologue: the first N chunks in flight (one commit group each, empty
+   * or not); a chunk of an entry at or past fresh_from (its page may be
+   * written by the kernel before) only once that kernel is done */
+  bool waited = !wait_late;
 #pragma unroll
   for (int st = 0; st < L::N; st++) {
     if (ic.n < m.count) {
+      if (!waited && warp + WARPS * ic.n >= fresh_from) {
+        asm volatile("griddepcontrol.wait;" ::: "memory");
+        waited = true;
+      }
       issue_chunk<D, PREC>(a, h, m, ic, slots + st * pitch, lane, tp, tma, bars + st);
       cursor_next(m, ic);
     }
     cp_async_commit();
   }
   if (wait_late) { /* the pages are on their way: now wait for the kernel before, which may write q */
-    asm volatile("griddepcontrol.wait;" ::: "memory");
+    if (!waited) asm volatile("griddepcontrol.wait;" ::: "memory");
     load_q_frags<D, PREC>(a, h, b, lane, qb);
   }
   int folded = -1;
@@ -763,17 +771,21 @@ template <int D, bool TMA> __device__ __forceinline__ void decode_block(const de
   /* the merge kernel may be scheduled now: its blocks wait for this grid
    * (griddepcontrol.wait) and take SM slots as these blocks leave them */
   asm volatile("griddepcontrol.launch_dependents;");
-  /* launched alongside the kernel before it (item_waits): an item that
-   * reads pages that kernel writes waits for it now, the others once their
-   * first pages are in flight (as with prefetch_pages) */
+  /* launched alongside the kernel before it (item_waits): an item whose
+   * plan that kernel may write waits for it now; one that reads pages it
+   * may write puts its chunks before the first such page in flight and
+   * waits there; the others wait once their first pages are in flight (as
+   * with prefetch_pages) */
   /* block x: item x / heads, KV head x % heads (rows every KV head reads;
    * else heads 1): blocks go out in item order, so items past the plan's
    * (a launch padded for a CUDA graph) come last and take no earlier
    * item's place in a wave */
   const bool per_head = a.csr.per_kv_head != 0;
   const uint32_t heads = per_head ? 1 : a.kv_heads, item = blockIdx.x / heads;
-  const bool waits = a.item_waits && a.item_waits[item];
+  const uint32_t wait_at = a.item_waits ? a.item_waits[item] : 0; /* ikv_cuda_plan.item_waits */
+  const bool waits = wait_at == 1;
   if (waits) asm volatile("griddepcontrol.wait;" ::: "memory");
+  const int fresh_from = wait_at > 1 ? (int)wait_at - 1 : INT_MAX;
   const bool wait_late = (a.prefetch_pages || a.item_waits) && !waits;
   const ikv_work_item it = a.items[item];
   const uint32_t h = per_head ? it.row % a.kv_heads : blockIdx.x % heads, b = per_head ? it.row / a.kv_heads : it.row;
@@ -784,11 +796,11 @@ template <int D, bool TMA> __device__ __forceinline__ void decode_block(const de
 #pragma unroll
   for (int mt = 0; mt < D / 16; mt++) ws.acc[mt][0] = ws.acc[mt][1] = ws.acc[mt][2] = ws.acc[mt][3] = 0.0f;
   switch (it.precision) { /* block-uniform: one page format per item */
-    case IKV_FP16: run_item<D, IKV_FP16, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
-    case IKV_BF16: run_item<D, IKV_BF16, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
-    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
-    case IKV_INT8: run_item<D, IKV_INT8, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
-    default: run_item<D, IKV_INT4, TMA>(a, tp, it, h, b, stage, ws, wait_late); break;
+    case IKV_FP16: run_item<D, IKV_FP16, TMA>(a, tp, it, h, b, stage, ws, wait_late, fresh_from); break;
+    case IKV_BF16: run_item<D, IKV_BF16, TMA>(a, tp, it, h, b, stage, ws, wait_late, fresh_from); break;
+    case IKV_FP8_E4M3: run_item<D, IKV_FP8_E4M3, TMA>(a, tp, it, h, b, stage, ws, wait_late, fresh_from); break;
+    case IKV_INT8: run_item<D, IKV_INT8, TMA>(a, tp, it, h, b, stage, ws, wait_late, fresh_from); break;
+    default: run_item<D, IKV_INT4, TMA>(a, tp, it, h, b, stage, ws, wait_late, fresh_from); break;
   }
 #pragma unroll
   for (int j = 0; j < 2; j++)
@@ -909,6 +921,10 @@ __global__ void __launch_bounds__(MERGE_WARPS * 32) merge_kernel(decode_args a, 
 /* ---- host side ---------------------------------------------------------------- */
 
 static ikv_status cuda_ok(cudaError_t e) { return e == cudaSuccess ? IKV_OK : IKV_E_CUDA; }
+
+extern "C" uint64_t ikv_cuda_decode_wave(uint32_t head_dim, int sm_count) {
+  return (head_dim < 256 ? 3u : 1u) * (uint64_t)(sm_count > 0 ? sm_count : 0);
+}
 
 extern "C" uint32_t ikv_cuda_pages_per_item(uint32_t rows, uint32_t kv_heads_per_row, uint32_t pages_per_row,
                                             uint32_t precisions, int sm_count) {
@@ -1084,8 +1100,8 @@ static bool bulk_copies_pay(const ikv_geometry *g, const ikv_cuda_plan *plan, ui
   if (plan->formats && !(plan->formats & (1u << IKV_FP16 | 1u << IKV_FP8_E4M3))) return false;
   const int sms = ikv_cuda_sm_count();
   if (!sms) return false;
-  const uint64_t per_sm = g->head_dim < 256 ? 3 : 1, blocks = (uint64_t)plan->n_items * heads;
-  return blocks >= 2 * per_sm * (uint64_t)sms ||
+  const uint64_t blocks = (uint64_t)plan->n_items * heads;
+  return blocks >= 2 * ikv_cuda_decode_wave(g->head_dim, sms) ||
          (blocks >= (uint64_t)sms && plan->n_entries >= 32ull * plan->n_items && plan->n_items);
 }
 

@@ -45,11 +45,15 @@ typedef struct ikv_cuda_plan {
   uint32_t n_items;
   /* NULL: the decode starts once the work before it on the stream is done
    * (unless prefetch_pages). Else [n_items]: the decode is launched as a
-   * programmatic dependent of the kernel before it; the blocks of an item
-   * with item_waits[i] != 0 wait for that kernel (griddepcontrol.wait) on
-   * entry, the others as with prefetch_pages. The runtime sets it after its
-   * write_kv (which lets its dependents start before it waits for the
-   * kernel before it): items holding a page written this step wait. */
+   * programmatic dependent of the kernel before it; the blocks of item i
+   * wait for that kernel (griddepcontrol.wait) on entry where
+   * item_waits[i] is 1 (that kernel may write the plan or the item's first
+   * page), before loading the item's entry at position item_waits[i] - 1
+   * and later ones where it is more (their pages may be written; the
+   * earlier ones' loads are in flight by then), and otherwise as with
+   * prefetch_pages (0). The runtime sets it after its write_kv (which lets
+   * its dependents start before it waits for the kernel before it): an
+   * item waits before its first page written this step. */
   const uint8_t *item_waits;
   /* Nonzero: the decode is launched as a programmatic dependent of the
    * kernel before it; each block not waiting on entry puts its first chunks
@@ -77,6 +81,10 @@ typedef struct ikv_cuda_plan {
 ikv_status ikv_cuda_plan_create(const ikv_decode_plan *host, uint32_t kv_heads, uint32_t pages_per_item,
                                 ikv_cuda_plan **out);
 void ikv_cuda_plan_destroy(ikv_cuda_plan *plan);
+
+/* Decode blocks (one per item and KV head) resident at once on sm_count
+ * SMs: a launch of at most this many runs as one wave. */
+uint64_t ikv_cuda_decode_wave(uint32_t head_dim, int sm_count);
 
 /* Pages per work item that spread a step over the GPU: about three waves of
  * blocks (one per item and KV head), at least 16 pages an item, or 8 where

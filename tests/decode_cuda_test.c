@@ -105,15 +105,17 @@ static size_t check_launch(fixture *f, const device_pools *dp, test_rng *r, ikv_
   if (ws_bytes) CUDA_CHECK(cudaMalloc(&dws, ws_bytes));
   CUDA_CHECK(cudaMemcpy(dq, q, n * es, cudaMemcpyHostToDevice));
   /* three times: the second launch finds the plan as the first left it, and
-   * is launched as a programmatic dependent with every other item free to
-   * start early (nothing before it writes what it reads); the third,
+   * is launched as a programmatic dependent whose items wait in each way
+   * item_waits offers (nothing before it writes what it reads); the third,
    * prefetching pages, is followed by a second prefetching decode whose
    * queries are the first one's output and which shares its workspace: it
    * must wait for the first one's merge before reading either. The first
    * loads FP16 and FP8 pages by cp.async, the others by bulk tensor copies
    * (the automatic choice takes them only on launches larger than these). */
   uint8_t *waits = malloc(cp->n_items + 1), *d_waits;
-  for (uint32_t i = 0; i < cp->n_items; i++) waits[i] = (uint8_t)(i & 1);
+  /* items that start early, wait on entry, wait before their second and before their fifth entry */
+  static const uint8_t wait_kinds[4] = {0, 1, 2, 5};
+  for (uint32_t i = 0; i < cp->n_items; i++) waits[i] = wait_kinds[i % 4];
   CUDA_CHECK(cudaMalloc((void **)&d_waits, cp->n_items + 1));
   CUDA_CHECK(cudaMemcpy(d_waits, waits, cp->n_items + 1, cudaMemcpyHostToDevice));
   static const char *const launches[3] = {"ordinary launch, cp.async", "item waits, bulk copies",

@@ -16,6 +16,7 @@
 
 #include "runtime/intentkv.h"
 #include "tests/cmocka_all.h"
+#include "tests/gpu_hold.h"
 #include "tests/require_gpu.h"
 #include "tests/test_rng.h"
 
@@ -306,29 +307,35 @@ static void ranks_more_candidates_than_pages_in_parts(void **state) {
  * KV-head row (the plan's entries move; its padded launch, hence the key,
  * holds). */
 /* Fresh random K/V of count tokens into layer l of both twins, through each
- * one's slot mapping (k, v: host scratch; dk, dv: device scratch). */
+ * one's slot mapping (k, v: host scratch; dk, dv: device scratch, read by
+ * the CUDA twin's write_kv on stream, which may run later). */
 static void write_both(twin *t, uint32_t l, int64_t *const slots[2], uint8_t *const precs[2], uint32_t count, float *k,
-                       float *v, void *dk, void *dv) {
+                       float *v, void *dk, void *dv, cudaStream_t stream) {
   const size_t n = (size_t)count * H * D;
   rng_fill_gauss(&t->rng, k, n, 1.0f), rng_fill_gauss(&t->rng, v, n, 1.0f);
   CUDA_CHECK(cudaMemcpy(dk, k, sizeof(float) * n, cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(dv, v, sizeof(float) * n, cudaMemcpyHostToDevice));
   assert_int_equal(ikv_write_kv(t->rt[0], l, k, v, IKV_DTYPE_F32, slots[0], precs[0], count, NULL), IKV_OK);
-  assert_int_equal(ikv_write_kv(t->rt[1], l, dk, dv, IKV_DTYPE_F32, slots[1], precs[1], count, NULL), IKV_OK);
+  assert_int_equal(ikv_write_kv(t->rt[1], l, dk, dv, IKV_DTYPE_F32, slots[1], precs[1], count, stream), IKV_OK);
 }
 
 /* The usual order within a step: append, plan, then for each layer its
  * write_kv and its decode, so each decode follows its write_kv on the
- * stream and its items holding no page written this step start alongside
- * it; in the second step every write_kv also rewrites a token of an old page
- * (one no item waits for), after which the decodes wait in full. Both steps
- * give the CPU backend's result. */
+ * stream and starts alongside it: its items put their pages in flight, but
+ * none loads a page written this step before the write_kv is done. A kernel
+ * that lets them start at once and holds the write_kv back (tests/gpu_hold.h)
+ * makes any early load of such a page read its old bytes every time. Three
+ * steps: scheduler tables of every page in order (the new token's page last
+ * in its item, which waits before that page), the router's plan, and the
+ * router's again with every write_kv also rewriting a token of an old page
+ * (one no item waits for), after which the decodes wait in full. Each gives
+ * the CPU backend's result. */
 static void decodes_follow_their_write_kv(void **state) {
   (void)state;
   require_gpu();
   twin t;
   twin_open(&t);
-  enum { FIRST = 100 };
+  enum { FIRST = 100, HOLD_NS = 2000000 }; /* 2 ms: longer than the host takes to enqueue what follows */
   uint32_t n = FIRST, one = 1;
   int64_t old_slots[2][FIRST], new_slot[2];
   uint8_t old_precs[2][FIRST], new_prec[2];
@@ -348,19 +355,45 @@ static void decodes_follow_their_write_kv(void **state) {
   CUDA_CHECK(cudaMalloc(&dq, sizeof(float) * nq));
   CUDA_CHECK(cudaMalloc(&dout, sizeof(float) * nq));
   CUDA_CHECK(cudaMalloc((void **)&dlse, sizeof(float) * HQ));
-  for (uint32_t l = 0; l < L; l++) write_both(&t, l, olds, oldp, FIRST, k, v, dk, dv);
-  for (int rewrite = 0; rewrite < 2; rewrite++) {
+  cudaStream_t s;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (uint32_t l = 0; l < L; l++) write_both(&t, l, olds, oldp, FIRST, k, v, dk, dv, NULL);
+  enum { TABLES, ROUTER, REWRITE };
+  for (int step = TABLES; step <= REWRITE; step++) {
+    const int rewrite = step == REWRITE;
     for (int b = 0; b < 2; b++)
       assert_int_equal(ikv_append(t.rt[b], &t.seq[b][0], &one, 1, &new_slot[b], &new_prec[b]), IKV_OK);
-    ikv_plan_request req[2] = {router(t.seq[0], 1, 0.0f), router(t.seq[1], 1, 0.0f)};
-    for (int b = 0; b < 2; b++) assert_int_equal(ikv_plan_build(t.rt[b], t.plan[b], &req[b]), IKV_OK);
+    const uint32_t pages = (FIRST + step + 1 + P - 1) / P, fresh = (FIRST + step) / P;
+    int32_t indptr[2] = {0, (int32_t)pages}, index[16];
+    uint8_t prec[16];
+    for (uint32_t i = 0; i < pages; i++) index[i] = (int32_t)i, prec[i] = IKV_FP16;
+    for (int b = 0; b < 2; b++) {
+      ikv_plan_request req = router(t.seq[b], 1, 0.0f);
+      if (step == TABLES)
+        req.mode = IKV_PLAN_TABLES, req.tables = (ikv_plan_tables){.indptr = indptr, .page_index = index, .precision = prec};
+      assert_int_equal(ikv_plan_build(t.rt[b], t.plan[b], &req), IKV_OK);
+    }
+    if (step == TABLES) { /* the new token's page is not its item's first */
+      uint32_t n_items;
+      const ikv_work_item *items = ikv_plan_work(t.plan[1], &n_items);
+      const int32_t *order = ikv_plan_work_entries(t.plan[1]);
+      uint32_t position = 0;
+      for (uint32_t i = 0; i < n_items; i++)
+        for (uint32_t x = items[i].begin; x < items[i].end; x++)
+          if (ikv_plan_view(t.plan[1])->page_index[order[x]] == (int32_t)fresh) position = x - items[i].begin;
+      assert_true(position > 0);
+    }
     for (uint32_t l = 0; l < L; l++) {
-      if (rewrite) write_both(&t, l, olds, oldp, 1, k, v, dk, dv); /* token 0, on page 0: no item waits for it */
-      write_both(&t, l, news, newp, 1, k, v, dk, dv);
       rng_fill_gauss(&t.rng, q, nq, 1.0f);
+      CUDA_CHECK(cudaDeviceSynchronize()); /* the scratch is free */
       CUDA_CHECK(cudaMemcpy(dq, q, sizeof(float) * nq, cudaMemcpyHostToDevice));
       CUDA_CHECK(cudaMemset(dout, 0xff, sizeof(float) * nq));
-      assert_int_equal(ikv_decode(t.rt[1], t.plan[1], l, dq, dout, dlse, IKV_DTYPE_F32, NULL), IKV_OK);
+      assert_true(test_gpu_hold(s, HOLD_NS));
+      /* token 0, on page 0: no item waits for it (its K/V at the scratch's second row) */
+      if (rewrite) write_both(&t, l, olds, oldp, 1, k, v, (float *)dk + row, (float *)dv + row, s);
+      write_both(&t, l, news, newp, 1, k, v, dk, dv, s);
+      assert_int_equal(ikv_decode(t.rt[1], t.plan[1], l, dq, dout, dlse, IKV_DTYPE_F32, s), IKV_OK);
+      CUDA_CHECK(cudaStreamSynchronize(s));
       assert_int_equal(ikv_decode(t.rt[0], t.plan[0], l, q, out0, lse0, IKV_DTYPE_F32, NULL), IKV_OK);
       CUDA_CHECK(cudaMemcpy(out1, dout, sizeof(float) * nq, cudaMemcpyDeviceToHost));
       CUDA_CHECK(cudaMemcpy(lse1, dlse, sizeof(float) * HQ, cudaMemcpyDeviceToHost));
@@ -368,6 +401,7 @@ static void decodes_follow_their_write_kv(void **state) {
     }
     for (int b = 0; b < 2; b++) assert_int_equal(ikv_step_end(t.rt[b], t.plan[b]), IKV_OK);
   }
+  cudaStreamDestroy(s);
   cudaFree(dk), cudaFree(dv), cudaFree(dq), cudaFree(dout), cudaFree(dlse);
   free(k), free(v), free(q), free(out0), free(out1);
   twin_close(&t);
